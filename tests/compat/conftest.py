@@ -390,7 +390,17 @@ def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
     try:
         out = {}
         for p in range(partitions):
-            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            # Right after topic creation (or a restart) leadership may still be settling: retry
+            # retriable errors for up to 30 s.
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                    break
+                except Exception:  # noqa: BLE001 - NOT_LEADER, LEADER_NOT_AVAILABLE, transport
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
             out[p] = hi
         return out
     finally:
