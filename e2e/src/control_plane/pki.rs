@@ -1,0 +1,181 @@
+//! The control plane's certificates and keys, generated in-process with rcgen.
+//!
+//! One throwaway CA signs everything: the apiserver's serving certificate and the client
+//! certificates of the admin user and the controller-manager. Kubernetes maps a client
+//! certificate's CN to the user name and its O to groups, so `O=system:masters` makes the admin
+//! a cluster admin under RBAC, and `CN=system:kube-controller-manager` gets the bootstrap role
+//! the apiserver creates for it. A separate key pair signs service-account tokens.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+
+/// Paths of the generated PEM files.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+    pub apiserver_cert: PathBuf,
+    pub apiserver_key: PathBuf,
+    pub admin: ClientCert,
+    pub controller_manager: ClientCert,
+    /// The apiserver's client identity towards kubelets (used once a node exists).
+    pub apiserver_kubelet_client: ClientCert,
+    pub service_account_key: PathBuf,
+    pub service_account_pub: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// DNS names and IPs the apiserver answers as: loopback, plus the in-cluster names pods use (the
+/// first address of the service range is the `kubernetes` Service's cluster IP).
+fn apiserver_names(service_ip: &str) -> Vec<String> {
+    [
+        "127.0.0.1",
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+        service_ip,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Generates a fresh PKI into `dir` (overwriting what is there).
+pub fn generate(dir: &Path, service_ip: &str) -> Result<Pki> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "fjord-e2e-ca");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+
+    let write = |name: &str, pem: String| -> Result<PathBuf> {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    };
+
+    let ca_cert = write("ca.crt", ca.pem())?;
+    let ca_key = write("ca.key", ca.key().serialize_pem())?;
+
+    let leaf = |common_name: &str,
+                organization: Option<&str>,
+                names: Vec<String>,
+                usage: ExtendedKeyUsagePurpose,
+                file_stem: &str|
+     -> Result<ClientCert> {
+        let mut params = CertificateParams::new(names)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        if let Some(org) = organization {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, org);
+        }
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &ca)?;
+        Ok(ClientCert {
+            cert: write(&format!("{file_stem}.crt"), cert.pem())?,
+            key: write(&format!("{file_stem}.key"), key.serialize_pem())?,
+        })
+    };
+
+    let serving = leaf(
+        "kube-apiserver",
+        None,
+        apiserver_names(service_ip),
+        ExtendedKeyUsagePurpose::ServerAuth,
+        "apiserver",
+    )?;
+    let admin = leaf(
+        "fjord-admin",
+        Some("system:masters"),
+        vec![],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        "admin",
+    )?;
+    let controller_manager = leaf(
+        "system:kube-controller-manager",
+        None,
+        vec![],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        "kube-controller-manager",
+    )?;
+    let apiserver_kubelet_client = leaf(
+        "kube-apiserver-kubelet-client",
+        Some("system:masters"),
+        vec![],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        "apiserver-kubelet-client",
+    )?;
+
+    let sa_key = KeyPair::generate()?;
+    let service_account_key = write("sa.key", sa_key.serialize_pem())?;
+    let service_account_pub = write("sa.pub", sa_key.public_key_pem())?;
+
+    Ok(Pki {
+        ca_cert,
+        ca_key,
+        apiserver_cert: serving.cert,
+        apiserver_key: serving.key,
+        admin,
+        controller_manager,
+        apiserver_kubelet_client,
+        service_account_key,
+        service_account_pub,
+    })
+}
+
+/// A kubeconfig that reaches `server` as the holder of `client`. File paths rather than inline
+/// data keep it readable, and both kubectl and kube-rs resolve them.
+pub fn kubeconfig(server: &str, ca_cert: &Path, client: &ClientCert, user: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: fjord-e2e
+  cluster:
+    server: {server}
+    certificate-authority: {ca}
+users:
+- name: {user}
+  user:
+    client-certificate: {cert}
+    client-key: {key}
+contexts:
+- name: fjord-e2e
+  context:
+    cluster: fjord-e2e
+    user: {user}
+    namespace: default
+current-context: fjord-e2e
+",
+        ca = ca_cert.display(),
+        cert = client.cert.display(),
+        key = client.key.display(),
+    )
+}
