@@ -1,0 +1,89 @@
+//! The admin HTTP endpoint (separate port): `/metrics` for Prometheus and `/v1/ready` for probes.
+//! A deliberately small HTTP/1.1 responder: GET only, one request per connection.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::state::Broker;
+
+const MAX_REQUEST_HEAD: usize = 8192;
+
+pub async fn bind(broker: &Broker) -> anyhow::Result<TcpListener> {
+    let addr = broker.config.admin_listener;
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on admin.listener {addr}: {e}"))
+}
+
+pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let b = broker.clone();
+        tokio::spawn(async move {
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(10), handle(b, stream)).await;
+        });
+    }
+}
+
+async fn handle(broker: Arc<Broker>, mut stream: TcpStream) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 || buf.len() > MAX_REQUEST_HEAD {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let mut parts = head.lines().next().unwrap_or("").split_whitespace();
+    let method = parts.next().unwrap_or("");
+    let path = parts.next().unwrap_or("").split('?').next().unwrap_or("");
+    let (status, ctype, body) = match (method, path) {
+        ("GET", "/metrics") => {
+            refresh_gauges(&broker);
+            (
+                "200 OK",
+                "text/plain; version=0.0.4",
+                broker.metrics.render(),
+            )
+        }
+        ("GET", "/v1/ready") if broker.is_ready() => (
+            "200 OK",
+            "application/json",
+            "{\"ready\":true}\n".to_string(),
+        ),
+        ("GET", "/v1/ready") => (
+            "503 Service Unavailable",
+            "application/json",
+            "{\"ready\":false}\n".to_string(),
+        ),
+        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET\n".to_string(),
+        ),
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(resp.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Gauges computed at scrape time rather than on every append.
+fn refresh_gauges(broker: &Broker) {
+    let parts = broker.all_partitions();
+    let size: u64 = parts.iter().map(|p| p.log.read().size_bytes()).sum();
+    broker.metrics.log_size_bytes.set(size as i64);
+    broker.metrics.partitions.set(parts.len() as i64);
+    broker.metrics.leader_count.set(parts.len() as i64);
+    broker.metrics.active_controller.set(1);
+}

@@ -1,0 +1,186 @@
+//! Fetch: read whole batches straight from segments (no decoding), long-poll until `min_bytes`
+//! are available or `max_wait_ms` passes, and respect `partition_max_bytes` and `max_bytes`.
+//! Fetch sessions (KIP-227) are declined with session id 0, which clients handle with full fetches.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+
+use super::topic_name;
+use crate::partition::Partition;
+use crate::protocol::dispatch::RequestContext;
+use crate::protocol::errors::ErrorCode;
+use crate::state::Broker;
+
+struct Wanted {
+    topic_index: usize,
+    partition: i32,
+    fetch_offset: i64,
+    max_bytes: usize,
+    current_leader_epoch: i32,
+    resolved: Option<Arc<Partition>>,
+    missing_error: ErrorCode,
+}
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: FetchRequest,
+) -> FetchResponse {
+    let use_ids = ctx.api_version >= 13;
+    let mut topics_out: Vec<(String, uuid::Uuid)> = Vec::new();
+    let mut wanted = Vec::new();
+    for t in &req.topics {
+        let (name, id) = if use_ids {
+            let img = broker.metadata.read();
+            (
+                img.topic_by_id(&t.topic_id).map(|m| m.name.clone()),
+                t.topic_id,
+            )
+        } else {
+            let name = t.topic.0.to_string();
+            let id = broker
+                .metadata
+                .read()
+                .topics
+                .get(&name)
+                .map(|m| m.id)
+                .unwrap_or_default();
+            (Some(name), id)
+        };
+        topics_out.push((name.clone().unwrap_or_default(), id));
+        for p in &t.partitions {
+            wanted.push(Wanted {
+                topic_index: topics_out.len() - 1,
+                partition: p.partition,
+                fetch_offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes.max(0) as usize,
+                current_leader_epoch: p.current_leader_epoch,
+                resolved: name.as_ref().and_then(|n| broker.partition(n, p.partition)),
+                missing_error: if use_ids && name.is_none() {
+                    ErrorCode::UnknownTopicId
+                } else {
+                    ErrorCode::UnknownTopicOrPartition
+                },
+            });
+        }
+    }
+    let max_bytes = if req.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        req.max_bytes as usize
+    };
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.clamp(0, 300_000) as u64);
+
+    let results = loop {
+        // Register for wake-ups before reading, so data appended in between is not missed.
+        let mut notified: Vec<_> = wanted
+            .iter()
+            .filter_map(|w| w.resolved.as_ref())
+            .map(|p| Box::pin(p.data_arrived.notified()))
+            .collect();
+        for n in &mut notified {
+            n.as_mut().enable();
+        }
+        let (results, total, had_error) = read_all(&wanted, max_bytes);
+        let now = Instant::now();
+        if total >= min_bytes.max(1) || had_error || now >= deadline || notified.is_empty() {
+            break results;
+        }
+        let sleep = tokio::time::sleep_until(deadline.into());
+        tokio::select! {
+            _ = futures::future::select_all(notified) => {}
+            _ = sleep => {}
+        }
+    };
+
+    let total_out: usize = results
+        .iter()
+        .map(|r| r.records.as_ref().map_or(0, |b| b.len()))
+        .sum();
+    broker.metrics.bytes_out.inc_by(total_out as u64);
+    let mut by_topic: Vec<Vec<PartitionData>> = vec![Vec::new(); topics_out.len()];
+    for (w, r) in wanted.iter().zip(results) {
+        by_topic[w.topic_index].push(r);
+    }
+    let responses = topics_out
+        .into_iter()
+        .zip(by_topic)
+        .map(|((name, id), parts)| {
+            FetchableTopicResponse::default()
+                .with_topic(topic_name(&name))
+                .with_topic_id(id)
+                .with_partitions(parts)
+        })
+        .collect();
+    FetchResponse::default()
+        .with_session_id(0)
+        .with_responses(responses)
+}
+
+/// Reads every wanted partition once. Returns the partition results, the bytes read, and whether
+/// any partition has an error (which makes the fetch answer immediately, like Kafka).
+fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<PartitionData>, usize, bool) {
+    let mut total = 0usize;
+    let mut had_error = false;
+    let mut out = Vec::with_capacity(wanted.len());
+    for w in wanted {
+        let base = PartitionData::default()
+            .with_partition_index(w.partition)
+            .with_aborted_transactions(Some(vec![]));
+        let Some(p) = &w.resolved else {
+            had_error = true;
+            out.push(
+                base.with_error_code(w.missing_error.code())
+                    .with_high_watermark(-1)
+                    .with_log_start_offset(-1),
+            );
+            continue;
+        };
+        if w.current_leader_epoch >= 0 && w.current_leader_epoch != p.leader_epoch {
+            had_error = true;
+            let code = if w.current_leader_epoch > p.leader_epoch {
+                ErrorCode::UnknownLeaderEpoch
+            } else {
+                ErrorCode::FencedLeaderEpoch
+            };
+            out.push(
+                base.with_error_code(code.code())
+                    .with_high_watermark(-1)
+                    .with_log_start_offset(-1),
+            );
+            continue;
+        }
+        let hw = p.high_watermark();
+        let log = p.log.read();
+        let start = log.log_start_offset();
+        let base = base
+            .with_high_watermark(hw)
+            .with_last_stable_offset(hw)
+            .with_log_start_offset(start);
+        if w.fetch_offset < start || w.fetch_offset > hw {
+            had_error = true;
+            out.push(base.with_error_code(ErrorCode::OffsetOutOfRange.code()));
+            continue;
+        }
+        let remaining = max_bytes.saturating_sub(total);
+        let limit = w.max_bytes.min(remaining);
+        // The first partition with data may exceed the limits by one batch, so consumers always
+        // make progress (KIP-74).
+        match log.read(w.fetch_offset, limit, hw, total == 0) {
+            Ok(r) => {
+                total += r.records.len();
+                out.push(base.with_records(Some(r.records)));
+            }
+            Err(e) => {
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "read failed");
+                had_error = true;
+                out.push(base.with_error_code(ErrorCode::UnknownServerError.code()));
+            }
+        }
+    }
+    (out, total, had_error)
+}

@@ -1,0 +1,239 @@
+//! Group membership APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! DescribeGroups, ListGroups and DeleteGroups. This broker coordinates every group.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::*;
+
+use crate::group::JoinRequest;
+use crate::protocol::dispatch::{s, RequestContext};
+
+use crate::state::Broker;
+
+pub async fn find_coordinator(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    let l = &broker.config.advertised_listeners[0];
+    let node = BrokerId(broker.config.node_id);
+    if ctx.api_version >= 4 {
+        let coordinators = req
+            .coordinator_keys
+            .iter()
+            .map(|k| {
+                Coordinator::default()
+                    .with_key(k.clone())
+                    .with_node_id(node)
+                    .with_host(s(l.host.clone()))
+                    .with_port(l.port as i32)
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    FindCoordinatorResponse::default()
+        .with_node_id(node)
+        .with_host(s(l.host.clone()))
+        .with_port(l.port as i32)
+}
+
+pub async fn join(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: JoinGroupRequest,
+) -> JoinGroupResponse {
+    let join = JoinRequest {
+        member_id: req.member_id.to_string(),
+        group_instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
+        client_id: ctx.client_id.clone(),
+        client_host: ctx.client_host.clone(),
+        session_timeout_ms: req.session_timeout_ms,
+        // v0 has no rebalance timeout: it equals the session timeout.
+        rebalance_timeout_ms: if ctx.api_version == 0 {
+            req.session_timeout_ms
+        } else {
+            req.rebalance_timeout_ms
+        },
+        protocol_type: req.protocol_type.to_string(),
+        protocols: req
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect(),
+        require_known_member_id: ctx.api_version >= 4,
+    };
+    let r = broker.groups.join(&req.group_id.0, join).await;
+    JoinGroupResponse::default()
+        .with_error_code(r.error)
+        .with_generation_id(r.generation_id)
+        .with_protocol_type(r.protocol_type.map(s))
+        .with_protocol_name(r.protocol_name.map(s))
+        .with_leader(s(r.leader))
+        .with_member_id(s(r.member_id))
+        .with_members(
+            r.members
+                .into_iter()
+                .map(|(id, inst, md)| {
+                    JoinGroupResponseMember::default()
+                        .with_member_id(s(id))
+                        .with_group_instance_id(inst.map(s))
+                        .with_metadata(md)
+                })
+                .collect(),
+        )
+}
+
+pub async fn sync(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext,
+    req: SyncGroupRequest,
+) -> SyncGroupResponse {
+    let assignments = req
+        .assignments
+        .iter()
+        .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+        .collect();
+    let r = broker
+        .groups
+        .sync(
+            &req.group_id.0,
+            &req.member_id,
+            req.generation_id,
+            assignments,
+        )
+        .await;
+    SyncGroupResponse::default()
+        .with_error_code(r.error)
+        .with_protocol_type(r.protocol_type.map(s))
+        .with_protocol_name(r.protocol_name.map(s))
+        .with_assignment(r.assignment)
+}
+
+pub async fn heartbeat(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext,
+    req: HeartbeatRequest,
+) -> HeartbeatResponse {
+    let code = broker
+        .groups
+        .heartbeat(&req.group_id.0, &req.member_id, req.generation_id);
+    HeartbeatResponse::default().with_error_code(code.code())
+}
+
+pub async fn leave(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: LeaveGroupRequest,
+) -> LeaveGroupResponse {
+    if ctx.api_version < 3 {
+        let codes = broker
+            .groups
+            .leave(&req.group_id.0, &[(req.member_id.to_string(), None)]);
+        return LeaveGroupResponse::default().with_error_code(codes[0].code());
+    }
+    let members: Vec<(String, Option<String>)> = req
+        .members
+        .iter()
+        .map(|m| {
+            (
+                m.member_id.to_string(),
+                m.group_instance_id.as_ref().map(|s| s.to_string()),
+            )
+        })
+        .collect();
+    let codes = broker.groups.leave(&req.group_id.0, &members);
+    LeaveGroupResponse::default().with_members(
+        members
+            .into_iter()
+            .zip(codes)
+            .map(|((id, inst), code)| {
+                MemberResponse::default()
+                    .with_member_id(s(id))
+                    .with_group_instance_id(inst.map(s))
+                    .with_error_code(code.code())
+            })
+            .collect(),
+    )
+}
+
+pub async fn describe(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext,
+    req: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
+    let groups = req
+        .groups
+        .iter()
+        .map(|g| {
+            let d = broker.groups.describe(&g.0);
+            DescribedGroup::default()
+                .with_group_id(g.clone())
+                .with_group_state(s(d.state))
+                .with_protocol_type(s(d.protocol_type))
+                .with_protocol_data(s(d.protocol))
+                .with_authorized_operations(i32::MIN)
+                .with_members(
+                    d.members
+                        .into_iter()
+                        .map(|m| {
+                            DescribedGroupMember::default()
+                                .with_member_id(s(m.member_id))
+                                .with_group_instance_id(m.group_instance_id.map(s))
+                                .with_client_id(s(m.client_id))
+                                .with_client_host(s(m.client_host))
+                                .with_member_metadata(m.metadata)
+                                .with_member_assignment(m.assignment)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+pub async fn list(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext,
+    req: ListGroupsRequest,
+) -> ListGroupsResponse {
+    let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
+    let groups = broker
+        .groups
+        .list()
+        .into_iter()
+        .filter(|(_, _, state)| states.is_empty() || states.contains(&state.to_lowercase()))
+        .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
+        .map(|(id, ptype, state)| {
+            ListedGroup::default()
+                .with_group_id(GroupId(s(id)))
+                .with_protocol_type(s(ptype))
+                .with_group_state(s(state))
+                .with_group_type(s("Classic"))
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+pub async fn delete(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext,
+    req: DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
+    let results = req
+        .groups_names
+        .iter()
+        .map(|g| {
+            DeletableGroupResult::default()
+                .with_group_id(g.clone())
+                .with_error_code(broker.groups.delete_group(&g.0).code())
+        })
+        .collect();
+    DeleteGroupsResponse::default().with_results(results)
+}

@@ -1,0 +1,159 @@
+//! ListOffsets (earliest / latest / max-timestamp / by timestamp), DeleteRecords and
+//! OffsetForLeaderEpoch: questions about a partition's offset range.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
+use kafka_protocol::messages::*;
+
+use crate::protocol::dispatch::RequestContext;
+use crate::protocol::errors::ErrorCode;
+use crate::state::Broker;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const EARLIEST_PENDING_UPLOAD: i64 = -5;
+const LATEST_TIERED: i64 = -6;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext,
+    req: ListOffsetsRequest,
+) -> ListOffsetsResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let base = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+                    let Some(part) = broker.partition(&name, p.partition_index) else {
+                        return base.with_error_code(ErrorCode::UnknownTopicOrPartition.code()).with_offset(-1).with_timestamp(-1);
+                    };
+                    let hw = part.high_watermark();
+                    let log = part.log.read();
+                    let found = match p.timestamp {
+                        LATEST => Ok(Some((hw, -1))),
+                        EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
+                        EARLIEST_PENDING_UPLOAD | LATEST_TIERED => Ok(Some((-1, -1))),
+                        MAX_TIMESTAMP => log.max_timestamp_offset(),
+                        ts => log.offset_for_timestamp(ts),
+                    };
+                    match found {
+                        Ok(Some((offset, ts))) => base.with_offset(offset).with_timestamp(ts).with_leader_epoch(part.leader_epoch),
+                        Ok(None) => base.with_offset(-1).with_timestamp(-1),
+                        Err(e) => {
+                            tracing::error!(topic = %name, partition = p.partition_index, error = %e, "offset lookup failed");
+                            base.with_error_code(ErrorCode::UnknownServerError.code()).with_offset(-1).with_timestamp(-1)
+                        }
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+pub async fn delete_records(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext,
+    req: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let base = DeleteRecordsPartitionResult::default()
+                        .with_partition_index(p.partition_index)
+                        .with_low_watermark(-1);
+                    let Some(part) = broker.partition(&name, p.partition_index) else {
+                        return base.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
+                    };
+                    let hw = part.high_watermark();
+                    let target = if p.offset == -1 { hw } else { p.offset };
+                    if target < 0 || target > hw {
+                        return base.with_error_code(ErrorCode::OffsetOutOfRange.code());
+                    }
+                    let mut log = part.log.write();
+                    match log.advance_log_start(target) {
+                        Ok(()) => base.with_low_watermark(log.log_start_offset()),
+                        Err(e) => {
+                            tracing::error!(topic = %name, error = %e, "delete records failed");
+                            base.with_error_code(ErrorCode::UnknownServerError.code())
+                        }
+                    }
+                })
+                .collect();
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    DeleteRecordsResponse::default().with_topics(topics)
+}
+
+pub async fn offset_for_leader_epoch(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext,
+    req: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.topic.0.to_string();
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let base = EpochEndOffset::default()
+                        .with_partition(p.partition)
+                        .with_leader_epoch(-1)
+                        .with_end_offset(-1);
+                    let Some(part) = broker.partition(&name, p.partition) else {
+                        return base.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
+                    };
+                    if p.current_leader_epoch >= 0 && p.current_leader_epoch != part.leader_epoch {
+                        let code = if p.current_leader_epoch > part.leader_epoch {
+                            ErrorCode::UnknownLeaderEpoch
+                        } else {
+                            ErrorCode::FencedLeaderEpoch
+                        };
+                        return base.with_error_code(code.code());
+                    }
+                    // Single epoch per partition so far: every epoch up to the current one ends at
+                    // the log end offset.
+                    if p.leader_epoch > part.leader_epoch || p.leader_epoch < 0 {
+                        return base;
+                    }
+                    let end = part.log.read().log_end_offset();
+                    base.with_leader_epoch(part.leader_epoch)
+                        .with_end_offset(end)
+                })
+                .collect();
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
+}

@@ -1,0 +1,21 @@
+//! Request handlers, one file per API family. Each takes the shared broker state, the request
+//! context and the decoded request, and returns the response; errors travel as Kafka error codes.
+
+pub mod configs;
+pub mod fetch;
+pub mod groups;
+pub mod list_offsets;
+pub mod metadata;
+pub mod offsets;
+pub mod produce;
+pub mod producer_id;
+pub mod topics;
+pub mod versions;
+
+use kafka_protocol::messages::TopicName;
+
+use crate::protocol::dispatch::s;
+
+pub(crate) fn topic_name(name: &str) -> TopicName {
+    TopicName(s(name))
+}

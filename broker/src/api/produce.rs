@@ -1,0 +1,142 @@
+//! Produce: validate each partition's batch (framing, magic, CRC, size), check idempotent
+//! sequences, append with assigned offsets, and answer once the data is in the log.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+
+use super::topic_name;
+use crate::log::batch::{self, BatchError};
+use crate::log::AppendError;
+use crate::protocol::dispatch::{s, RequestContext};
+use crate::protocol::errors::ErrorCode;
+use crate::state::{now_ms, Broker};
+
+fn error(index: i32, code: ErrorCode, message: Option<String>) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(code.code())
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+        .with_error_message(message.map(s))
+}
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext,
+    req: ProduceRequest,
+) -> ProduceResponse {
+    let acks = req.acks;
+    let mut responses = Vec::with_capacity(req.topic_data.len());
+    for topic in req.topic_data {
+        let name = if topic.name.0.is_empty() {
+            broker
+                .metadata
+                .read()
+                .topic_by_id(&topic.topic_id)
+                .map(|t| t.name.clone())
+                .unwrap_or_default()
+        } else {
+            topic.name.0.to_string()
+        };
+        let mut parts = Vec::with_capacity(topic.partition_data.len());
+        for pd in topic.partition_data {
+            parts.push(produce_partition(broker, &name, pd.index, pd.records, acks));
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic_name(&name))
+                .with_topic_id(topic.topic_id)
+                .with_partition_responses(parts),
+        );
+    }
+    ProduceResponse::default().with_responses(responses)
+}
+
+fn produce_partition(
+    broker: &Broker,
+    topic: &str,
+    index: i32,
+    records: Option<bytes::Bytes>,
+    acks: i16,
+) -> PartitionProduceResponse {
+    if !matches!(acks, -1..=1) {
+        return error(index, ErrorCode::InvalidRequiredAcks, None);
+    }
+    let Some(partition) = broker.partition(topic, index) else {
+        return error(index, ErrorCode::UnknownTopicOrPartition, None);
+    };
+    let Some(records) = records else {
+        return error(index, ErrorCode::CorruptMessage, Some("no records".into()));
+    };
+    let headers = match batch::validate_all(&records) {
+        Ok(h) => h,
+        Err(e) => {
+            let code = match e {
+                BatchError::UnsupportedMagic(_) => ErrorCode::UnsupportedForMessageFormat,
+                _ => ErrorCode::CorruptMessage,
+            };
+            broker
+                .metrics
+                .request_errors
+                .with_label_values(&["Produce", &format!("{code:?}")])
+                .inc();
+            tracing::debug!(topic, partition = index, error = %e, "rejected produce batch");
+            return error(index, code, Some(e.to_string()));
+        }
+    };
+    if headers
+        .iter()
+        .any(|h| h.is_transactional() || h.is_control())
+    {
+        return error(
+            index,
+            ErrorCode::InvalidRecord,
+            Some("transactional batches are not supported yet".into()),
+        );
+    }
+    let mut log = partition.log.write();
+    if acks == -1 && log.settings().min_insync_replicas > 1 {
+        // The in-sync set of a single broker is one replica.
+        return error(index, ErrorCode::NotEnoughReplicas, None);
+    }
+    let outcome = log.append(&records, &headers, partition.leader_epoch, now_ms());
+    let log_start = log.log_start_offset();
+    let leo = log.log_end_offset();
+    drop(log);
+    match outcome {
+        Ok(o) => {
+            if !o.duplicate {
+                partition.advance_high_watermark(leo);
+                broker.metrics.bytes_in.inc_by(o.bytes as u64);
+                broker
+                    .metrics
+                    .messages_in
+                    .inc_by(o.record_count.max(0) as u64);
+            }
+            PartitionProduceResponse::default()
+                .with_index(index)
+                .with_base_offset(o.base_offset)
+                .with_log_append_time_ms(o.log_append_time)
+                .with_log_start_offset(log_start)
+        }
+        Err(AppendError::Protocol(code)) => {
+            broker
+                .metrics
+                .request_errors
+                .with_label_values(&["Produce", &format!("{code:?}")])
+                .inc();
+            error(index, code, None)
+        }
+        Err(AppendError::Io(e)) => {
+            tracing::error!(topic, partition = index, error = %e, "append failed");
+            error(
+                index,
+                ErrorCode::UnknownServerError,
+                Some(format!("storage error: {e}")),
+            )
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! CreateTopics, DeleteTopics and CreatePartitions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::*;
+
+use super::configs::topic_config_entries;
+use super::topic_name;
+use crate::protocol::dispatch::{s, RequestContext};
+use crate::protocol::errors::ErrorCode;
+use crate::state::{Broker, TopicError};
+
+pub async fn create(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext,
+    req: CreateTopicsRequest,
+) -> CreateTopicsResponse {
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let result = CreatableTopicResult::default().with_name(t.name.clone());
+        let outcome = (|| {
+            let mut configs = BTreeMap::new();
+            for c in &t.configs {
+                let Some(v) = &c.value else { continue };
+                configs.insert(c.name.to_string(), v.to_string());
+            }
+            let (partitions, rf) = if t.assignments.is_empty() {
+                (t.num_partitions, t.replication_factor)
+            } else {
+                if t.num_partitions != -1 || t.replication_factor != -1 {
+                    return Err(TopicError::new(
+                        ErrorCode::InvalidRequest,
+                        "Both numPartitions or replicationFactor and replicasAssignments were set.",
+                    ));
+                }
+                for a in &t.assignments {
+                    if a.broker_ids.iter().any(|b| b.0 != broker.config.node_id)
+                        || a.broker_ids.is_empty()
+                    {
+                        return Err(TopicError::new(
+                            ErrorCode::InvalidReplicaAssignment,
+                            format!(
+                                "Replica assignment for partition {} names an unknown broker.",
+                                a.partition_index
+                            ),
+                        ));
+                    }
+                }
+                (
+                    t.assignments.len() as i32,
+                    t.assignments[0].broker_ids.len() as i16,
+                )
+            };
+            broker.create_topic(&name, partitions, rf, configs, req.validate_only)
+        })();
+        results.push(match outcome {
+            Ok(id) => {
+                let img = broker.metadata.read();
+                let (parts, rf, overrides) = img
+                    .topics
+                    .get(&name)
+                    .map(|m| {
+                        (
+                            m.partitions.len() as i32,
+                            m.partitions[0].replicas.len() as i16,
+                            m.configs.clone(),
+                        )
+                    })
+                    .unwrap_or((
+                        if t.num_partitions == -1 {
+                            broker.config.num_partitions
+                        } else {
+                            t.num_partitions
+                        },
+                        1,
+                        BTreeMap::new(),
+                    ));
+                drop(img);
+                let configs = topic_config_entries(broker, &overrides)
+                    .into_iter()
+                    .map(|e| {
+                        CreatableTopicConfigs::default()
+                            .with_name(s(e.name))
+                            .with_value(Some(s(e.value)))
+                            .with_config_source(e.source)
+                            .with_read_only(false)
+                    })
+                    .collect();
+                result
+                    .with_topic_id(id)
+                    .with_num_partitions(parts)
+                    .with_replication_factor(rf)
+                    .with_configs(Some(configs))
+            }
+            Err(e) => result
+                .with_error_code(e.code.code())
+                .with_error_message(Some(s(e.message)))
+                .with_num_partitions(-1)
+                .with_replication_factor(-1),
+        });
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+pub async fn delete(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
+    // v6+ names topics by name or id; older versions by name only.
+    let targets: Vec<(Option<String>, uuid::Uuid)> = if ctx.api_version >= 6 {
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id))
+            .collect()
+    } else {
+        req.topic_names
+            .iter()
+            .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+            .collect()
+    };
+    let responses = targets
+        .into_iter()
+        .map(|(name, id)| {
+            let name = name.or_else(|| {
+                broker
+                    .metadata
+                    .read()
+                    .topic_by_id(&id)
+                    .map(|t| t.name.clone())
+            });
+            let Some(name) = name else {
+                return DeletableTopicResult::default()
+                    .with_topic_id(id)
+                    .with_error_code(ErrorCode::UnknownTopicId.code())
+                    .with_error_message(Some(s("This server does not host this topic ID.")));
+            };
+            match broker.delete_topic(&name) {
+                Ok(id) => DeletableTopicResult::default()
+                    .with_name(Some(topic_name(&name)))
+                    .with_topic_id(id),
+                Err(e) => DeletableTopicResult::default()
+                    .with_name(Some(topic_name(&name)))
+                    .with_topic_id(id)
+                    .with_error_code(e.code.code())
+                    .with_error_message(Some(s(e.message))),
+            }
+        })
+        .collect();
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+pub async fn create_partitions(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let results = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let bad_assignment = t.assignments.as_ref().is_some_and(|a| {
+                a.iter()
+                    .any(|x| x.broker_ids.iter().any(|b| b.0 != broker.config.node_id))
+            });
+            let outcome = if bad_assignment {
+                Err(TopicError::new(
+                    ErrorCode::InvalidReplicaAssignment,
+                    "Replica assignment names an unknown broker.",
+                ))
+            } else {
+                broker.create_partitions(&name, t.count, req.validate_only)
+            };
+            match outcome {
+                Ok(()) => CreatePartitionsTopicResult::default().with_name(t.name),
+                Err(e) => CreatePartitionsTopicResult::default()
+                    .with_name(t.name)
+                    .with_error_code(e.code.code())
+                    .with_error_message(Some(s(e.message))),
+            }
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
+}

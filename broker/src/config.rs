@@ -1,0 +1,462 @@
+//! Broker configuration: Kafka-style `server.properties` keys with embedded defaults.
+//!
+//! Values are read from an optional properties file and `--override key=value` flags (later wins).
+//! Every known key is validated at start; an invalid value fails with the key and the reason, an
+//! unknown key only warns (Kafka does the same, and operators often carry extra keys around).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A listener as written in `listeners=NAME://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Listener {
+    pub fn bind_addr(&self) -> String {
+        let host = if self.host.is_empty() {
+            "0.0.0.0"
+        } else {
+            &self.host
+        };
+        format!("{host}:{}", self.port)
+    }
+}
+
+/// Fully validated broker configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: i32,
+    pub cluster_id: Option<String>,
+    pub listeners: Vec<Listener>,
+    pub advertised_listeners: Vec<Listener>,
+    pub admin_listener: SocketAddr,
+    pub log_dirs: Vec<PathBuf>,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics_enable: bool,
+    pub socket_request_max_bytes: usize,
+    pub group_initial_rebalance_delay_ms: u64,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    pub offsets_retention_minutes: i64,
+    pub delete_topic_enable: bool,
+    pub log_retention_check_interval_ms: u64,
+    pub broker_rack: Option<String>,
+    /// Topic-level defaults that topics inherit unless they override them (`log.*` broker keys
+    /// mapped to topic keys such as `retention.ms`), as strings in topic-key form.
+    pub topic_defaults: BTreeMap<String, String>,
+    /// Every key/value as given (after defaults), for DescribeConfigs.
+    pub raw: BTreeMap<String, String>,
+}
+
+/// The embedded defaults: what `fjord-broker` runs with when no file is given.
+pub const EMBEDDED_DEFAULTS: &str = "\
+node.id=1
+listeners=PLAINTEXT://127.0.0.1:9092
+admin.listener=127.0.0.1:9644
+log.dirs=./data
+num.partitions=1
+default.replication.factor=1
+auto.create.topics.enable=true
+socket.request.max.bytes=104857600
+message.max.bytes=1048588
+log.segment.bytes=1073741824
+log.roll.hours=168
+log.retention.hours=168
+log.retention.bytes=-1
+log.retention.check.interval.ms=300000
+log.index.interval.bytes=4096
+log.cleanup.policy=delete
+min.insync.replicas=1
+compression.type=producer
+log.message.timestamp.type=CreateTime
+group.initial.rebalance.delay.ms=3000
+group.min.session.timeout.ms=6000
+group.max.session.timeout.ms=1800000
+offsets.retention.minutes=10080
+delete.topic.enable=true
+";
+
+/// Mapping of broker keys to the topic-level key they provide the default for.
+pub const BROKER_TO_TOPIC_KEYS: &[(&str, &str)] = &[
+    ("log.segment.bytes", "segment.bytes"),
+    ("log.retention.bytes", "retention.bytes"),
+    ("log.index.interval.bytes", "index.interval.bytes"),
+    ("log.cleanup.policy", "cleanup.policy"),
+    ("message.max.bytes", "max.message.bytes"),
+    ("min.insync.replicas", "min.insync.replicas"),
+    ("compression.type", "compression.type"),
+    ("log.message.timestamp.type", "message.timestamp.type"),
+];
+
+/// Keys the broker understands (others warn).
+const KNOWN_KEYS: &[&str] = &[
+    "node.id",
+    "broker.id",
+    "cluster.id",
+    "process.roles",
+    "controller.quorum.voters",
+    "controller.listener.names",
+    "inter.broker.listener.name",
+    "listener.security.protocol.map",
+    "listeners",
+    "advertised.listeners",
+    "admin.listener",
+    "log.dirs",
+    "log.dir",
+    "num.partitions",
+    "default.replication.factor",
+    "auto.create.topics.enable",
+    "socket.request.max.bytes",
+    "message.max.bytes",
+    "log.segment.bytes",
+    "log.roll.hours",
+    "log.roll.ms",
+    "log.retention.hours",
+    "log.retention.minutes",
+    "log.retention.ms",
+    "log.retention.bytes",
+    "log.retention.check.interval.ms",
+    "log.index.interval.bytes",
+    "log.cleanup.policy",
+    "min.insync.replicas",
+    "compression.type",
+    "log.message.timestamp.type",
+    "group.initial.rebalance.delay.ms",
+    "group.min.session.timeout.ms",
+    "group.max.session.timeout.ms",
+    "offsets.retention.minutes",
+    "offsets.topic.replication.factor",
+    "transaction.state.log.replication.factor",
+    "transaction.state.log.min.isr",
+    "delete.topic.enable",
+    "broker.rack",
+    "num.network.threads",
+    "num.io.threads",
+];
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {key}: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+fn err(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Parses Java-properties-style text (`key=value`, `#`/`!` comments, blank lines).
+pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .or_else(|| line.split_once(':'))
+            .ok_or_else(|| err(line, format!("line {} is not key=value", n + 1)))?;
+        out.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    Ok(out)
+}
+
+/// Parses `NAME://host:port,...`.
+pub fn parse_listeners(key: &str, value: &str) -> Result<Vec<Listener>, ConfigError> {
+    let mut out = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, rest) = item
+            .split_once("://")
+            .ok_or_else(|| err(key, format!("'{item}' is not NAME://host:port")))?;
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| err(key, format!("'{item}' has no port")))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| err(key, format!("'{port}' in '{item}' is not a port number")))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if out.iter().any(|l: &Listener| l.name == name) {
+            return Err(err(key, format!("listener name '{name}' appears twice")));
+        }
+        out.push(Listener {
+            name: name.to_string(),
+            host,
+            port,
+        });
+    }
+    if out.is_empty() {
+        return Err(err(key, "at least one listener is required"));
+    }
+    Ok(out)
+}
+
+fn parse_num<T: std::str::FromStr>(
+    raw: &BTreeMap<String, String>,
+    key: &str,
+) -> Result<T, ConfigError> {
+    let v = raw.get(key).ok_or_else(|| err(key, "missing"))?;
+    v.parse()
+        .map_err(|_| err(key, format!("'{v}' is not a valid number")))
+}
+
+fn parse_bool(raw: &BTreeMap<String, String>, key: &str) -> Result<bool, ConfigError> {
+    match raw.get(key).map(|s| s.to_ascii_lowercase()).as_deref() {
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(v) => Err(err(key, format!("'{v}' is not true or false"))),
+        None => Err(err(key, "missing")),
+    }
+}
+
+/// Effective retention in ms from the hours/minutes/ms family (most specific wins, like Kafka).
+fn retention_ms(raw: &BTreeMap<String, String>) -> Result<i64, ConfigError> {
+    if raw.contains_key("log.retention.ms") {
+        return parse_num(raw, "log.retention.ms");
+    }
+    if raw.contains_key("log.retention.minutes") {
+        let m: i64 = parse_num(raw, "log.retention.minutes")?;
+        return Ok(if m < 0 { -1 } else { m * 60_000 });
+    }
+    let h: i64 = parse_num(raw, "log.retention.hours")?;
+    Ok(if h < 0 { -1 } else { h * 3_600_000 })
+}
+
+fn roll_ms(raw: &BTreeMap<String, String>) -> Result<i64, ConfigError> {
+    if raw.contains_key("log.roll.ms") {
+        return parse_num(raw, "log.roll.ms");
+    }
+    let h: i64 = parse_num(raw, "log.roll.hours")?;
+    Ok(h * 3_600_000)
+}
+
+impl Config {
+    /// Builds a config from the embedded defaults, then `file` (if any), then `overrides`.
+    /// Returns the config and warnings for unknown keys.
+    pub fn load(
+        file_text: Option<&str>,
+        overrides: &[(String, String)],
+    ) -> Result<(Config, Vec<String>), ConfigError> {
+        let mut raw: BTreeMap<String, String> = BTreeMap::new();
+        for (k, v) in parse_properties(EMBEDDED_DEFAULTS)? {
+            raw.insert(k, v);
+        }
+        let mut given = Vec::new();
+        if let Some(text) = file_text {
+            given.extend(parse_properties(text)?);
+        }
+        given.extend(overrides.iter().cloned());
+        let mut warnings = Vec::new();
+        for (k, v) in given {
+            if !KNOWN_KEYS.contains(&k.as_str()) && !is_topic_key(&k) {
+                warnings.push(format!("unknown configuration key '{k}' (ignored)"));
+            }
+            raw.insert(k, v);
+        }
+        if let Some(b) = raw.get("broker.id").cloned() {
+            raw.entry("node.id".into()).and_modify(|v| *v = b.clone());
+        }
+        if let Some(d) = raw.get("log.dir").cloned() {
+            if !raw.contains_key("log.dirs") {
+                raw.insert("log.dirs".into(), d);
+            }
+        }
+        Self::from_raw(raw).map(|c| (c, warnings))
+    }
+
+    fn from_raw(raw: BTreeMap<String, String>) -> Result<Config, ConfigError> {
+        let node_id: i32 = parse_num(&raw, "node.id")?;
+        if node_id < 0 {
+            return Err(err("node.id", "must be >= 0"));
+        }
+        let listeners = parse_listeners("listeners", &raw["listeners"])?;
+        let advertised_listeners = match raw.get("advertised.listeners") {
+            Some(v) => parse_listeners("advertised.listeners", v)?,
+            None => listeners
+                .iter()
+                .map(|l| Listener {
+                    host: if l.host.is_empty() || l.host == "0.0.0.0" {
+                        "localhost".into()
+                    } else {
+                        l.host.clone()
+                    },
+                    ..l.clone()
+                })
+                .collect(),
+        };
+        let admin_listener: SocketAddr = raw["admin.listener"].parse().map_err(|_| {
+            err(
+                "admin.listener",
+                format!("'{}' is not host:port", raw["admin.listener"]),
+            )
+        })?;
+        let log_dirs: Vec<PathBuf> = raw["log.dirs"]
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        if log_dirs.is_empty() {
+            return Err(err("log.dirs", "at least one directory is required"));
+        }
+        let num_partitions: i32 = parse_num(&raw, "num.partitions")?;
+        if num_partitions < 1 {
+            return Err(err("num.partitions", "must be >= 1"));
+        }
+        let default_replication_factor: i16 = parse_num(&raw, "default.replication.factor")?;
+        if default_replication_factor < 1 {
+            return Err(err("default.replication.factor", "must be >= 1"));
+        }
+        let socket_request_max_bytes: usize = parse_num(&raw, "socket.request.max.bytes")?;
+        if socket_request_max_bytes < 1024 {
+            return Err(err("socket.request.max.bytes", "must be >= 1024"));
+        }
+        let mut topic_defaults = BTreeMap::new();
+        for (bk, tk) in BROKER_TO_TOPIC_KEYS {
+            topic_defaults.insert(tk.to_string(), raw[*bk].clone());
+        }
+        topic_defaults.insert("retention.ms".into(), retention_ms(&raw)?.to_string());
+        topic_defaults.insert("segment.ms".into(), roll_ms(&raw)?.to_string());
+        for (k, v) in &topic_defaults {
+            crate::topic_config::validate(k, v).map_err(|reason| {
+                let broker_key = BROKER_TO_TOPIC_KEYS
+                    .iter()
+                    .find(|(_, t)| t == k)
+                    .map(|(b, _)| *b)
+                    .unwrap_or(k.as_str());
+                err(broker_key, reason)
+            })?;
+        }
+        let cfg = Config {
+            node_id,
+            cluster_id: raw.get("cluster.id").cloned(),
+            listeners,
+            advertised_listeners,
+            admin_listener,
+            log_dirs,
+            num_partitions,
+            default_replication_factor,
+            auto_create_topics_enable: parse_bool(&raw, "auto.create.topics.enable")?,
+            socket_request_max_bytes,
+            group_initial_rebalance_delay_ms: parse_num(&raw, "group.initial.rebalance.delay.ms")?,
+            group_min_session_timeout_ms: parse_num(&raw, "group.min.session.timeout.ms")?,
+            group_max_session_timeout_ms: parse_num(&raw, "group.max.session.timeout.ms")?,
+            offsets_retention_minutes: parse_num(&raw, "offsets.retention.minutes")?,
+            delete_topic_enable: parse_bool(&raw, "delete.topic.enable")?,
+            log_retention_check_interval_ms: parse_num(&raw, "log.retention.check.interval.ms")?,
+            broker_rack: raw.get("broker.rack").cloned(),
+            topic_defaults,
+            raw,
+        };
+        Ok(cfg)
+    }
+
+    /// The first log directory (single-directory layout for now; JBOD spreads later).
+    pub fn data_dir(&self) -> &PathBuf {
+        &self.log_dirs[0]
+    }
+}
+
+fn is_topic_key(k: &str) -> bool {
+    crate::topic_config::is_known(k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_load() {
+        let (c, w) = Config::load(None, &[]).unwrap();
+        assert!(w.is_empty());
+        assert_eq!(c.node_id, 1);
+        assert_eq!(c.listeners[0].port, 9092);
+        assert_eq!(
+            c.topic_defaults["retention.ms"],
+            (168 * 3_600_000i64).to_string()
+        );
+        assert!(c.auto_create_topics_enable);
+    }
+
+    #[test]
+    fn overrides_win_and_unknown_keys_warn() {
+        let file = "num.partitions=3\nfoo.bar=1\n";
+        let (c, w) = Config::load(Some(file), &[("num.partitions".into(), "6".into())]).unwrap();
+        assert_eq!(c.num_partitions, 6);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("foo.bar"));
+    }
+
+    #[test]
+    fn invalid_value_names_the_key() {
+        let e = Config::load(None, &[("num.partitions".into(), "many".into())]).unwrap_err();
+        assert_eq!(e.key, "num.partitions");
+        let e = Config::load(None, &[("listeners".into(), "PLAINTEXT://x".into())]).unwrap_err();
+        assert_eq!(e.key, "listeners");
+        let e = Config::load(None, &[("log.cleanup.policy".into(), "shred".into())]).unwrap_err();
+        assert_eq!(e.key, "log.cleanup.policy");
+    }
+
+    #[test]
+    fn retention_most_specific_wins() {
+        let (c, _) = Config::load(None, &[("log.retention.ms".into(), "1000".into())]).unwrap();
+        assert_eq!(c.topic_defaults["retention.ms"], "1000");
+        let (c, _) = Config::load(None, &[("log.retention.minutes".into(), "2".into())]).unwrap();
+        assert_eq!(c.topic_defaults["retention.ms"], "120000");
+    }
+
+    #[test]
+    fn advertised_defaults_to_listeners() {
+        let (c, _) = Config::load(
+            None,
+            &[("listeners".into(), "PLAINTEXT://0.0.0.0:9000".into())],
+        )
+        .unwrap();
+        assert_eq!(c.advertised_listeners[0].host, "localhost");
+        assert_eq!(c.advertised_listeners[0].port, 9000);
+    }
+}
+
+/// Maps a dynamically alterable broker key to the topic key it provides the default for.
+pub fn broker_key_to_topic_key(key: &str) -> Option<&'static str> {
+    if let Some((_, t)) = BROKER_TO_TOPIC_KEYS.iter().find(|(b, _)| *b == key) {
+        return Some(t);
+    }
+    match key {
+        "log.retention.ms" | "log.retention.minutes" | "log.retention.hours" => {
+            Some("retention.ms")
+        }
+        "log.roll.ms" | "log.roll.hours" => Some("segment.ms"),
+        _ => None,
+    }
+}
+
+/// Converts hour/minute-valued broker keys to the millisecond value of their topic key.
+pub fn dynamic_value_in_topic_units(key: &str, value: &str) -> Result<String, String> {
+    let factor = match key {
+        "log.retention.hours" | "log.roll.hours" => 3_600_000,
+        "log.retention.minutes" => 60_000,
+        _ => return Ok(value.to_string()),
+    };
+    let v: i64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("Invalid value {value} for configuration {key}"))?;
+    Ok(if v < 0 {
+        "-1".to_string()
+    } else {
+        (v * factor).to_string()
+    })
+}

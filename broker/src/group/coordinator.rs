@@ -1,0 +1,361 @@
+//! The group coordinator: all groups of this broker, their committed offsets, and the periodic
+//! tick that expires sessions and completes timed-out rebalances.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use super::group::{
+    Group, GroupState, JoinOutcome, JoinRequest, JoinResult, MemberSnapshot, SyncOutcome,
+    SyncResult,
+};
+use super::offsets::{CommittedOffset, GroupOffsets, OffsetStore};
+use crate::config::Config;
+use crate::protocol::errors::ErrorCode;
+
+pub struct GroupCoordinator {
+    groups: Mutex<HashMap<String, Group>>,
+    offsets: Mutex<OffsetStore>,
+    initial_delay: Duration,
+    min_session_ms: i32,
+    max_session_ms: i32,
+}
+
+/// A group as DescribeGroups / ListGroups show it.
+#[derive(Debug, Clone)]
+pub struct GroupDescription {
+    pub group_id: String,
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberSnapshot>,
+}
+
+impl GroupCoordinator {
+    pub fn open(data_dir: &Path, config: &Config) -> std::io::Result<GroupCoordinator> {
+        Ok(GroupCoordinator {
+            groups: Mutex::new(HashMap::new()),
+            offsets: Mutex::new(OffsetStore::open(data_dir)?),
+            initial_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
+            min_session_ms: config.group_min_session_timeout_ms,
+            max_session_ms: config.group_max_session_timeout_ms,
+        })
+    }
+
+    pub async fn join(&self, group_id: &str, req: JoinRequest) -> JoinResult {
+        if group_id.is_empty() {
+            return JoinResult {
+                error: ErrorCode::InvalidGroupId.code(),
+                member_id: req.member_id,
+                ..Default::default()
+            };
+        }
+        if req.session_timeout_ms < self.min_session_ms
+            || req.session_timeout_ms > self.max_session_ms
+        {
+            return JoinResult {
+                error: ErrorCode::InvalidSessionTimeout.code(),
+                member_id: req.member_id,
+                ..Default::default()
+            };
+        }
+        let outcome = {
+            let mut groups = self.groups.lock();
+            let g = groups
+                .entry(group_id.to_string())
+                .or_insert_with(|| Group::new(group_id, self.initial_delay));
+            let client_id = req.client_id.clone();
+            g.join(
+                req,
+                || format!("{}-{}", client_id, uuid::Uuid::new_v4()),
+                Instant::now(),
+            )
+        };
+        match outcome {
+            JoinOutcome::Now(r) => r,
+            JoinOutcome::Wait(rx) => rx.await.unwrap_or(JoinResult {
+                error: ErrorCode::UnknownServerError.code(),
+                ..Default::default()
+            }),
+        }
+    }
+
+    pub async fn sync(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncResult {
+        let outcome = {
+            let mut groups = self.groups.lock();
+            match groups.get_mut(group_id) {
+                Some(g) => g.sync(member_id, generation, assignments, Instant::now()),
+                None => SyncOutcome::Now(SyncResult {
+                    error: ErrorCode::UnknownMemberId.code(),
+                    ..Default::default()
+                }),
+            }
+        };
+        match outcome {
+            SyncOutcome::Now(r) => r,
+            SyncOutcome::Wait(rx) => rx.await.unwrap_or(SyncResult {
+                error: ErrorCode::RebalanceInProgress.code(),
+                ..Default::default()
+            }),
+        }
+    }
+
+    pub fn heartbeat(&self, group_id: &str, member_id: &str, generation: i32) -> ErrorCode {
+        match self.groups.lock().get_mut(group_id) {
+            Some(g) => g.heartbeat(member_id, generation, Instant::now()),
+            None => ErrorCode::UnknownMemberId,
+        }
+    }
+
+    /// Removes members; members are named by id, or by instance id for static members.
+    pub fn leave(&self, group_id: &str, members: &[(String, Option<String>)]) -> Vec<ErrorCode> {
+        let mut groups = self.groups.lock();
+        let Some(g) = groups.get_mut(group_id) else {
+            return members.iter().map(|_| ErrorCode::UnknownMemberId).collect();
+        };
+        let now = Instant::now();
+        members
+            .iter()
+            .map(|(id, instance)| {
+                let id = match (id.is_empty(), instance) {
+                    (true, Some(inst)) => g.find_static_member(inst).unwrap_or_default(),
+                    _ => id.clone(),
+                };
+                if g.remove_member(&id, now) {
+                    ErrorCode::None
+                } else {
+                    ErrorCode::UnknownMemberId
+                }
+            })
+            .collect()
+    }
+
+    pub fn tick(&self) {
+        let now = Instant::now();
+        for g in self.groups.lock().values_mut() {
+            g.tick(now);
+        }
+    }
+
+    /// Validates and stores offsets; returns one error for the whole request (per Kafka).
+    pub fn commit_offsets(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+        items: Vec<(String, i32, i64, i32, Option<String>)>,
+    ) -> ErrorCode {
+        if group_id.is_empty() {
+            return ErrorCode::InvalidGroupId;
+        }
+        {
+            let groups = self.groups.lock();
+            let code = match groups.get(group_id) {
+                Some(g) => g.check_commit(member_id, generation),
+                None if generation < 0 => ErrorCode::None,
+                None => ErrorCode::IllegalGeneration,
+            };
+            if code != ErrorCode::None {
+                return code;
+            }
+        }
+        let now = crate::state::now_ms();
+        let entries = items
+            .into_iter()
+            .map(|(t, p, offset, leader_epoch, metadata)| {
+                (
+                    t,
+                    p,
+                    CommittedOffset {
+                        offset,
+                        leader_epoch,
+                        metadata,
+                        commit_ms: now,
+                    },
+                )
+            })
+            .collect();
+        match self.offsets.lock().commit(group_id, entries) {
+            Ok(()) => ErrorCode::None,
+            Err(e) => {
+                tracing::error!(group = group_id, error = %e, "offset commit could not be stored");
+                ErrorCode::UnknownServerError
+            }
+        }
+    }
+
+    pub fn committed(&self, group_id: &str) -> GroupOffsets {
+        self.offsets
+            .lock()
+            .offsets
+            .get(group_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn describe(&self, group_id: &str) -> GroupDescription {
+        let groups = self.groups.lock();
+        match groups.get(group_id) {
+            Some(g) => GroupDescription {
+                group_id: group_id.to_string(),
+                state: g.state.as_str(),
+                protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                protocol: g.protocol_name.clone().unwrap_or_default(),
+                members: g.members(),
+            },
+            None => GroupDescription {
+                group_id: group_id.to_string(),
+                state: if self.offsets.lock().offsets.contains_key(group_id) {
+                    "Empty"
+                } else {
+                    "Dead"
+                },
+                protocol_type: if self.offsets.lock().offsets.contains_key(group_id) {
+                    "consumer".into()
+                } else {
+                    String::new()
+                },
+                protocol: String::new(),
+                members: Vec::new(),
+            },
+        }
+    }
+
+    /// Every known group (with members or committed offsets): (id, protocol type, state).
+    pub fn list(&self) -> Vec<(String, String, &'static str)> {
+        let groups = self.groups.lock();
+        let offsets = self.offsets.lock();
+        let mut out: Vec<(String, String, &'static str)> = groups
+            .values()
+            .filter(|g| !g.is_empty() || offsets.offsets.contains_key(&g.id))
+            .map(|g| {
+                (
+                    g.id.clone(),
+                    g.protocol_type.clone().unwrap_or_else(|| "consumer".into()),
+                    g.state.as_str(),
+                )
+            })
+            .collect();
+        for id in offsets.offsets.keys() {
+            if !groups.contains_key(id) {
+                out.push((id.clone(), "consumer".into(), GroupState::Empty.as_str()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    pub fn delete_group(&self, group_id: &str) -> ErrorCode {
+        let mut groups = self.groups.lock();
+        let known_offsets = self.offsets.lock().offsets.contains_key(group_id);
+        match groups.get(group_id) {
+            Some(g) if !g.is_empty() => return ErrorCode::NonEmptyGroup,
+            None if !known_offsets => return ErrorCode::GroupIdNotFound,
+            _ => {}
+        }
+        groups.remove(group_id);
+        let mut offsets = self.offsets.lock();
+        let keys: Vec<(String, i32)> = offsets
+            .offsets
+            .get(group_id)
+            .map(|g| g.keys().cloned().collect())
+            .unwrap_or_default();
+        if let Err(e) = offsets.delete(group_id, keys) {
+            tracing::error!(group = group_id, error = %e, "deleting group offsets failed");
+            return ErrorCode::UnknownServerError;
+        }
+        ErrorCode::None
+    }
+
+    /// Deletes offsets of partitions; refused for topics the active group subscribes to.
+    pub fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<Vec<(String, i32, ErrorCode)>, ErrorCode> {
+        let subscribed: Vec<String> = {
+            let groups = self.groups.lock();
+            match groups.get(group_id) {
+                Some(g) if !g.is_empty() && g.protocol_type.as_deref() == Some("consumer") => {
+                    subscribed_topics(&g.member_metadata())
+                }
+                Some(_) => Vec::new(),
+                None if self.offsets.lock().offsets.contains_key(group_id) => Vec::new(),
+                None => return Err(ErrorCode::GroupIdNotFound),
+            }
+        };
+        let mut results = Vec::new();
+        let mut to_delete = Vec::new();
+        for (t, p) in partitions {
+            if subscribed.contains(&t) {
+                results.push((t, p, ErrorCode::GroupSubscribedToTopic));
+            } else {
+                to_delete.push((t.clone(), p));
+                results.push((t, p, ErrorCode::None));
+            }
+        }
+        if let Err(e) = self.offsets.lock().delete(group_id, to_delete) {
+            tracing::error!(group = group_id, error = %e, "deleting offsets failed");
+            return Err(ErrorCode::UnknownServerError);
+        }
+        Ok(results)
+    }
+
+    /// Drops committed offsets of a deleted topic.
+    pub fn forget_topic(&self, topic: &str) {
+        let mut offsets = self.offsets.lock();
+        let affected: Vec<(String, Vec<(String, i32)>)> = offsets
+            .offsets
+            .iter()
+            .map(|(g, o)| {
+                (
+                    g.clone(),
+                    o.keys()
+                        .filter(|(t, _)| t == topic)
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .filter(|(_, k)| !k.is_empty())
+            .collect();
+        for (g, keys) in affected {
+            if let Err(e) = offsets.delete(&g, keys) {
+                tracing::error!(group = %g, error = %e, "dropping offsets of deleted topic failed");
+            }
+        }
+    }
+
+    pub fn flush(&self) {
+        if let Err(e) = self.offsets.lock().flush() {
+            tracing::error!(error = %e, "flushing offsets failed");
+        }
+    }
+}
+
+/// Topics named in consumer-protocol subscriptions (ConsumerProtocolSubscription).
+fn subscribed_topics(metadata: &[Bytes]) -> Vec<String> {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Decodable;
+    let mut out = Vec::new();
+    for md in metadata {
+        let mut buf = md.clone();
+        if buf.len() < 2 {
+            continue;
+        }
+        let version = i16::from_be_bytes([buf[0], buf[1]]);
+        let _ = bytes::Buf::get_i16(&mut buf);
+        if let Ok(sub) = ConsumerProtocolSubscription::decode(&mut buf, version.clamp(0, 3)) {
+            out.extend(sub.topics.iter().map(|t| t.to_string()));
+        }
+    }
+    out
+}

@@ -1,0 +1,71 @@
+//! fjord-broker: a Kafka-wire-compatible broker.
+//!
+//! `run` opens the data directory (recovering logs), binds the listeners and the admin endpoint,
+//! starts background tasks (group coordinator tick, retention), and serves until SIGTERM/SIGINT.
+
+pub mod admin_http;
+pub mod api;
+pub mod config;
+pub mod group;
+pub mod identity;
+pub mod log;
+pub mod metadata;
+pub mod metrics;
+pub mod network;
+pub mod partition;
+pub mod protocol;
+pub mod state;
+pub mod topic_config;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config::Config;
+pub use state::Broker;
+
+/// A running broker: its state and the addresses it actually listens on.
+pub struct Running {
+    pub broker: Arc<Broker>,
+    pub kafka_addrs: Vec<std::net::SocketAddr>,
+    pub admin_addr: std::net::SocketAddr,
+}
+
+/// Opens the broker and starts serving in the background on the current tokio runtime.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
+    let listeners = network::server::bind_all(&broker).await?;
+    let admin = admin_http::bind(&broker).await?;
+    let kafka_addrs = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    let admin_addr = admin.local_addr()?;
+    for l in listeners {
+        tokio::spawn(network::server::accept_loop(broker.clone(), l));
+    }
+    tokio::spawn(admin_http::serve(broker.clone(), admin));
+    let b = broker.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            b.groups.tick();
+        }
+    });
+    let b = broker.clone();
+    let every = Duration::from_millis(b.config.log_retention_check_interval_ms.max(1000));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let b = b.clone();
+            let _ = tokio::task::spawn_blocking(move || b.enforce_retention()).await;
+        }
+    });
+    Ok(Running {
+        broker,
+        kafka_addrs,
+        admin_addr,
+    })
+}

@@ -1,0 +1,8 @@
+//! The storage engine: per-partition segmented logs of record batches kept exactly as produced.
+
+pub mod batch;
+pub mod partition_log;
+pub mod producer_state;
+pub mod segment;
+
+pub use partition_log::{AppendError, AppendOutcome, PartitionLog, ReadResult};

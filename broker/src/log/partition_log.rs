@@ -1,0 +1,604 @@
+//! The log of one partition: an ordered list of segments, offset assignment on append,
+//! idempotent-producer checks, reads by offset and timestamp, roll, retention and recovery.
+
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::batch::{self, BatchHeader, HEADER_LEN};
+use super::producer_state::{ProducerStateMap, SequenceCheck};
+use super::segment::{self, Segment};
+use crate::protocol::errors::ErrorCode;
+use crate::topic_config::TopicSettings;
+
+pub struct PartitionLog {
+    dir: PathBuf,
+    settings: TopicSettings,
+    /// Sorted by base offset; the last one is the active segment. Never empty.
+    segments: Vec<Segment>,
+    log_start_offset: i64,
+    producers: ProducerStateMap,
+    scratch: Vec<u8>,
+}
+
+/// Result of a successful append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub log_append_time: i64,
+    pub record_count: i64,
+    pub bytes: usize,
+    /// True when the batch was a retry of data already in the log.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("{0:?}")]
+    Protocol(ErrorCode),
+    #[error("storage error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Bytes read for a fetch: whole batches only.
+#[derive(Debug, Clone, Default)]
+pub struct ReadResult {
+    pub records: Bytes,
+}
+
+fn snapshot_path(dir: &Path, base: i64) -> PathBuf {
+    dir.join(segment::file_name(base, "snapshot"))
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log in `dir`. Sealed segments load their indexes; the active one is
+    /// CRC-verified and cut at the first bad batch. Producer state comes from the snapshot taken
+    /// when the active segment was created plus a scan of the active segment.
+    pub fn open(dir: &Path, settings: TopicSettings, now_ms: i64) -> io::Result<PartitionLog> {
+        std::fs::create_dir_all(dir)?;
+        let mut bases: Vec<i64> = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(stem) = name.strip_suffix(".log") {
+                if let Ok(b) = stem.parse::<i64>() {
+                    bases.push(b);
+                }
+            } else if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(dir.join(name.as_ref()));
+            }
+        }
+        bases.sort_unstable();
+        let interval = settings.index_interval_bytes;
+        let mut segments = Vec::new();
+        let mut producers = ProducerStateMap::default();
+        let active_base = bases.last().copied();
+        let snapshot = active_base
+            .and_then(|b| std::fs::read(snapshot_path(dir, b)).ok())
+            .and_then(|d| ProducerStateMap::decode(&d));
+        let rebuild_producers = snapshot.is_none();
+        if let Some(s) = snapshot {
+            producers = s;
+        }
+        for (i, base) in bases.iter().enumerate() {
+            let is_active = i + 1 == bases.len();
+            let path = dir.join(segment::file_name(*base, "log"));
+            // Without a producer snapshot every segment is scanned so state can be rebuilt.
+            let (seg, report) = Segment::open(
+                &path,
+                *base,
+                interval,
+                is_active || rebuild_producers,
+                now_ms,
+            )?;
+            if report.truncated_bytes > 0 {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    segment = base,
+                    bytes = report.truncated_bytes,
+                    "truncated invalid or torn tail of log segment"
+                );
+            }
+            if is_active || rebuild_producers {
+                for h in &report.batches {
+                    producers.record(h);
+                }
+            }
+            if let Some(prev) = segments.last() {
+                let prev: &Segment = prev;
+                if seg.base_offset < prev.next_offset {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "segment {} overlaps the previous one in {}",
+                            base,
+                            dir.display()
+                        ),
+                    ));
+                }
+            }
+            segments.push(seg);
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(dir, 0, interval, now_ms)?);
+        }
+        let log_start_offset = segments[0].base_offset;
+        Ok(PartitionLog {
+            dir: dir.to_path_buf(),
+            settings,
+            segments,
+            log_start_offset,
+            producers,
+            scratch: Vec::new(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn settings(&self) -> &TopicSettings {
+        &self.settings
+    }
+
+    pub fn set_settings(&mut self, settings: TopicSettings) {
+        self.settings = settings;
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub fn producer_count(&self) -> usize {
+        self.producers.len()
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments
+            .last()
+            .expect("a log always has an active segment")
+    }
+
+    /// Appends the validated batches in `records` (their headers in `headers`), assigning offsets.
+    pub fn append(
+        &mut self,
+        records: &[u8],
+        headers: &[BatchHeader],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, AppendError> {
+        for h in headers {
+            if h.total_len > self.settings.max_message_bytes {
+                return Err(AppendError::Protocol(ErrorCode::MessageTooLarge));
+            }
+        }
+        // Kafka accepts exactly one v2 batch per partition in a produce request; that is also what
+        // makes the idempotence check below well defined.
+        let [h] = headers else {
+            return Err(AppendError::Protocol(ErrorCode::InvalidRecord));
+        };
+        match self.producers.check(h) {
+            SequenceCheck::Append => {}
+            SequenceCheck::Duplicate { base_offset } => {
+                return Ok(AppendOutcome {
+                    base_offset,
+                    last_offset: base_offset + h.last_offset_delta as i64,
+                    log_append_time: -1,
+                    record_count: 0,
+                    bytes: 0,
+                    duplicate: true,
+                });
+            }
+            SequenceCheck::Reject(code) => return Err(AppendError::Protocol(code)),
+        }
+        let total: usize = headers.iter().map(|h| h.total_len).sum();
+        self.maybe_roll(total as u64, now_ms)?;
+        let mut next = self.log_end_offset();
+        let base_offset = next;
+        let append_time = self.settings.log_append_time;
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        buf.extend_from_slice(&records[..total]);
+        let mut pos = 0;
+        let mut assigned = Vec::with_capacity(headers.len());
+        for h in headers {
+            let b = &mut buf[pos..pos + h.total_len];
+            batch::set_base_offset(b, next, leader_epoch);
+            if append_time {
+                batch::set_log_append_time(b, now_ms);
+            }
+            let mut nh = *h;
+            nh.base_offset = next;
+            nh.partition_leader_epoch = leader_epoch;
+            if append_time {
+                nh.max_timestamp = now_ms;
+            }
+            assigned.push((pos, nh));
+            next += h.offset_count();
+            pos += h.total_len;
+        }
+        let seg = self.segments.last_mut().expect("active segment");
+        let write_result = seg.append_many(&buf, &assigned);
+        self.scratch = buf;
+        write_result?;
+        let mut count = 0;
+        for (_, h) in &assigned {
+            self.producers.record(h);
+            count += h.record_count as i64;
+        }
+        Ok(AppendOutcome {
+            base_offset,
+            last_offset: next - 1,
+            log_append_time: if append_time { now_ms } else { -1 },
+            record_count: count,
+            bytes: total,
+            duplicate: false,
+        })
+    }
+
+    fn maybe_roll(&mut self, incoming: u64, now_ms: i64) -> io::Result<()> {
+        let active = self.active();
+        let full = active.size > 0 && active.size + incoming > self.settings.segment_bytes;
+        let old = active.size > 0 && now_ms - active.created_ms >= self.settings.segment_ms;
+        if full || old {
+            self.roll(now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one at the log end offset.
+    pub fn roll(&mut self, now_ms: i64) -> io::Result<()> {
+        let next = self.log_end_offset();
+        self.active().seal()?;
+        segment::write_atomically(&snapshot_path(&self.dir, next), &self.producers.encode())?;
+        let seg = Segment::create(&self.dir, next, self.settings.index_interval_bytes, now_ms)?;
+        self.segments.push(seg);
+        self.prune_snapshots();
+        Ok(())
+    }
+
+    fn prune_snapshots(&self) {
+        let keep = self.active().base_offset;
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if let Some(stem) = name.strip_suffix(".snapshot") {
+                    if stem.parse::<i64>().is_ok_and(|b| b < keep) {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads whole batches starting with the one containing `offset`, up to `max_bytes`
+    /// (at least one batch when `min_one`, so a large batch never blocks a consumer), never past
+    /// `max_offset` (exclusive; the high watermark).
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one: bool,
+    ) -> io::Result<ReadResult> {
+        if offset >= max_offset || offset >= self.log_end_offset() {
+            return Ok(ReadResult::default());
+        }
+        let idx = match self.segments.partition_point(|s| s.base_offset <= offset) {
+            0 => 0,
+            i => i - 1,
+        };
+        for seg in &self.segments[idx..] {
+            let Some(start) = seg.position_of(offset.max(seg.base_offset))? else {
+                continue;
+            };
+            return read_batches(seg, start, max_bytes, max_offset, min_one);
+        }
+        Ok(ReadResult::default())
+    }
+
+    /// The first offset whose record timestamp is >= `ts`, with that timestamp.
+    pub fn offset_for_timestamp(&self, ts: i64) -> io::Result<Option<(i64, i64)>> {
+        for seg in &self.segments {
+            let Some((pos, h)) = seg.position_for_timestamp(ts)? else {
+                continue;
+            };
+            let mut buf = vec![0u8; h.total_len];
+            seg.file.read_exact_at(&mut buf, pos)?;
+            return Ok(Some(first_record_at_or_after(&buf, &h, ts)));
+        }
+        Ok(None)
+    }
+
+    /// The offset and timestamp of the record with the largest timestamp (ListOffsets -3).
+    pub fn max_timestamp_offset(&self) -> io::Result<Option<(i64, i64)>> {
+        let Some(seg) = self
+            .segments
+            .iter()
+            .filter(|s| s.max_timestamp >= 0)
+            .max_by_key(|s| s.max_timestamp)
+        else {
+            return Ok(None);
+        };
+        let Some((pos, h)) = seg.position_for_timestamp(seg.max_timestamp)? else {
+            return Ok(None);
+        };
+        let mut buf = vec![0u8; h.total_len];
+        seg.file.read_exact_at(&mut buf, pos)?;
+        Ok(Some(first_record_at_or_after(&buf, &h, seg.max_timestamp)))
+    }
+
+    /// Deletes segments past retention (time or size); the active segment is rolled first when it
+    /// is itself expired so that time retention also empties an idle partition. Returns the number
+    /// of segments deleted.
+    pub fn enforce_retention(&mut self, now_ms: i64) -> io::Result<usize> {
+        let retention_ms = self.settings.retention_ms;
+        let retention_bytes = self.settings.retention_bytes;
+        let expired = |s: &Segment| {
+            retention_ms >= 0 && s.max_timestamp >= 0 && now_ms - s.max_timestamp > retention_ms
+        };
+        if self.active().size > 0 && expired(self.active()) {
+            self.roll(now_ms)?;
+        }
+        let mut deleted = 0;
+        let mut total = self.size_bytes() as i64;
+        while self.segments.len() > 1 {
+            let first = &self.segments[0];
+            let by_time = expired(first);
+            let by_size = retention_bytes >= 0 && total - first.size as i64 >= retention_bytes;
+            if !(by_time || by_size) {
+                break;
+            }
+            let seg = self.segments.remove(0);
+            total -= seg.size as i64;
+            seg.delete_files()?;
+            deleted += 1;
+        }
+        self.log_start_offset = self.log_start_offset.max(self.segments[0].base_offset);
+        Ok(deleted)
+    }
+
+    /// Moves the log start forward (DeleteRecords); whole segments below it are removed.
+    pub fn advance_log_start(&mut self, offset: i64) -> io::Result<()> {
+        let offset = offset.min(self.log_end_offset());
+        self.log_start_offset = self.log_start_offset.max(offset);
+        while self.segments.len() > 1 && self.segments[1].base_offset <= self.log_start_offset {
+            self.segments.remove(0).delete_files()?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment's indexes on clean shutdown is unnecessary (it is rescanned);
+    /// flushes file data so an orderly stop is durable even against power loss.
+    pub fn flush(&self) -> io::Result<()> {
+        self.active().file.sync_data()
+    }
+
+    /// Removes the whole partition directory.
+    pub fn delete(self) -> io::Result<()> {
+        std::fs::remove_dir_all(&self.dir)
+    }
+}
+
+fn read_batches(
+    seg: &Segment,
+    start: u64,
+    max_bytes: usize,
+    max_offset: i64,
+    min_one: bool,
+) -> io::Result<ReadResult> {
+    // Walk headers to find how many whole batches fit; the data is then read in one call.
+    let mut end = start;
+    let mut head = [0u8; HEADER_LEN];
+    while end < seg.size {
+        seg.file.read_exact_at(&mut head, end)?;
+        let h =
+            BatchHeader::parse(&head).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if h.base_offset >= max_offset {
+            break;
+        }
+        let len = h.total_len as u64;
+        let first = end == start;
+        if (end - start) + len > max_bytes as u64 && !(first && min_one) {
+            break;
+        }
+        end += len;
+        if end - start >= max_bytes as u64 {
+            break;
+        }
+    }
+    if end == start {
+        return Ok(ReadResult::default());
+    }
+    let mut buf = vec![0u8; (end - start) as usize];
+    seg.file.read_exact_at(&mut buf, start)?;
+    Ok(ReadResult {
+        records: Bytes::from(buf),
+    })
+}
+
+/// Finds the first record in a batch with timestamp >= ts by decoding it (compressed or not).
+/// Falls back to the batch's base offset if decoding fails (the batch CRC was checked on append).
+fn first_record_at_or_after(batch_bytes: &[u8], h: &BatchHeader, ts: i64) -> (i64, i64) {
+    let mut buf = Bytes::copy_from_slice(batch_bytes);
+    if let Ok(set) = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) {
+        if h.attributes & 0x08 != 0 {
+            // LogAppendTime: every record carries the batch's max timestamp.
+            return (h.base_offset, h.max_timestamp);
+        }
+        for r in set.records {
+            if r.timestamp >= ts {
+                return (r.offset, r.timestamp);
+            }
+        }
+    }
+    (h.base_offset, h.max_timestamp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::test_support::make_batch;
+    use std::collections::BTreeMap;
+
+    fn settings() -> TopicSettings {
+        TopicSettings::resolve(&BTreeMap::new(), &BTreeMap::new())
+    }
+
+    fn append(
+        log: &mut PartitionLog,
+        n: usize,
+        producer: Option<(i64, i16, i32)>,
+        ts: i64,
+    ) -> Result<AppendOutcome, AppendError> {
+        let b = make_batch(n, producer, ts);
+        let hs = batch::validate_all(&b).unwrap();
+        log.append(&b, &hs, 0, ts)
+    }
+
+    #[test]
+    fn assigns_offsets_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), settings(), 0).unwrap();
+        assert_eq!(append(&mut log, 3, None, 10).unwrap().base_offset, 0);
+        assert_eq!(append(&mut log, 2, None, 20).unwrap().base_offset, 3);
+        assert_eq!(log.log_end_offset(), 5);
+        let r = log.read(4, 1 << 20, 5, true).unwrap();
+        let h = batch::validate(&r.records).unwrap();
+        assert_eq!(h.base_offset, 3);
+        assert!(log.read(5, 1 << 20, 5, true).unwrap().records.is_empty());
+        // max_offset (high watermark) hides data above it
+        assert!(log.read(3, 1 << 20, 3, true).unwrap().records.is_empty());
+    }
+
+    #[test]
+    fn max_bytes_returns_at_least_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), settings(), 0).unwrap();
+        append(&mut log, 10, None, 0).unwrap();
+        append(&mut log, 10, None, 0).unwrap();
+        let r = log.read(0, 10, i64::MAX, true).unwrap();
+        assert_eq!(batch::validate_all(&r.records).unwrap().len(), 1);
+        assert!(log.read(0, 10, i64::MAX, false).unwrap().records.is_empty());
+    }
+
+    #[test]
+    fn rolls_segments_and_recovers_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings();
+        s.segment_bytes = 300;
+        let mut log = PartitionLog::open(dir.path(), s.clone(), 0).unwrap();
+        for i in 0..20 {
+            append(&mut log, 2, Some((1, 0, i * 2)), 100 + i as i64).unwrap();
+        }
+        assert!(log.segment_count() > 3);
+        drop(log);
+        let mut log = PartitionLog::open(dir.path(), s, 0).unwrap();
+        assert_eq!(log.log_end_offset(), 40);
+        // producer state survived: a retry of the last batch is a duplicate
+        let out = append(&mut log, 2, Some((1, 0, 38)), 0).unwrap();
+        assert!(out.duplicate);
+        assert_eq!(out.base_offset, 38);
+        let r = log.read(13, 1 << 20, i64::MAX, true).unwrap();
+        assert!(batch::validate(&r.records).unwrap().base_offset <= 13);
+    }
+
+    #[test]
+    fn torn_tail_is_truncated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), settings(), 0).unwrap();
+        append(&mut log, 3, None, 0).unwrap();
+        append(&mut log, 3, None, 0).unwrap();
+        let path = dir.path().join(segment::file_name(0, "log"));
+        drop(log);
+        let len = std::fs::metadata(&path).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(len - 7).unwrap();
+        let log = PartitionLog::open(dir.path(), settings(), 0).unwrap();
+        assert_eq!(log.log_end_offset(), 3);
+    }
+
+    #[test]
+    fn corrupt_middle_batch_cuts_log_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), settings(), 0).unwrap();
+        append(&mut log, 3, None, 0).unwrap();
+        let second_pos = log.size_bytes();
+        append(&mut log, 3, None, 0).unwrap();
+        append(&mut log, 3, None, 0).unwrap();
+        drop(log);
+        let path = dir.path().join(segment::file_name(0, "log"));
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_at(&[0xAB], second_pos + 70).unwrap();
+        let log = PartitionLog::open(dir.path(), settings(), 0).unwrap();
+        assert_eq!(log.log_end_offset(), 3);
+    }
+
+    #[test]
+    fn retention_by_size_and_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings();
+        s.segment_bytes = 200;
+        s.retention_bytes = 400;
+        let mut log = PartitionLog::open(dir.path(), s.clone(), 0).unwrap();
+        for i in 0..20 {
+            append(&mut log, 2, None, i).unwrap();
+        }
+        let before = log.segment_count();
+        assert!(log.enforce_retention(100).unwrap() > 0);
+        assert!(log.segment_count() < before);
+        assert!(log.size_bytes() <= 400 + 200);
+        assert!(log.log_start_offset() > 0);
+        s.retention_bytes = -1;
+        s.retention_ms = 1000;
+        log.set_settings(s);
+        log.enforce_retention(1_000_000).unwrap();
+        assert_eq!(log.log_start_offset(), log.log_end_offset());
+        assert!(log
+            .read(0, 1000, i64::MAX, true)
+            .unwrap()
+            .records
+            .is_empty());
+    }
+
+    #[test]
+    fn offsets_for_timestamps() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), settings(), 0).unwrap();
+        append(&mut log, 5, None, 1000).unwrap(); // ts 1000..1004, offsets 0..4
+        append(&mut log, 5, None, 2000).unwrap(); // ts 2000..2004, offsets 5..9
+        assert_eq!(log.offset_for_timestamp(1002).unwrap(), Some((2, 1002)));
+        assert_eq!(log.offset_for_timestamp(1500).unwrap(), Some((5, 2000)));
+        assert_eq!(log.offset_for_timestamp(3000).unwrap(), None);
+        assert_eq!(log.max_timestamp_offset().unwrap(), Some((9, 2004)));
+    }
+
+    #[test]
+    fn message_too_large_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings();
+        s.max_message_bytes = 50;
+        let mut log = PartitionLog::open(dir.path(), s, 0).unwrap();
+        assert!(matches!(
+            append(&mut log, 5, None, 0),
+            Err(AppendError::Protocol(ErrorCode::MessageTooLarge))
+        ));
+        assert_eq!(log.log_end_offset(), 0);
+    }
+}

@@ -1,0 +1,133 @@
+//! `fjord-broker [server.properties] [--override key=value]...`
+//!
+//! Like `kafka-server-start.sh`: an optional properties file, then overrides. Without a file the
+//! embedded defaults apply (a single broker on 127.0.0.1:9092 with data under ./data).
+
+use std::process::ExitCode;
+
+use fjord_broker::Config;
+
+fn usage() -> &'static str {
+    "usage: fjord-broker [server.properties] [--override key=value]...\n\
+     With no file, the embedded defaults are used (listeners=PLAINTEXT://127.0.0.1:9092, log.dirs=./data)."
+}
+
+fn parse_args(args: &[String]) -> Result<(Option<String>, Vec<(String, String)>), String> {
+    let mut file = None;
+    let mut overrides = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        if a == "--override" {
+            let kv = args.get(i + 1).ok_or("--override needs key=value")?;
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("--override '{kv}' is not key=value"))?;
+            overrides.push((k.trim().to_string(), v.trim().to_string()));
+            i += 2;
+        } else if let Some(kv) = a.strip_prefix("--override=") {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("--override '{kv}' is not key=value"))?;
+            overrides.push((k.trim().to_string(), v.trim().to_string()));
+            i += 1;
+        } else if a == "-h" || a == "--help" {
+            return Err(String::new());
+        } else if a.starts_with('-') {
+            return Err(format!("unknown option '{a}'"));
+        } else if file.is_none() {
+            file = Some(a.clone());
+            i += 1;
+        } else {
+            return Err(format!("unexpected argument '{a}'"));
+        }
+    }
+    Ok((file, overrides))
+}
+
+fn main() -> ExitCode {
+    let json = std::env::var("FJORD_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG").unwrap_or_else(|_| "info".into());
+    if json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (file, overrides) = match parse_args(&args) {
+        Ok(x) => x,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{}", usage());
+            return ExitCode::from(2);
+        }
+    };
+    let text = match &file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("error: cannot read {path}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let config = match Config::load(text.as_deref(), &overrides) {
+        Ok((c, warnings)) => {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            c
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let running = match fjord_broker::start(config).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(
+            cluster_id = %running.broker.cluster_id,
+            node_id = running.broker.config.node_id,
+            kafka = ?running.kafka_addrs,
+            admin = %running.admin_addr,
+            "fjord-broker ready"
+        );
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        running.broker.shutdown();
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,13 @@
+//! Cluster metadata: records, the in-memory image they build, and the store that persists them.
+//!
+//! Today the store is a local append-only file (single node). The cluster issue replaces the store
+//! with a Raft log; records and image stay the same, which is why every change goes through a
+//! record instead of mutating the image directly.
+
+pub mod image;
+pub mod record;
+pub mod store;
+
+pub use image::{MetadataImage, PartitionMeta, TopicMeta};
+pub use record::MetadataRecord;
+pub use store::MetadataStore;

@@ -1,0 +1,40 @@
+//! Metadata records: the only way the cluster's metadata changes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum MetadataRecord {
+    /// A topic with its partitions' replica lists.
+    CreateTopic {
+        name: String,
+        id: Uuid,
+        replicas: Vec<Vec<i32>>,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    /// Partitions appended to an existing topic (one replica list per new partition).
+    AddPartitions {
+        name: String,
+        replicas: Vec<Vec<i32>>,
+    },
+    /// Topic config changes: `None` removes an override.
+    AlterTopicConfig {
+        name: String,
+        changes: BTreeMap<String, Option<String>>,
+    },
+    /// Dynamic broker config changes; `node` None is the cluster-wide default.
+    AlterBrokerConfig {
+        node: Option<i32>,
+        changes: BTreeMap<String, Option<String>>,
+    },
+    /// Reserves producer ids below `next` so they are never handed out twice.
+    ProducerIdBlock {
+        next: i64,
+    },
+}

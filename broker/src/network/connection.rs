@@ -1,0 +1,60 @@
+//! One client connection: a reader task parses frames while the handler loop answers them in
+//! order (Kafka's per-connection ordering), so pipelined requests overlap I/O with work.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::protocol::dispatch::{self, Reply};
+use crate::protocol::frame::{read_frame, FrameError};
+use crate::state::Broker;
+
+/// Requests read ahead of the one being handled.
+const PIPELINE_DEPTH: usize = 16;
+
+pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    broker.metrics.connections.inc();
+    let (mut rd, mut wr) = stream.into_split();
+    let max = broker.config.socket_request_max_bytes;
+    let (tx, mut rx) = mpsc::channel(PIPELINE_DEPTH);
+    let reader_broker = broker.clone();
+    let reader = tokio::spawn(async move {
+        loop {
+            match read_frame(&mut rd, max).await {
+                Ok(frame) => {
+                    if tx.send(frame).await.is_err() {
+                        break;
+                    }
+                }
+                Err(FrameError::Closed) => break,
+                Err(e) => {
+                    reader_broker.metrics.protocol_errors.inc();
+                    tracing::warn!(%peer, error = %e, "closing connection");
+                    break;
+                }
+            }
+        }
+    });
+    while let Some(frame) = rx.recv().await {
+        match dispatch::handle(&broker, &peer, frame).await {
+            Reply::Response(bytes) => {
+                if wr.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+            Reply::NoResponse => {}
+            Reply::Close(reason) => {
+                broker.metrics.protocol_errors.inc();
+                tracing::warn!(%peer, %reason, "closing connection");
+                break;
+            }
+        }
+    }
+    reader.abort();
+    let _ = wr.shutdown().await;
+    broker.metrics.connections.dec();
+}

@@ -1,0 +1,215 @@
+//! Turns one request frame into one response frame: header parsing, version checks, body decode,
+//! routing to the API handler, and response encoding. Malformed or unsupported requests close the
+//! connection (as Kafka does) and never reach a handler.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use super::errors::ErrorCode;
+use super::versions;
+use crate::api;
+use crate::state::Broker;
+
+/// Who sent a request, for handlers that need it (group membership, logs).
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub client_id: String,
+    pub client_host: String,
+    pub api_version: i16,
+}
+
+/// What the connection should do with a request.
+pub enum Reply {
+    Response(Bytes),
+    /// Produce with acks=0 gets no response at all.
+    NoResponse,
+    Close(String),
+}
+
+fn encode_response<R: Encodable>(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+) -> Reply {
+    let header_version = key.response_header_version(version);
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    if let Err(e) = header
+        .encode(&mut buf, header_version)
+        .and_then(|_| body.encode(&mut buf, version))
+    {
+        return Reply::Close(format!("could not encode {key:?} v{version} response: {e}"));
+    }
+    let len = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&len.to_be_bytes());
+    Reply::Response(buf.freeze())
+}
+
+/// Decodes a body, treating a decoder panic like any other malformed input.
+fn decode_body<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| T::decode(body, version))) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(_) => Err("decoder panicked".into()),
+    }
+}
+
+/// An ApiVersions answer for a version we do not know (KIP-511): v0 layout, error set, our ranges.
+fn unsupported_api_versions(correlation_id: i32) -> Reply {
+    let resp = api::versions::response(ErrorCode::UnsupportedVersion);
+    encode_response(ApiKey::ApiVersions, 0, correlation_id, &resp)
+}
+
+macro_rules! route {
+    ($broker:expr, $ctx:expr, $key:expr, $version:expr, $corr:expr, $body:expr, { $($api:ident => $req:ty => $handler:path,)* }) => {
+        match $key {
+            $(ApiKey::$api => {
+                let req: $req = match decode_body(&mut $body, $version) {
+                    Ok(r) => r,
+                    Err(e) => return Reply::Close(format!("malformed {:?} v{} request: {e}", $key, $version)),
+                };
+                let resp = $handler($broker, $ctx, req).await;
+                encode_response($key, $version, $corr, &resp)
+            })*
+            other => Reply::Close(format!("API {other:?} is not implemented")),
+        }
+    };
+}
+
+pub async fn handle(broker: &Arc<Broker>, peer: &SocketAddr, frame: Bytes) -> Reply {
+    if frame.len() < 8 {
+        return Reply::Close(format!(
+            "request of {} bytes is shorter than a request header",
+            frame.len()
+        ));
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let Ok(key) = ApiKey::try_from(raw_key) else {
+        return Reply::Close(format!("unknown API key {raw_key}"));
+    };
+    if key == ApiKey::ApiVersions && !versions::accepts(key, version) {
+        return unsupported_api_versions(correlation_id);
+    }
+    if !versions::accepts(key, version) {
+        return Reply::Close(format!("unsupported version {version} of {key:?}"));
+    }
+    let mut body = frame.clone();
+    let header: RequestHeader = match decode_body(&mut body, key.request_header_version(version)) {
+        Ok(h) => h,
+        Err(e) => return Reply::Close(format!("malformed request header: {e}")),
+    };
+    let ctx = RequestContext {
+        client_id: header
+            .client_id
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        client_host: format!("/{}", peer.ip()),
+        api_version: version,
+    };
+    let started = Instant::now();
+    let api_name: &'static str = api_name(key);
+    broker
+        .metrics
+        .requests
+        .with_label_values(&[api_name, &version.to_string()])
+        .inc();
+
+    if key == ApiKey::Produce {
+        let req: ProduceRequest = match decode_body(&mut body, version) {
+            Ok(r) => r,
+            Err(e) => return Reply::Close(format!("malformed Produce v{version} request: {e}")),
+        };
+        let acks = req.acks;
+        let resp = api::produce::handle(broker, &ctx, req).await;
+        observe(broker, api_name, started);
+        if acks == 0 {
+            return Reply::NoResponse;
+        }
+        return encode_response(key, version, correlation_id, &resp);
+    }
+
+    let reply = route!(broker, &ctx, key, version, correlation_id, body, {
+        Fetch => FetchRequest => api::fetch::handle,
+        ListOffsets => ListOffsetsRequest => api::list_offsets::handle,
+        Metadata => MetadataRequest => api::metadata::handle,
+        OffsetCommit => OffsetCommitRequest => api::offsets::commit,
+        OffsetFetch => OffsetFetchRequest => api::offsets::fetch,
+        OffsetDelete => OffsetDeleteRequest => api::offsets::delete,
+        FindCoordinator => FindCoordinatorRequest => api::groups::find_coordinator,
+        JoinGroup => JoinGroupRequest => api::groups::join,
+        SyncGroup => SyncGroupRequest => api::groups::sync,
+        Heartbeat => HeartbeatRequest => api::groups::heartbeat,
+        LeaveGroup => LeaveGroupRequest => api::groups::leave,
+        DescribeGroups => DescribeGroupsRequest => api::groups::describe,
+        ListGroups => ListGroupsRequest => api::groups::list,
+        DeleteGroups => DeleteGroupsRequest => api::groups::delete,
+        ApiVersions => ApiVersionsRequest => api::versions::handle,
+        CreateTopics => CreateTopicsRequest => api::topics::create,
+        DeleteTopics => DeleteTopicsRequest => api::topics::delete,
+        CreatePartitions => CreatePartitionsRequest => api::topics::create_partitions,
+        DescribeTopicPartitions => DescribeTopicPartitionsRequest => api::metadata::describe_topic_partitions,
+        DeleteRecords => DeleteRecordsRequest => api::list_offsets::delete_records,
+        InitProducerId => InitProducerIdRequest => api::producer_id::handle,
+        OffsetForLeaderEpoch => OffsetForLeaderEpochRequest => api::list_offsets::offset_for_leader_epoch,
+        DescribeConfigs => DescribeConfigsRequest => api::configs::describe,
+        IncrementalAlterConfigs => IncrementalAlterConfigsRequest => api::configs::incremental_alter,
+        DescribeCluster => DescribeClusterRequest => api::metadata::describe_cluster,
+    });
+    observe(broker, api_name, started);
+    reply
+}
+
+fn observe(broker: &Broker, api: &'static str, started: Instant) {
+    broker
+        .metrics
+        .request_seconds
+        .with_label_values(&[api])
+        .observe(started.elapsed().as_secs_f64());
+}
+
+fn api_name(key: ApiKey) -> &'static str {
+    macro_rules! names { ($($k:ident),*) => { match key { $(ApiKey::$k => stringify!($k),)* _ => "Other" } } }
+    names!(
+        Produce,
+        Fetch,
+        ListOffsets,
+        Metadata,
+        OffsetCommit,
+        OffsetFetch,
+        OffsetDelete,
+        FindCoordinator,
+        JoinGroup,
+        SyncGroup,
+        Heartbeat,
+        LeaveGroup,
+        DescribeGroups,
+        ListGroups,
+        DeleteGroups,
+        ApiVersions,
+        CreateTopics,
+        DeleteTopics,
+        CreatePartitions,
+        DescribeTopicPartitions,
+        DeleteRecords,
+        InitProducerId,
+        OffsetForLeaderEpoch,
+        DescribeConfigs,
+        IncrementalAlterConfigs,
+        DescribeCluster
+    )
+}
+
+/// Shorthand used by handlers.
+pub fn s(text: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(text.into())
+}

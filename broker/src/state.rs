@@ -1,0 +1,541 @@
+//! The broker's shared state: identity, metadata image and store, hosted partitions, the group
+//! coordinator and metrics. Handlers get an `Arc<Broker>`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::group::GroupCoordinator;
+use crate::log::PartitionLog;
+use crate::metadata::{MetadataImage, MetadataRecord, MetadataStore};
+use crate::metrics::Metrics;
+use crate::partition::Partition;
+use crate::protocol::errors::ErrorCode;
+use crate::topic_config::{self, TopicSettings};
+
+/// Producer ids are reserved in blocks so a restart never reuses one.
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+pub struct Broker {
+    pub config: Config,
+    pub cluster_id: String,
+    pub metadata: RwLock<MetadataImage>,
+    store: Mutex<MetadataStore>,
+    partitions: RwLock<HashMap<String, Vec<Arc<Partition>>>>,
+    pub groups: GroupCoordinator,
+    pub metrics: Metrics,
+    producer_ids: Mutex<(i64, i64)>,
+    ready: AtomicBool,
+}
+
+/// A topic-level failure with the message to show the client.
+#[derive(Debug, Clone)]
+pub struct TopicError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl TopicError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        TopicError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Kafka's rules for topic names: 1..249 chars of [a-zA-Z0-9._-], not "." or "..".
+pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
+    let bad = |why: &str| {
+        Err(TopicError::new(
+            ErrorCode::InvalidTopicException,
+            format!("Topic name \"{name}\" is illegal, {why}"),
+        ))
+    };
+    if name.is_empty() {
+        return bad("it can't be empty");
+    }
+    if name == "." || name == ".." {
+        return bad("it can't be '.' or '..'");
+    }
+    if name.len() > 249 {
+        return bad("it can't be longer than 249 characters");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
+    {
+        return bad("it contains a character other than ASCII alphanumerics, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+impl Broker {
+    /// Opens the data directory: identity, metadata, and every partition log (with recovery).
+    pub fn open(config: Config) -> anyhow::Result<Arc<Broker>> {
+        let dir = config.data_dir().clone();
+        std::fs::create_dir_all(&dir)?;
+        let cluster_id =
+            crate::identity::load_or_format(&dir, config.node_id, config.cluster_id.as_deref())?;
+        let (store, image) = MetadataStore::open(&dir)?;
+        let groups = GroupCoordinator::open(&dir, &config)?;
+        let next_pid = image.next_producer_id;
+        let broker = Arc::new(Broker {
+            cluster_id,
+            metadata: RwLock::new(image),
+            store: Mutex::new(store),
+            partitions: RwLock::new(HashMap::new()),
+            groups,
+            metrics: Metrics::new(),
+            producer_ids: Mutex::new((next_pid, next_pid)),
+            ready: AtomicBool::new(false),
+            config,
+        });
+        broker.open_all_partitions()?;
+        broker.ready.store(true, Ordering::Release);
+        Ok(broker)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    fn partition_dir(&self, topic: &str, p: i32) -> PathBuf {
+        self.config.data_dir().join(format!("{topic}-{p}"))
+    }
+
+    /// Effective broker-level topic defaults: static config overlaid with dynamic cluster configs.
+    pub fn topic_defaults(&self) -> BTreeMap<String, String> {
+        let mut d = self.config.topic_defaults.clone();
+        let img = self.metadata.read();
+        for node in [None, Some(self.config.node_id)] {
+            if let Some(map) = img.broker_configs.get(&node) {
+                for (k, v) in map {
+                    if let Some(tk) = crate::config::broker_key_to_topic_key(k) {
+                        d.insert(tk.to_string(), v.clone());
+                    }
+                }
+            }
+        }
+        d
+    }
+
+    fn settings_for(&self, topic_configs: &BTreeMap<String, String>) -> TopicSettings {
+        TopicSettings::resolve(topic_configs, &self.topic_defaults())
+    }
+
+    fn open_all_partitions(&self) -> anyhow::Result<()> {
+        let topics: Vec<_> = self.metadata.read().topics.values().cloned().collect();
+        let now = now_ms();
+        let mut map = self.partitions.write();
+        for t in topics {
+            let settings = self.settings_for(&t.configs);
+            let name: Arc<str> = Arc::from(t.name.as_str());
+            let mut parts = Vec::new();
+            for (i, pm) in t.partitions.iter().enumerate() {
+                let dir = self.partition_dir(&t.name, i as i32);
+                let log = PartitionLog::open(&dir, settings.clone(), now)
+                    .map_err(|e| anyhow::anyhow!("opening log {}: {e}", dir.display()))?;
+                parts.push(Arc::new(Partition::new(
+                    name.clone(),
+                    i as i32,
+                    log,
+                    pm.leader_epoch,
+                )));
+            }
+            map.insert(t.name.clone(), parts);
+        }
+        Ok(())
+    }
+
+    fn commit(&self, record: MetadataRecord) -> io::Result<()> {
+        let mut store = self.store.lock();
+        store.append(&record)?;
+        self.metadata.write().apply(&record);
+        Ok(())
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .get(topic)
+            .and_then(|v| v.get(usize::try_from(index).ok()?).cloned())
+    }
+
+    pub fn topic_partitions(&self, topic: &str) -> Option<Vec<Arc<Partition>>> {
+        self.partitions.read().get(topic).cloned()
+    }
+
+    pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions.read().values().flatten().cloned().collect()
+    }
+
+    /// Creates a topic. `validate_only` checks everything without changing anything.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        num_partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Uuid, TopicError> {
+        validate_topic_name(name)?;
+        let partitions = if num_partitions == -1 {
+            self.config.num_partitions
+        } else {
+            num_partitions
+        };
+        if partitions < 1 {
+            return Err(TopicError::new(
+                ErrorCode::InvalidPartitions,
+                "Number of partitions must be larger than 0.",
+            ));
+        }
+        if partitions > 100_000 {
+            return Err(TopicError::new(
+                ErrorCode::InvalidPartitions,
+                "Number of partitions is above the limit of 100000.",
+            ));
+        }
+        let rf = if replication_factor == -1 {
+            self.config.default_replication_factor
+        } else {
+            replication_factor
+        };
+        if rf < 1 {
+            return Err(TopicError::new(
+                ErrorCode::InvalidReplicationFactor,
+                "Replication factor must be larger than 0.",
+            ));
+        }
+        if rf > 1 {
+            return Err(TopicError::new(
+                ErrorCode::InvalidReplicationFactor,
+                format!("Replication factor: {rf} larger than available brokers: 1."),
+            ));
+        }
+        for (k, v) in &configs {
+            topic_config::validate(k, v)
+                .map_err(|m| TopicError::new(ErrorCode::InvalidConfig, m))?;
+        }
+        if self.metadata.read().topics.contains_key(name) {
+            return Err(TopicError::new(
+                ErrorCode::TopicAlreadyExists,
+                format!("Topic '{name}' already exists."),
+            ));
+        }
+        if validate_only {
+            return Ok(Uuid::nil());
+        }
+        let _guard = self.store_guard();
+        if self.metadata.read().topics.contains_key(name) {
+            return Err(TopicError::new(
+                ErrorCode::TopicAlreadyExists,
+                format!("Topic '{name}' already exists."),
+            ));
+        }
+        let id = Uuid::new_v4();
+        let replicas = vec![vec![self.config.node_id]; partitions as usize];
+        let settings = self.settings_for(&configs);
+        let now = now_ms();
+        let mut parts = Vec::new();
+        let name_arc: Arc<str> = Arc::from(name);
+        for i in 0..partitions {
+            let dir = self.partition_dir(name, i);
+            // A stale directory from an earlier topic of the same name must not leak old data.
+            let _ = std::fs::remove_dir_all(&dir);
+            let log = PartitionLog::open(&dir, settings.clone(), now).map_err(storage_error)?;
+            parts.push(Arc::new(Partition::new(name_arc.clone(), i, log, 0)));
+        }
+        self.commit(MetadataRecord::CreateTopic {
+            name: name.to_string(),
+            id,
+            replicas,
+            configs,
+        })
+        .map_err(storage_error)?;
+        self.partitions.write().insert(name.to_string(), parts);
+        self.metrics
+            .partitions
+            .set(self.all_partitions().len() as i64);
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(id)
+    }
+
+    /// Serialises topic-changing operations (create/delete/alter) with each other.
+    fn store_guard(&self) -> parking_lot::MutexGuard<'_, ()> {
+        static TOPIC_CHANGES: Mutex<()> = Mutex::new(());
+        TOPIC_CHANGES.lock()
+    }
+
+    pub fn delete_topic(&self, name: &str) -> Result<Uuid, TopicError> {
+        if !self.config.delete_topic_enable {
+            return Err(TopicError::new(
+                ErrorCode::TopicAuthorizationFailed,
+                "Topic deletion is disabled.",
+            ));
+        }
+        let _guard = self.store_guard();
+        let id = self
+            .metadata
+            .read()
+            .topics
+            .get(name)
+            .map(|t| t.id)
+            .ok_or_else(|| {
+                TopicError::new(
+                    ErrorCode::UnknownTopicOrPartition,
+                    "This server does not host this topic.",
+                )
+            })?;
+        self.commit(MetadataRecord::DeleteTopic {
+            name: name.to_string(),
+        })
+        .map_err(storage_error)?;
+        if let Some(parts) = self.partitions.write().remove(name) {
+            for p in parts {
+                let dir = p.log.read().dir().to_path_buf();
+                p.advance_high_watermark(i64::MAX);
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove deleted topic's directory");
+                }
+            }
+        }
+        self.groups.forget_topic(name);
+        self.metrics
+            .partitions
+            .set(self.all_partitions().len() as i64);
+        tracing::info!(topic = name, "deleted topic");
+        Ok(id)
+    }
+
+    pub fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let _guard = self.store_guard();
+        let (current, configs) = {
+            let img = self.metadata.read();
+            let t = img.topics.get(name).ok_or_else(|| {
+                TopicError::new(
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("Topic '{name}' does not exist."),
+                )
+            })?;
+            (t.partitions.len() as i32, t.configs.clone())
+        };
+        if count <= current {
+            return Err(TopicError::new(
+                ErrorCode::InvalidPartitions,
+                format!("Topic currently has {current} partitions, which is higher than the requested {count}."),
+            ));
+        }
+        if count > 100_000 {
+            return Err(TopicError::new(
+                ErrorCode::InvalidPartitions,
+                "Number of partitions is above the limit of 100000.",
+            ));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let settings = self.settings_for(&configs);
+        let now = now_ms();
+        let name_arc: Arc<str> = Arc::from(name);
+        let mut new_parts = Vec::new();
+        for i in current..count {
+            let dir = self.partition_dir(name, i);
+            let _ = std::fs::remove_dir_all(&dir);
+            let log = PartitionLog::open(&dir, settings.clone(), now).map_err(storage_error)?;
+            new_parts.push(Arc::new(Partition::new(name_arc.clone(), i, log, 0)));
+        }
+        let replicas = vec![vec![self.config.node_id]; (count - current) as usize];
+        self.commit(MetadataRecord::AddPartitions {
+            name: name.to_string(),
+            replicas,
+        })
+        .map_err(storage_error)?;
+        self.partitions
+            .write()
+            .entry(name.to_string())
+            .or_default()
+            .extend(new_parts);
+        self.metrics
+            .partitions
+            .set(self.all_partitions().len() as i64);
+        Ok(())
+    }
+
+    /// Applies topic config changes (already computed as set/remove) and re-resolves settings.
+    pub fn alter_topic_config(
+        &self,
+        name: &str,
+        changes: BTreeMap<String, Option<String>>,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        for (k, v) in &changes {
+            match v {
+                Some(v) => topic_config::validate(k, v)
+                    .map_err(|m| TopicError::new(ErrorCode::InvalidConfig, m))?,
+                None if !topic_config::is_known(k) => {
+                    return Err(TopicError::new(
+                        ErrorCode::InvalidConfig,
+                        format!("Unknown topic config name: {k}"),
+                    ))
+                }
+                None => {}
+            }
+        }
+        let _guard = self.store_guard();
+        if !self.metadata.read().topics.contains_key(name) {
+            return Err(TopicError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("Topic '{name}' does not exist."),
+            ));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        self.commit(MetadataRecord::AlterTopicConfig {
+            name: name.to_string(),
+            changes,
+        })
+        .map_err(storage_error)?;
+        self.refresh_settings(Some(name));
+        Ok(())
+    }
+
+    pub fn alter_broker_config(
+        &self,
+        node: Option<i32>,
+        changes: BTreeMap<String, Option<String>>,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        for (k, v) in &changes {
+            let Some(tk) = crate::config::broker_key_to_topic_key(k) else {
+                return Err(TopicError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("Cannot update these configs dynamically: [{k}]"),
+                ));
+            };
+            if let Some(v) = v {
+                let v = crate::config::dynamic_value_in_topic_units(k, v)
+                    .map_err(|m| TopicError::new(ErrorCode::InvalidConfig, m))?;
+                topic_config::validate(tk, &v)
+                    .map_err(|m| TopicError::new(ErrorCode::InvalidConfig, m))?;
+            }
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let _guard = self.store_guard();
+        let changes = changes
+            .into_iter()
+            .map(|(k, v)| {
+                let v = v.map(|v| crate::config::dynamic_value_in_topic_units(&k, &v).unwrap_or(v));
+                (k, v)
+            })
+            .collect();
+        self.commit(MetadataRecord::AlterBrokerConfig { node, changes })
+            .map_err(storage_error)?;
+        self.refresh_settings(None);
+        Ok(())
+    }
+
+    /// Recomputes effective settings for one topic or all.
+    fn refresh_settings(&self, only: Option<&str>) {
+        let img = self.metadata.read().clone();
+        let parts = self.partitions.read();
+        for (name, list) in parts.iter() {
+            if only.is_some_and(|o| o != name) {
+                continue;
+            }
+            let Some(t) = img.topics.get(name) else {
+                continue;
+            };
+            let s = self.settings_for(&t.configs);
+            for p in list {
+                p.log.write().set_settings(s.clone());
+            }
+        }
+    }
+
+    /// Hands out a new producer id, reserving a new block in metadata when the current one is used up.
+    pub fn next_producer_id(&self) -> io::Result<i64> {
+        let mut ids = self.producer_ids.lock();
+        if ids.0 >= ids.1 {
+            let next_block_end =
+                ids.0.max(self.metadata.read().next_producer_id) + PRODUCER_ID_BLOCK;
+            self.commit(MetadataRecord::ProducerIdBlock {
+                next: next_block_end,
+            })?;
+            ids.0 = next_block_end - PRODUCER_ID_BLOCK;
+            ids.1 = next_block_end;
+        }
+        let id = ids.0;
+        ids.0 += 1;
+        Ok(id)
+    }
+
+    /// Deletes expired segments in every partition (called periodically).
+    pub fn enforce_retention(&self) {
+        let now = now_ms();
+        for p in self.all_partitions() {
+            let mut log = p.log.write();
+            match log.enforce_retention(now) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(topic = %p.topic, partition = p.index, segments = n, "retention deleted segments")
+                }
+                Err(e) => {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed")
+                }
+            }
+        }
+    }
+
+    /// Flushes all logs and group state; called on orderly shutdown.
+    pub fn shutdown(&self) {
+        self.ready.store(false, Ordering::Release);
+        for p in self.all_partitions() {
+            if let Err(e) = p.log.read().flush() {
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush failed");
+            }
+        }
+        self.groups.flush();
+    }
+}
+
+fn storage_error(e: io::Error) -> TopicError {
+    tracing::error!(error = %e, "storage error");
+    TopicError::new(ErrorCode::UnknownServerError, format!("storage error: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        assert!(validate_topic_name("orders.v1_x-y").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a b").is_err());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+}

@@ -1,0 +1,245 @@
+//! Topic-level configuration keys: which exist, how they are validated, and how a topic's
+//! effective value is resolved (topic override, else the broker-level default).
+
+use std::collections::BTreeMap;
+
+/// How a topic config value is checked.
+#[derive(Clone, Copy)]
+enum Kind {
+    Long { min: i64 },
+    Int { min: i64 },
+    Double,
+    Bool,
+    OneOf(&'static [&'static str]),
+    CleanupPolicy,
+}
+
+/// Every topic key we accept. Keys we store but whose behaviour is not implemented yet (compaction)
+/// are still accepted so standard tools and manifests work; DescribeConfigs reports them.
+const TOPIC_KEYS: &[(&str, Kind, &str)] = &[
+    ("cleanup.policy", Kind::CleanupPolicy, "delete"),
+    (
+        "compression.type",
+        Kind::OneOf(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
+        "producer",
+    ),
+    ("delete.retention.ms", Kind::Long { min: 0 }, "86400000"),
+    ("file.delete.delay.ms", Kind::Long { min: 0 }, "60000"),
+    (
+        "flush.messages",
+        Kind::Long { min: 1 },
+        "9223372036854775807",
+    ),
+    ("flush.ms", Kind::Long { min: 0 }, "9223372036854775807"),
+    ("index.interval.bytes", Kind::Int { min: 0 }, "4096"),
+    (
+        "max.compaction.lag.ms",
+        Kind::Long { min: 1 },
+        "9223372036854775807",
+    ),
+    ("max.message.bytes", Kind::Int { min: 0 }, "1048588"),
+    (
+        "message.timestamp.type",
+        Kind::OneOf(&["CreateTime", "LogAppendTime"]),
+        "CreateTime",
+    ),
+    (
+        "message.timestamp.after.max.ms",
+        Kind::Long { min: 0 },
+        "3600000",
+    ),
+    (
+        "message.timestamp.before.max.ms",
+        Kind::Long { min: 0 },
+        "9223372036854775807",
+    ),
+    ("min.cleanable.dirty.ratio", Kind::Double, "0.5"),
+    ("min.compaction.lag.ms", Kind::Long { min: 0 }, "0"),
+    ("min.insync.replicas", Kind::Int { min: 1 }, "1"),
+    ("preallocate", Kind::Bool, "false"),
+    ("retention.bytes", Kind::Long { min: -1 }, "-1"),
+    ("retention.ms", Kind::Long { min: -1 }, "604800000"),
+    ("segment.bytes", Kind::Int { min: 14 }, "1073741824"),
+    ("segment.index.bytes", Kind::Int { min: 4 }, "10485760"),
+    ("segment.jitter.ms", Kind::Long { min: 0 }, "0"),
+    ("segment.ms", Kind::Long { min: 1 }, "604800000"),
+    ("unclean.leader.election.enable", Kind::Bool, "false"),
+    (
+        "leader.replication.throttled.replicas",
+        Kind::OneOf(&[]),
+        "",
+    ),
+    (
+        "follower.replication.throttled.replicas",
+        Kind::OneOf(&[]),
+        "",
+    ),
+];
+
+/// True when `key` is a topic-level config key.
+pub fn is_known(key: &str) -> bool {
+    TOPIC_KEYS.iter().any(|(k, _, _)| *k == key)
+}
+
+/// All topic keys in a stable order.
+pub fn all_keys() -> impl Iterator<Item = &'static str> {
+    TOPIC_KEYS.iter().map(|(k, _, _)| *k)
+}
+
+/// The built-in default for a topic key when the broker config says nothing.
+pub fn builtin_default(key: &str) -> Option<&'static str> {
+    TOPIC_KEYS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, _, d)| *d)
+}
+
+/// Checks one key/value; the error is a sentence for the client.
+pub fn validate(key: &str, value: &str) -> Result<(), String> {
+    let kind = TOPIC_KEYS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, kind, _)| *kind)
+        .ok_or_else(|| format!("Unknown topic config name: {key}"))?;
+    let bad = || format!("Invalid value {value} for configuration {key}");
+    match kind {
+        Kind::Long { min } | Kind::Int { min } => {
+            let v: i64 = value.trim().parse().map_err(|_| bad())?;
+            if matches!(kind, Kind::Int { .. }) && i32::try_from(v).is_err() {
+                return Err(bad());
+            }
+            if v < min {
+                return Err(format!(
+                    "Invalid value {value} for configuration {key}: Value must be at least {min}"
+                ));
+            }
+        }
+        Kind::Double => {
+            value.trim().parse::<f64>().map_err(|_| bad())?;
+        }
+        Kind::Bool => {
+            if !matches!(value.trim().to_ascii_lowercase().as_str(), "true" | "false") {
+                return Err(bad());
+            }
+        }
+        Kind::OneOf(options) => {
+            if !options.is_empty() && !options.contains(&value.trim()) {
+                return Err(format!("{} (must be one of {})", bad(), options.join(", ")));
+            }
+        }
+        Kind::CleanupPolicy => {
+            for part in value.split(',').map(str::trim) {
+                if !matches!(part, "delete" | "compact") {
+                    return Err(format!("{} (must be a list of delete, compact)", bad()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The effective, typed settings of one topic that the log and produce path use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicSettings {
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    pub index_interval_bytes: u64,
+    pub max_message_bytes: usize,
+    pub log_append_time: bool,
+    pub min_insync_replicas: i32,
+}
+
+impl TopicSettings {
+    /// Resolves each key from the topic's overrides, then the broker defaults, then built-ins.
+    pub fn resolve(
+        overrides: &BTreeMap<String, String>,
+        defaults: &BTreeMap<String, String>,
+    ) -> Self {
+        let get = |k: &str| -> String {
+            overrides
+                .get(k)
+                .or_else(|| defaults.get(k))
+                .cloned()
+                .unwrap_or_else(|| builtin_default(k).unwrap_or("0").to_string())
+        };
+        let num = |k: &str| -> i64 { get(k).trim().parse().unwrap_or(0) };
+        TopicSettings {
+            retention_ms: num("retention.ms"),
+            retention_bytes: num("retention.bytes"),
+            segment_bytes: num("segment.bytes").max(1024) as u64,
+            segment_ms: num("segment.ms").max(1),
+            index_interval_bytes: num("index.interval.bytes").max(1) as u64,
+            max_message_bytes: num("max.message.bytes").max(0) as usize,
+            log_append_time: get("message.timestamp.type") == "LogAppendTime",
+            min_insync_replicas: num("min.insync.replicas") as i32,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_rejects_bad_values() {
+        assert!(validate("retention.ms", "1000").is_ok());
+        assert!(validate("retention.ms", "-2").is_err());
+        assert!(validate("retention.ms", "soon").is_err());
+        assert!(validate("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate("cleanup.policy", "shred").is_err());
+        assert!(validate("no.such.key", "1")
+            .unwrap_err()
+            .contains("Unknown topic config"));
+        assert!(validate("segment.bytes", "99999999999").is_err());
+    }
+
+    #[test]
+    fn resolve_prefers_override_then_default() {
+        let mut defaults = BTreeMap::new();
+        defaults.insert("retention.ms".to_string(), "5000".to_string());
+        let mut overrides = BTreeMap::new();
+        assert_eq!(
+            TopicSettings::resolve(&overrides, &defaults).retention_ms,
+            5000
+        );
+        overrides.insert("retention.ms".to_string(), "7".to_string());
+        assert_eq!(
+            TopicSettings::resolve(&overrides, &defaults).retention_ms,
+            7
+        );
+        assert_eq!(
+            TopicSettings::resolve(&overrides, &defaults).retention_bytes,
+            -1
+        );
+    }
+}
+
+/// Kafka's ConfigType code for DescribeConfigs v3+ (BOOLEAN 1, STRING 2, INT 3, LONG 5, DOUBLE 6, LIST 7).
+pub fn type_code(key: &str) -> i8 {
+    match TOPIC_KEYS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, kind, _)| *kind)
+    {
+        Some(Kind::Bool) => 1,
+        Some(Kind::OneOf(_)) => 2,
+        Some(Kind::Int { .. }) => 3,
+        Some(Kind::Long { .. }) => 5,
+        Some(Kind::Double) => 6,
+        Some(Kind::CleanupPolicy) => 7,
+        None => 0,
+    }
+}
+
+/// Whether a key holds a comma-separated list (APPEND/SUBTRACT apply to these only).
+pub fn is_list(key: &str) -> bool {
+    matches!(
+        TOPIC_KEYS
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, kind, _)| *kind),
+        Some(Kind::CleanupPolicy)
+    ) || key.ends_with(".throttled.replicas")
+}
