@@ -277,10 +277,22 @@ class Member(threading.Thread):
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
-        res = c.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=20)
+        # Right after a restart the coordinator may still be loading offsets: NOT_COORDINATOR and
+        # COORDINATOR_LOAD_IN_PROGRESS are retriable, as every client treats them; retry for 30 s.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                res = c.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=20)
+                break
+            except KafkaException as e:
+                if not e.args[0].retriable() and e.args[0].code() not in (14, 15, 16):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
         out = {}
         for tp in res:
             assert tp.error is None, f"committed() error for partition {tp.partition}: {tp.error}"

@@ -94,7 +94,7 @@ def read_all(bootstrap: str, topic: str, ends: dict[int, int]) -> dict[int, list
 
 @pytest.mark.timeout(240)
 def test_sigkill_keeps_acknowledged_records(broker):
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
     topic = unique("crash")
     create_topic(broker.bootstrap, topic, PARTITIONS)
 
@@ -161,7 +161,15 @@ def test_sigkill_keeps_acknowledged_records(broker):
 
     c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
-        committed = c.committed([TopicPartition(topic, 1)], timeout=20)[0].offset
+        deadline = time.monotonic() + 30
+        while True:  # NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS right after restart: retry
+            try:
+                committed = c.committed([TopicPartition(topic, 1)], timeout=20)[0].offset
+                break
+            except KafkaException as e:
+                if e.args[0].code() not in (14, 15, 16) and not e.args[0].retriable() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
     finally:
         c.close()
     assert committed == 1234, f"offset commit acknowledged before SIGKILL reads back as {committed}"
