@@ -53,6 +53,15 @@ KAFKA_VERSION = "4.3.1"
 # helpers
 # --------------------------------------------------------------------------------------------
 
+def _die_with_parent():
+    """preexec_fn: the broker gets SIGKILL if the pytest process dies (no orphaned brokers)."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -229,7 +238,8 @@ class Broker:
             log.write(f"\n===== start #{self.starts} {time.strftime('%H:%M:%S')}: {' '.join(cmd)}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         cwd=self.workdir, start_new_session=True)
+                                         cwd=self.workdir, start_new_session=True,
+                                         preexec_fn=_die_with_parent)
         self.expected_down = False
         self.wait_ready(timeout)
 
