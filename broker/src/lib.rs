@@ -4,6 +4,7 @@
 //! starts background tasks (group coordinator tick, retention), and serves until SIGTERM/SIGINT.
 
 pub mod admin_http;
+pub mod alloc_guard;
 pub mod api;
 pub mod config;
 pub mod group;

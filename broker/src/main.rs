@@ -7,6 +7,9 @@ use std::process::ExitCode;
 
 use fjord_broker::Config;
 
+#[global_allocator]
+static ALLOCATOR: fjord_broker::alloc_guard::GuardedAlloc = fjord_broker::alloc_guard::GuardedAlloc;
+
 fn usage() -> &'static str {
     "usage: fjord-broker [server.properties] [--override key=value]...\n\
      With no file, the embedded defaults are used (listeners=PLAINTEXT://127.0.0.1:9092, log.dirs=./data)."

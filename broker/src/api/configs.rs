@@ -381,3 +381,74 @@ mod tests {
         );
     }
 }
+
+/// Legacy AlterConfigs: the given set replaces all overrides of the resource.
+pub async fn alter(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext,
+    req: AlterConfigsRequest,
+) -> AlterConfigsResponse {
+    use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse as Resp;
+    let responses = req
+        .resources
+        .into_iter()
+        .map(|r| {
+            let name = r.resource_name.to_string();
+            let wanted: BTreeMap<String, Option<String>> = r
+                .configs
+                .iter()
+                .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
+                .collect();
+            let outcome = match r.resource_type {
+                RESOURCE_TOPIC => match broker
+                    .metadata
+                    .read()
+                    .topics
+                    .get(&name)
+                    .map(|t| t.configs.clone())
+                {
+                    None => Err(TopicError::new(
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("Topic '{name}' does not exist."),
+                    )),
+                    Some(current) => Ok((None, current)),
+                },
+                RESOURCE_BROKER => parse_broker_name(broker, &name).map(|node| {
+                    let current = broker
+                        .metadata
+                        .read()
+                        .broker_configs
+                        .get(&node)
+                        .cloned()
+                        .unwrap_or_default();
+                    (Some(node), current)
+                }),
+                other => Err(TopicError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("Resource type {other} is not supported."),
+                )),
+            }
+            .and_then(|(node, current)| {
+                let mut changes: BTreeMap<String, Option<String>> =
+                    current.keys().map(|k| (k.clone(), None)).collect();
+                for (k, v) in wanted {
+                    changes.insert(k, v);
+                }
+                match node {
+                    None => broker.alter_topic_config(&name, changes, req.validate_only),
+                    Some(node) => broker.alter_broker_config(node, changes, req.validate_only),
+                }
+            });
+            let base = Resp::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name);
+            match outcome {
+                Ok(()) => base,
+                Err(e) => base
+                    .with_error_code(e.code.code())
+                    .with_error_message(Some(s(e.message))),
+            }
+        })
+        .collect();
+    AlterConfigsResponse::default().with_responses(responses)
+}

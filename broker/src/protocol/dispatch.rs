@@ -163,6 +163,7 @@ pub async fn handle(broker: &Arc<Broker>, peer: &SocketAddr, frame: Bytes) -> Re
         OffsetForLeaderEpoch => OffsetForLeaderEpochRequest => api::list_offsets::offset_for_leader_epoch,
         DescribeConfigs => DescribeConfigsRequest => api::configs::describe,
         IncrementalAlterConfigs => IncrementalAlterConfigsRequest => api::configs::incremental_alter,
+        AlterConfigs => AlterConfigsRequest => api::configs::alter,
         DescribeCluster => DescribeClusterRequest => api::metadata::describe_cluster,
     });
     observe(broker, api_name, started);
