@@ -62,6 +62,15 @@ def _die_with_parent():
         pass
 
 
+def random_cluster_id() -> str:
+    """Like `kafka-storage random-uuid`: URL-safe base64 of a random UUID, no padding. Ids starting
+    with '-' are skipped: the tool's argument parser would read them as an option."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -208,8 +217,7 @@ class Broker:
         cfg = self.workdir / "server.properties"
         cfg.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         if not self._formatted:
-            # Same format as `kafka-storage random-uuid`: URL-safe base64 of 16 random bytes, no padding.
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            cluster_id = random_cluster_id()
             r = subprocess.run([str(bindir / "kafka-storage"), "format", "-t", cluster_id, "-c", str(cfg)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
             assert r.returncode == 0, f"kafka-storage format failed:\n{r.stdout}"
