@@ -374,6 +374,7 @@ def machine_facts(bindir: Path) -> dict:
 
 METRICS = [("records/s", "records_s", "{:,.0f}", True), ("MB/s", "mb_s", "{:,.1f}", True),
            ("p50 ms", "p50_ms", "{:,.0f}", False), ("p99 ms", "p99_ms", "{:,.0f}", False),
+           ("fetch MB/s (excl. group join)", "fetch_mb_s", "{:,.1f}", True),
            ("broker CPU s/GB", "cpu_s_per_gb", "{:,.2f}", False)]
 
 

@@ -20,6 +20,12 @@ Environment:
                      scripts/kafka-dist.sh when unset.
   FJORD_TEST_KEEP    if set, keep the broker data/log directories after the run.
 
+Modules: test_clients.py (confluent-kafka + kafka-python: 5 codecs x 100k records, 3-member group
+with a member leaving, commit, broker restart, resume), test_cli.py (Apache CLI tools and the Java
+producer/consumer), test_crash.py (SIGKILL under an idempotent acks=all producer), test_bad_input.py
+(malformed frames on raw sockets), test_misc.py (admin APIs, timestamps, size limits, interop).
+The whole suite takes about 3-4 minutes on 2 cores.
+
 Each test module gets its own broker (module-scoped fixture ``broker_proc``); the function-scoped
 ``broker`` fixture restarts it if an earlier test left it down, and fails a test during which the
 broker died without the test asking for it. The broker's stdout/stderr go to a log file whose tail

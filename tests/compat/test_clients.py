@@ -143,8 +143,10 @@ class Shared:
 class Member(threading.Thread):
     """A group member that records every delivered (partition, offset, key, value)."""
 
-    def __init__(self, client: str, name: str, bootstrap: str, topic: str, group: str, shared: Shared):
+    def __init__(self, client: str, name: str, bootstrap: str, topic: str, group: str, shared: Shared,
+                 rate: float | None = MEMBER_RATE):
         super().__init__(name=name, daemon=True)
+        self.rate = rate
         self.client, self.bootstrap, self.topic, self.group, self.shared = client, bootstrap, topic, group, shared
         self.records: list[tuple[int, int, bytes, bytes]] = []
         self.assignment: set[int] = set()
@@ -165,7 +167,9 @@ class Member(threading.Thread):
 
     def _throttle(self, started: float, n0: int):
         # Cap this member's rate so the group's membership changes happen mid-stream.
-        expected = (len(self.records) - n0) / MEMBER_RATE
+        if not self.rate:
+            return
+        expected = (len(self.records) - n0) / self.rate
         lag = expected - (time.monotonic() - started)
         if lag > 0:
             time.sleep(min(lag, 0.5))
@@ -411,7 +415,7 @@ def test_restart_resume(broker, client):
         f"committed offsets changed across restart: {st['committedA']} -> {committed}"
 
     shared = Shared()
-    members = [Member(client, f"{client}-B{i}", broker.bootstrap, st["topic"], st["groupA"], shared)
+    members = [Member(client, f"{client}-B{i}", broker.bootstrap, st["topic"], st["groupA"], shared, rate=None)
                for i in range(2)]
     remaining = TOTAL - sum(committed.values())
     for m in members:
