@@ -1,10 +1,18 @@
 //! `cargo xtask <command>`: project automation (tool bootstrap, tests, benchmarks, local clusters).
+mod bench;
 mod cluster;
+mod deps;
+mod process;
+mod test;
 mod tools;
+mod up;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("up") => up::run_broker(&args[1..]),
+        Some("test") => test::run_all(&args[1..]),
+        Some("bench") => bench::run_bench(&args[1..]),
         Some("tools") => tools::run(&args[1..]),
         Some("cluster") => cluster::run(&args[1..]),
         _ => {

@@ -141,11 +141,18 @@ impl ControlPlane {
         if let Some(state) = read_state(&options.dir) {
             match inspect(&tools, &options.dir, &state) {
                 Health::Healthy => return Ok(ControlPlane::from_state(&options.dir, state, true)),
-                Health::PartlyRunning(alive) => bail!(
-                    "the control plane in {} is partly running ({alive}) but not healthy: run \
-                     `cargo xtask cluster down` (or FJORD_CLUSTER_DIR=... for another directory) and retry",
-                    options.dir.display()
-                ),
+                Health::PartlyRunning(alive) => {
+                    let dir_flag = if options.dir == default_dir() {
+                        String::new()
+                    } else {
+                        format!(" --dir {}", options.dir.display())
+                    };
+                    bail!(
+                        "the control plane in {} is partly running ({alive}) but not healthy: run \
+                         `cargo xtask cluster down{dir_flag}` and retry",
+                        options.dir.display()
+                    )
+                }
                 Health::Stopped => eprintln!(
                     "note: discarding the data of a control plane in {} that is no longer running \
                      (killed run?); starting a fresh one",
@@ -379,7 +386,26 @@ impl<'a> Starter<'a> {
                     "--service-account-signing-key-file={}",
                     path(&pki.service_account_key)
                 ),
+                // Aggregation layer: without a request-header CA every delegating component
+                // (the controller-manager too) logs errors about the missing bundle.
+                format!("--requestheader-client-ca-file={}", path(&pki.ca_cert)),
+                format!("--requestheader-allowed-names={}", pki::FRONT_PROXY_CLIENT),
+                "--requestheader-username-headers=X-Remote-User".into(),
+                "--requestheader-group-headers=X-Remote-Group".into(),
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
+                format!(
+                    "--proxy-client-cert-file={}",
+                    path(&pki.front_proxy_client.cert)
+                ),
+                format!(
+                    "--proxy-client-key-file={}",
+                    path(&pki.front_proxy_client.key)
+                ),
                 "--authorization-mode=Node,RBAC".into(),
+                // The `kubernetes` Service's Endpoints cannot hold a loopback address (validation
+                // rejects it, every 10 s, in the log). Nothing in-cluster calls the apiserver
+                // until there is a node, and that issue picks a routable advertise address.
+                "--endpoint-reconciler-type=none".into(),
                 format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
                 "--allow-privileged=true".into(),
                 "--profiling=false".into(),

@@ -14,6 +14,9 @@ use rcgen::{
     KeyPair, KeyUsagePurpose,
 };
 
+/// CN of the front-proxy client certificate (`--requestheader-allowed-names`).
+pub const FRONT_PROXY_CLIENT: &str = "front-proxy-client";
+
 /// Paths of the generated PEM files.
 #[derive(Debug, Clone)]
 pub struct Pki {
@@ -25,6 +28,9 @@ pub struct Pki {
     pub controller_manager: ClientCert,
     /// The apiserver's client identity towards kubelets (used once a node exists).
     pub apiserver_kubelet_client: ClientCert,
+    /// The apiserver's identity when it proxies to aggregated API servers; the same CA signs it
+    /// (a test cluster needs no separate front-proxy CA).
+    pub front_proxy_client: ClientCert,
     pub service_account_key: PathBuf,
     pub service_account_pub: PathBuf,
 }
@@ -133,6 +139,14 @@ pub fn generate(dir: &Path, service_ip: &str) -> Result<Pki> {
         "apiserver-kubelet-client",
     )?;
 
+    let front_proxy_client = leaf(
+        FRONT_PROXY_CLIENT,
+        None,
+        vec![],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        "front-proxy-client",
+    )?;
+
     let sa_key = KeyPair::generate()?;
     let service_account_key = write("sa.key", sa_key.serialize_pem())?;
     let service_account_pub = write("sa.pub", sa_key.public_key_pem())?;
@@ -145,6 +159,7 @@ pub fn generate(dir: &Path, service_ip: &str) -> Result<Pki> {
         admin,
         controller_manager,
         apiserver_kubelet_client,
+        front_proxy_client,
         service_account_key,
         service_account_pub,
     })

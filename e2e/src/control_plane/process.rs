@@ -18,8 +18,10 @@ use anyhow::{Context, Result};
 pub enum Lifetime {
     /// Until `cargo xtask cluster down`: started by hand, reused by later test runs.
     Detached,
-    /// Until the process that started them exits (the kernel sends SIGTERM then), so a test run
-    /// never leaves components behind. The spawning *thread* must live as long as the process:
+    /// Until the process that started them exits (the kernel sends SIGKILL then), so a test run
+    /// never leaves components behind. SIGKILL, not SIGTERM: etcd and the apiserver get the
+    /// signal together, and an apiserver shutting down gracefully without its etcd waits forever.
+    /// The data is thrown away anyway. The spawning *thread* must live as long as the process:
     /// Linux delivers the parent-death signal when the thread that forked exits.
     TiedToThisProcess,
 }
@@ -41,7 +43,7 @@ pub fn spawn(program: &Path, args: &[String], log: &Path, lifetime: Lifetime) ->
         // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
         unsafe {
             command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 // The parent may have died between fork and prctl.

@@ -88,7 +88,15 @@ impl Go {
 /// Runs a quick command and returns its stdout; fails on a non-zero exit or after `timeout`.
 pub fn run_captured(command: &mut Command, timeout: Duration) -> Result<String> {
     let log = tempfile_path("fjord-go-output");
-    let result = run_logged(command, &log, timeout, None);
+    let result = run_logged(
+        command,
+        &log,
+        Limits {
+            total: timeout,
+            stall: timeout,
+        },
+        None,
+    );
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let _ = std::fs::remove_file(&log);
     match result {
@@ -111,6 +119,17 @@ pub enum Failure {
     NotStarted(String),
     Exited(std::process::ExitStatus),
     TimedOut(Duration),
+    /// The log did not grow for this long: go is waiting on something (usually the network).
+    Stalled(Duration),
+}
+
+/// How long a go step may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub total: Duration,
+    /// Longest time without new log output. Needed because `go` waits forever on a proxy that
+    /// accepts connections but never answers; steps run with `-x`/`-v` so progress shows up.
+    pub stall: Duration,
 }
 
 impl std::fmt::Display for Failure {
@@ -119,25 +138,28 @@ impl std::fmt::Display for Failure {
             Failure::NotStarted(error) => write!(f, "could not be started: {error}"),
             Failure::Exited(status) => write!(f, "failed ({status})"),
             Failure::TimedOut(limit) => write!(f, "was stopped after running for {limit:?}"),
+            Failure::Stalled(limit) => write!(f, "made no progress for {limit:?} and was stopped"),
         }
     }
 }
 
-/// Runs `command` niced, with stdout and stderr to `log`, killing its whole process group after
-/// `timeout`. With a `heartbeat` label it prints a progress line every minute, so a long cold
+/// Runs `command` niced, with stdout and stderr to `log`, killing its whole process group when it
+/// exceeds `limits`. With a `heartbeat` label it prints a progress line every minute, so a long cold
 /// build is visibly alive rather than silent.
 pub fn run_logged(
     command: &mut Command,
     log: &Path,
-    timeout: Duration,
+    limits: Limits,
     heartbeat: Option<&str>,
 ) -> std::result::Result<(), Failure> {
     let mut spawn = || -> std::io::Result<std::process::Child> {
         let file = File::create(log)?;
-        // SAFETY: setpriority is async-signal-safe.
+        // SAFETY: setpriority and prctl are async-signal-safe.
         unsafe {
             command.pre_exec(|| {
                 libc::setpriority(libc::PRIO_PROCESS, 0, NICENESS);
+                // If xtask is killed (Ctrl-C, CI timeout), go must not build on unattended.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 Ok(())
             });
         }
@@ -160,6 +182,8 @@ pub fn run_logged(
     };
     let started = Instant::now();
     let mut next_heartbeat = Duration::from_secs(60);
+    let mut last_log_len = 0;
+    let mut last_progress = started;
     loop {
         match child.try_wait() {
             Ok(Some(status)) if status.success() => return Ok(()),
@@ -168,13 +192,25 @@ pub fn run_logged(
             Err(error) => return Err(Failure::NotStarted(error.to_string())),
         }
         let elapsed = started.elapsed();
-        if elapsed >= timeout {
+        let log_len = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+        if log_len != last_log_len {
+            last_log_len = log_len;
+            last_progress = Instant::now();
+        }
+        let failure = if elapsed >= limits.total {
+            Some(Failure::TimedOut(limits.total))
+        } else if last_progress.elapsed() >= limits.stall {
+            Some(Failure::Stalled(limits.stall))
+        } else {
+            None
+        };
+        if let Some(failure) = failure {
             // SAFETY: kill(2) on the process group we created.
             unsafe {
                 libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
             }
             let _ = child.wait();
-            return Err(Failure::TimedOut(timeout));
+            return Err(failure);
         }
         if let Some(label) = heartbeat {
             if elapsed >= next_heartbeat {
@@ -207,6 +243,8 @@ pub fn module_download_problem(log: &Path) -> Option<String> {
         "dial tcp",
         "no such host",
         "connection refused",
+        "connection reset by peer",
+        "read tcp",
         "i/o timeout",
         "TLS handshake timeout",
         "proxyconnect",
@@ -219,7 +257,16 @@ pub fn module_download_problem(log: &Path) -> Option<String> {
         "verifying module",
     ];
     let text = std::fs::read_to_string(log).ok()?;
-    text.lines()
-        .find(|line| NETWORK.iter().any(|p| line.contains(p)))
-        .map(|l| l.trim().to_string())
+    let line = text
+        .lines()
+        .find(|line| NETWORK.iter().any(|p| line.contains(p)))?
+        .trim();
+    // `go mod download -json` reports it as a JSON field: show just the message.
+    let message = line.strip_prefix("\"Error\":").map(|m| {
+        m.trim()
+            .trim_end_matches(',')
+            .trim_matches('"')
+            .replace("\\\"", "\"")
+    });
+    Some(message.unwrap_or_else(|| line.to_string()))
 }

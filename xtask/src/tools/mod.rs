@@ -22,10 +22,23 @@ use fjord_e2e::tools::{
     Tools, COMPLETE_MARKER, ETCD_VERSION, HELM_VERSION, KUBERNETES_VERSION, MULTICALL_BINARY,
     MULTICALL_COMPONENTS,
 };
-use go::{Failure, Go};
+use go::{Failure, Go, Limits};
 
-const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-const BUILD_TIMEOUT: Duration = Duration::from_secs(90 * 60);
+/// A first small request to the module proxy: an unreachable or silent proxy fails here, fast.
+const PROBE: Limits = Limits {
+    total: Duration::from_secs(90),
+    stall: Duration::from_secs(60),
+};
+/// Module downloads run with `-x`, which logs every request, so 5 quiet minutes mean a stall.
+const DOWNLOAD: Limits = Limits {
+    total: Duration::from_secs(30 * 60),
+    stall: Duration::from_secs(5 * 60),
+};
+/// Builds run with `-v`, which logs every package; linking the big binary is the longest quiet part.
+const BUILD: Limits = Limits {
+    total: Duration::from_secs(90 * 60),
+    stall: Duration::from_secs(15 * 60),
+};
 /// `go build` flags: two compile jobs, the machine has two cores.
 const GOFLAGS: &str = "-mod=mod -buildvcs=false -p=2";
 
@@ -91,6 +104,18 @@ fn build_kubernetes(go: &Go, tools: &Tools) -> Result<()> {
 
     let step = Instant::now();
     println!("tools: fetching k8s.io/kubernetes@{KUBERNETES_VERSION} and its dependencies");
+    go_step(
+        go,
+        go.command(&src, "-buildvcs=false").args([
+            "list",
+            "-m",
+            "-json",
+            &format!("k8s.io/kubernetes@{KUBERNETES_VERSION}"),
+        ]),
+        &logs.join("go-probe.log"),
+        PROBE,
+        "asking the module proxy for k8s.io/kubernetes",
+    )?;
     let release = download_release(go, &src, &logs.join("go-download.log"))?;
     std::fs::write(src.join("main.go"), wrapper::MAIN_GO)?;
     std::fs::write(
@@ -102,9 +127,9 @@ fn build_kubernetes(go: &Go, tools: &Tools) -> Result<()> {
     go_step(
         go,
         go.command(&src, GOFLAGS)
-            .args(["list", "-deps", "-f", "{{.ImportPath}}", "."]),
+            .args(["list", "-x", "-deps", "-f", "{{.ImportPath}}", "."]),
         &log,
-        DOWNLOAD_TIMEOUT,
+        DOWNLOAD,
         "downloading Go modules",
     )?;
     println!("tools: modules ready in {:.0?}", step.elapsed());
@@ -122,11 +147,11 @@ fn build_kubernetes(go: &Go, tools: &Tools) -> Result<()> {
         go,
         go.command(&src, GOFLAGS)
             .env("GOPROXY", "off")
-            .args(["build", "-trimpath", "-ldflags", &ldflags, "-o"])
+            .args(["build", "-v", "-trimpath", "-ldflags", &ldflags, "-o"])
             .arg(&output)
             .arg("."),
         &log,
-        BUILD_TIMEOUT,
+        BUILD,
         "building Kubernetes",
     )?;
     std::fs::rename(&output, tools.binary(MULTICALL_BINARY))?;
@@ -158,7 +183,7 @@ fn download_release(go: &Go, src: &Path, log: &Path) -> Result<Release> {
             &format!("k8s.io/kubernetes@{KUBERNETES_VERSION}"),
         ]),
         log,
-        DOWNLOAD_TIMEOUT,
+        DOWNLOAD,
         "downloading k8s.io/kubernetes",
     )?;
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(log)?)
@@ -205,13 +230,18 @@ fn install_helm(go: &Go, tools: &Tools) -> Result<()> {
             .env("GOBIN", tools.bin_dir())
             .args([
                 "install",
+                "-v",
+                "-x",
                 "-trimpath",
                 "-ldflags",
                 &format!("-s -w -X helm.sh/helm/v4/internal/version.version={HELM_VERSION}"),
                 &format!("helm.sh/helm/v4/cmd/helm@{HELM_VERSION}"),
             ]),
         &log,
-        DOWNLOAD_TIMEOUT + BUILD_TIMEOUT,
+        Limits {
+            total: DOWNLOAD.total + BUILD.total,
+            stall: BUILD.stall,
+        },
         "installing helm",
     )?;
     println!("tools: installed helm in {:.0?}", step.elapsed());
@@ -223,10 +253,10 @@ fn go_step(
     go: &Go,
     command: &mut std::process::Command,
     log: &Path,
-    timeout: Duration,
+    limits: Limits,
     what: &str,
 ) -> Result<()> {
-    let failure = match go::run_logged(command, log, timeout, Some(what)) {
+    let failure = match go::run_logged(command, log, limits, Some(what)) {
         Ok(()) => return Ok(()),
         Err(failure) => failure,
     };
@@ -234,6 +264,14 @@ fn go_step(
         bail!(
             "{what} {failure}: the Go module proxy (GOPROXY={}) could not be used: {line} — check that this \
              machine reaches it (or set GOPROXY), then re-run `cargo xtask tools` (log: {})",
+            go.goproxy(),
+            log.display()
+        );
+    }
+    if let Failure::Stalled(_) = failure {
+        bail!(
+            "{what} {failure}: the Go module proxy (GOPROXY={}) is probably unreachable or not answering — \
+             check that this machine reaches it (or set GOPROXY), then re-run `cargo xtask tools` (log: {})",
             go.goproxy(),
             log.display()
         );
