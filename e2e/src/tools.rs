@@ -69,10 +69,14 @@ impl Tools {
         let tools = Tools::location();
         let missing = tools.missing();
         if !missing.is_empty() {
+            let what = if tools.bin_dir().exists() {
+                format!("missing: {}", missing.join(", "))
+            } else {
+                "nothing built yet".to_string()
+            };
             bail!(
-                "Kubernetes {KUBERNETES_VERSION} tools are not provisioned in {} (missing: {}): run `cargo xtask tools`",
-                tools.bin_dir().display(),
-                missing.join(", ")
+                "Kubernetes {KUBERNETES_VERSION} tools are not provisioned in {} ({what}): run `cargo xtask tools`",
+                tools.bin_dir().display()
             );
         }
         Ok(tools)

@@ -91,10 +91,26 @@ async fn apiserver_reports_the_pinned_upstream_version() {
 #[tokio::test]
 async fn crd_statefulset_controller_and_garbage_collection() {
     TestNamespace::run("crd-sts-gc", |ns| async move {
+        // Step timings go to the captured output (shown on failure or with --nocapture).
+        let started = std::time::Instant::now();
         let widgets = apply_widget_crd(&ns).await?;
         let widget = create_widget(&widgets).await?;
+        eprintln!(
+            "[{:.1?}] CRD established, custom object and status written",
+            started.elapsed()
+        );
         statefulset_controller_creates_pods(&ns).await?;
+        eprintln!(
+            "[{:.1?}] StatefulSet pods created, then garbage-collected",
+            started.elapsed()
+        );
+        // The garbage collector learns about a new CRD's kind from discovery, which it re-reads
+        // every 30 s: this step may wait that long after a fresh CRD.
         deleting_an_owner_collects_its_dependents(&ns, &widgets, &widget).await?;
+        eprintln!(
+            "[{:.1?}] custom object's dependent garbage-collected",
+            started.elapsed()
+        );
         Ok(())
     })
     .await;
@@ -241,8 +257,10 @@ async fn deleting_an_owner_collects_its_dependents(
         .await
         .context("creating the dependent ConfigMap")?;
     widgets.delete("owner", &DeleteParams::background()).await?;
+    // Longer than WAIT: the garbage collector only picks up a new CRD's kind at its next 30 s
+    // discovery resync (hard-coded in kube-controller-manager), then syncs an informer for it.
     poll_until(
-        WAIT,
+        Duration::from_secs(150),
         "the garbage collector to delete the widget's ConfigMap",
         || async { Ok(config_maps.get_opt("owned-by-widget").await?.is_none()) },
     )
