@@ -128,6 +128,11 @@ def kafka_bin_dir() -> Path:
 # brokers
 # ------------------------------------------------------------------------------------------------
 
+# Broker settings given to both brokers (everything else is each broker's default).
+SHARED_SETTINGS = {"num.partitions": "1", "auto.create.topics.enable": "true",
+                   "group.initial.rebalance.delay.ms": "0"}
+
+
 class BenchBroker:
     def __init__(self, kind: str, workdir: Path, bindir: Path, kafka_heap: str):
         self.kind, self.workdir, self.bindir, self.kafka_heap = kind, workdir, bindir, kafka_heap
@@ -148,7 +153,7 @@ class BenchBroker:
             cmd = [binary]
             for k, v in {"listeners": f"PLAINTEXT://{self.bootstrap}", "log.dirs": str(self.data),
                          "admin.listener": f"127.0.0.1:{self.admin_port}", "node.id": "1",
-                         "num.partitions": "1", "auto.create.topics.enable": "true"}.items():
+                         **SHARED_SETTINGS}.items():
                 cmd += ["--override", f"{k}={v}"]
             return cmd, env
         props = {
@@ -158,10 +163,11 @@ class BenchBroker:
             "advertised.listeners": f"PLAINTEXT://{self.bootstrap}",
             "controller.listener.names": "CONTROLLER", "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "log.dirs": str(self.data), "num.partitions": "1", "auto.create.topics.enable": "true",
+            "log.dirs": str(self.data),
             "offsets.topic.replication.factor": "1", "transaction.state.log.replication.factor": "1",
             "transaction.state.log.min.isr": "1", "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1", "group.initial.rebalance.delay.ms": "0",
+            "share.coordinator.state.topic.min.isr": "1",
+            **SHARED_SETTINGS,
         }
         cfg = self.workdir / "server.properties"
         cfg.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
@@ -417,6 +423,8 @@ def write_report(results: dict, args, facts: dict, path: Path) -> str:
         f"settings{', ' + ' '.join(args.producer_props) if args.producer_props else ''}) then "
         f"`kafka-consumer-perf-test` over the same records; brokers run one after the other on the same "
         f"machine as the load tools, all on 127.0.0.1",
+        "- broker settings for both: " + ", ".join(f"`{k}={v}`" for k, v in SHARED_SETTINGS.items())
+        + " (the rest are each broker's defaults)",
         "- CPU s/GB: broker process utime+stime during the phase / GB moved; RSS: VmHWM at the end",
         f"- an untimed warm-up of {args.warmup:,} records (produce + consume) runs first on each broker",
         "",
