@@ -232,3 +232,29 @@ fn unique_namespace_name(test_name: &str) -> String {
     );
     format!("{}-{suffix}", if base.is_empty() { "test" } else { base })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::unique_namespace_name;
+
+    #[test]
+    fn namespace_names_are_unique_dns_labels() {
+        let long = "A_Very/Long test name that goes on and on and on and on and on";
+        let (a, b) = (unique_namespace_name(long), unique_namespace_name(long));
+        assert_ne!(a, b);
+        for name in [
+            a,
+            b,
+            unique_namespace_name("--"),
+            unique_namespace_name("ok"),
+        ] {
+            assert!(name.len() <= 63, "{name}");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{name}"
+            );
+            assert!(!name.starts_with('-') && !name.ends_with('-'), "{name}");
+        }
+    }
+}

@@ -194,3 +194,30 @@ current-context: fjord-e2e
         key = client.key.display(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generates_every_file_and_a_kubeconfig_pointing_at_them() {
+        let dir = std::env::temp_dir().join(format!("fjord-pki-test-{}", std::process::id()));
+        let pki = generate(&dir, "10.0.0.1").unwrap();
+        for path in [
+            &pki.ca_cert,
+            &pki.apiserver_cert,
+            &pki.admin.cert,
+            &pki.service_account_pub,
+        ] {
+            let pem = std::fs::read_to_string(path).unwrap();
+            assert!(pem.starts_with("-----BEGIN "), "{}", path.display());
+        }
+        assert!(std::fs::read_to_string(&pki.service_account_key)
+            .unwrap()
+            .contains("PRIVATE KEY"));
+        let kubeconfig = kubeconfig("https://127.0.0.1:1234", &pki.ca_cert, &pki.admin, "admin");
+        assert!(kubeconfig.contains("server: https://127.0.0.1:1234"));
+        assert!(kubeconfig.contains(&pki.admin.key.display().to_string()));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
