@@ -10,8 +10,7 @@ use crate::state::Broker;
 
 const MAX_REQUEST_HEAD: usize = 8192;
 
-pub async fn bind(broker: &Broker) -> anyhow::Result<TcpListener> {
-    let addr = broker.config.admin_listener;
+pub async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on admin.listener {addr}: {e}"))

@@ -32,15 +32,21 @@ pub struct Running {
 }
 
 /// Opens the broker and starts serving in the background on the current tokio runtime.
-pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
-    let listeners = network::server::bind_all(&broker).await?;
-    let admin = admin_http::bind(&broker).await?;
-    let kafka_addrs = listeners
+pub async fn start(mut config: Config) -> anyhow::Result<Running> {
+    let listeners = network::server::bind_all(&config).await?;
+    let admin = admin_http::bind(config.admin_listener).await?;
+    let kafka_addrs: Vec<std::net::SocketAddr> = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
         .collect();
     let admin_addr = admin.local_addr()?;
+    // Port 0 means "pick one": advertise the port actually bound.
+    for (adv, bound) in config.advertised_listeners.iter_mut().zip(&kafka_addrs) {
+        if adv.port == 0 {
+            adv.port = bound.port();
+        }
+    }
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
     for l in listeners {
         tokio::spawn(network::server::accept_loop(broker.clone(), l));
     }

@@ -46,6 +46,7 @@ impl GroupCoordinator {
     }
 
     pub async fn join(&self, group_id: &str, req: JoinRequest) -> JoinResult {
+        tracing::debug!(group = group_id, member = %req.member_id, "join");
         if group_id.is_empty() {
             return JoinResult {
                 error: ErrorCode::InvalidGroupId.code(),
@@ -90,6 +91,7 @@ impl GroupCoordinator {
         generation: i32,
         assignments: Vec<(String, Bytes)>,
     ) -> SyncResult {
+        tracing::debug!(group = group_id, member = member_id, generation, "sync");
         let outcome = {
             let mut groups = self.groups.lock();
             match groups.get_mut(group_id) {
@@ -118,6 +120,7 @@ impl GroupCoordinator {
 
     /// Removes members; members are named by id, or by instance id for static members.
     pub fn leave(&self, group_id: &str, members: &[(String, Option<String>)]) -> Vec<ErrorCode> {
+        tracing::debug!(group = group_id, ?members, "leave");
         let mut groups = self.groups.lock();
         let Some(g) = groups.get_mut(group_id) else {
             return members.iter().map(|_| ErrorCode::UnknownMemberId).collect();
@@ -168,6 +171,7 @@ impl GroupCoordinator {
                 return code;
             }
         }
+        tracing::debug!(group = group_id, member = member_id, generation, offsets = ?items.iter().map(|i| (i.1, i.2)).collect::<Vec<_>>(), "offset commit");
         let now = crate::state::now_ms();
         let entries = items
             .into_iter()

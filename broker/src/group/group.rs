@@ -362,6 +362,7 @@ impl Group {
             self.leader = self.members.keys().next().cloned();
         }
         self.state = GroupState::CompletingRebalance;
+        tracing::debug!(group = %self.id, generation = self.generation, members = ?self.members.keys().collect::<Vec<_>>(), "rebalance: join phase complete");
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {
             let result = self.join_result_for(&id);

@@ -4,11 +4,12 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::config::Config;
 use crate::state::Broker;
 
-pub async fn bind_all(broker: &Arc<Broker>) -> anyhow::Result<Vec<TcpListener>> {
+pub async fn bind_all(config: &Config) -> anyhow::Result<Vec<TcpListener>> {
     let mut out = Vec::new();
-    for l in &broker.config.listeners {
+    for l in &config.listeners {
         let addr = l.bind_addr();
         let listener = TcpListener::bind(&addr)
             .await
