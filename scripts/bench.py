@@ -371,6 +371,16 @@ def machine_facts(bindir: Path) -> dict:
                                text=True, timeout=10).stdout.strip()
     except Exception:  # noqa: BLE001
         pass
+    fjord_bin = os.environ.get("FJORD_BROKER_BIN", str(REPO / "target/release/fjord-broker"))
+    try:
+        import hashlib
+        st = os.stat(fjord_bin)
+        with open(fjord_bin, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()[:12]
+        built = dt.datetime.fromtimestamp(st.st_mtime).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+        fjord += f" (binary built {built}, sha256 {digest})"
+    except OSError:
+        fjord += " (binary not found)"
     return {"date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"), "nproc": os.cpu_count(),
             "load": START_LOAD,
             "memory": mem, "cpu": cpu, "kernel": platform.release(), "java": java[0] if java else "?",
