@@ -344,7 +344,8 @@ def bench_broker(kind: str, args, bindir: Path) -> dict:
     finally:
         b.stop()
         if not args.keep:
-            shutil.rmtree(b.data, ignore_errors=True)
+            # Keep only the broker log of a failed run; a successful run leaves nothing behind.
+            shutil.rmtree(b.data if res["error"] else work, ignore_errors=True)
     return res
 
 
