@@ -203,6 +203,14 @@ def test_java_producer_perf_and_consumer_perf(broker, kafka_bin):
     assert m and int(m.group(1)) == n, f"unexpected perf-test summary: {final!r}\n{out[-2000:]}"
     assert sum(end_offsets(broker.bootstrap, t, 3).values()) == n
 
+    # The Java client's own batch encoding with each codec (the consumer below checks every CRC).
+    for codec in ("gzip", "snappy", "lz4", "zstd"):
+        out = run(kafka_bin, "kafka-producer-perf-test", "--topic", t, "--num-records", "5000", "--record-size", "200",
+                  "--throughput", "-1", "--producer-props", f"bootstrap.servers={broker.bootstrap}",
+                  f"compression.type={codec}").stdout
+        assert out.strip().splitlines()[-1].startswith("5000 records sent"), f"{codec}: {out[-1000:]}"
+    n += 4 * 5000
+
     offs = run(kafka_bin, "kafka-get-offsets", "--bootstrap-server", broker.bootstrap, "--topic", t).stdout
     counted = sum(int(line.rsplit(":", 1)[1]) for line in offs.split() if line.startswith(f"{t}:"))
     assert counted == n, f"kafka-get-offsets sums to {counted}, expected {n}:\n{offs}"
