@@ -373,6 +373,38 @@ fn is_topic_key(k: &str) -> bool {
     crate::topic_config::is_known(k)
 }
 
+/// Maps a dynamically alterable broker key to the topic key it provides the default for.
+pub fn broker_key_to_topic_key(key: &str) -> Option<&'static str> {
+    if let Some((_, t)) = BROKER_TO_TOPIC_KEYS.iter().find(|(b, _)| *b == key) {
+        return Some(t);
+    }
+    match key {
+        "log.retention.ms" | "log.retention.minutes" | "log.retention.hours" => {
+            Some("retention.ms")
+        }
+        "log.roll.ms" | "log.roll.hours" => Some("segment.ms"),
+        _ => None,
+    }
+}
+
+/// Converts hour/minute-valued broker keys to the millisecond value of their topic key.
+pub fn dynamic_value_in_topic_units(key: &str, value: &str) -> Result<String, String> {
+    let factor = match key {
+        "log.retention.hours" | "log.roll.hours" => 3_600_000,
+        "log.retention.minutes" => 60_000,
+        _ => return Ok(value.to_string()),
+    };
+    let v: i64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("Invalid value {value} for configuration {key}"))?;
+    Ok(if v < 0 {
+        "-1".to_string()
+    } else {
+        (v * factor).to_string()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,36 +459,4 @@ mod tests {
         assert_eq!(c.advertised_listeners[0].host, "localhost");
         assert_eq!(c.advertised_listeners[0].port, 9000);
     }
-}
-
-/// Maps a dynamically alterable broker key to the topic key it provides the default for.
-pub fn broker_key_to_topic_key(key: &str) -> Option<&'static str> {
-    if let Some((_, t)) = BROKER_TO_TOPIC_KEYS.iter().find(|(b, _)| *b == key) {
-        return Some(t);
-    }
-    match key {
-        "log.retention.ms" | "log.retention.minutes" | "log.retention.hours" => {
-            Some("retention.ms")
-        }
-        "log.roll.ms" | "log.roll.hours" => Some("segment.ms"),
-        _ => None,
-    }
-}
-
-/// Converts hour/minute-valued broker keys to the millisecond value of their topic key.
-pub fn dynamic_value_in_topic_units(key: &str, value: &str) -> Result<String, String> {
-    let factor = match key {
-        "log.retention.hours" | "log.roll.hours" => 3_600_000,
-        "log.retention.minutes" => 60_000,
-        _ => return Ok(value.to_string()),
-    };
-    let v: i64 = value
-        .trim()
-        .parse()
-        .map_err(|_| format!("Invalid value {value} for configuration {key}"))?;
-    Ok(if v < 0 {
-        "-1".to_string()
-    } else {
-        (v * factor).to_string()
-    })
 }

@@ -15,7 +15,10 @@ fn usage() -> &'static str {
      With no file, the embedded defaults are used (listeners=PLAINTEXT://127.0.0.1:9092, log.dirs=./data)."
 }
 
-fn parse_args(args: &[String]) -> Result<(Option<String>, Vec<(String, String)>), String> {
+/// The command line: an optional properties file and `--override` pairs in order.
+type Args = (Option<String>, Vec<(String, String)>);
+
+fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut file = None;
     let mut overrides = Vec::new();
     let mut i = 0;

@@ -178,6 +178,34 @@ impl TopicSettings {
     }
 }
 
+/// Kafka's ConfigType code for DescribeConfigs v3+ (BOOLEAN 1, STRING 2, INT 3, LONG 5, DOUBLE 6, LIST 7).
+pub fn type_code(key: &str) -> i8 {
+    match TOPIC_KEYS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, kind, _)| *kind)
+    {
+        Some(Kind::Bool) => 1,
+        Some(Kind::OneOf(_)) => 2,
+        Some(Kind::Int { .. }) => 3,
+        Some(Kind::Long { .. }) => 5,
+        Some(Kind::Double) => 6,
+        Some(Kind::CleanupPolicy) => 7,
+        None => 0,
+    }
+}
+
+/// Whether a key holds a comma-separated list (APPEND/SUBTRACT apply to these only).
+pub fn is_list(key: &str) -> bool {
+    matches!(
+        TOPIC_KEYS
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, kind, _)| *kind),
+        Some(Kind::CleanupPolicy)
+    ) || key.ends_with(".throttled.replicas")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,32 +242,4 @@ mod tests {
             -1
         );
     }
-}
-
-/// Kafka's ConfigType code for DescribeConfigs v3+ (BOOLEAN 1, STRING 2, INT 3, LONG 5, DOUBLE 6, LIST 7).
-pub fn type_code(key: &str) -> i8 {
-    match TOPIC_KEYS
-        .iter()
-        .find(|(k, _, _)| *k == key)
-        .map(|(_, kind, _)| *kind)
-    {
-        Some(Kind::Bool) => 1,
-        Some(Kind::OneOf(_)) => 2,
-        Some(Kind::Int { .. }) => 3,
-        Some(Kind::Long { .. }) => 5,
-        Some(Kind::Double) => 6,
-        Some(Kind::CleanupPolicy) => 7,
-        None => 0,
-    }
-}
-
-/// Whether a key holds a comma-separated list (APPEND/SUBTRACT apply to these only).
-pub fn is_list(key: &str) -> bool {
-    matches!(
-        TOPIC_KEYS
-            .iter()
-            .find(|(k, _, _)| *k == key)
-            .map(|(_, kind, _)| *kind),
-        Some(Kind::CleanupPolicy)
-    ) || key.ends_with(".throttled.replicas")
 }

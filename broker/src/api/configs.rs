@@ -350,38 +350,6 @@ pub async fn incremental_alter(
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn list_operations() {
-        let mut current = BTreeMap::new();
-        current.insert("cleanup.policy".to_string(), "delete".to_string());
-        let ops = vec![(
-            "cleanup.policy".to_string(),
-            OP_APPEND,
-            Some("compact".to_string()),
-        )];
-        let c = compute_changes(&current, |_| String::new(), &ops).unwrap();
-        assert_eq!(c["cleanup.policy"].as_deref(), Some("delete,compact"));
-        let ops = vec![(
-            "cleanup.policy".to_string(),
-            OP_SUBTRACT,
-            Some("delete".to_string()),
-        )];
-        let c = compute_changes(&current, |_| String::new(), &ops).unwrap();
-        assert_eq!(c["cleanup.policy"].as_deref(), Some(""));
-        let ops = vec![("retention.ms".to_string(), OP_APPEND, Some("1".to_string()))];
-        assert!(compute_changes(&current, |_| String::new(), &ops).is_err());
-        let ops = vec![("retention.ms".to_string(), OP_DELETE, None)];
-        assert_eq!(
-            compute_changes(&current, |_| String::new(), &ops).unwrap()["retention.ms"],
-            None
-        );
-    }
-}
-
 /// Legacy AlterConfigs: the given set replaces all overrides of the resource.
 pub async fn alter(
     broker: &Arc<Broker>,
@@ -451,4 +419,36 @@ pub async fn alter(
         })
         .collect();
     AlterConfigsResponse::default().with_responses(responses)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_operations() {
+        let mut current = BTreeMap::new();
+        current.insert("cleanup.policy".to_string(), "delete".to_string());
+        let ops = vec![(
+            "cleanup.policy".to_string(),
+            OP_APPEND,
+            Some("compact".to_string()),
+        )];
+        let c = compute_changes(&current, |_| String::new(), &ops).unwrap();
+        assert_eq!(c["cleanup.policy"].as_deref(), Some("delete,compact"));
+        let ops = vec![(
+            "cleanup.policy".to_string(),
+            OP_SUBTRACT,
+            Some("delete".to_string()),
+        )];
+        let c = compute_changes(&current, |_| String::new(), &ops).unwrap();
+        assert_eq!(c["cleanup.policy"].as_deref(), Some(""));
+        let ops = vec![("retention.ms".to_string(), OP_APPEND, Some("1".to_string()))];
+        assert!(compute_changes(&current, |_| String::new(), &ops).is_err());
+        let ops = vec![("retention.ms".to_string(), OP_DELETE, None)];
+        assert_eq!(
+            compute_changes(&current, |_| String::new(), &ops).unwrap()["retention.ms"],
+            None
+        );
+    }
 }

@@ -91,12 +91,15 @@ pub async fn commit(
     OffsetCommitResponse::default().with_topics(topics)
 }
 
+/// One partition's committed position: (partition, offset, leader epoch, metadata).
+type CommittedRow = (i32, i64, i32, String);
+
 /// (topic, partitions) pairs to report for one group: as requested, or everything committed.
 fn fetch_one(
     broker: &Broker,
     group: &str,
     requested: Option<Vec<(String, Vec<i32>)>>,
-) -> Vec<(String, Vec<(i32, i64, i32, String)>)> {
+) -> Vec<(String, Vec<CommittedRow>)> {
     let committed = broker.groups.committed(group);
     let wanted: Vec<(String, Vec<i32>)> = match requested {
         Some(r) => r,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::group::{
+use super::membership::{
     Group, GroupState, JoinOutcome, JoinRequest, JoinResult, MemberSnapshot, SyncOutcome,
     SyncResult,
 };

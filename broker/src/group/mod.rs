@@ -1,8 +1,8 @@
 //! Consumer group coordinator (classic protocol): membership, rebalances and committed offsets.
 
 pub mod coordinator;
-pub mod group;
+pub mod membership;
 pub mod offsets;
 
 pub use coordinator::GroupCoordinator;
-pub use group::{GroupState, JoinRequest, JoinResult, MemberSnapshot, SyncResult};
+pub use membership::{GroupState, JoinRequest, JoinResult, MemberSnapshot, SyncResult};

@@ -403,31 +403,30 @@ fn read_batches(
     max_offset: i64,
     min_one: bool,
 ) -> io::Result<ReadResult> {
-    // Walk headers to find how many whole batches fit; the data is then read in one call.
-    let mut end = start;
-    let mut head = [0u8; HEADER_LEN];
-    while end < seg.size {
-        seg.file.read_exact_at(&mut head, end)?;
-        let h =
-            BatchHeader::parse(&head).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    // One read of up to max_bytes, then trim to whole batches below max_offset by walking the
+    // headers in memory. Only a first batch larger than max_bytes needs a second read.
+    let available = seg.size.saturating_sub(start) as usize;
+    let want = max_bytes.min(available).max(HEADER_LEN.min(available));
+    let mut buf = vec![0u8; want];
+    seg.file.read_exact_at(&mut buf, start)?;
+    let mut end = 0usize;
+    while end + HEADER_LEN <= buf.len() || (end == 0 && !buf.is_empty()) {
+        let h = BatchHeader::parse(&buf[end..])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         if h.base_offset >= max_offset {
             break;
         }
-        let len = h.total_len as u64;
-        let first = end == start;
-        if (end - start) + len > max_bytes as u64 && !(first && min_one) {
+        if end + h.total_len > buf.len() {
+            if end == 0 && min_one && h.total_len <= available {
+                buf.resize(h.total_len, 0);
+                seg.file.read_exact_at(&mut buf, start)?;
+                end = h.total_len;
+            }
             break;
         }
-        end += len;
-        if end - start >= max_bytes as u64 {
-            break;
-        }
+        end += h.total_len;
     }
-    if end == start {
-        return Ok(ReadResult::default());
-    }
-    let mut buf = vec![0u8; (end - start) as usize];
-    seg.file.read_exact_at(&mut buf, start)?;
+    buf.truncate(end);
     Ok(ReadResult {
         records: Bytes::from(buf),
     })
