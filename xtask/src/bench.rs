@@ -3,28 +3,14 @@
 
 use std::process::Command;
 
-use crate::process::{cache_dir, cargo, run};
+use crate::process::run;
 
 pub fn run_bench(args: &[String]) -> anyhow::Result<()> {
-    run(
-        "build fjord-broker (release)",
-        cargo().args(["build", "--release", "-p", "fjord-broker"]),
-    )?;
-    run(
-        "Python environment",
-        Command::new("bash").arg("scripts/python-env.sh"),
-    )?;
-    run(
-        "Apache Kafka distribution",
-        Command::new("bash").arg("scripts/kafka-dist.sh"),
-    )?;
-    let python = cache_dir().join("venv").join("bin").join("python");
-    let broker = crate::up::target_dir().join("release").join("fjord-broker");
-    run(
-        "benchmark",
-        Command::new(python)
-            .arg("scripts/bench.py")
-            .args(args)
-            .env("FJORD_BROKER_BIN", broker),
-    )
+    let env = crate::test::prepare_client_env()?;
+    let mut bench = Command::new(env.python);
+    bench
+        .arg("scripts/bench.py")
+        .args(args)
+        .env("FJORD_BROKER_BIN", env.broker);
+    run("benchmark", &mut bench)
 }

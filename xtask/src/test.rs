@@ -2,10 +2,11 @@
 //!
 //! Stages: Debian packages, rustfmt check, clippy (-D warnings), Kubernetes tools for the
 //! control-plane tests, `cargo test --workspace` (unit, broker integration with librdkafka,
-//! operator/e2e integration against a real API server), then the real-client compatibility suite
-//! (confluent-kafka, kafka-python, Apache Kafka's CLI tools and Java client) against a release
-//! build of the broker.
+//! control-plane integration against a real API server), then the real-client compatibility
+//! suite (confluent-kafka, kafka-python, Apache Kafka's CLI tools and Java client) against a
+//! release build of the broker.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use crate::process::{cache_dir, cargo, repo_root, run};
@@ -17,17 +18,15 @@ pub fn run_all(args: &[String]) -> anyhow::Result<()> {
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--", "--check"]),
     )?;
-    run(
-        "cargo clippy (-D warnings)",
-        cargo().args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]),
-    )?;
+    let clippy = [
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ];
+    run("cargo clippy (-D warnings)", cargo().args(clippy))?;
     run(
         "Kubernetes tools (cached)",
         cargo().args(["xtask", "tools"]),
@@ -36,10 +35,31 @@ pub fn run_all(args: &[String]) -> anyhow::Result<()> {
         "cargo test --workspace",
         cargo().args(["test", "--workspace"]),
     )?;
+    let env = prepare_client_env()?;
+    let mut pytest = Command::new(env.python);
+    pytest
+        .args(["-m", "pytest", "tests/compat", "-q"])
+        .args(args)
+        .env("FJORD_BROKER_BIN", &env.broker)
+        .current_dir(repo_root());
     run(
-        "build fjord-broker (release)",
-        cargo().args(["build", "--release", "-p", "fjord-broker"]),
+        "real-client compatibility suite (pytest tests/compat)",
+        &mut pytest,
     )?;
+    eprintln!("==> all stages passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+/// What the real-client suite and the benchmark need: a release broker, the Python venv and the
+/// Apache Kafka distribution.
+pub struct ClientEnv {
+    pub python: PathBuf,
+    pub broker: PathBuf,
+}
+
+pub fn prepare_client_env() -> anyhow::Result<ClientEnv> {
+    let build = ["build", "--release", "-p", "fjord-broker"];
+    run("build fjord-broker (release)", cargo().args(build))?;
     run(
         "Python test environment",
         Command::new("bash").arg("scripts/python-env.sh"),
@@ -48,16 +68,8 @@ pub fn run_all(args: &[String]) -> anyhow::Result<()> {
         "Apache Kafka distribution",
         Command::new("bash").arg("scripts/kafka-dist.sh"),
     )?;
-    let python = cache_dir().join("venv").join("bin").join("python");
-    let broker = crate::up::target_dir().join("release").join("fjord-broker");
-    run(
-        "real-client compatibility suite (pytest tests/compat)",
-        Command::new(python)
-            .args(["-m", "pytest", "tests/compat", "-q"])
-            .args(args)
-            .env("FJORD_BROKER_BIN", &broker)
-            .current_dir(repo_root()),
-    )?;
-    eprintln!("==> all stages passed in {:.0?}", started.elapsed());
-    Ok(())
+    Ok(ClientEnv {
+        python: cache_dir().join("venv").join("bin").join("python"),
+        broker: crate::up::target_dir().join("release").join("fjord-broker"),
+    })
 }

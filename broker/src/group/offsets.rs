@@ -85,23 +85,30 @@ impl OffsetStore {
         Ok(store)
     }
 
+    /// Appends one journal line per entry to `buf`.
+    fn encode_entries<'a>(
+        buf: &mut Vec<u8>,
+        group: &str,
+        entries: impl Iterator<Item = (&'a String, i32, Option<&'a CommittedOffset>)>,
+    ) -> io::Result<()> {
+        for (t, p, c) in entries {
+            let e = JournalEntry {
+                g: group.to_string(),
+                t: t.clone(),
+                p,
+                c: c.cloned(),
+            };
+            serde_json::to_writer(&mut *buf, &e).map_err(io::Error::other)?;
+            buf.push(b'\n');
+        }
+        Ok(())
+    }
+
     /// Rewrites the journal with only live entries.
     pub fn compact(&mut self) -> io::Result<()> {
         let mut buf = Vec::new();
         for (g, offs) in &self.offsets {
-            for ((t, p), c) in offs {
-                serde_json::to_writer(
-                    &mut buf,
-                    &JournalEntry {
-                        g: g.clone(),
-                        t: t.clone(),
-                        p: *p,
-                        c: Some(c.clone()),
-                    },
-                )
-                .map_err(io::Error::other)?;
-                buf.push(b'\n');
-            }
+            Self::encode_entries(&mut buf, g, offs.iter().map(|((t, p), c)| (t, *p, Some(c))))?;
         }
         crate::log::segment::write_atomically(&self.path, &buf)?;
         self.file = OpenOptions::new().append(true).open(&self.path)?;
@@ -115,19 +122,11 @@ impl OffsetStore {
         items: Vec<(String, i32, CommittedOffset)>,
     ) -> io::Result<()> {
         let mut buf = Vec::new();
-        for (t, p, c) in &items {
-            serde_json::to_writer(
-                &mut buf,
-                &JournalEntry {
-                    g: group.to_string(),
-                    t: t.clone(),
-                    p: *p,
-                    c: Some(c.clone()),
-                },
-            )
-            .map_err(io::Error::other)?;
-            buf.push(b'\n');
-        }
+        Self::encode_entries(
+            &mut buf,
+            group,
+            items.iter().map(|(t, p, c)| (t, *p, Some(c))),
+        )?;
         self.file.write_all(&buf)?;
         self.entries_written += items.len();
         let g = self.offsets.entry(group.to_string()).or_default();
@@ -139,19 +138,7 @@ impl OffsetStore {
 
     pub fn delete(&mut self, group: &str, keys: Vec<(String, i32)>) -> io::Result<()> {
         let mut buf = Vec::new();
-        for (t, p) in &keys {
-            serde_json::to_writer(
-                &mut buf,
-                &JournalEntry {
-                    g: group.to_string(),
-                    t: t.clone(),
-                    p: *p,
-                    c: None,
-                },
-            )
-            .map_err(io::Error::other)?;
-            buf.push(b'\n');
-        }
+        Self::encode_entries(&mut buf, group, keys.iter().map(|(t, p)| (t, *p, None)))?;
         self.file.write_all(&buf)?;
         self.entries_written += keys.len();
         if let Some(g) = self.offsets.get_mut(group) {

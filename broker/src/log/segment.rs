@@ -66,7 +66,24 @@ impl Segment {
             .read(true)
             .append(true)
             .open(&path)?;
-        Ok(Segment {
+        Ok(Segment::empty(
+            path,
+            file,
+            base_offset,
+            index_interval,
+            now_ms,
+        ))
+    }
+
+    /// A segment with no batches tracked yet (sizes and indexes are filled by scanning/appending).
+    fn empty(
+        path: PathBuf,
+        file: File,
+        base_offset: i64,
+        index_interval: u64,
+        now_ms: i64,
+    ) -> Segment {
+        Segment {
             base_offset,
             path,
             file: Arc::new(file),
@@ -78,7 +95,7 @@ impl Segment {
             time_index: Vec::new(),
             bytes_since_index: 0,
             index_interval,
-        })
+        }
     }
 
     /// Opens an existing segment. With `verify`, every batch is CRC-checked and the file is cut at
@@ -92,19 +109,13 @@ impl Segment {
     ) -> io::Result<(Segment, ScanReport)> {
         let file = OpenOptions::new().read(true).append(true).open(path)?;
         let len = file.metadata()?.len();
-        let mut seg = Segment {
+        let mut seg = Segment::empty(
+            path.to_path_buf(),
+            file,
             base_offset,
-            path: path.to_path_buf(),
-            file: Arc::new(file),
-            size: 0,
-            next_offset: base_offset,
-            max_timestamp: -1,
-            created_ms: now_ms,
-            index: Vec::new(),
-            time_index: Vec::new(),
-            bytes_since_index: 0,
             index_interval,
-        };
+            now_ms,
+        );
         if !verify && seg.load_sealed_indexes(len)? {
             return Ok((seg, ScanReport::default()));
         }
