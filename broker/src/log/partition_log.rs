@@ -407,8 +407,7 @@ fn read_batches(
     // headers in memory. Only a first batch larger than max_bytes needs a second read.
     let available = seg.size.saturating_sub(start) as usize;
     let want = max_bytes.min(available).max(HEADER_LEN.min(available));
-    let mut buf = vec![0u8; want];
-    seg.file.read_exact_at(&mut buf, start)?;
+    let mut buf = read_at(seg, start, want)?;
     let mut end = 0usize;
     while end + HEADER_LEN <= buf.len() || (end == 0 && !buf.is_empty()) {
         let h = BatchHeader::parse(&buf[end..])
@@ -430,6 +429,13 @@ fn read_batches(
     Ok(ReadResult {
         records: Bytes::from(buf),
     })
+}
+
+/// Reads `len` bytes at `pos` into a fresh buffer.
+fn read_at(seg: &Segment, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    seg.file.read_exact_at(&mut buf, pos)?;
+    Ok(buf)
 }
 
 /// Finds the first record in a batch with timestamp >= ts by decoding it (compressed or not).

@@ -38,7 +38,9 @@ fn encode_response<R: Encodable>(
     body: &R,
 ) -> Reply {
     let header_version = key.response_header_version(version);
-    let mut buf = BytesMut::with_capacity(256);
+    // Sized up front: large fetch responses would otherwise be copied on every growth step.
+    let capacity = 64 + body.compute_size(version).unwrap_or(0);
+    let mut buf = BytesMut::with_capacity(capacity);
     buf.put_i32(0);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     if let Err(e) = header

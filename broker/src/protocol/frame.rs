@@ -28,12 +28,16 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<B
     if size < 0 || size as usize > max {
         return Err(FrameError::TooLarge { size, max });
     }
-    let mut body = BytesMut::zeroed(size as usize);
-    match r.read_exact(&mut body).await {
-        Ok(_) => Ok(body.freeze()),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(FrameError::Truncated),
-        Err(e) => Err(e.into()),
+    // Read into spare capacity (no zero-fill pass), limited to this frame's bytes.
+    let size = size as usize;
+    let mut body = BytesMut::with_capacity(size);
+    let mut limited = r.take(size as u64);
+    while body.len() < size {
+        if limited.read_buf(&mut body).await? == 0 {
+            return Err(FrameError::Truncated);
+        }
     }
+    Ok(body.freeze())
 }
 
 #[cfg(test)]
