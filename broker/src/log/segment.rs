@@ -289,18 +289,9 @@ impl Segment {
             0 => 0,
             i => self.index[i - 1].position as u64,
         };
-        let mut pos = start;
-        let mut head = [0u8; HEADER_LEN];
-        while pos < self.size {
-            self.file.read_exact_at(&mut head, pos)?;
-            let h = BatchHeader::parse(&head)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            if h.last_offset() >= offset {
-                return Ok(Some(pos));
-            }
-            pos += h.total_len as u64;
-        }
-        Ok(None)
+        Ok(self
+            .scan_from(start, |h| h.last_offset() >= offset)?
+            .map(|(pos, _)| pos))
     }
 
     /// First batch position whose max timestamp is >= `ts` (time index narrows the scan).
@@ -312,13 +303,22 @@ impl Segment {
             0 => 0,
             i => self.time_index[i - 1].position as u64,
         };
+        self.scan_from(start, |h| h.max_timestamp >= ts)
+    }
+
+    /// Walks batch headers from byte `start` to the first batch for which `found` holds.
+    fn scan_from(
+        &self,
+        start: u64,
+        found: impl Fn(&BatchHeader) -> bool,
+    ) -> io::Result<Option<(u64, BatchHeader)>> {
         let mut pos = start;
         let mut head = [0u8; HEADER_LEN];
         while pos < self.size {
             self.file.read_exact_at(&mut head, pos)?;
             let h = BatchHeader::parse(&head)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            if h.max_timestamp >= ts {
+            if found(&h) {
                 return Ok(Some((pos, h)));
             }
             pos += h.total_len as u64;
