@@ -71,6 +71,14 @@ fn assert_serving(addr: SocketAddr) {
     assert_eq!(&body[0..4], &77i32.to_be_bytes(), "correlation id echoed");
 }
 
+/// Opens a connection and sends `body` as one size-prefixed frame.
+fn send_frame(addr: SocketAddr, body: &[u8]) -> TcpStream {
+    let mut s = connect(addr);
+    s.write_all(&(body.len() as i32).to_be_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    s
+}
+
 /// Reads until the peer closes; returns the bytes received. Fails on timeout (a hang).
 fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
     let mut all = Vec::new();
@@ -99,9 +107,7 @@ fn hostile_frames_close_only_their_connection() {
     // A Metadata v12 request whose topic array claims 2^31 entries in a 20-byte frame.
     let mut body = vec![0, 3, 0, 12, 0, 0, 0, 1, 0, 0, 0];
     body.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x08]);
-    let mut s = connect(addr);
-    s.write_all(&(body.len() as i32).to_be_bytes()).unwrap();
-    s.write_all(&body).unwrap();
+    let mut s = send_frame(addr, &body);
     assert!(read_until_closed(&mut s).is_empty());
     assert_serving(addr);
 
@@ -117,18 +123,13 @@ fn hostile_frames_close_only_their_connection() {
         vec![0, 3, 0x7f, 0, 0, 0, 0, 1],
         vec![0, 3, 0],
     ] {
-        let mut s = connect(addr);
-        s.write_all(&(bytes.len() as i32).to_be_bytes()).unwrap();
-        s.write_all(&bytes).unwrap();
+        let mut s = send_frame(addr, &bytes);
         assert!(read_until_closed(&mut s).is_empty());
     }
     assert_serving(addr);
 
     // ApiVersions at a version from the future gets a v0 answer with UNSUPPORTED_VERSION (KIP-511).
-    let mut s = connect(addr);
-    let raw = [0u8, 18, 0, 99, 0, 0, 0, 5, 0, 0];
-    s.write_all(&(raw.len() as i32).to_be_bytes()).unwrap();
-    s.write_all(&raw).unwrap();
+    let mut s = send_frame(addr, &[0u8, 18, 0, 99, 0, 0, 0, 5, 0, 0]);
     let mut len = [0u8; 4];
     s.read_exact(&mut len).unwrap();
     let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];

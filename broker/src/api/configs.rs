@@ -131,6 +131,13 @@ fn broker_config_entries(broker: &Broker, node: Option<i32>) -> Vec<ConfigEntry>
     entries.into_values().collect()
 }
 
+fn unsupported_resource(resource_type: i8) -> TopicError {
+    TopicError::new(
+        ErrorCode::InvalidRequest,
+        format!("Resource type {resource_type} is not supported."),
+    )
+}
+
 fn parse_broker_name(broker: &Broker, name: &str) -> Result<Option<i32>, TopicError> {
     if name.is_empty() {
         return Ok(None);
@@ -180,10 +187,7 @@ pub async fn describe(
                     },
                     RESOURCE_BROKER => parse_broker_name(broker, &name)
                         .map(|node| broker_config_entries(broker, node)),
-                    other => Err(TopicError::new(
-                        ErrorCode::InvalidRequest,
-                        format!("Resource type {other} is not supported."),
-                    )),
+                    other => Err(unsupported_resource(other)),
                 };
                 match entries {
                     Ok(entries) => {
@@ -331,10 +335,7 @@ pub async fn incremental_alter(
                         broker.alter_broker_config(node, changes, req.validate_only)
                     })
                 }),
-                other => Err(TopicError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("Resource type {other} is not supported."),
-                )),
+                other => Err(unsupported_resource(other)),
             };
             let base = AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
@@ -391,10 +392,7 @@ pub async fn alter(
                         .unwrap_or_default();
                     (Some(node), current)
                 }),
-                other => Err(TopicError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("Resource type {other} is not supported."),
-                )),
+                other => Err(unsupported_resource(other)),
             }
             .and_then(|(node, current)| {
                 let mut changes: BTreeMap<String, Option<String>> =
