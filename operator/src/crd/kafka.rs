@@ -1,0 +1,310 @@
+//! `Kafka`: a cluster of Fjord brokers (Strimzi's `Kafka` resource, `spec.kafka` part).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Condition;
+
+/// Strimzi resources Fjord does not run; each is rejected with a message saying why.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "kafka.fjord.dev",
+    version = "v1",
+    kind = "Kafka",
+    namespaced,
+    status = "KafkaStatus",
+    shortname = "k",
+    category = "fjord",
+    printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".spec.kafka.replicas","description":"Desired brokers"}"#,
+    printcolumn = r#"{"name":"Ready brokers","type":"integer","jsonPath":".status.brokers.ready"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Warnings","type":"string","jsonPath":".status.conditions[?(@.type==\"Warning\")].reason","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new("!has(self.zookeeper)").message("spec.zookeeper is not supported: Fjord keeps metadata in its own Raft quorum; remove the field"))]
+#[x_kube(validation = Rule::new("!has(self.entityOperator)").message("spec.entityOperator is not supported: the Fjord operator reconciles KafkaTopic and KafkaUser itself; remove the field"))]
+#[x_kube(validation = Rule::new("!has(self.cruiseControl)").message("spec.cruiseControl is not supported: Fjord rebalances partitions itself; remove the field"))]
+#[x_kube(validation = Rule::new("!has(self.kafkaExporter)").message("spec.kafkaExporter is not supported: brokers export Prometheus metrics natively; remove the field"))]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaSpec {
+    pub kafka: KafkaClusterSpec,
+    /// Not supported (rejected); present only so the rejection can say why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::any_object")]
+    pub zookeeper: Option<serde_json::Value>,
+    /// Not supported (rejected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::any_object")]
+    pub entity_operator: Option<serde_json::Value>,
+    /// Not supported (rejected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::any_object")]
+    pub cruise_control: Option<serde_json::Value>,
+    /// Not supported (rejected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::any_object")]
+    pub kafka_exporter: Option<serde_json::Value>,
+}
+
+/// `spec.kafka`: the brokers.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaClusterSpec {
+    /// Fjord release to run; selects the default image. Defaults to the operator's own version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Broker image; overrides `version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Number of brokers. The first min(3, replicas) also form the metadata quorum.
+    #[schemars(range(min = 1, max = 100))]
+    pub replicas: i32,
+    /// Client listeners. Ports 9090, 9091 and 9644 are used by the brokers themselves.
+    #[schemars(length(min = 1, max = 10))]
+    #[x_kube(validation = Rule::new("self.all(l, self.exists_one(m, m.name == l.name))").message("listener names must be unique"))]
+    #[x_kube(validation = Rule::new("self.all(l, self.exists_one(m, m.port == l.port))").message("listener ports must be unique"))]
+    pub listeners: Vec<GenericKafkaListener>,
+    /// Broker configuration (server.properties keys). Keys the operator owns (see
+    /// `OPERATOR_OWNED_KEYS`) make the cluster NotReady with a message; nothing is applied.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "super::config_map_schema")]
+    pub config: BTreeMap<String, serde_json::Value>,
+    pub storage: Storage,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Spread brokers over a topology key and tell each broker its rack (`broker.rack`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack: Option<Rack>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<KafkaClusterTemplate>,
+    /// Prometheus scraping of the brokers' native `/metrics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_config: Option<MetricsConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<KafkaAuthorization>,
+}
+
+/// Keys of server.properties the operator sets itself (also checked by the operator).
+pub const OPERATOR_OWNED_KEYS: &[&str] = &[
+    "node.id",
+    "broker.id",
+    "process.roles",
+    "listeners",
+    "advertised.listeners",
+    "listener.security.protocol.map",
+    "inter.broker.listener.name",
+    "controller.listener.names",
+    "controller.quorum.voters",
+    "log.dirs",
+    "log.dir",
+    "cluster.id",
+    "admin.listener",
+    "broker.rack",
+];
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.authentication) || self.authentication.type != 'tls' || self.tls").message("authentication type tls needs tls: true on the listener"))]
+pub struct GenericKafkaListener {
+    /// Lower-case letters and digits, at most 11 characters (as in Strimzi).
+    #[schemars(regex(pattern = r"^[a-z0-9]{1,11}$"), length(max = 11))]
+    pub name: String,
+    #[schemars(range(min = 9092, max = 65535))]
+    #[x_kube(validation = Rule::new("self != 9644").message("port 9644 is the brokers' admin/metrics port"))]
+    pub port: i32,
+    #[serde(rename = "type")]
+    pub type_: ListenerType,
+    pub tls: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<ListenerAuthentication>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerType {
+    /// Reachable inside the cluster through the headless and bootstrap Services.
+    Internal,
+    /// A ClusterIP bootstrap Service of its own.
+    #[serde(rename = "cluster-ip")]
+    ClusterIp,
+    Nodeport,
+    Loadbalancer,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ListenerAuthentication {
+    #[serde(rename = "type")]
+    pub type_: ListenerAuthenticationType,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenerAuthenticationType {
+    #[serde(rename = "scram-sha-512")]
+    ScramSha512,
+    #[serde(rename = "tls")]
+    Tls,
+}
+
+/// Strimzi's storage: `ephemeral`, `persistent-claim` or `jbod` (a list of either).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.type != 'persistent-claim' || has(self.size)").message("persistent-claim storage needs a size"))]
+#[x_kube(validation = Rule::new("self.type != 'jbod' || (has(self.volumes) && size(self.volumes) > 0)").message("jbod storage needs at least one volume"))]
+#[x_kube(validation = Rule::new("self.type == 'jbod' || !has(self.volumes)").message("volumes are only allowed with jbod storage"))]
+pub struct Storage {
+    #[serde(rename = "type")]
+    pub type_: StorageType,
+    /// Volume size, e.g. `100Gi` (persistent-claim), or the emptyDir limit (ephemeral).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// StorageClass of the claims.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    /// Delete the claims when the cluster is deleted (default false: data is kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_claim: Option<bool>,
+    /// JBOD volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8))]
+    pub volumes: Option<Vec<JbodVolume>>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StorageType {
+    #[default]
+    #[serde(rename = "ephemeral")]
+    Ephemeral,
+    #[serde(rename = "persistent-claim")]
+    PersistentClaim,
+    #[serde(rename = "jbod")]
+    Jbod,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.type != 'persistent-claim' || has(self.size)").message("persistent-claim volumes need a size"))]
+pub struct JbodVolume {
+    #[schemars(range(min = 0, max = 99))]
+    pub id: i32,
+    #[serde(rename = "type")]
+    pub type_: JbodVolumeType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_claim: Option<bool>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JbodVolumeType {
+    #[serde(rename = "ephemeral")]
+    Ephemeral,
+    #[serde(rename = "persistent-claim")]
+    PersistentClaim,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rack {
+    /// Node label whose value is the broker's rack. Kubernetes copies only these two onto pods,
+    /// which is how a broker learns its zone without reading Node objects.
+    #[schemars(regex(pattern = r"^topology\.kubernetes\.io/(zone|region)$"))]
+    pub topology_key: String,
+}
+
+/// Strimzi's `template`: what the operator adds to the objects it builds.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaClusterTemplate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodTemplate>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<TemplateMetadata>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub termination_grace_period_seconds: Option<i64>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct TemplateMetadata {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct MetricsConfig {
+    /// `prometheus`: the brokers' native endpoint; pods get the usual scrape annotations and the
+    /// headless Service a `metrics` port (for a ServiceMonitor).
+    #[serde(rename = "type")]
+    pub type_: MetricsType,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsType {
+    #[serde(rename = "prometheus")]
+    Prometheus,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaAuthorization {
+    #[serde(rename = "type")]
+    pub type_: AuthorizationType,
+    /// Principals (`User:name` or bare user names) allowed everything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub super_users: Vec<String>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthorizationType {
+    #[serde(rename = "simple")]
+    Simple,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaStatus {
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The cluster id the operator formatted the brokers with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brokers: Option<BrokerCounts>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerStatus {
+    pub name: String,
+    /// `host:port` to give clients as `bootstrap.servers`.
+    pub bootstrap_servers: String,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct BrokerCounts {
+    pub ready: i32,
+    pub total: i32,
+}

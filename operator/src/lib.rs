@@ -1,0 +1,7 @@
+//! fjord-operator: reconciles `Kafka`, `KafkaTopic` and `KafkaUser` resources into StatefulSets of
+//! Fjord brokers, topics and users. Shaped like kube-rs `controller-rs`: [`crd`] types,
+//! [`resources`] pure builders, one reconciler per kind in [`reconcile`], and the runtime pieces
+//! (metrics, leader election, HTTP) in their own modules.
+
+pub mod crd;
+pub mod resources;

@@ -1,0 +1,365 @@
+//! The brokers' configuration: one `broker-<ordinal>.properties` per pod in a ConfigMap.
+//!
+//! Per-pod files (rather than one file plus env-var overrides) keep every broker's whole
+//! configuration visible with `kubectl get configmap -o yaml`. The pod-template hash covers only
+//! the part every broker shares, so adding a broker does not mark the existing ones stale.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use sha2::{Digest, Sha256};
+
+use crate::crd::kafka::{
+    GenericKafkaListener, ListenerAuthenticationType, StorageType, OPERATOR_OWNED_KEYS,
+};
+use crate::crd::{config_value_string, Kafka};
+
+use super::{names, owned_meta, ADMIN_PORT, CONTROLLER_PORT, DATA_ROOT, REPLICATION_PORT};
+
+/// Most voters the quorum gets: three tolerate one failure, which matches maxUnavailable 1.
+const MAX_VOTERS: i32 = 3;
+
+/// File name of broker `ordinal`'s properties inside the ConfigMap.
+pub fn file_name(ordinal: i32) -> String {
+    format!("broker-{ordinal}.properties")
+}
+
+/// Problems in `spec.kafka` the schema cannot express; empty when the spec is usable.
+pub fn validate(kafka: &Kafka) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (key, value) in &kafka.spec.kafka.config {
+        if OPERATOR_OWNED_KEYS.contains(&key.as_str()) {
+            problems.push(format!(
+                "spec.kafka.config key '{key}' is set by the operator"
+            ));
+        }
+        if let Err(e) = config_value_string(key, value) {
+            problems.push(format!("spec.kafka.{e}"));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for l in &kafka.spec.kafka.listeners {
+        if !seen.insert(l.name.clone()) {
+            problems.push(format!("listener name '{}' is used twice", l.name));
+        }
+        if [CONTROLLER_PORT, REPLICATION_PORT, ADMIN_PORT].contains(&l.port) {
+            problems.push(format!(
+                "listener '{}' uses port {}, which the brokers use themselves",
+                l.name, l.port
+            ));
+        }
+    }
+    if kafka.spec.kafka.replicas < 1 {
+        problems.push("spec.kafka.replicas must be at least 1".into());
+    }
+    problems
+}
+
+/// Kafka's name for a client listener: `PLAIN-9092` for `{name: plain, port: 9092}`.
+pub fn listener_name(listener: &GenericKafkaListener) -> String {
+    format!("{}-{}", listener.name.to_uppercase(), listener.port)
+}
+
+fn security_protocol(listener: &GenericKafkaListener) -> &'static str {
+    let sasl = matches!(
+        listener.authentication.as_ref().map(|a| a.type_),
+        Some(ListenerAuthenticationType::ScramSha512)
+    );
+    match (listener.tls, sasl) {
+        (false, false) => "PLAINTEXT",
+        (true, false) => "SSL",
+        (false, true) => "SASL_PLAINTEXT",
+        (true, true) => "SASL_SSL",
+    }
+}
+
+/// How many of the first pods are quorum voters.
+pub fn voter_count(replicas: i32) -> i32 {
+    replicas.clamp(1, MAX_VOTERS)
+}
+
+/// The `log.dirs` value for the storage type.
+pub fn log_dirs(kafka: &Kafka) -> String {
+    let storage = &kafka.spec.kafka.storage;
+    match (storage.type_, &storage.volumes) {
+        (StorageType::Jbod, Some(volumes)) => volumes
+            .iter()
+            .map(|v| format!("{DATA_ROOT}/data-{}/log", v.id))
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => format!("{DATA_ROOT}/data/log"),
+    }
+}
+
+/// The lines every broker shares (also what the pod-template hash covers).
+pub fn shared_properties(kafka: &Kafka, cluster_id: &str) -> Result<String, String> {
+    let spec = &kafka.spec.kafka;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Written by fjord-operator for Kafka {}/{}: edit spec.kafka.config instead.",
+        super::namespace(kafka),
+        super::kafka_name(kafka)
+    );
+    let voters: Vec<String> = (0..voter_count(spec.replicas))
+        .map(|i| format!("{i}@{}:{CONTROLLER_PORT}", names::pod_dns(kafka, i)))
+        .collect();
+    let mut protocols = vec![
+        "CONTROLLER:PLAINTEXT".to_string(),
+        "REPLICATION:PLAINTEXT".to_string(),
+    ];
+    protocols.extend(
+        spec.listeners
+            .iter()
+            .map(|l| format!("{}:{}", listener_name(l), security_protocol(l))),
+    );
+    let mut fixed: Vec<(String, String)> = vec![
+        ("cluster.id".into(), cluster_id.into()),
+        ("controller.quorum.voters".into(), voters.join(",")),
+        ("controller.listener.names".into(), "CONTROLLER".into()),
+        ("inter.broker.listener.name".into(), "REPLICATION".into()),
+        ("listener.security.protocol.map".into(), protocols.join(",")),
+        ("admin.listener".into(), format!("0.0.0.0:{ADMIN_PORT}")),
+        ("log.dirs".into(), log_dirs(kafka)),
+    ];
+    for l in &spec.listeners {
+        if security_protocol(l).starts_with("SASL") {
+            fixed.push((
+                format!(
+                    "listener.name.{}.sasl.enabled.mechanisms",
+                    listener_name(l).to_lowercase()
+                ),
+                "SCRAM-SHA-512".into(),
+            ));
+        }
+    }
+    if let Some(authz) = &spec.authorization {
+        fixed.push((
+            "authorizer.class.name".into(),
+            "org.apache.kafka.metadata.authorizer.StandardAuthorizer".into(),
+        ));
+        if !authz.super_users.is_empty() {
+            let users: Vec<String> = authz
+                .super_users
+                .iter()
+                .map(|u| {
+                    if u.starts_with("User:") {
+                        u.clone()
+                    } else {
+                        format!("User:{u}")
+                    }
+                })
+                .collect();
+            fixed.push(("super.users".into(), users.join(";")));
+        }
+    }
+    for (k, v) in fixed {
+        let _ = writeln!(out, "{k}={v}");
+    }
+    let _ = writeln!(out, "# spec.kafka.config");
+    for (key, value) in &spec.config {
+        if OPERATOR_OWNED_KEYS.contains(&key.as_str()) {
+            return Err(format!(
+                "spec.kafka.config key '{key}' is set by the operator"
+            ));
+        }
+        let _ = writeln!(out, "{key}={}", config_value_string(key, value)?);
+    }
+    Ok(out)
+}
+
+/// The lines only broker `ordinal` has: its id, roles and listeners.
+pub fn pod_properties(kafka: &Kafka, ordinal: i32) -> String {
+    let spec = &kafka.spec.kafka;
+    let is_voter = ordinal < voter_count(spec.replicas);
+    let host = names::pod_dns(kafka, ordinal);
+    let mut listeners = Vec::new();
+    let mut advertised = vec![format!("REPLICATION://{host}:{REPLICATION_PORT}")];
+    if is_voter {
+        listeners.push(format!("CONTROLLER://0.0.0.0:{CONTROLLER_PORT}"));
+    }
+    listeners.push(format!("REPLICATION://0.0.0.0:{REPLICATION_PORT}"));
+    for l in &spec.listeners {
+        listeners.push(format!("{}://0.0.0.0:{}", listener_name(l), l.port));
+        advertised.push(format!("{}://{host}:{}", listener_name(l), l.port));
+    }
+    let roles = if is_voter {
+        "broker,controller"
+    } else {
+        "broker"
+    };
+    format!(
+        "# broker {ordinal}\nnode.id={ordinal}\nprocess.roles={roles}\nlisteners={}\nadvertised.listeners={}\n",
+        listeners.join(","),
+        advertised.join(",")
+    )
+}
+
+/// Short hash of the shared configuration, written on the pod template.
+pub fn config_hash(shared: &str) -> String {
+    let digest = Sha256::digest(shared.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The ConfigMap with one properties file per broker, and the hash of their shared part.
+pub fn config_map(kafka: &Kafka, cluster_id: &str) -> Result<(ConfigMap, String), String> {
+    let shared = shared_properties(kafka, cluster_id)?;
+    let data: BTreeMap<String, String> = (0..kafka.spec.kafka.replicas.max(0))
+        .map(|i| {
+            (
+                file_name(i),
+                format!("{shared}{}", pod_properties(kafka, i)),
+            )
+        })
+        .collect();
+    let cm = ConfigMap {
+        metadata: owned_meta(kafka, names::config_map(kafka)),
+        data: Some(data),
+        ..ConfigMap::default()
+    };
+    Ok((cm, config_hash(&shared)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::test_support::{kafka, THREE_BROKERS};
+
+    fn props(text: &str) -> BTreeMap<String, String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn each_broker_gets_its_id_roles_and_pod_dns() {
+        let k = kafka(THREE_BROKERS);
+        let (cm, _) = config_map(&k, "abc").unwrap();
+        let data = cm.data.unwrap();
+        assert_eq!(data.len(), 3);
+        let b1 = props(&data["broker-1.properties"]);
+        assert_eq!(b1["node.id"], "1");
+        assert_eq!(b1["process.roles"], "broker,controller");
+        assert_eq!(b1["cluster.id"], "abc");
+        assert_eq!(
+            b1["advertised.listeners"],
+            "REPLICATION://my-cluster-kafka-1.my-cluster-kafka-brokers.prod.svc:9091,\
+             PLAIN-9092://my-cluster-kafka-1.my-cluster-kafka-brokers.prod.svc:9092"
+        );
+        assert_eq!(
+            b1["listeners"],
+            "CONTROLLER://0.0.0.0:9090,REPLICATION://0.0.0.0:9091,PLAIN-9092://0.0.0.0:9092"
+        );
+        assert_eq!(b1["min.insync.replicas"], "2");
+        assert_eq!(b1["auto.create.topics.enable"], "false");
+        assert_eq!(
+            b1["controller.quorum.voters"],
+            "0@my-cluster-kafka-0.my-cluster-kafka-brokers.prod.svc:9090,\
+             1@my-cluster-kafka-1.my-cluster-kafka-brokers.prod.svc:9090,\
+             2@my-cluster-kafka-2.my-cluster-kafka-brokers.prod.svc:9090"
+        );
+        assert_eq!(
+            b1["listener.security.protocol.map"],
+            "CONTROLLER:PLAINTEXT,REPLICATION:PLAINTEXT,PLAIN-9092:PLAINTEXT"
+        );
+    }
+
+    #[test]
+    fn brokers_beyond_three_are_not_voters() {
+        let mut k = kafka(THREE_BROKERS);
+        k.spec.kafka.replicas = 5;
+        let (cm, _) = config_map(&k, "abc").unwrap();
+        let b4 = props(&cm.data.unwrap()["broker-4.properties"]);
+        assert_eq!(b4["process.roles"], "broker");
+        assert!(!b4["listeners"].contains("CONTROLLER"));
+        assert_eq!(b4["controller.quorum.voters"].split(',').count(), 3);
+    }
+
+    #[test]
+    fn hash_follows_shared_config_not_broker_count() {
+        let k = kafka(THREE_BROKERS);
+        let (_, h1) = config_map(&k, "abc").unwrap();
+        let mut more = k.clone();
+        more.spec.kafka.replicas = 4;
+        assert_eq!(
+            config_map(&more, "abc").unwrap().1,
+            h1,
+            "scale-up must not roll brokers"
+        );
+        let mut edited = k.clone();
+        edited
+            .spec
+            .kafka
+            .config
+            .insert("log.retention.hours".into(), serde_json::json!(24));
+        assert_ne!(config_map(&edited, "abc").unwrap().1, h1);
+    }
+
+    #[test]
+    fn sasl_and_tls_listeners_map_to_kafka_protocols() {
+        let k = kafka(
+            r#"
+kafka:
+  replicas: 1
+  listeners:
+    - {name: plain, port: 9092, type: internal, tls: false}
+    - {name: scram, port: 9094, type: internal, tls: false, authentication: {type: scram-sha-512}}
+    - {name: tls, port: 9093, type: internal, tls: true, authentication: {type: tls}}
+  authorization: {type: simple, superUsers: [admin, "User:ops"]}
+  storage: {type: ephemeral}
+"#,
+        );
+        let p = props(&shared_properties(&k, "x").unwrap());
+        assert_eq!(
+            p["listener.security.protocol.map"],
+            "CONTROLLER:PLAINTEXT,REPLICATION:PLAINTEXT,PLAIN-9092:PLAINTEXT,\
+             SCRAM-9094:SASL_PLAINTEXT,TLS-9093:SSL"
+        );
+        assert_eq!(
+            p["listener.name.scram-9094.sasl.enabled.mechanisms"],
+            "SCRAM-SHA-512"
+        );
+        assert_eq!(p["super.users"], "User:admin;User:ops");
+        assert_eq!(voter_count(1), 1);
+    }
+
+    #[test]
+    fn operator_owned_keys_and_nested_values_are_refused() {
+        let mut k = kafka(THREE_BROKERS);
+        k.spec
+            .kafka
+            .config
+            .insert("node.id".into(), serde_json::json!(7));
+        k.spec
+            .kafka
+            .config
+            .insert("x".into(), serde_json::json!({"nested": true}));
+        let problems = validate(&k);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("node.id"));
+        assert!(shared_properties(&k, "c").is_err());
+    }
+
+    #[test]
+    fn jbod_gets_one_log_dir_per_volume() {
+        let k = kafka(
+            r#"
+kafka:
+  replicas: 1
+  listeners: [{name: plain, port: 9092, type: internal, tls: false}]
+  storage:
+    type: jbod
+    volumes:
+      - {id: 0, type: persistent-claim, size: 10Gi}
+      - {id: 1, type: persistent-claim, size: 10Gi}
+"#,
+        );
+        assert_eq!(
+            log_dirs(&k),
+            "/var/lib/fjord/data-0/log,/var/lib/fjord/data-1/log"
+        );
+    }
+}
