@@ -3,5 +3,9 @@
 //! [`resources`] pure builders, one reconciler per kind in [`reconcile`], and the runtime pieces
 //! (metrics, leader election, HTTP) in their own modules.
 
+pub mod controllers;
 pub mod crd;
+pub mod kafka_admin;
+pub mod metrics;
+pub mod reconcile;
 pub mod resources;

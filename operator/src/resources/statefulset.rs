@@ -6,7 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
 use k8s_openapi::api::core::v1::{
     Affinity, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
@@ -316,9 +319,28 @@ pub fn statefulset(kafka: &Kafka, config_hash: &str) -> StatefulSet {
                 spec: Some(pod),
             },
             volume_claim_templates: (!claims.is_empty()).then_some(claims),
+            persistent_volume_claim_retention_policy: Some(claim_retention(kafka)),
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
+    }
+}
+
+/// Claims are deleted with the cluster only when every persistent volume says `deleteClaim: true`;
+/// scaling down never deletes a claim (the broker's data may be the only copy).
+fn claim_retention(kafka: &Kafka) -> StatefulSetPersistentVolumeClaimRetentionPolicy {
+    let storage = &kafka.spec.kafka.storage;
+    let delete = match storage.type_ {
+        StorageType::Jbod => storage
+            .volumes
+            .iter()
+            .flatten()
+            .all(|v| v.delete_claim == Some(true)),
+        _ => storage.delete_claim == Some(true),
+    };
+    StatefulSetPersistentVolumeClaimRetentionPolicy {
+        when_deleted: Some(if delete { "Delete" } else { "Retain" }.into()),
+        when_scaled: Some("Retain".into()),
     }
 }
 
@@ -432,6 +454,17 @@ kafka:
             Quantity("20Gi".into())
         );
         // The data volume is a claim, not an emptyDir.
+        let retention = sts
+            .spec
+            .as_ref()
+            .unwrap()
+            .persistent_volume_claim_retention_policy
+            .clone();
+        assert_eq!(
+            retention.unwrap().when_deleted.as_deref(),
+            Some("Retain"),
+            "data kept by default"
+        );
         let vols = pod_spec(&sts).volumes.as_ref().unwrap();
         assert!(vols.iter().all(|v| v.name != "data"));
         let mounts = pod_spec(&sts).containers[0].volume_mounts.clone().unwrap();

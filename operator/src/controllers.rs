@@ -1,0 +1,92 @@
+//! Wires one kube-runtime `Controller` per kind to its reconciler and runs them together.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::Api;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher::Config;
+use kube::ResourceExt;
+
+use crate::crd::{Kafka, KafkaTopic, KafkaUser, CLUSTER_LABEL};
+use crate::reconcile::{self, error_policy, Context};
+
+/// Where the controllers look: every namespace, or one.
+pub fn api<K>(ctx: &Context, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    }
+}
+
+/// Runs the Kafka, KafkaTopic and KafkaUser controllers until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ns = namespace.as_deref();
+    let shutdown = futures::future::Shared::clone(&futures::FutureExt::shared(shutdown));
+
+    let kafka = Controller::new(api::<Kafka>(&ctx, ns), Config::default())
+        .owns(api::<StatefulSet>(&ctx, ns), Config::default())
+        .owns(api::<ConfigMap>(&ctx, ns), Config::default())
+        .owns(api::<Service>(&ctx, ns), Config::default())
+        .owns(api::<PodDisruptionBudget>(&ctx, ns), Config::default())
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile::kafka::reconcile, error_policy, ctx.clone())
+        .for_each(|result| async move { log_result("Kafka", result) });
+
+    // Topics and users are looked at again when their cluster changes (e.g. becomes reachable).
+    let topics = Controller::new(api::<KafkaTopic>(&ctx, ns), Config::default());
+    let topic_store = topics.store();
+    let topic = topics
+        .watches(api::<Kafka>(&ctx, ns), Config::default(), move |k| {
+            members_of(&topic_store, &k)
+        })
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile::topic::reconcile, error_policy, ctx.clone())
+        .for_each(|result| async move { log_result("KafkaTopic", result) });
+
+    let users = Controller::new(api::<KafkaUser>(&ctx, ns), Config::default());
+    let user_store = users.store();
+    let user = users
+        .owns(api::<Secret>(&ctx, ns), Config::default())
+        .watches(api::<Kafka>(&ctx, ns), Config::default(), move |k| {
+            members_of(&user_store, &k)
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::user::reconcile, error_policy, ctx.clone())
+        .for_each(|result| async move { log_result("KafkaUser", result) });
+
+    tokio::join!(kafka, topic, user);
+}
+
+/// The topics/users (from the controller's cache) labelled as members of `kafka`.
+fn members_of<K>(store: &Store<K>, kafka: &Kafka) -> Vec<ObjectRef<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let ns = kafka.namespace();
+    let name = kafka.name_any();
+    store
+        .state()
+        .into_iter()
+        .filter(|m| m.namespace() == ns && m.labels().get(CLUSTER_LABEL) == Some(&name))
+        .map(|m| ObjectRef::from_obj(m.as_ref()))
+        .collect()
+}
+
+fn log_result<T: std::fmt::Debug, E: std::fmt::Display>(kind: &str, result: Result<T, E>) {
+    match result {
+        Ok(obj) => tracing::debug!(kind, object = ?obj, "reconciled"),
+        Err(e) => tracing::debug!(kind, error = %e, "reconcile error"),
+    }
+}

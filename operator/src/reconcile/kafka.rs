@@ -1,0 +1,311 @@
+//! Kafka reconciler: applies the builders' objects and reports the truth in status.
+//!
+//! Ready means every broker pod is ready *and* the brokers themselves report an active controller
+//! and all brokers registered (asked over the Kafka protocol, not inferred from pods).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use base64::Engine;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, ListParams};
+use kube::runtime::controller::Action;
+use kube::ResourceExt;
+
+use crate::crd::condition::{merge_conditions, now_rfc3339};
+use crate::crd::kafka::{BrokerCounts, KafkaStatus, ListenerStatus, ListenerType, StorageType};
+use crate::crd::{Condition, Kafka};
+use crate::resources::{broker_config, disruption_budget, selector_labels, services, statefulset};
+
+use super::{apply, connect_admin, object_key, patch_status, Context, Error, RECHECK, RESYNC};
+
+/// A new cluster id in Kafka's format: 16 random bytes, URL-safe base64 without padding.
+pub fn new_cluster_id() -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+}
+
+/// Warnings for parts of the spec that are accepted but not fully in effect yet: the status
+/// must not claim what the brokers do not do.
+pub fn spec_warnings(kafka: &Kafka) -> Vec<Condition> {
+    let spec = &kafka.spec.kafka;
+    let mut out = Vec::new();
+    let secured: Vec<&str> = spec
+        .listeners
+        .iter()
+        .filter(|l| l.tls || l.authentication.is_some())
+        .map(|l| l.name.as_str())
+        .collect();
+    if !secured.is_empty() {
+        out.push(Condition::warning(
+            "ListenerSecurityNotImplemented",
+            format!(
+                "listeners {} ask for TLS or SASL, which this broker version does not serve yet; \
+                 clients will fail to connect to them",
+                secured.join(", ")
+            ),
+        ));
+    }
+    let external: Vec<&str> = spec
+        .listeners
+        .iter()
+        .filter(|l| matches!(l.type_, ListenerType::Nodeport | ListenerType::Loadbalancer))
+        .map(|l| l.name.as_str())
+        .collect();
+    if !external.is_empty() {
+        out.push(Condition::warning(
+            "ExternalAddressesNotImplemented",
+            format!(
+                "listeners {} get a bootstrap Service, but brokers still advertise in-cluster \
+                 pod DNS names, so clients outside the cluster cannot reach every broker",
+                external.join(", ")
+            ),
+        ));
+    }
+    if spec.storage.type_ == StorageType::Jbod
+        && spec.storage.volumes.as_ref().is_some_and(|v| v.len() > 1)
+    {
+        out.push(Condition::warning(
+            "JbodUsesFirstVolume",
+            "all volumes are mounted, but brokers store partitions only in the first log dir",
+        ));
+    }
+    if spec.authorization.is_some() {
+        out.push(Condition::warning(
+            "AuthorizationNotEnforced",
+            "ACLs are stored and managed, but this broker version does not enforce them yet",
+        ));
+    }
+    out
+}
+
+/// Ready/NotReady from broker pods and what the brokers say (pure).
+pub fn readiness(
+    desired: i32,
+    ready_pods: i32,
+    cluster: Option<Result<crate::kafka_admin::ClusterInfo, String>>,
+) -> Condition {
+    if ready_pods < desired {
+        return Condition::not_ready(
+            "BrokersNotReady",
+            format!("{ready_pods}/{desired} brokers ready"),
+        );
+    }
+    match cluster {
+        None => Condition::not_ready("BrokersNotReady", "brokers not asked yet"),
+        Some(Err(e)) => Condition::not_ready("BrokersUnreachable", e),
+        Some(Ok(info)) if info.controller_id.is_none() => Condition::not_ready(
+            "NoActiveController",
+            "the brokers report no active controller (quorum has no leader)",
+        ),
+        Some(Ok(info)) if (info.broker_ids.len() as i32) < desired => Condition::not_ready(
+            "BrokersNotRegistered",
+            format!(
+                "{}/{desired} brokers registered with the controller",
+                info.broker_ids.len()
+            ),
+        ),
+        Some(Ok(_)) => Condition::ready(),
+    }
+}
+
+pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_started("Kafka");
+    let ns = kafka.namespace().unwrap_or_default();
+    let name = kafka.name_any();
+    let kafkas: Api<Kafka> = Api::namespaced(ctx.client.clone(), &ns);
+    let previous = kafka.status.clone().unwrap_or_default();
+
+    let problems = broker_config::validate(&kafka);
+    if !problems.is_empty() {
+        let message = format!("nothing was applied: {}", problems.join("; "));
+        ctx.event(kafka.as_ref(), true, "InvalidSpec", message.clone())
+            .await;
+        let status = KafkaStatus {
+            conditions: merge_conditions(
+                &previous.conditions,
+                vec![Condition::not_ready("InvalidSpec", message)],
+                &now_rfc3339(),
+            ),
+            observed_generation: kafka.metadata.generation,
+            ..previous
+        };
+        patch_status(&kafkas, &name, &status).await?;
+        return Ok(Action::requeue(RESYNC));
+    }
+
+    let cluster_id = previous.cluster_id.clone().unwrap_or_else(new_cluster_id);
+    if previous.cluster_id.is_none() {
+        // Record the id before any broker can be formatted with it.
+        patch_status(
+            &kafkas,
+            &name,
+            &serde_json::json!({ "clusterId": cluster_id }),
+        )
+        .await?;
+    }
+    let (config_map, hash) =
+        broker_config::config_map(&kafka, &cluster_id).map_err(Error::Invalid)?;
+
+    let client = &ctx.client;
+    apply(
+        &Api::<ServiceAccount>::namespaced(client.clone(), &ns),
+        &statefulset::service_account(&kafka),
+    )
+    .await?;
+    apply(
+        &Api::<ConfigMap>::namespaced(client.clone(), &ns),
+        &config_map,
+    )
+    .await?;
+    let service_api = Api::<Service>::namespaced(client.clone(), &ns);
+    let mut desired_services = vec![
+        services::headless_service(&kafka),
+        services::bootstrap_service(&kafka),
+    ];
+    desired_services.extend(services::listener_services(&kafka));
+    for svc in &desired_services {
+        apply(&service_api, svc).await?;
+    }
+    remove_stale_services(&service_api, &kafka, &desired_services).await?;
+    apply(
+        &Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns),
+        &disruption_budget::disruption_budget(&kafka),
+    )
+    .await?;
+    let sts_api = Api::<StatefulSet>::namespaced(client.clone(), &ns);
+    let sts = apply(&sts_api, &statefulset::statefulset(&kafka, &hash)).await?;
+
+    let desired = kafka.spec.kafka.replicas;
+    let ready_pods = sts
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let cluster = if ready_pods >= desired {
+        Some(match connect_admin(&kafka).await {
+            Ok(mut admin) => admin.cluster().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        })
+    } else {
+        None
+    };
+    let ready = readiness(desired, ready_pods, cluster);
+    let is_ready = ready.type_ == "Ready";
+    let mut conditions = vec![ready];
+    conditions.extend(spec_warnings(&kafka));
+    let status = KafkaStatus {
+        conditions: merge_conditions(&previous.conditions, conditions, &now_rfc3339()),
+        observed_generation: kafka.metadata.generation,
+        cluster_id: Some(cluster_id),
+        listeners: services::bootstrap_addresses(&kafka)
+            .into_iter()
+            .map(|(name, bootstrap_servers)| ListenerStatus {
+                name,
+                bootstrap_servers,
+            })
+            .collect(),
+        brokers: Some(BrokerCounts {
+            ready: ready_pods,
+            total: desired,
+        }),
+    };
+    patch_status(&kafkas, &name, &status).await?;
+    ctx.succeeded(&object_key(kafka.as_ref()));
+    Ok(Action::requeue(if is_ready { RESYNC } else { RECHECK }))
+}
+
+/// Deletes listener Services of this cluster that the spec no longer asks for (they hold no data).
+async fn remove_stale_services(
+    api: &Api<Service>,
+    kafka: &Kafka,
+    desired: &[Service],
+) -> Result<(), Error> {
+    let wanted: BTreeSet<String> = desired
+        .iter()
+        .filter_map(|s| s.metadata.name.clone())
+        .collect();
+    let selector = selector_labels(kafka)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let owned = api.list(&ListParams::default().labels(&selector)).await?;
+    for svc in owned {
+        let name = svc.name_any();
+        let ours = svc
+            .owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == kafka.metadata.uid.as_ref());
+        if ours && !wanted.contains(&name) {
+            api.delete(&name, &DeleteParams::default()).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka_admin::ClusterInfo;
+    use crate::resources::test_support::{kafka, THREE_BROKERS};
+
+    fn info(controller: Option<i32>, brokers: &[i32]) -> ClusterInfo {
+        ClusterInfo {
+            cluster_id: Some("c".into()),
+            controller_id: controller,
+            broker_ids: brokers.to_vec(),
+        }
+    }
+
+    #[test]
+    fn ready_needs_pods_controller_and_registrations() {
+        let c = readiness(3, 2, None);
+        assert_eq!(c.reason.as_deref(), Some("BrokersNotReady"));
+        assert_eq!(c.message.as_deref(), Some("2/3 brokers ready"));
+        let c = readiness(3, 3, Some(Ok(info(None, &[0, 1, 2]))));
+        assert_eq!(c.reason.as_deref(), Some("NoActiveController"));
+        let c = readiness(3, 3, Some(Ok(info(Some(0), &[0, 1]))));
+        assert_eq!(c.reason.as_deref(), Some("BrokersNotRegistered"));
+        let c = readiness(3, 3, Some(Err("refused".into())));
+        assert_eq!(c.reason.as_deref(), Some("BrokersUnreachable"));
+        assert_eq!(
+            readiness(3, 3, Some(Ok(info(Some(1), &[0, 1, 2])))).type_,
+            "Ready"
+        );
+    }
+
+    #[test]
+    fn cluster_ids_look_like_kafkas() {
+        let id = new_cluster_id();
+        assert_eq!(id.len(), 22);
+        assert_ne!(id, new_cluster_id());
+    }
+
+    #[test]
+    fn unimplemented_features_are_warned_about() {
+        assert!(spec_warnings(&kafka(THREE_BROKERS)).is_empty());
+        let k = kafka(
+            r#"
+kafka:
+  replicas: 1
+  listeners:
+    - {name: tls, port: 9093, type: internal, tls: true}
+    - {name: ext, port: 9094, type: loadbalancer, tls: false}
+  storage: {type: ephemeral}
+"#,
+        );
+        let reasons: Vec<_> = spec_warnings(&k)
+            .into_iter()
+            .map(|c| c.reason.unwrap())
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                "ListenerSecurityNotImplemented",
+                "ExternalAddressesNotImplemented"
+            ]
+        );
+    }
+}
