@@ -1,11 +1,14 @@
 //! fjord-operator: reconciles `Kafka`, `KafkaTopic` and `KafkaUser` resources into StatefulSets of
 //! Fjord brokers, topics and users. Shaped like kube-rs `controller-rs`: [`crd`] types,
 //! [`resources`] pure builders, one reconciler per kind in [`reconcile`], and the runtime pieces
-//! (metrics, leader election, HTTP) in their own modules.
+//! ([`metrics`], [`telemetry`], [`leader`] election, [`http`]) in their own modules.
 
 pub mod controllers;
 pub mod crd;
+pub mod http;
 pub mod kafka_admin;
+pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod resources;
+pub mod telemetry;

@@ -1,0 +1,276 @@
+//! The Kafka reconciler against the real control plane (etcd, kube-apiserver,
+//! kube-controller-manager): CRDs install, a `Kafka` becomes its objects, config edits change the
+//! ConfigMap and the pod-template hash, deleted objects come back, deleting the `Kafka`
+//! garbage-collects everything, and invalid resources are rejected at admission.
+//!
+//! There is no node in this tier, so broker pods never run: the status must say so.
+
+mod support;
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context as _, Result};
+use fjord_e2e::fixture::{poll_until, TestNamespace};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::ResourceExt;
+use serde_json::json;
+use support::*;
+
+const HASH: &str = "kafka.fjord.dev/config-hash";
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(repo_root().join("examples").join(name)).expect("example exists")
+}
+
+fn template_hash(sts: &StatefulSet) -> String {
+    sts.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .as_ref()
+        .unwrap()[HASH]
+        .clone()
+}
+
+#[tokio::test]
+async fn kafka_resource_becomes_a_statefulset_and_its_companions() {
+    TestNamespace::run("kafka-objects", |ns| async move {
+        install_crds(&ns.client).await?;
+        let _operator = start_operator(&ns);
+        apply_yaml(&ns, &example("kafka-ephemeral.yaml")).await?;
+
+        let sts_api = ns.api::<StatefulSet>();
+        poll_until(WAIT, "StatefulSet my-cluster-kafka", || async {
+            Ok(sts_api.get_opt("my-cluster-kafka").await?.is_some())
+        })
+        .await?;
+        let sts = sts_api.get("my-cluster-kafka").await?;
+        let spec = sts.spec.clone().unwrap();
+        ensure!(spec.replicas == Some(3));
+        ensure!(spec.update_strategy.unwrap().type_.as_deref() == Some("OnDelete"));
+        let owner = &sts.metadata.owner_references.clone().unwrap()[0];
+        ensure!(owner.kind == "Kafka" && owner.name == "my-cluster");
+
+        // Companions exist, owned by the Kafka.
+        let cm = ns.api::<ConfigMap>().get("my-cluster-kafka-config").await?;
+        let data = cm.data.clone().unwrap();
+        ensure!(
+            data.len() == 3,
+            "one properties file per broker: {:?}",
+            data.keys()
+        );
+        ensure!(data["broker-2.properties"].contains("node.id=2"));
+        ensure!(data["broker-2.properties"].contains("min.insync.replicas=2"));
+        for svc in ["my-cluster-kafka-brokers", "my-cluster-kafka-bootstrap"] {
+            ns.api::<Service>()
+                .get(svc)
+                .await
+                .with_context(|| svc.to_string())?;
+        }
+        ns.api::<PodDisruptionBudget>()
+            .get("my-cluster-kafka")
+            .await?;
+        ns.api::<ServiceAccount>().get("my-cluster-kafka").await?;
+
+        // The real StatefulSet controller makes the pods, each labelled with its index.
+        let pods = ns.api::<Pod>();
+        poll_until(WAIT, "three broker pods", || async {
+            Ok(pods
+                .list(&ListParams::default().labels("kafka.fjord.dev/cluster=my-cluster"))
+                .await?
+                .items
+                .len()
+                == 3)
+        })
+        .await?;
+        let pod = pods.get("my-cluster-kafka-1").await?;
+        ensure!(pod.labels()["apps.kubernetes.io/pod-index"] == "1");
+
+        // No node runs them, and the status says exactly that.
+        let kafkas = fjord_api(&ns, "Kafka");
+        let k = wait_condition(&kafkas, "my-cluster", "NotReady", Some("BrokersNotReady")).await?;
+        let status = &k.data["status"];
+        ensure!(
+            status["brokers"] == json!({"ready": 0, "total": 3}),
+            "{status}"
+        );
+        ensure!(status["clusterId"]
+            .as_str()
+            .is_some_and(|id| id.len() == 22));
+        ensure!(status["observedGeneration"] == json!(1));
+        ensure!(
+            status["listeners"][0]["bootstrapServers"]
+                == json!(format!("my-cluster-kafka-bootstrap.{}.svc:9092", ns.name))
+        );
+
+        // `kubectl get kafka` shows the printer columns.
+        let table = fjord_e2e::control_plane::kubectl(
+            &fjord_e2e::tools::Tools::require()?,
+            &ns.control_plane.kubeconfig,
+            &["get", "kafka", "-n", &ns.name],
+        )
+        .map_err(anyhow::Error::msg)?;
+        ensure!(
+            table.contains("DESIRED") && table.contains("READY"),
+            "{table}"
+        );
+
+        // Editing the broker config changes the ConfigMap and the pod-template hash.
+        let before = template_hash(&sts);
+        let patch = json!({"spec": {"kafka": {"config": {"log.retention.hours": 24}}}});
+        kafkas
+            .patch("my-cluster", &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        poll_until(WAIT, "the new config in the ConfigMap", || async {
+            let cm = ns.api::<ConfigMap>().get("my-cluster-kafka-config").await?;
+            Ok(cm.data.unwrap()["broker-0.properties"].contains("log.retention.hours=24"))
+        })
+        .await?;
+        poll_until(WAIT, "a new config hash on the pod template", || async {
+            Ok(template_hash(&sts_api.get("my-cluster-kafka").await?) != before)
+        })
+        .await?;
+
+        // Drift is repaired: a deleted Service comes back.
+        let services = ns.api::<Service>();
+        services
+            .delete("my-cluster-kafka-bootstrap", &DeleteParams::default())
+            .await?;
+        poll_until(WAIT, "the bootstrap Service to be recreated", || async {
+            Ok(services
+                .get_opt("my-cluster-kafka-bootstrap")
+                .await?
+                .is_some_and(|s| s.metadata.deletion_timestamp.is_none()))
+        })
+        .await?;
+
+        // A key the operator owns is refused without touching anything.
+        let cm_before = ns
+            .api::<ConfigMap>()
+            .get("my-cluster-kafka-config")
+            .await?
+            .data;
+        let patch = json!({"spec": {"kafka": {"config": {"node.id": 7}}}});
+        kafkas
+            .patch("my-cluster", &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        let k = wait_condition(&kafkas, "my-cluster", "NotReady", Some("InvalidSpec")).await?;
+        let message =
+            find_condition(&k, "NotReady", Some("InvalidSpec")).unwrap()["message"].clone();
+        ensure!(message.as_str().unwrap().contains("node.id"), "{message}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        ensure!(
+            ns.api::<ConfigMap>()
+                .get("my-cluster-kafka-config")
+                .await?
+                .data
+                == cm_before
+        );
+
+        // Deleting the Kafka garbage-collects everything it owned.
+        kafkas
+            .delete("my-cluster", &DeleteParams::default())
+            .await?;
+        poll_until(
+            Duration::from_secs(90),
+            "garbage collection of the cluster's objects",
+            || async {
+                Ok(sts_api.get_opt("my-cluster-kafka").await?.is_none()
+                    && ns
+                        .api::<ConfigMap>()
+                        .get_opt("my-cluster-kafka-config")
+                        .await?
+                        .is_none()
+                    && services
+                        .get_opt("my-cluster-kafka-brokers")
+                        .await?
+                        .is_none()
+                    && ns
+                        .api::<PodDisruptionBudget>()
+                        .get_opt("my-cluster-kafka")
+                        .await?
+                        .is_none()
+                    && ns
+                        .api::<ServiceAccount>()
+                        .get_opt("my-cluster-kafka")
+                        .await?
+                        .is_none())
+            },
+        )
+        .await?;
+        Ok(())
+    })
+    .await;
+}
+
+/// The admission error for `yaml`, which must be refused.
+async fn rejection(ns: &TestNamespace, yaml: &str) -> Result<String> {
+    match apply_yaml(ns, yaml).await {
+        Ok(_) => anyhow::bail!("the API server accepted an invalid resource:\n{yaml}"),
+        Err(e) => Ok(format!("{e:#}")),
+    }
+}
+
+const VALID: &str = r#"
+apiVersion: kafka.fjord.dev/v1
+kind: Kafka
+metadata: {name: bad}
+spec:
+  kafka:
+    replicas: 3
+    listeners:
+      - {name: plain, port: 9092, type: internal, tls: false}
+    storage: {type: ephemeral}
+"#;
+
+#[tokio::test]
+async fn invalid_resources_are_rejected_with_readable_messages() {
+    TestNamespace::run("kafka-invalid", |ns| async move {
+        install_crds(&ns.client).await?;
+
+        let negative = VALID.replace("replicas: 3", "replicas: -1");
+        let e = rejection(&ns, &negative).await?;
+        ensure!(e.contains("spec.kafka.replicas") && e.contains("greater than or equal to 1"), "{e}");
+
+        let duplicate = VALID.replace(
+            "- {name: plain, port: 9092, type: internal, tls: false}",
+            "- {name: plain, port: 9092, type: internal, tls: false}\n      - {name: plain, port: 9093, type: internal, tls: false}",
+        );
+        let e = rejection(&ns, &duplicate).await?;
+        ensure!(e.contains("listener names must be unique"), "{e}");
+
+        let strimzi_only = format!("{VALID}  cruiseControl: {{}}\n");
+        let e = rejection(&ns, &strimzi_only).await?;
+        ensure!(e.contains("spec.cruiseControl is not supported"), "{e}");
+
+        let unknown_field = VALID.replace("replicas: 3", "replicas: 3\n    brokerRackInitImage: x");
+        let e = rejection(&ns, &unknown_field).await?;
+        // Server-side apply words it "field not declared in schema"; kubectl's strict create
+        // says "unknown field". Either way it is refused, never pruned silently.
+        ensure!(
+            e.contains("brokerRackInitImage")
+                && (e.contains("unknown field") || e.contains("not declared in schema")),
+            "{e}"
+        );
+
+        let route = VALID.replace("type: internal", "type: route");
+        let e = rejection(&ns, &route).await?;
+        ensure!(e.contains("spec.kafka.listeners[0].type") && e.contains("supported values"), "{e}");
+
+        let no_size = VALID.replace("{type: ephemeral}", "{type: persistent-claim}");
+        let e = rejection(&ns, &no_size).await?;
+        ensure!(e.contains("persistent-claim storage needs a size"), "{e}");
+
+        // And the valid one is accepted.
+        apply_yaml(&ns, VALID).await?;
+        Ok(())
+    })
+    .await;
+}
