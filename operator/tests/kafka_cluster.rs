@@ -231,6 +231,44 @@ spec:
 "#;
 
 #[tokio::test]
+async fn persistent_example_gets_claims_that_outlive_the_cluster() {
+    TestNamespace::run("kafka-persistent", |ns| async move {
+        install_crds(&ns.client).await?;
+        let _operator = start_operator(&ns);
+        apply_yaml(&ns, &example("kafka-persistent.yaml")).await?;
+        let sts_api = ns.api::<StatefulSet>();
+        poll_until(WAIT, "StatefulSet prod-cluster-kafka", || async {
+            Ok(sts_api.get_opt("prod-cluster-kafka").await?.is_some())
+        })
+        .await?;
+        let spec = sts_api.get("prod-cluster-kafka").await?.spec.unwrap();
+        let claims = spec.volume_claim_templates.unwrap();
+        let requests = claims[0]
+            .spec
+            .clone()
+            .unwrap()
+            .resources
+            .unwrap()
+            .requests
+            .unwrap();
+        ensure!(requests["storage"].0 == "100Gi", "{requests:?}");
+        let retention = spec.persistent_volume_claim_retention_policy.unwrap();
+        ensure!(retention.when_deleted.as_deref() == Some("Retain"));
+        ensure!(retention.when_scaled.as_deref() == Some("Retain"));
+        let pod = spec.template.spec.unwrap();
+        let container = &pod.containers[0];
+        ensure!(container.resources.clone().unwrap().limits.unwrap()["memory"].0 == "2Gi");
+        ensure!(container
+            .args
+            .clone()
+            .unwrap()
+            .contains(&"broker.rack=$(BROKER_RACK)".to_string()));
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn invalid_resources_are_rejected_with_readable_messages() {
     TestNamespace::run("kafka-invalid", |ns| async move {
         install_crds(&ns.client).await?;
@@ -268,8 +306,9 @@ async fn invalid_resources_are_rejected_with_readable_messages() {
         let e = rejection(&ns, &no_size).await?;
         ensure!(e.contains("persistent-claim storage needs a size"), "{e}");
 
-        // And the valid one is accepted.
+        // And the valid ones are accepted.
         apply_yaml(&ns, VALID).await?;
+        apply_yaml(&ns, &example("kafka-persistent.yaml")).await?;
         Ok(())
     })
     .await;
