@@ -6,6 +6,7 @@
 pub mod admin_http;
 pub mod alloc_guard;
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod group;
 pub mod identity;

@@ -168,6 +168,27 @@ impl Broker {
         Ok(())
     }
 
+    /// Persists records with one write and fsync, then applies them in order. Callers that
+    /// check the image before committing hold `security_changes()` across both steps.
+    pub(crate) fn commit_all(&self, records: &[MetadataRecord]) -> io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut store = self.store.lock();
+        store.append_all(records)?;
+        let mut img = self.metadata.write();
+        for r in records {
+            img.apply(r);
+        }
+        Ok(())
+    }
+
+    /// Serialises SCRAM, ACL and quota changes with each other.
+    pub(crate) fn security_changes(&self) -> parking_lot::MutexGuard<'_, ()> {
+        static SECURITY_CHANGES: Mutex<()> = Mutex::new(());
+        SECURITY_CHANGES.lock()
+    }
+
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
         self.partitions
             .read()

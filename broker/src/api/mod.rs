@@ -1,6 +1,7 @@
 //! Request handlers, one file per API family. Each takes the shared broker state, the request
 //! context and the decoded request, and returns the response; errors travel as Kafka error codes.
 
+pub mod acls;
 pub mod configs;
 pub mod fetch;
 pub mod groups;
@@ -9,6 +10,8 @@ pub mod metadata;
 pub mod offsets;
 pub mod produce;
 pub mod producer_id;
+pub mod quotas;
+pub mod scram;
 pub mod topics;
 pub mod versions;
 

@@ -4,7 +4,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use uuid::Uuid;
 
+use super::quota::QuotaEntity;
 use super::record::MetadataRecord;
+use crate::auth::acl::AclBinding;
+use crate::auth::scram::{ScramCredential, ScramMechanism};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionMeta {
@@ -29,6 +32,12 @@ pub struct MetadataImage {
     /// Dynamic broker configs: key None = cluster default, Some(id) = per broker.
     pub broker_configs: BTreeMap<Option<i32>, BTreeMap<String, String>>,
     pub next_producer_id: i64,
+    /// SCRAM credentials by user, then mechanism.
+    pub scram: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
+    /// ACL bindings by id. Bindings are unique (CreateAcls is idempotent).
+    pub acls: BTreeMap<Uuid, AclBinding>,
+    /// Client quota values by entity; an entity with no keys left is removed.
+    pub quotas: BTreeMap<QuotaEntity, BTreeMap<String, f64>>,
     /// Number of records applied (the metadata offset).
     pub offset: u64,
 }
@@ -85,11 +94,71 @@ impl MetadataImage {
             MetadataRecord::ProducerIdBlock { next } => {
                 self.next_producer_id = self.next_producer_id.max(*next);
             }
+            MetadataRecord::UserScramCredential {
+                name,
+                mechanism,
+                credential,
+            } => {
+                self.scram
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(*mechanism, credential.clone());
+            }
+            MetadataRecord::RemoveUserScramCredential { name, mechanism } => {
+                if let Some(m) = self.scram.get_mut(name) {
+                    m.remove(mechanism);
+                    if m.is_empty() {
+                        self.scram.remove(name);
+                    }
+                }
+            }
+            MetadataRecord::AccessControlEntry { id, acl } => {
+                self.acls.insert(*id, acl.clone());
+            }
+            MetadataRecord::RemoveAccessControlEntry { id } => {
+                self.acls.remove(id);
+            }
+            MetadataRecord::ClientQuota { entity, changes } => {
+                let values = self.quotas.entry(entity.clone()).or_default();
+                for (k, v) in changes {
+                    match v {
+                        Some(v) => values.insert(k.clone(), *v),
+                        None => values.remove(k),
+                    };
+                }
+                if values.is_empty() {
+                    self.quotas.remove(entity);
+                }
+            }
         }
     }
 
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicMeta> {
         self.topic_names.get(id).and_then(|n| self.topics.get(n))
+    }
+
+    /// The stored SCRAM credential of `user` for `mechanism` (what SASL/SCRAM login will read).
+    pub fn scram_credential(
+        &self,
+        user: &str,
+        mechanism: ScramMechanism,
+    ) -> Option<&ScramCredential> {
+        self.scram.get(user).and_then(|m| m.get(&mechanism))
+    }
+
+    /// Every ACL binding (what the authorizer will read).
+    pub fn acls(&self) -> impl Iterator<Item = &AclBinding> {
+        self.acls.values()
+    }
+
+    /// The id of a binding equal to `acl`, if one is stored.
+    pub fn acl_id(&self, acl: &AclBinding) -> Option<Uuid> {
+        self.acls.iter().find(|(_, b)| *b == acl).map(|(id, _)| *id)
+    }
+
+    /// The quota values set for exactly this entity.
+    pub fn client_quota(&self, entity: &QuotaEntity) -> Option<&BTreeMap<String, f64>> {
+        self.quotas.get(entity)
     }
 }
 
@@ -142,5 +211,71 @@ mod tests {
         img.apply(&MetadataRecord::DeleteTopic { name: "t".into() });
         assert!(img.topics.is_empty() && img.topic_names.is_empty());
         assert_eq!(img.offset, 5);
+    }
+
+    #[test]
+    fn security_records() {
+        use crate::auth::acl::{AclOperation, AclPermission, PatternType, ResourceType};
+        use crate::metadata::quota::EntityName;
+        let mut img = MetadataImage::default();
+        let cred = ScramCredential::derive(ScramMechanism::Sha256, b"salt", &[1; 32], 4096);
+        img.apply(&MetadataRecord::UserScramCredential {
+            name: "alice".into(),
+            mechanism: ScramMechanism::Sha256,
+            credential: cred.clone(),
+        });
+        assert_eq!(
+            img.scram_credential("alice", ScramMechanism::Sha256),
+            Some(&cred)
+        );
+        assert!(img
+            .scram_credential("alice", ScramMechanism::Sha512)
+            .is_none());
+        img.apply(&MetadataRecord::RemoveUserScramCredential {
+            name: "alice".into(),
+            mechanism: ScramMechanism::Sha256,
+        });
+        assert!(img.scram.is_empty());
+
+        let acl = AclBinding {
+            resource_type: ResourceType::Topic,
+            resource_name: "t".into(),
+            pattern_type: PatternType::Literal,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: AclOperation::Read,
+            permission: AclPermission::Allow,
+        };
+        let id = Uuid::new_v4();
+        img.apply(&MetadataRecord::AccessControlEntry {
+            id,
+            acl: acl.clone(),
+        });
+        assert_eq!(img.acl_id(&acl), Some(id));
+        assert_eq!(img.acls().count(), 1);
+        img.apply(&MetadataRecord::RemoveAccessControlEntry { id });
+        assert_eq!(img.acls().count(), 0);
+
+        let entity = QuotaEntity {
+            user: Some(EntityName::Named("alice".into())),
+            client_id: None,
+            ip: None,
+        };
+        let mut changes = BTreeMap::new();
+        changes.insert("producer_byte_rate".to_string(), Some(1024.0));
+        img.apply(&MetadataRecord::ClientQuota {
+            entity: entity.clone(),
+            changes: changes.clone(),
+        });
+        assert_eq!(
+            img.client_quota(&entity).unwrap()["producer_byte_rate"],
+            1024.0
+        );
+        changes.insert("producer_byte_rate".to_string(), None);
+        img.apply(&MetadataRecord::ClientQuota {
+            entity: entity.clone(),
+            changes,
+        });
+        assert!(img.client_quota(&entity).is_none());
     }
 }

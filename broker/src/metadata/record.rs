@@ -5,6 +5,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::quota::QuotaEntity;
+use crate::auth::acl::AclBinding;
+use crate::auth::scram::{ScramCredential, ScramMechanism};
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum MetadataRecord {
@@ -36,5 +40,32 @@ pub enum MetadataRecord {
     /// Reserves producer ids below `next` so they are never handed out twice.
     ProducerIdBlock {
         next: i64,
+    },
+    /// A user's SCRAM credential for one mechanism, created or replaced (KRaft's
+    /// `UserScramCredentialRecord`). Holds salt, StoredKey, ServerKey and iterations only.
+    UserScramCredential {
+        name: String,
+        mechanism: ScramMechanism,
+        credential: ScramCredential,
+    },
+    /// KRaft's `RemoveUserScramCredentialRecord`.
+    RemoveUserScramCredential {
+        name: String,
+        mechanism: ScramMechanism,
+    },
+    /// One ACL binding with its id (KRaft's `AccessControlEntryRecord`).
+    AccessControlEntry {
+        id: Uuid,
+        acl: AclBinding,
+    },
+    /// KRaft's `RemoveAccessControlEntryRecord`.
+    RemoveAccessControlEntry {
+        id: Uuid,
+    },
+    /// Client quota changes for one entity (KRaft's `ClientQuotaRecord`, one record per
+    /// alteration instead of per key): `None` removes a key.
+    ClientQuota {
+        entity: QuotaEntity,
+        changes: BTreeMap<String, Option<f64>>,
     },
 }

@@ -54,6 +54,17 @@ impl MetadataStore {
         self.file.sync_data()
     }
 
+    /// Appends several records with one write and one fsync.
+    pub fn append_all(&mut self, records: &[MetadataRecord]) -> io::Result<()> {
+        let mut buf = Vec::new();
+        for r in records {
+            serde_json::to_writer(&mut buf, r).map_err(io::Error::other)?;
+            buf.push(b'\n');
+        }
+        self.file.write_all(&buf)?;
+        self.file.sync_data()
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -167,6 +167,13 @@ pub async fn handle(broker: &Arc<Broker>, peer: &SocketAddr, frame: Bytes) -> Re
         IncrementalAlterConfigs => IncrementalAlterConfigsRequest => api::configs::incremental_alter,
         AlterConfigs => AlterConfigsRequest => api::configs::alter,
         DescribeCluster => DescribeClusterRequest => api::metadata::describe_cluster,
+        DescribeUserScramCredentials => DescribeUserScramCredentialsRequest => api::scram::describe,
+        AlterUserScramCredentials => AlterUserScramCredentialsRequest => api::scram::alter,
+        CreateAcls => CreateAclsRequest => api::acls::create,
+        DescribeAcls => DescribeAclsRequest => api::acls::describe,
+        DeleteAcls => DeleteAclsRequest => api::acls::delete,
+        DescribeClientQuotas => DescribeClientQuotasRequest => api::quotas::describe,
+        AlterClientQuotas => AlterClientQuotasRequest => api::quotas::alter,
     });
     observe(broker, api_name, started);
     reply
@@ -208,7 +215,14 @@ fn api_name(key: ApiKey) -> &'static str {
         OffsetForLeaderEpoch,
         DescribeConfigs,
         IncrementalAlterConfigs,
-        DescribeCluster
+        DescribeCluster,
+        DescribeUserScramCredentials,
+        AlterUserScramCredentials,
+        CreateAcls,
+        DescribeAcls,
+        DeleteAcls,
+        DescribeClientQuotas,
+        AlterClientQuotas
     )
 }
 

@@ -1,0 +1,193 @@
+//! DescribeClientQuotas (API 48) and AlterClientQuotas (API 49).
+//!
+//! Quotas are stored per entity (user, client id, user + client id, or IP; each part named or
+//! the default) as `ClientQuota` metadata records. Key/value rules and the strict/non-strict
+//! filter semantics live in `metadata::quota`; they follow Kafka's `ClientQuotaControlManager`
+//! and `ClientQuotaCache`. Throttling is not implemented yet.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use kafka_protocol::messages::alter_client_quotas_response;
+use kafka_protocol::messages::describe_client_quotas_response::{EntityData, EntryData, ValueData};
+use kafka_protocol::messages::*;
+
+use crate::metadata::quota::{QuotaEntity, QuotaFilter};
+use crate::metadata::MetadataRecord;
+use crate::protocol::dispatch::{s, RequestContext};
+use crate::protocol::errors::ErrorCode;
+use crate::state::Broker;
+
+pub async fn describe(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext,
+    req: DescribeClientQuotasRequest,
+) -> DescribeClientQuotasResponse {
+    let components = req
+        .components
+        .into_iter()
+        .map(|c| {
+            (
+                c.entity_type.to_string(),
+                c.match_type,
+                c._match.map(|m| m.to_string()),
+            )
+        })
+        .collect();
+    let filter = match QuotaFilter::parse(components, req.strict) {
+        Ok(f) => f,
+        Err((unsupported, msg)) => {
+            let code = if unsupported {
+                ErrorCode::UnsupportedVersion
+            } else {
+                ErrorCode::InvalidRequest
+            };
+            return DescribeClientQuotasResponse::default()
+                .with_error_code(code.code())
+                .with_error_message(Some(s(msg)))
+                .with_entries(None);
+        }
+    };
+    let img = broker.metadata.read();
+    let entries = img
+        .quotas
+        .iter()
+        .filter(|(e, _)| filter.matches(e))
+        .map(|(e, values)| {
+            EntryData::default()
+                .with_entity(
+                    e.parts()
+                        .into_iter()
+                        .map(|(kind, name)| {
+                            EntityData::default()
+                                .with_entity_type(s(kind))
+                                .with_entity_name(name.map(s))
+                        })
+                        .collect(),
+                )
+                .with_values(
+                    values
+                        .iter()
+                        .map(|(k, v)| ValueData::default().with_key(s(k.clone())).with_value(*v))
+                        .collect(),
+                )
+        })
+        .collect();
+    DescribeClientQuotasResponse::default().with_entries(Some(entries))
+}
+
+/// An entity and its changes (`None` removes a key).
+type Alteration = (QuotaEntity, BTreeMap<String, Option<f64>>);
+
+/// Validates one AlterClientQuotas entry into the entity and its changes.
+fn validate_entry(entry: &alter_client_quotas_request::EntryData) -> Result<Alteration, String> {
+    let entity = QuotaEntity::from_parts(
+        entry
+            .entity
+            .iter()
+            .map(|p| {
+                (
+                    p.entity_type.to_string(),
+                    p.entity_name.as_ref().map(|n| n.to_string()),
+                )
+            })
+            .collect(),
+    )?;
+    let mut changes = BTreeMap::new();
+    for op in &entry.ops {
+        let key = op.key.to_string();
+        if changes.contains_key(&key) {
+            return Err(format!(
+                "Duplicate quota key {key} in the alteration of one entity"
+            ));
+        }
+        let value = if op.remove {
+            None
+        } else {
+            entity.validate_value(&key, op.value)?;
+            Some(op.value)
+        };
+        changes.insert(key, value);
+    }
+    Ok((entity, changes))
+}
+
+pub async fn alter(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext,
+    req: AlterClientQuotasRequest,
+) -> AlterClientQuotasResponse {
+    let mut outcomes: Vec<Result<Alteration, String>> =
+        req.entries.iter().map(validate_entry).collect();
+    // The same entity twice in one request is ambiguous: refuse the repeats.
+    let mut seen = HashSet::new();
+    for o in outcomes.iter_mut() {
+        if let Ok((entity, _)) = o {
+            if !seen.insert(entity.clone()) {
+                *o = Err("Ignoring duplicate entity in the same request".into());
+            }
+        }
+    }
+
+    let guard = broker.security_changes();
+    let records: Vec<MetadataRecord> = if req.validate_only {
+        Vec::new()
+    } else {
+        let img = broker.metadata.read();
+        outcomes
+            .iter()
+            .flatten()
+            .filter_map(|(entity, changes)| {
+                // Only what actually changes: removing an unset key is a no-op.
+                let current = img.client_quota(entity);
+                let changes: BTreeMap<String, Option<f64>> = changes
+                    .iter()
+                    .filter(|(k, v)| current.and_then(|c| c.get(*k)).copied() != **v)
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect();
+                (!changes.is_empty()).then(|| MetadataRecord::ClientQuota {
+                    entity: entity.clone(),
+                    changes,
+                })
+            })
+            .collect()
+    };
+    let stored = broker.commit_all(&records).map_err(|e| {
+        tracing::error!(error = %e, "storing client quotas failed");
+        format!("storage error: {e}")
+    });
+    drop(guard);
+
+    let entries = req
+        .entries
+        .into_iter()
+        .zip(outcomes)
+        .map(|(entry, outcome)| {
+            let base = alter_client_quotas_response::EntryData::default().with_entity(
+                entry
+                    .entity
+                    .into_iter()
+                    .map(|p| {
+                        alter_client_quotas_response::EntityData::default()
+                            .with_entity_type(p.entity_type)
+                            .with_entity_name(p.entity_name)
+                    })
+                    .collect(),
+            );
+            let failure = match outcome {
+                Err(msg) => Some((ErrorCode::InvalidRequest, msg)),
+                Ok(_) => stored
+                    .clone()
+                    .err()
+                    .map(|m| (ErrorCode::UnknownServerError, m)),
+            };
+            match failure {
+                None => base,
+                Some((code, msg)) => base
+                    .with_error_code(code.code())
+                    .with_error_message(Some(s(msg))),
+            }
+        })
+        .collect();
+    AlterClientQuotasResponse::default().with_entries(entries)
+}
