@@ -21,7 +21,13 @@ pub struct RequestContext {
     pub client_id: String,
     pub client_host: String,
     pub api_version: i16,
+    /// The authenticated principal (`User:name`); `User:ANONYMOUS` on listeners without SASL
+    /// or mTLS. Authorization decisions use this.
+    pub principal: String,
 }
+
+/// Kafka's principal for unauthenticated connections.
+pub const ANONYMOUS: &str = "User:ANONYMOUS";
 
 /// What the connection should do with a request.
 pub enum Reply {
@@ -116,6 +122,7 @@ pub async fn handle(broker: &Arc<Broker>, peer: &SocketAddr, frame: Bytes) -> Re
             .map(|s| s.to_string())
             .unwrap_or_default(),
         client_host: format!("/{}", peer.ip()),
+        principal: ANONYMOUS.to_string(),
         api_version: version,
     };
     let started = Instant::now();
