@@ -22,6 +22,7 @@ use super::Condition;
     printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".spec.kafka.replicas","description":"Desired brokers"}"#,
     printcolumn = r#"{"name":"Ready brokers","type":"integer","jsonPath":".status.brokers.ready"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Not ready because","type":"string","jsonPath":".status.conditions[?(@.type==\"NotReady\")].reason"}"#,
     printcolumn = r#"{"name":"Warnings","type":"string","jsonPath":".status.conditions[?(@.type==\"Warning\")].reason","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]

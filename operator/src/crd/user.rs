@@ -19,6 +19,7 @@ use super::Condition;
     printcolumn = r#"{"name":"Authentication","type":"string","jsonPath":".spec.authentication.type"}"#,
     printcolumn = r#"{"name":"Authorization","type":"string","jsonPath":".spec.authorization.type"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Not ready because","type":"string","jsonPath":".status.conditions[?(@.type==\"NotReady\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
