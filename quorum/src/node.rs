@@ -1,0 +1,173 @@
+//! One quorum member: opens its log and state machine, serves RPCs, bootstraps the voter set on
+//! first start, and accepts writes (forwarding them to the leader when it is not the leader).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Config, RaftMetrics, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::log_store::LogStore;
+use crate::rpc::{self, Network, PeerClient};
+use crate::state_machine::StateMachine;
+use crate::{Applier, Command, Raft};
+
+/// How long a write waits for a leader to be elected before giving up.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a node is set up.
+pub struct QuorumConfig {
+    pub node_id: u64,
+    /// Where the log, vote and snapshot live.
+    pub dir: PathBuf,
+    /// The voters (`controller.quorum.voters`): id -> `host:port` of their quorum listener.
+    pub voters: BTreeMap<u64, String>,
+    /// Take a snapshot (and drop older log entries) every this many applied entries.
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot, so a briefly-absent follower catches up from the log
+    /// instead of needing the whole snapshot.
+    pub keep_after_snapshot: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("no quorum leader is known yet")]
+    NoLeader,
+    #[error("the write could not be committed: {0}")]
+    Failed(String),
+}
+
+pub struct QuorumNode {
+    pub node_id: u64,
+    raft: Raft,
+    state_machine: StateMachine,
+    voters: BTreeMap<u64, String>,
+    server: JoinHandle<()>,
+}
+
+impl QuorumNode {
+    /// Starts the node serving RPCs on `listener` (already bound, so tests can use port 0).
+    pub async fn start(
+        config: QuorumConfig,
+        listener: TcpListener,
+        applier: Arc<dyn Applier>,
+    ) -> anyhow::Result<QuorumNode> {
+        let raft_config = Config {
+            cluster_name: "fjord-metadata".into(),
+            heartbeat_interval: 150,
+            election_timeout_min: 600,
+            election_timeout_max: 1200,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: config.keep_after_snapshot,
+            purge_batch_size: 1,
+            ..Config::default()
+        }
+        .validate()?;
+        let log_store = LogStore::open(&config.dir)?;
+        let pristine = log_store.is_pristine();
+        let state_machine = StateMachine::open(&config.dir, applier)?;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            Network,
+            log_store,
+            state_machine.clone(),
+        )
+        .await?;
+        let server = tokio::spawn(rpc::serve(raft.clone(), listener));
+        if pristine && config.voters.contains_key(&config.node_id) {
+            let members: BTreeMap<u64, BasicNode> = config
+                .voters
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+                .collect();
+            // Every pristine voter proposes the same configuration; all but the first are
+            // told the log is no longer empty, which is fine.
+            if let Err(e) = raft.initialize(members).await {
+                tracing::debug!(error = %e, "quorum already initialized");
+            }
+        }
+        Ok(QuorumNode {
+            node_id: config.node_id,
+            raft,
+            state_machine,
+            voters: config.voters,
+            server,
+        })
+    }
+
+    /// The current leader, if one is known.
+    pub async fn leader(&self) -> Option<u64> {
+        self.raft.current_leader().await
+    }
+
+    /// Raft's metrics (term, leader, last applied, ...), updated as they change.
+    pub fn metrics(&self) -> tokio::sync::watch::Receiver<RaftMetrics<u64, BasicNode>> {
+        self.raft.metrics()
+    }
+
+    /// Index of the last entry applied to the application state.
+    pub fn last_applied_index(&self) -> Option<u64> {
+        self.state_machine.last_applied().map(|l| l.index)
+    }
+
+    /// Waits until a leader is known, up to `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<u64> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(l) = self.leader().await {
+                return Some(l);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// Appends `command` to the log and waits until it is committed (applied on the leader).
+    /// Works on any voter: a follower forwards the write to the leader. While no leader is
+    /// known (an election is running) it retries for up to [`WRITE_TIMEOUT`].
+    pub async fn write(&self, command: serde_json::Value) -> Result<u64, WriteError> {
+        let command = Command(command);
+        let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
+        loop {
+            match self.write_once(command.clone()).await {
+                Err(WriteError::NoLeader) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn write_once(&self, command: Command) -> Result<u64, WriteError> {
+        match self.raft.client_write(command.clone()).await {
+            Ok(r) => Ok(r.log_id.index),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let leader = f.leader_id.ok_or(WriteError::NoLeader)?;
+                if leader == self.node_id {
+                    return Err(WriteError::NoLeader);
+                }
+                let address = f
+                    .leader_node
+                    .map(|n| n.addr)
+                    .or_else(|| self.voters.get(&leader).cloned())
+                    .ok_or(WriteError::NoLeader)?;
+                PeerClient::new(leader, address)
+                    .forward_write(command)
+                    .await
+                    .map_err(WriteError::Failed)
+            }
+            Err(e) => Err(WriteError::Failed(e.to_string())),
+        }
+    }
+
+    /// Stops Raft and the RPC server.
+    pub async fn shutdown(self) {
+        self.server.abort();
+        let _ = self.raft.shutdown().await;
+    }
+}

@@ -1,0 +1,253 @@
+//! Raft RPCs between controllers over TCP: each message is a 4-byte big-endian length and a JSON
+//! body; one request, one response, in order, per connection. Also carries forwarded client
+//! writes so any voter can accept a write and hand it to the leader.
+
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::{Command, Raft, TypeConfig};
+
+/// Largest message accepted (snapshots of a large cluster's metadata included).
+const MAX_MESSAGE: usize = 256 << 20;
+
+#[derive(Serialize, Deserialize)]
+pub enum Request {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<u64>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A client write forwarded to the leader.
+    Write(Command),
+}
+
+#[derive(Serialize, Deserialize)]
+pub enum Response {
+    AppendEntries(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
+    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
+    InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+    /// Log index of the committed write, or why it failed.
+    Write(Result<u64, String>),
+}
+
+pub async fn send_message<T: Serialize>(stream: &mut TcpStream, msg: &T) -> std::io::Result<()> {
+    let body = serde_json::to_vec(msg)?;
+    let mut buf = Vec::with_capacity(body.len() + 4);
+    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&body);
+    stream.write_all(&buf).await
+}
+
+pub async fn read_message<T: DeserializeOwned>(stream: &mut TcpStream) -> std::io::Result<T> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_MESSAGE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("quorum message of {len} bytes exceeds the limit"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Serves Raft RPCs for `raft` on `listener` until the task is dropped.
+pub async fn serve(raft: Raft, listener: TcpListener) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_connection(raft, stream).await {
+                if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                    tracing::debug!(%peer, error = %e, "quorum connection closed");
+                }
+            }
+        });
+    }
+}
+
+async fn serve_connection(raft: Raft, mut stream: TcpStream) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    loop {
+        let request: Request = read_message(&mut stream).await?;
+        let response = match request {
+            Request::AppendEntries(r) => Response::AppendEntries(raft.append_entries(r).await),
+            Request::Vote(r) => Response::Vote(raft.vote(r).await),
+            Request::InstallSnapshot(r) => {
+                Response::InstallSnapshot(raft.install_snapshot(r).await)
+            }
+            Request::Write(c) => Response::Write(
+                raft.client_write(c)
+                    .await
+                    .map(|r| r.log_id.index)
+                    .map_err(|e| e.to_string()),
+            ),
+        };
+        send_message(&mut stream, &response).await?;
+    }
+}
+
+/// Makes one [`PeerClient`] per target voter.
+#[derive(Clone, Default)]
+pub struct Network;
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
+        PeerClient {
+            target,
+            address: node.addr.clone(),
+            stream: None,
+        }
+    }
+}
+
+/// A connection to one peer, reopened after any error.
+pub struct PeerClient {
+    target: u64,
+    address: String,
+    stream: Option<TcpStream>,
+}
+
+/// Why one call failed: the peer was never reached, or the exchange broke.
+enum CallError {
+    Unreachable(std::io::Error),
+    Network(std::io::Error),
+}
+
+impl PeerClient {
+    pub fn new(target: u64, address: String) -> Self {
+        PeerClient {
+            target,
+            address,
+            stream: None,
+        }
+    }
+
+    async fn call(&mut self, request: &Request, timeout: Duration) -> Result<Response, CallError> {
+        if self.stream.is_none() {
+            let stream = tokio::time::timeout(timeout, TcpStream::connect(&self.address))
+                .await
+                .map_err(|_| CallError::Unreachable(std::io::ErrorKind::TimedOut.into()))?
+                .map_err(CallError::Unreachable)?;
+            let _ = stream.set_nodelay(true);
+            self.stream = Some(stream);
+        }
+        let stream = self.stream.as_mut().expect("connected above");
+        let exchange = async {
+            send_message(stream, request).await?;
+            read_message::<Response>(stream).await
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => {
+                self.stream = None;
+                Err(CallError::Network(e))
+            }
+            Err(_) => {
+                self.stream = None;
+                Err(CallError::Network(std::io::ErrorKind::TimedOut.into()))
+            }
+        }
+    }
+
+    /// Forwards a client write to this peer (the leader).
+    pub async fn forward_write(&mut self, command: Command) -> Result<u64, String> {
+        match self
+            .call(&Request::Write(command), Duration::from_secs(10))
+            .await
+        {
+            Ok(Response::Write(result)) => result,
+            Ok(_) => Err("unexpected response to a forwarded write".into()),
+            Err(CallError::Unreachable(e) | CallError::Network(e)) => {
+                Err(format!("leader {} at {}: {e}", self.target, self.address))
+            }
+        }
+    }
+}
+
+fn to_rpc_error<E: std::error::Error>(e: CallError) -> RPCError<u64, BasicNode, E> {
+    match e {
+        CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+        CallError::Network(e) => RPCError::Network(NetworkError::new(&e)),
+    }
+}
+
+fn unexpected<E: std::error::Error>() -> RPCError<u64, BasicNode, E> {
+    let e = std::io::Error::new(std::io::ErrorKind::InvalidData, "mismatched response");
+    RPCError::Network(NetworkError::new(&e))
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        match self
+            .call(&Request::AppendEntries(rpc), option.hard_ttl())
+            .await
+        {
+            Ok(Response::AppendEntries(Ok(r))) => Ok(r),
+            Ok(Response::AppendEntries(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(_) => Err(unexpected()),
+            Err(e) => Err(to_rpc_error(e)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
+        match self
+            .call(&Request::InstallSnapshot(rpc), option.hard_ttl())
+            .await
+        {
+            Ok(Response::InstallSnapshot(Ok(r))) => Ok(r),
+            Ok(Response::InstallSnapshot(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(_) => Err(unexpected()),
+            Err(e) => Err(to_rpc_error(e)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        match self.call(&Request::Vote(rpc), option.hard_ttl()).await {
+            Ok(Response::Vote(Ok(r))) => Ok(r),
+            Ok(Response::Vote(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(_) => Err(unexpected()),
+            Err(e) => Err(to_rpc_error(e)),
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Three quorum nodes on 127.0.0.1 in one process, talking over real TCP: a leader is elected,
+//! writes through any node are applied everywhere in the same order, the leader can be stopped
+//! and a new one takes over, and a restarted node catches up (from a snapshot when the log it
+//! missed was compacted away).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fjord_quorum::{Applier, QuorumConfig, QuorumNode};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+/// The application state: every command in apply order.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Value>>);
+
+impl Applier for Recorder {
+    fn apply(&self, command: &Value) {
+        self.0.lock().unwrap().push(command.clone());
+    }
+    fn snapshot(&self) -> Value {
+        Value::Array(self.0.lock().unwrap().clone())
+    }
+    fn restore(&self, state: Value) -> Result<(), String> {
+        let list = state.as_array().ok_or("snapshot is not a list")?.clone();
+        *self.0.lock().unwrap() = list;
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn values(&self) -> Vec<Value> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+async fn start(
+    id: u64,
+    dir: &Path,
+    voters: &BTreeMap<u64, String>,
+    listener: TcpListener,
+) -> (QuorumNode, Arc<Recorder>) {
+    let recorder = Arc::new(Recorder::default());
+    let config = QuorumConfig {
+        node_id: id,
+        dir: dir.join(id.to_string()),
+        voters: voters.clone(),
+        snapshot_every: 20,
+        keep_after_snapshot: 0,
+    };
+    let node = QuorumNode::start(config, listener, recorder.clone())
+        .await
+        .expect("node starts");
+    (node, recorder)
+}
+
+async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn elects_replicates_fails_over_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut listeners = BTreeMap::new();
+    let mut voters = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        voters.insert(id, l.local_addr().unwrap().to_string());
+        listeners.insert(id, l);
+    }
+    let mut nodes = BTreeMap::new();
+    for (id, l) in listeners {
+        nodes.insert(id, start(id, dir.path(), &voters, l).await);
+    }
+
+    let leader = nodes[&1].0.wait_for_leader(Duration::from_secs(10)).await;
+    let leader = leader.expect("a leader within 10 s");
+    let follower = *voters.keys().find(|id| **id != leader).unwrap();
+
+    // Writes through the leader and through a follower (forwarded) are applied everywhere.
+    for i in 0..30 {
+        let via = if i % 2 == 0 { leader } else { follower };
+        nodes[&via]
+            .0
+            .write(json!({ "n": i }))
+            .await
+            .expect("write commits");
+    }
+    let expected: Vec<Value> = (0..30).map(|i| json!({ "n": i })).collect();
+    for (id, (_, recorder)) in &nodes {
+        wait_until(&format!("node {id} applied 30 writes"), || {
+            recorder.values() == expected
+        })
+        .await;
+    }
+
+    // Stop the leader: the other two elect a new one and keep accepting writes.
+    let (old_leader, _) = nodes.remove(&leader).unwrap();
+    old_leader.shutdown().await;
+    let survivor = *nodes.keys().next().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match nodes[&survivor].0.leader().await {
+            Some(l) if l != leader => break,
+            _ => {}
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no new leader after failover"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 30..60 {
+        nodes[&survivor]
+            .0
+            .write(json!({ "n": i }))
+            .await
+            .expect("write after failover");
+    }
+
+    // Snapshots are built in the background: wait until the survivor compacted past what the
+    // stopped node has.
+    let metrics = nodes[&survivor].0.metrics();
+    wait_until(
+        "the survivor compacted what the stopped node missed",
+        || metrics.borrow().purged.is_some_and(|p| p.index > 31),
+    )
+    .await;
+
+    // The old leader restarts from its directory (its own snapshot plus log) and catches up
+    // through an installed snapshot, since the entries it missed were compacted away.
+    let listener = TcpListener::bind(&voters[&leader]).await.unwrap();
+    let (restarted, recorder) = start(leader, dir.path(), &voters, listener).await;
+    let expected: Vec<Value> = (0..60).map(|i| json!({ "n": i })).collect();
+    wait_until("the restarted node caught up", || {
+        recorder.values() == expected
+    })
+    .await;
+    assert!(restarted.last_applied_index().unwrap() >= 60);
+    restarted.shutdown().await;
+    for (_, (node, _)) in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_quorum_port_is_refused_and_the_node_keeps_working() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let voters = BTreeMap::from([(1u64, addr.clone())]);
+    let (node, recorder) = start(1, dir.path(), &voters, listener).await;
+
+    let hostile: [&[u8]; 3] = [
+        &[0xff, 0xff, 0xff, 0xff],
+        b"\x00\x00\x00\x05{{{{{",
+        b"\x00\x00\x00\x10{\"Vote\":{\"x\":1}}",
+    ];
+    for bytes in hostile {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(bytes).await.unwrap();
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("the node closes the connection")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "no answer to garbage");
+    }
+    node.write(json!("still-works"))
+        .await
+        .expect("write after garbage");
+    wait_until("applied", || {
+        recorder.values() == vec![json!("still-works")]
+    })
+    .await;
+    node.shutdown().await;
+}
