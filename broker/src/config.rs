@@ -34,6 +34,11 @@ pub struct Config {
     pub cluster_id: Option<String>,
     pub listeners: Vec<Listener>,
     pub advertised_listeners: Vec<Listener>,
+    /// Security of each listener, in `listeners` order (protocol, SASL mechanisms, TLS files).
+    pub listener_security: Vec<crate::network::security::ListenerSecurity>,
+    /// `connection.failed.authentication.delay.ms`: base delay before a failed authentication is
+    /// answered (doubling per recent failure from the same address).
+    pub failed_authentication_delay_ms: u64,
     pub admin_listener: SocketAddr,
     pub log_dirs: Vec<PathBuf>,
     pub num_partitions: i32,
@@ -260,7 +265,10 @@ impl Config {
         given.extend(overrides.iter().cloned());
         let mut warnings = Vec::new();
         for (k, v) in given {
-            if !KNOWN_KEYS.contains(&k.as_str()) && !is_topic_key(&k) {
+            if !KNOWN_KEYS.contains(&k.as_str())
+                && !is_topic_key(&k)
+                && !crate::network::security::is_known_key(&k)
+            {
                 warnings.push(format!("unknown configuration key '{k}' (ignored)"));
             }
             raw.insert(k, v);
@@ -276,7 +284,7 @@ impl Config {
         Self::from_raw(raw).map(|c| (c, warnings))
     }
 
-    fn from_raw(raw: BTreeMap<String, String>) -> Result<Config, ConfigError> {
+    fn from_raw(mut raw: BTreeMap<String, String>) -> Result<Config, ConfigError> {
         let node_id: i32 = parse_num(&raw, "node.id")?;
         if node_id < 0 {
             return Err(err("node.id", "must be >= 0"));
@@ -296,6 +304,14 @@ impl Config {
                 })
                 .collect(),
         };
+        let listener_security = crate::network::security::parse(&raw, &listeners)?;
+        let failed_authentication_delay_ms: u64 =
+            match raw.get("connection.failed.authentication.delay.ms") {
+                Some(_) => parse_num(&raw, "connection.failed.authentication.delay.ms")?,
+                None => 100,
+            };
+        // Secrets (PLAIN passwords, inline keys) never reach DescribeConfigs.
+        raw.retain(|k, _| !crate::network::security::is_sensitive_key(k));
         let admin_listener: SocketAddr = raw["admin.listener"].parse().map_err(|_| {
             err(
                 "admin.listener",
@@ -344,6 +360,8 @@ impl Config {
             cluster_id: raw.get("cluster.id").cloned(),
             listeners,
             advertised_listeners,
+            listener_security,
+            failed_authentication_delay_ms,
             admin_listener,
             log_dirs,
             num_partitions,
@@ -361,6 +379,14 @@ impl Config {
             raw,
         };
         Ok(cfg)
+    }
+
+    /// The advertised address of `listener` (the first advertised listener when it has none).
+    pub fn advertised_for(&self, listener: &str) -> &Listener {
+        self.advertised_listeners
+            .iter()
+            .find(|l| l.name == listener)
+            .unwrap_or(&self.advertised_listeners[0])
     }
 
     /// The first log directory (single-directory layout for now; JBOD spreads later).

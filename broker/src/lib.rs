@@ -38,19 +38,19 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let admin = admin_http::bind(config.admin_listener).await?;
     let kafka_addrs: Vec<std::net::SocketAddr> = listeners
         .iter()
-        .filter_map(|l| l.local_addr().ok())
+        .filter_map(|l| l.tcp.local_addr().ok())
         .collect();
     let admin_addr = admin.local_addr()?;
     // Port 0 means "pick one": advertise the port actually bound.
-    for (adv, bound) in config.advertised_listeners.iter_mut().zip(&kafka_addrs) {
-        if adv.port == 0 {
-            adv.port = bound.port();
+    for (l, bound) in config.listeners.iter().zip(&kafka_addrs) {
+        for adv in config.advertised_listeners.iter_mut() {
+            if adv.name == l.name && adv.port == 0 {
+                adv.port = bound.port();
+            }
         }
     }
     let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
-    for l in listeners {
-        tokio::spawn(network::server::accept_loop(broker.clone(), l));
-    }
+    network::server::spawn_all(&broker, listeners);
     tokio::spawn(admin_http::serve(broker.clone(), admin));
     let b = broker.clone();
     tokio::spawn(async move {

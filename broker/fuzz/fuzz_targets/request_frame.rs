@@ -36,8 +36,9 @@ fuzz_target!(|data: &[u8]| {
     let e = env();
     let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
     let frame = bytes::Bytes::copy_from_slice(data);
+    let mut session = fjord_broker::network::session::Session::plaintext(peer);
     // Requests that wait (JoinGroup, long-poll Fetch) are bounded by a short timeout.
     let _ = e.rt.block_on(async {
-        tokio::time::timeout(std::time::Duration::from_millis(50), dispatch::handle(&e.broker, &peer, frame)).await
+        tokio::time::timeout(std::time::Duration::from_millis(50), dispatch::handle(&e.broker, &mut session, frame)).await
     });
 });

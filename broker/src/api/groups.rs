@@ -21,7 +21,7 @@ pub async fn find_coordinator(
     ctx: &RequestContext,
     req: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
-    let l = &broker.config.advertised_listeners[0];
+    let l = broker.config.advertised_for(&ctx.listener);
     let node = BrokerId(broker.config.node_id);
     if ctx.api_version >= 4 {
         let coordinators = req

@@ -27,8 +27,8 @@ const ALL_CLUSTER_OPERATIONS: i32 =
     (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 
-fn brokers(broker: &Broker) -> Vec<MetadataResponseBroker> {
-    let l = &broker.config.advertised_listeners[0];
+fn brokers(broker: &Broker, listener: &str) -> Vec<MetadataResponseBroker> {
+    let l = broker.config.advertised_for(listener);
     vec![MetadataResponseBroker::default()
         .with_node_id(BrokerId(broker.config.node_id))
         .with_host(s(l.host.clone()))
@@ -155,7 +155,7 @@ pub async fn handle(
         }
     };
     MetadataResponse::default()
-        .with_brokers(brokers(broker))
+        .with_brokers(brokers(broker, &ctx.listener))
         .with_cluster_id(Some(s(broker.cluster_id.clone())))
         .with_controller_id(BrokerId(broker.config.node_id))
         .with_topics(topics)
@@ -168,10 +168,10 @@ pub async fn handle(
 
 pub async fn describe_cluster(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    let l = &broker.config.advertised_listeners[0];
+    let l = broker.config.advertised_for(&ctx.listener);
     DescribeClusterResponse::default()
         .with_cluster_id(s(broker.cluster_id.clone()))
         .with_controller_id(BrokerId(broker.config.node_id))

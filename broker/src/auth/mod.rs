@@ -1,8 +1,12 @@
 //! Security building blocks shared by the admin APIs today and by enforcement later: SCRAM
 //! credential derivation (`scram`) and ACL bindings with Kafka's filter semantics (`acl`).
 //!
-//! Nothing here authenticates or authorizes a request yet; the metadata image stores what these
-//! types describe, and the SASL and authorizer work reads it from there.
+//! Authentication: SASL mechanisms (`sasl`, `plain`, `scram_server`) and TLS (`tls`); the network
+//! layer runs the exchanges.
 
 pub mod acl;
+pub mod plain;
+pub mod sasl;
 pub mod scram;
+pub mod scram_server;
+pub mod tls;

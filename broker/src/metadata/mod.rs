@@ -5,6 +5,7 @@
 //! record instead of mutating the image directly.
 
 pub mod image;
+pub mod placement;
 pub mod quota;
 pub mod record;
 pub mod store;

@@ -1,13 +1,13 @@
 //! One client connection: a reader task parses frames while the handler loop answers them in
-//! order (Kafka's per-connection ordering), so pipelined requests overlap I/O with work.
+//! order (Kafka's per-connection ordering), so pipelined requests overlap I/O with work. The
+//! stream is plain TCP or TLS; the `Session` carries the connection's authentication state.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::session::Session;
 use crate::protocol::dispatch::{self, Reply};
 use crate::protocol::frame::{read_frame, FrameError};
 use crate::state::Broker;
@@ -15,10 +15,13 @@ use crate::state::Broker;
 /// Requests read ahead of the one being handled.
 const PIPELINE_DEPTH: usize = 16;
 
-pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
+pub async fn serve<S>(broker: Arc<Broker>, stream: S, mut session: Session)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     broker.metrics.connections.inc();
-    let (mut rd, mut wr) = stream.into_split();
+    let peer = session.peer;
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let max = broker.config.socket_request_max_bytes;
     let (tx, mut rx) = mpsc::channel(PIPELINE_DEPTH);
     let reader_broker = broker.clone();
@@ -40,13 +43,19 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
         }
     });
     while let Some(frame) = rx.recv().await {
-        match dispatch::handle(&broker, &peer, frame).await {
+        match dispatch::handle(&broker, &mut session, frame).await {
             Reply::Response(bytes) => {
                 if wr.write_all(&bytes).await.is_err() {
                     break;
                 }
             }
             Reply::NoResponse => {}
+            Reply::ResponseThenClose(bytes, reason) => {
+                let _ = wr.write_all(&bytes).await;
+                let _ = wr.flush().await;
+                tracing::info!(%peer, %reason, "closing connection");
+                break;
+            }
             Reply::Close(reason) => {
                 broker.metrics.protocol_errors.inc();
                 tracing::warn!(%peer, %reason, "closing connection");

@@ -1,36 +1,115 @@
-//! Accept loops for the Kafka listeners; each connection gets its own task.
+//! Accept loops for the Kafka listeners; each connection gets its own task. On TLS listeners the
+//! handshake runs in that task (bounded by a timeout), with the listener's current certificate;
+//! a verified client certificate names the connection's principal.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
+use super::listener::{register_auth_metrics, AuthCounters, ListenerRuntime};
+use super::session::Session;
+use crate::auth::tls::principal_from_cert;
 use crate::config::Config;
 use crate::state::Broker;
 
-pub async fn bind_all(config: &Config) -> anyhow::Result<Vec<TcpListener>> {
+/// A TLS handshake that takes longer than this is abandoned.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A bound listener socket and its shared state.
+pub struct BoundListener {
+    pub tcp: TcpListener,
+    pub runtime: Arc<ListenerRuntime>,
+}
+
+/// Loads every listener's TLS files and binds its socket (errors name the listener).
+pub async fn bind_all(config: &Config) -> anyhow::Result<Vec<BoundListener>> {
     let mut out = Vec::new();
-    for l in &config.listeners {
+    let delay = Duration::from_millis(config.failed_authentication_delay_ms);
+    for (l, security) in config.listeners.iter().zip(&config.listener_security) {
+        let runtime = ListenerRuntime::new(security.clone(), delay)
+            .map_err(|e| anyhow::anyhow!("listener {}: TLS: {e}", l.name))?;
         let addr = l.bind_addr();
-        let listener = TcpListener::bind(&addr)
+        let tcp = TcpListener::bind(&addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (listener {}): {e}", l.name))?;
-        tracing::info!(listener = %l.name, %addr, "listening");
-        out.push(listener);
+        tracing::info!(listener = %l.name, %addr, protocol = ?security.protocol, "listening");
+        out.push(BoundListener {
+            tcp,
+            runtime: Arc::new(runtime),
+        });
     }
     Ok(out)
 }
 
-pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener) {
+/// Registers the listeners' metrics and starts their accept loops.
+pub fn spawn_all(broker: &Arc<Broker>, listeners: Vec<BoundListener>) {
+    let metrics = register_auth_metrics(&broker.metrics.registry);
+    for l in listeners {
+        if let Some((failed, ok)) = &metrics {
+            let name = l.runtime.security.name.as_str();
+            let _ = l.runtime.counters.set(AuthCounters {
+                failed: failed.with_label_values(&[name]),
+                successful: ok.with_label_values(&[name]),
+            });
+        }
+        tokio::spawn(accept_loop(broker.clone(), l));
+    }
+}
+
+pub async fn accept_loop(broker: Arc<Broker>, listener: BoundListener) {
     loop {
-        match listener.accept().await {
+        match listener.tcp.accept().await {
             Ok((stream, peer)) => {
-                tokio::spawn(super::connection::serve(broker.clone(), stream, peer));
+                let _ = stream.set_nodelay(true);
+                let rt = listener.runtime.clone();
+                tokio::spawn(start_connection(broker.clone(), rt, stream, peer));
             }
             Err(e) => {
                 // Usually EMFILE: back off instead of spinning.
                 tracing::error!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
+}
+
+async fn start_connection(
+    broker: Arc<Broker>,
+    rt: Arc<ListenerRuntime>,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+) {
+    let Some(tls) = &rt.tls else {
+        let session = Session::new(peer, rt.clone(), None);
+        super::connection::serve(broker, stream, session).await;
+        return;
+    };
+    let acceptor = tls.acceptor();
+    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            // A plain EOF is a port probe, not a failed authentication.
+            if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                rt.count_failure();
+            }
+            tracing::warn!(%peer, listener = %rt.security.name, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, listener = %rt.security.name, "TLS handshake timed out");
+            return;
+        }
+    };
+    let principal = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|cert| principal_from_cert(cert.as_ref()));
+    if principal.is_some() && !rt.security.protocol.uses_sasl() {
+        rt.count_success();
+    }
+    let session = Session::new(peer, rt.clone(), principal);
+    super::connection::serve(broker, stream, session).await;
 }

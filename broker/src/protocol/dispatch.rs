@@ -1,8 +1,11 @@
 //! Turns one request frame into one response frame: header parsing, version checks, body decode,
 //! routing to the API handler, and response encoding. Malformed or unsupported requests close the
 //! connection (as Kafka does) and never reach a handler.
+//!
+//! SASL requests (and raw SASL tokens after a v0 handshake) go to `network::session`, which owns
+//! the connection's authentication state; until a SASL listener's connection has authenticated,
+//! any other request except ApiVersions closes the connection.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,6 +16,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use super::errors::ErrorCode;
 use super::versions;
 use crate::api;
+use crate::network::session::{self, Session};
 use crate::state::Broker;
 
 /// Who sent a request, for handlers that need it (group membership, logs).
@@ -24,6 +28,8 @@ pub struct RequestContext {
     /// The authenticated principal (`User:name`); `User:ANONYMOUS` on listeners without SASL
     /// or mTLS. Authorization decisions use this.
     pub principal: String,
+    /// The listener the request came in on (metadata answers with that listener's address).
+    pub listener: String,
 }
 
 /// Kafka's principal for unauthenticated connections.
@@ -35,6 +41,8 @@ pub enum Reply {
     /// Produce with acks=0 gets no response at all.
     NoResponse,
     Close(String),
+    /// Send the response, then close (failed or out-of-order SASL exchanges).
+    ResponseThenClose(Bytes, String),
 }
 
 fn encode_response<R: Encodable>(
@@ -91,7 +99,54 @@ macro_rules! route {
     };
 }
 
-pub async fn handle(broker: &Arc<Broker>, peer: &SocketAddr, frame: Bytes) -> Reply {
+/// A raw SASL token answer: the token in a size-prefixed frame, no Kafka header.
+fn raw_frame(token: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(4 + token.len());
+    buf.put_i32(token.len() as i32);
+    buf.put_slice(token);
+    buf.freeze()
+}
+
+/// SaslHandshake / SaslAuthenticate: answered from the session's state machine.
+async fn handle_sasl(
+    broker: &Arc<Broker>,
+    session: &mut Session,
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    mut body: Bytes,
+) -> Reply {
+    let (reply, close) = if key == ApiKey::SaslHandshake {
+        let req: SaslHandshakeRequest = match decode_body(&mut body, version) {
+            Ok(r) => r,
+            Err(e) => return Reply::Close(format!("malformed SaslHandshake v{version}: {e}")),
+        };
+        let (resp, close) = session::handshake(session, &req, version);
+        (encode_response(key, version, correlation_id, &resp), close)
+    } else {
+        let req: SaslAuthenticateRequest = match decode_body(&mut body, version) {
+            Ok(r) => r,
+            Err(e) => return Reply::Close(format!("malformed SaslAuthenticate v{version}: {e}")),
+        };
+        let (resp, close) = session::authenticate(broker, session, &req).await;
+        (encode_response(key, version, correlation_id, &resp), close)
+    };
+    match (reply, close) {
+        (Reply::Response(b), true) => {
+            Reply::ResponseThenClose(b, format!("{key:?} refused: closing the connection"))
+        }
+        (r, _) => r,
+    }
+}
+
+pub async fn handle(broker: &Arc<Broker>, session: &mut Session, frame: Bytes) -> Reply {
+    if session.expects_raw_token() {
+        return match session::raw_token(broker, session, &frame).await {
+            Ok(token) => Reply::Response(raw_frame(&token)),
+            Err(e) => Reply::Close(format!("legacy SASL exchange failed: {e}")),
+        };
+    }
+    let peer = session.peer;
     if frame.len() < 8 {
         return Reply::Close(format!(
             "request of {} bytes is shorter than a request header",
@@ -104,6 +159,12 @@ pub async fn handle(broker: &Arc<Broker>, peer: &SocketAddr, frame: Bytes) -> Re
     let Ok(key) = ApiKey::try_from(raw_key) else {
         return Reply::Close(format!("unknown API key {raw_key}"));
     };
+    if !session.allows(key) {
+        return Reply::Close(format!(
+            "{key:?} request before SASL authentication completed on listener {}",
+            session.listener_name()
+        ));
+    }
     if key == ApiKey::ApiVersions && !versions::accepts(key, version) {
         return unsupported_api_versions(correlation_id);
     }
@@ -122,7 +183,8 @@ pub async fn handle(broker: &Arc<Broker>, peer: &SocketAddr, frame: Bytes) -> Re
             .map(|s| s.to_string())
             .unwrap_or_default(),
         client_host: format!("/{}", peer.ip()),
-        principal: ANONYMOUS.to_string(),
+        principal: session.principal.clone(),
+        listener: session.listener_name().to_string(),
         api_version: version,
     };
     let started = Instant::now();
@@ -132,6 +194,12 @@ pub async fn handle(broker: &Arc<Broker>, peer: &SocketAddr, frame: Bytes) -> Re
         .requests
         .with_label_values(&[api_name, &version.to_string()])
         .inc();
+
+    if matches!(key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
+        let reply = handle_sasl(broker, session, key, version, correlation_id, body).await;
+        observe(broker, api_name, started);
+        return reply;
+    }
 
     if key == ApiKey::Produce {
         let req: ProduceRequest = match decode_body(&mut body, version) {
@@ -229,7 +297,9 @@ fn api_name(key: ApiKey) -> &'static str {
         DescribeAcls,
         DeleteAcls,
         DescribeClientQuotas,
-        AlterClientQuotas
+        AlterClientQuotas,
+        SaslHandshake,
+        SaslAuthenticate
     )
 }
 
