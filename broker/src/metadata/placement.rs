@@ -108,7 +108,7 @@ pub fn assign(
     let mut out = Vec::with_capacity(partitions as usize);
     for p in 0..partitions as usize {
         let absolute = first_partition as usize + p;
-        if absolute > 0 && absolute % n == 0 {
+        if absolute > 0 && absolute.is_multiple_of(n) {
             shift += 1;
         }
         let first = (absolute + start) % n;
