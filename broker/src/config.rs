@@ -52,6 +52,14 @@ pub struct Config {
     pub delete_topic_enable: bool,
     pub log_retention_check_interval_ms: u64,
     pub broker_rack: Option<String>,
+    /// `authorizer.class.name` names one of Kafka's ACL authorizers (empty = no authorization).
+    pub authorizer_enabled: bool,
+    /// `super.users`: principals every authorization check allows.
+    pub super_users: Vec<String>,
+    pub allow_everyone_if_no_acl_found: bool,
+    /// Client quota rate windows: `quota.window.num` samples of `quota.window.size.seconds`.
+    pub quota_window_num: u32,
+    pub quota_window_size_seconds: u32,
     /// Topic-level defaults that topics inherit unless they override them (`log.*` broker keys
     /// mapped to topic keys such as `retention.ms`), as strings in topic-key form.
     pub topic_defaults: BTreeMap<String, String>,
@@ -85,6 +93,11 @@ group.min.session.timeout.ms=6000
 group.max.session.timeout.ms=1800000
 offsets.retention.minutes=10080
 delete.topic.enable=true
+authorizer.class.name=
+super.users=
+allow.everyone.if.no.acl.found=false
+quota.window.num=11
+quota.window.size.seconds=1
 ";
 
 /// Mapping of broker keys to the topic-level key they provide the default for.
@@ -143,6 +156,18 @@ const KNOWN_KEYS: &[&str] = &[
     "broker.rack",
     "num.network.threads",
     "num.io.threads",
+    "authorizer.class.name",
+    "super.users",
+    "allow.everyone.if.no.acl.found",
+    "quota.window.num",
+    "quota.window.size.seconds",
+];
+
+/// `authorizer.class.name` values that turn ACL authorization on (Kafka's KRaft and ZooKeeper
+/// authorizers; both read the ACLs this broker stores).
+pub const AUTHORIZER_CLASSES: &[&str] = &[
+    "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "kafka.security.authorizer.AclAuthorizer",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -355,6 +380,26 @@ impl Config {
                 err(broker_key, reason)
             })?;
         }
+        let authorizer_enabled = match raw["authorizer.class.name"].trim() {
+            "" => false,
+            c if AUTHORIZER_CLASSES.contains(&c) => true,
+            c => {
+                return Err(err(
+                    "authorizer.class.name",
+                    format!(
+                    "'{c}' is not supported; use one of {AUTHORIZER_CLASSES:?} or leave it empty"
+                ),
+                ))
+            }
+        };
+        let quota_window_num: u32 = parse_num(&raw, "quota.window.num")?;
+        if quota_window_num < 2 {
+            return Err(err("quota.window.num", "must be >= 2"));
+        }
+        let quota_window_size_seconds: u32 = parse_num(&raw, "quota.window.size.seconds")?;
+        if quota_window_size_seconds < 1 {
+            return Err(err("quota.window.size.seconds", "must be >= 1"));
+        }
         let cfg = Config {
             node_id,
             cluster_id: raw.get("cluster.id").cloned(),
@@ -375,6 +420,11 @@ impl Config {
             delete_topic_enable: parse_bool(&raw, "delete.topic.enable")?,
             log_retention_check_interval_ms: parse_num(&raw, "log.retention.check.interval.ms")?,
             broker_rack: raw.get("broker.rack").cloned(),
+            authorizer_enabled,
+            super_users: crate::auth::authorizer::parse_super_users(&raw["super.users"]),
+            allow_everyone_if_no_acl_found: parse_bool(&raw, "allow.everyone.if.no.acl.found")?,
+            quota_window_num,
+            quota_window_size_seconds,
             topic_defaults,
             raw,
         };
@@ -473,6 +523,31 @@ mod tests {
         assert_eq!(c.topic_defaults["retention.ms"], "1000");
         let (c, _) = Config::load(None, &[("log.retention.minutes".into(), "2".into())]).unwrap();
         assert_eq!(c.topic_defaults["retention.ms"], "120000");
+    }
+
+    #[test]
+    fn authorizer_and_quota_keys() {
+        let (c, _) = Config::load(None, &[]).unwrap();
+        assert!(!c.authorizer_enabled && c.super_users.is_empty());
+        assert_eq!((c.quota_window_num, c.quota_window_size_seconds), (11, 1));
+        let (c, w) = Config::load(
+            None,
+            &[
+                (
+                    "authorizer.class.name".into(),
+                    "org.apache.kafka.metadata.authorizer.StandardAuthorizer".into(),
+                ),
+                ("super.users".into(), "User:admin;User:ops".into()),
+            ],
+        )
+        .unwrap();
+        assert!(w.is_empty());
+        assert!(c.authorizer_enabled);
+        assert_eq!(c.super_users, vec!["User:admin", "User:ops"]);
+        let e = Config::load(None, &[("authorizer.class.name".into(), "x.Y".into())]).unwrap_err();
+        assert_eq!(e.key, "authorizer.class.name");
+        let e = Config::load(None, &[("quota.window.num".into(), "1".into())]).unwrap_err();
+        assert_eq!(e.key, "quota.window.num");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod network;
 pub mod partition;
 pub mod protocol;
+pub mod quota;
 pub mod state;
 pub mod topic_config;
 

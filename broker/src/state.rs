@@ -30,6 +30,8 @@ pub struct Broker {
     partitions: RwLock<HashMap<String, Vec<Arc<Partition>>>>,
     pub groups: GroupCoordinator,
     pub metrics: Metrics,
+    /// Client quota rates and throttling (`quota`).
+    pub quotas: crate::quota::QuotaManager,
     producer_ids: Mutex<(i64, i64)>,
     ready: AtomicBool,
 }
@@ -93,13 +95,20 @@ impl Broker {
         let (store, image) = MetadataStore::open(&dir)?;
         let groups = GroupCoordinator::open(&dir, &config)?;
         let next_pid = image.next_producer_id;
+        let metrics = Metrics::new();
+        let quotas = crate::quota::QuotaManager::new(
+            &metrics.registry,
+            config.quota_window_num,
+            config.quota_window_size_seconds,
+        );
         let broker = Arc::new(Broker {
             cluster_id,
             metadata: RwLock::new(image),
             store: Mutex::new(store),
             partitions: RwLock::new(HashMap::new()),
             groups,
-            metrics: Metrics::new(),
+            metrics,
+            quotas,
             producer_ids: Mutex::new((next_pid, next_pid)),
             ready: AtomicBool::new(false),
             config,

@@ -2,8 +2,10 @@
 //!
 //! Bindings are stored as `AccessControlEntry` metadata records with a random id; creating a
 //! binding that already exists succeeds without a new record. Validation, filter semantics and
-//! error codes follow Kafka's `AclApis` and `AclControlManager` (see `auth::acl`). Nothing is
-//! enforced yet: these APIs only manage what the authorizer will read.
+//! error codes follow Kafka's `AclApis` and `AclControlManager` (see `auth::acl`).
+//! With the authorizer on, DescribeAcls needs DESCRIBE on the cluster and CreateAcls / DeleteAcls
+//! ALTER (CLUSTER_AUTHORIZATION_FAILED). With it off they still work (Kafka would answer
+//! SECURITY_DISABLED), so ACLs can be prepared before authorization is switched on.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -16,7 +18,8 @@ use kafka_protocol::messages::describe_acls_response::{AclDescription, DescribeA
 use kafka_protocol::messages::*;
 use uuid::Uuid;
 
-use crate::auth::acl::{AclBinding, AclFilter, PatternType, RawAcl, ResourceType};
+use super::authz::Authz;
+use crate::auth::acl::{AclBinding, AclFilter, AclOperation, PatternType, RawAcl, ResourceType};
 use crate::metadata::MetadataRecord;
 use crate::protocol::dispatch::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
@@ -29,9 +32,21 @@ fn storage_message(e: &std::io::Error) -> String {
 
 pub async fn create(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: CreateAclsRequest,
 ) -> CreateAclsResponse {
+    if !Authz::new(broker, ctx).cluster(AclOperation::Alter) {
+        let results = req
+            .creations
+            .iter()
+            .map(|_| {
+                AclCreationResult::default()
+                    .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
+                    .with_error_message(Some(s("Authorization failed.")))
+            })
+            .collect();
+        return CreateAclsResponse::default().with_results(results);
+    }
     let parsed: Vec<Result<AclBinding, String>> = req
         .creations
         .into_iter()
@@ -108,9 +123,14 @@ fn group_by_resource<'a>(
 
 pub async fn describe(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DescribeAclsRequest,
 ) -> DescribeAclsResponse {
+    if !Authz::new(broker, ctx).cluster(AclOperation::Describe) {
+        return DescribeAclsResponse::default()
+            .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
+            .with_error_message(Some(s("Authorization failed.")));
+    }
     let filter = AclFilter::from_raw(RawAcl {
         resource_type: req.resource_type_filter,
         resource_name: req.resource_name_filter.map(|n| n.to_string()),
@@ -165,9 +185,21 @@ fn matching_acl(b: &AclBinding) -> DeleteAclsMatchingAcl {
 
 pub async fn delete(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DeleteAclsRequest,
 ) -> DeleteAclsResponse {
+    if !Authz::new(broker, ctx).cluster(AclOperation::Alter) {
+        let results = req
+            .filters
+            .iter()
+            .map(|_| {
+                DeleteAclsFilterResult::default()
+                    .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
+                    .with_error_message(Some(s("Authorization failed.")))
+            })
+            .collect();
+        return DeleteAclsResponse::default().with_filter_results(results);
+    }
     let filters: Vec<Result<AclFilter, String>> = req
         .filters
         .into_iter()

@@ -1,4 +1,8 @@
 //! DescribeConfigs and IncrementalAlterConfigs for topics and brokers.
+//!
+//! Authorization as in Kafka: DESCRIBE_CONFIGS / ALTER_CONFIGS on the topic
+//! (TOPIC_AUTHORIZATION_FAILED) or on the cluster for broker resources
+//! (CLUSTER_AUTHORIZATION_FAILED).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,6 +13,8 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::*;
 
+use super::authz::Authz;
+use crate::auth::acl::AclOperation;
 use crate::protocol::dispatch::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
 use crate::state::{Broker, TopicError};
@@ -138,6 +144,21 @@ fn unsupported_resource(resource_type: i8) -> TopicError {
     )
 }
 
+/// The refusal for `op` on a config resource, if the principal may not do it.
+fn denied(
+    authz: &Authz<'_>,
+    resource_type: i8,
+    name: &str,
+    op: AclOperation,
+) -> Option<TopicError> {
+    let (allowed, code) = match resource_type {
+        RESOURCE_TOPIC => (authz.topic(op, name), ErrorCode::TopicAuthorizationFailed),
+        RESOURCE_BROKER => (authz.cluster(op), ErrorCode::ClusterAuthorizationFailed),
+        _ => return None,
+    };
+    (!allowed).then(|| TopicError::new(code, "Authorization failed."))
+}
+
 fn parse_broker_name(broker: &Broker, name: &str) -> Result<Option<i32>, TopicError> {
     if name.is_empty() {
         return Ok(None);
@@ -160,9 +181,10 @@ fn parse_broker_name(broker: &Broker, name: &str) -> Result<Option<i32>, TopicEr
 
 pub async fn describe(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
+    let authz = Authz::new(broker, ctx);
     let results =
         req.resources
             .into_iter()
@@ -171,8 +193,15 @@ pub async fn describe(
                 let base = DescribeConfigsResult::default()
                     .with_resource_type(r.resource_type)
                     .with_resource_name(r.resource_name.clone());
-                let entries = match r.resource_type {
-                    RESOURCE_TOPIC => match broker
+                let denial = denied(
+                    &authz,
+                    r.resource_type,
+                    &name,
+                    AclOperation::DescribeConfigs,
+                );
+                let entries = match (r.resource_type, denial) {
+                    (_, Some(e)) => Err(e),
+                    (RESOURCE_TOPIC, None) => match broker
                         .metadata
                         .read()
                         .topics
@@ -185,9 +214,9 @@ pub async fn describe(
                             format!("Topic '{name}' does not exist."),
                         )),
                     },
-                    RESOURCE_BROKER => parse_broker_name(broker, &name)
+                    (RESOURCE_BROKER, None) => parse_broker_name(broker, &name)
                         .map(|node| broker_config_entries(broker, node)),
-                    other => Err(unsupported_resource(other)),
+                    (other, None) => Err(unsupported_resource(other)),
                 };
                 match entries {
                     Ok(entries) => {
@@ -285,9 +314,10 @@ fn compute_changes(
 
 pub async fn incremental_alter(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
+    let authz = Authz::new(broker, ctx);
     let responses = req
         .resources
         .into_iter()
@@ -304,8 +334,10 @@ pub async fn incremental_alter(
                     )
                 })
                 .collect();
-            let outcome = match r.resource_type {
-                RESOURCE_TOPIC => {
+            let denial = denied(&authz, r.resource_type, &name, AclOperation::AlterConfigs);
+            let outcome = match (r.resource_type, denial) {
+                (_, Some(e)) => Err(e),
+                (RESOURCE_TOPIC, None) => {
                     let current = broker
                         .metadata
                         .read()
@@ -330,12 +362,12 @@ pub async fn incremental_alter(
                         }
                     }
                 }
-                RESOURCE_BROKER => parse_broker_name(broker, &name).and_then(|node| {
+                (RESOURCE_BROKER, None) => parse_broker_name(broker, &name).and_then(|node| {
                     compute_changes(&BTreeMap::new(), |_| String::new(), &ops).and_then(|changes| {
                         broker.alter_broker_config(node, changes, req.validate_only)
                     })
                 }),
-                other => Err(unsupported_resource(other)),
+                (other, None) => Err(unsupported_resource(other)),
             };
             let base = AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
@@ -354,9 +386,10 @@ pub async fn incremental_alter(
 /// Legacy AlterConfigs: the given set replaces all overrides of the resource.
 pub async fn alter(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
+    let authz = Authz::new(broker, ctx);
     use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse as Resp;
     let responses = req
         .resources
@@ -368,8 +401,10 @@ pub async fn alter(
                 .iter()
                 .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
                 .collect();
-            let outcome = match r.resource_type {
-                RESOURCE_TOPIC => match broker
+            let denial = denied(&authz, r.resource_type, &name, AclOperation::AlterConfigs);
+            let outcome = match (r.resource_type, denial) {
+                (_, Some(e)) => Err(e),
+                (RESOURCE_TOPIC, None) => match broker
                     .metadata
                     .read()
                     .topics
@@ -382,7 +417,7 @@ pub async fn alter(
                     )),
                     Some(current) => Ok((None, current)),
                 },
-                RESOURCE_BROKER => parse_broker_name(broker, &name).map(|node| {
+                (RESOURCE_BROKER, None) => parse_broker_name(broker, &name).map(|node| {
                     let current = broker
                         .metadata
                         .read()
@@ -392,7 +427,7 @@ pub async fn alter(
                         .unwrap_or_default();
                     (Some(node), current)
                 }),
-                other => Err(unsupported_resource(other)),
+                (other, None) => Err(unsupported_resource(other)),
             }
             .and_then(|(node, current)| {
                 let mut changes: BTreeMap<String, Option<String>> =

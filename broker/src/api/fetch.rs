@@ -1,6 +1,11 @@
 //! Fetch: read whole batches straight from segments (no decoding), long-poll until `min_bytes`
 //! are available or `max_wait_ms` passes, and respect `partition_max_bytes` and `max_bytes`.
 //! Fetch sessions (KIP-227) are declined with session id 0, which clients handle with full fetches.
+//!
+//! Authorization: consumers need READ on each topic (TOPIC_AUTHORIZATION_FAILED per partition),
+//! followers (a replica id >= 0) CLUSTER_ACTION on the cluster. Bytes returned count against
+//! `consumer_byte_rate`; a fetch that puts the client over its quota is answered empty with
+//! `throttle_time_ms` set and not counted, as Kafka does.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,10 +13,13 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
+use super::authz::Authz;
 use super::topic_name;
+use crate::auth::acl::AclOperation;
 use crate::partition::Partition;
 use crate::protocol::dispatch::RequestContext;
 use crate::protocol::errors::ErrorCode;
+use crate::quota::QuotaType;
 use crate::state::Broker;
 
 struct Wanted {
@@ -29,6 +37,13 @@ pub async fn handle(
     ctx: &RequestContext,
     req: FetchRequest,
 ) -> FetchResponse {
+    let authz = Authz::new(broker, ctx);
+    let replica = if ctx.api_version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    let follower_denied = replica >= 0 && !authz.cluster(AclOperation::ClusterAction);
     let use_ids = ctx.api_version >= 13;
     let mut topics_out: Vec<(String, uuid::Uuid)> = Vec::new();
     let mut wanted = Vec::new();
@@ -51,6 +66,10 @@ pub async fn handle(
             (Some(name), id)
         };
         topics_out.push((name.clone().unwrap_or_default(), id));
+        let denied = name.is_some()
+            && (follower_denied
+                || (replica < 0
+                    && !authz.topic(AclOperation::Read, name.as_deref().unwrap_or(""))));
         for p in &t.partitions {
             wanted.push(Wanted {
                 topic_index: topics_out.len() - 1,
@@ -58,8 +77,13 @@ pub async fn handle(
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
                 current_leader_epoch: p.current_leader_epoch,
-                resolved: name.as_ref().and_then(|n| broker.partition(n, p.partition)),
-                missing_error: if use_ids && name.is_none() {
+                resolved: name
+                    .as_ref()
+                    .filter(|_| !denied)
+                    .and_then(|n| broker.partition(n, p.partition)),
+                missing_error: if denied {
+                    ErrorCode::TopicAuthorizationFailed
+                } else if use_ids && name.is_none() {
                     ErrorCode::UnknownTopicId
                 } else {
                     ErrorCode::UnknownTopicOrPartition
@@ -101,6 +125,27 @@ pub async fn handle(
         .iter()
         .map(|r| r.records.as_ref().map_or(0, |b| b.len()))
         .sum();
+    let throttle = if replica < 0 {
+        let img = broker.metadata.read();
+        let (p, c) = (&ctx.principal, &ctx.client_id);
+        let th = broker
+            .quotas
+            .record(&img, QuotaType::Fetch, p, c, total_out as f64);
+        if th > 0 {
+            broker
+                .quotas
+                .unrecord(&img, QuotaType::Fetch, p, c, total_out as f64);
+        }
+        th
+    } else {
+        0
+    };
+    if throttle > 0 {
+        crate::quota::throttle(throttle);
+        return FetchResponse::default()
+            .with_session_id(0)
+            .with_throttle_time_ms(throttle as i32);
+    }
     broker.metrics.bytes_out.inc_by(total_out as u64);
     let mut by_topic: Vec<Vec<PartitionData>> = vec![Vec::new(); topics_out.len()];
     for (w, r) in wanted.iter().zip(results) {

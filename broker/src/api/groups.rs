@@ -1,5 +1,10 @@
 //! Group membership APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
 //! DescribeGroups, ListGroups and DeleteGroups. This broker coordinates every group.
+//!
+//! Authorization as in Kafka: FindCoordinator needs DESCRIBE on the group (or transactional id),
+//! the membership APIs READ on the group, DescribeGroups DESCRIBE, DeleteGroups DELETE; refusals
+//! are GROUP_AUTHORIZATION_FAILED. ListGroups lists every group to a principal that may DESCRIBE
+//! the cluster and otherwise only the groups it may DESCRIBE.
 
 use std::sync::Arc;
 
@@ -11,8 +16,12 @@ use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::*;
 
+use super::authz::{Authz, OPS_NOT_REQUESTED};
+use crate::auth::acl::AclOperation;
+use crate::auth::authorizer::Resource;
 use crate::group::JoinRequest;
 use crate::protocol::dispatch::{s, RequestContext};
+use crate::protocol::errors::ErrorCode;
 
 use crate::state::Broker;
 
@@ -21,21 +30,45 @@ pub async fn find_coordinator(
     ctx: &RequestContext,
     req: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
+    let authz = Authz::new(broker, ctx);
+    // Key type 1 is a transactional id, anything else a group.
+    let denied = |key: &str| -> Option<ErrorCode> {
+        if req.key_type == 1 {
+            (!authz.allowed(AclOperation::Describe, Resource::transactional_id(key)))
+                .then_some(ErrorCode::TransactionalIdAuthorizationFailed)
+        } else {
+            (!authz.group(AclOperation::Describe, key))
+                .then_some(ErrorCode::GroupAuthorizationFailed)
+        }
+    };
     let l = broker.config.advertised_for(&ctx.listener);
     let node = BrokerId(broker.config.node_id);
     if ctx.api_version >= 4 {
         let coordinators = req
             .coordinator_keys
             .iter()
-            .map(|k| {
-                Coordinator::default()
+            .map(|k| match denied(k) {
+                Some(code) => Coordinator::default()
+                    .with_key(k.clone())
+                    .with_node_id(BrokerId(-1))
+                    .with_host(s(""))
+                    .with_port(-1)
+                    .with_error_code(code.code()),
+                None => Coordinator::default()
                     .with_key(k.clone())
                     .with_node_id(node)
                     .with_host(s(l.host.clone()))
-                    .with_port(l.port as i32)
+                    .with_port(l.port as i32),
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    if let Some(code) = denied(&req.key) {
+        return FindCoordinatorResponse::default()
+            .with_error_code(code.code())
+            .with_node_id(BrokerId(-1))
+            .with_host(s(""))
+            .with_port(-1);
     }
     FindCoordinatorResponse::default()
         .with_node_id(node)
@@ -48,6 +81,12 @@ pub async fn join(
     ctx: &RequestContext,
     req: JoinGroupRequest,
 ) -> JoinGroupResponse {
+    if !Authz::new(broker, ctx).group(AclOperation::Read, &req.group_id.0) {
+        return JoinGroupResponse::default()
+            .with_error_code(ErrorCode::GroupAuthorizationFailed.code())
+            .with_generation_id(-1)
+            .with_member_id(req.member_id.clone());
+    }
     let join = JoinRequest {
         member_id: req.member_id.to_string(),
         group_instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
@@ -91,9 +130,13 @@ pub async fn join(
 
 pub async fn sync(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: SyncGroupRequest,
 ) -> SyncGroupResponse {
+    if !Authz::new(broker, ctx).group(AclOperation::Read, &req.group_id.0) {
+        return SyncGroupResponse::default()
+            .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+    }
     let assignments = req
         .assignments
         .iter()
@@ -117,9 +160,13 @@ pub async fn sync(
 
 pub async fn heartbeat(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: HeartbeatRequest,
 ) -> HeartbeatResponse {
+    if !Authz::new(broker, ctx).group(AclOperation::Read, &req.group_id.0) {
+        return HeartbeatResponse::default()
+            .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+    }
     let code = broker
         .groups
         .heartbeat(&req.group_id.0, &req.member_id, req.generation_id);
@@ -131,6 +178,10 @@ pub async fn leave(
     ctx: &RequestContext,
     req: LeaveGroupRequest,
 ) -> LeaveGroupResponse {
+    if !Authz::new(broker, ctx).group(AclOperation::Read, &req.group_id.0) {
+        return LeaveGroupResponse::default()
+            .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+    }
     if ctx.api_version < 3 {
         let codes = broker
             .groups
@@ -164,20 +215,31 @@ pub async fn leave(
 
 pub async fn describe(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
+    let authz = Authz::new(broker, ctx);
     let groups = req
         .groups
         .iter()
         .map(|g| {
+            if !authz.group(AclOperation::Describe, &g.0) {
+                return DescribedGroup::default()
+                    .with_group_id(g.clone())
+                    .with_error_code(ErrorCode::GroupAuthorizationFailed.code())
+                    .with_authorized_operations(OPS_NOT_REQUESTED);
+            }
             let d = broker.groups.describe(&g.0);
             DescribedGroup::default()
                 .with_group_id(g.clone())
                 .with_group_state(s(d.state))
                 .with_protocol_type(s(d.protocol_type))
                 .with_protocol_data(s(d.protocol))
-                .with_authorized_operations(i32::MIN)
+                .with_authorized_operations(if req.include_authorized_operations {
+                    authz.group_operations(&g.0)
+                } else {
+                    OPS_NOT_REQUESTED
+                })
                 .with_members(
                     d.members
                         .into_iter()
@@ -199,9 +261,11 @@ pub async fn describe(
 
 pub async fn list(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: ListGroupsRequest,
 ) -> ListGroupsResponse {
+    let authz = Authz::new(broker, ctx);
+    let all = authz.cluster(AclOperation::Describe);
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
     let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
     let groups = broker
@@ -210,6 +274,7 @@ pub async fn list(
         .into_iter()
         .filter(|(_, _, state)| states.is_empty() || states.contains(&state.to_lowercase()))
         .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
+        .filter(|(id, _, _)| all || authz.group(AclOperation::Describe, id))
         .map(|(id, ptype, state)| {
             ListedGroup::default()
                 .with_group_id(GroupId(s(id)))
@@ -223,16 +288,22 @@ pub async fn list(
 
 pub async fn delete(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DeleteGroupsRequest,
 ) -> DeleteGroupsResponse {
+    let authz = Authz::new(broker, ctx);
     let results = req
         .groups_names
         .iter()
         .map(|g| {
+            let code = if authz.group(AclOperation::Delete, &g.0) {
+                broker.groups.delete_group(&g.0)
+            } else {
+                ErrorCode::GroupAuthorizationFailed
+            };
             DeletableGroupResult::default()
                 .with_group_id(g.clone())
-                .with_error_code(broker.groups.delete_group(&g.0).code())
+                .with_error_code(code.code())
         })
         .collect();
     DeleteGroupsResponse::default().with_results(results)

@@ -1,5 +1,9 @@
 //! ListOffsets (earliest / latest / max-timestamp / by timestamp), DeleteRecords and
 //! OffsetForLeaderEpoch: questions about a partition's offset range.
+//!
+//! Authorization as in Kafka: ListOffsets and a consumer's OffsetForLeaderEpoch need DESCRIBE on
+//! the topic, a follower's OffsetForLeaderEpoch CLUSTER_ACTION, DeleteRecords DELETE on the topic;
+//! refusals are TOPIC_AUTHORIZATION_FAILED per partition.
 
 use std::sync::Arc;
 
@@ -14,6 +18,8 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::*;
 
+use super::authz::Authz;
+use crate::auth::acl::AclOperation;
 use crate::protocol::dispatch::RequestContext;
 use crate::protocol::errors::ErrorCode;
 use crate::state::Broker;
@@ -27,19 +33,24 @@ const LATEST_TIERED: i64 = -6;
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
+    let authz = Authz::new(broker, ctx);
     let topics = req
         .topics
         .into_iter()
         .map(|t| {
             let name = t.name.0.to_string();
+            let denied = !authz.topic(AclOperation::Describe, &name);
             let partitions = t
                 .partitions
                 .into_iter()
                 .map(|p| {
                     let base = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+                    if denied {
+                        return base.with_error_code(ErrorCode::TopicAuthorizationFailed.code()).with_offset(-1).with_timestamp(-1);
+                    }
                     let Some(part) = broker.partition(&name, p.partition_index) else {
                         return base.with_error_code(ErrorCode::UnknownTopicOrPartition.code()).with_offset(-1).with_timestamp(-1);
                     };
@@ -70,14 +81,16 @@ pub async fn handle(
 
 pub async fn delete_records(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
+    let authz = Authz::new(broker, ctx);
     let topics = req
         .topics
         .into_iter()
         .map(|t| {
             let name = t.name.0.to_string();
+            let denied = !authz.topic(AclOperation::Delete, &name);
             let partitions = t
                 .partitions
                 .into_iter()
@@ -85,6 +98,9 @@ pub async fn delete_records(
                     let base = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
+                    if denied {
+                        return base.with_error_code(ErrorCode::TopicAuthorizationFailed.code());
+                    }
                     let Some(part) = broker.partition(&name, p.partition_index) else {
                         return base.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
                     };
@@ -113,14 +129,19 @@ pub async fn delete_records(
 
 pub async fn offset_for_leader_epoch(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
+    let authz = Authz::new(broker, ctx);
+    let follower = req.replica_id.0 >= 0;
+    let follower_denied = follower && !authz.cluster(AclOperation::ClusterAction);
     let topics = req
         .topics
         .into_iter()
         .map(|t| {
             let name = t.topic.0.to_string();
+            let denied =
+                follower_denied || (!follower && !authz.topic(AclOperation::Describe, &name));
             let partitions = t
                 .partitions
                 .into_iter()
@@ -129,6 +150,9 @@ pub async fn offset_for_leader_epoch(
                         .with_partition(p.partition)
                         .with_leader_epoch(-1)
                         .with_end_offset(-1);
+                    if denied {
+                        return base.with_error_code(ErrorCode::TopicAuthorizationFailed.code());
+                    }
                     let Some(part) = broker.partition(&name, p.partition) else {
                         return base.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
                     };

@@ -1,5 +1,10 @@
 //! Metadata, DescribeTopicPartitions and DescribeCluster: what the cluster looks like to clients.
 //! Metadata also auto-creates requested topics when `auto.create.topics.enable` allows it.
+//!
+//! Authorization never reveals a topic the principal may not DESCRIBE: listing all topics leaves
+//! them out, and naming one answers TOPIC_AUTHORIZATION_FAILED whether or not it exists.
+//! Auto-creation additionally needs CREATE on the cluster or the topic. Authorized-operation bit
+//! sets are computed from the ACLs when requested.
 
 use std::sync::Arc;
 
@@ -18,14 +23,8 @@ use crate::protocol::dispatch::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
 use crate::state::{validate_topic_name, Broker};
 
-/// Bit set of the ACL operations a client may perform on a topic when no authorizer is on:
-/// READ(3) WRITE(4) CREATE(5) DELETE(6) ALTER(7) DESCRIBE(8) DESCRIBE_CONFIGS(10) ALTER_CONFIGS(11).
-const ALL_TOPIC_OPERATIONS: i32 =
-    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
-/// CREATE(5) ALTER(7) DESCRIBE(8) CLUSTER_ACTION(9) DESCRIBE_CONFIGS(10) ALTER_CONFIGS(11) IDEMPOTENT_WRITE(12).
-const ALL_CLUSTER_OPERATIONS: i32 =
-    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
-const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
+use super::authz::{Authz, OPS_NOT_REQUESTED as OPERATIONS_NOT_REQUESTED};
+use crate::auth::acl::AclOperation;
 
 fn brokers(broker: &Broker, listener: &str) -> Vec<MetadataResponseBroker> {
     let l = broker.config.advertised_for(listener);
@@ -36,16 +35,14 @@ fn brokers(broker: &Broker, listener: &str) -> Vec<MetadataResponseBroker> {
         .with_rack(broker.config.broker_rack.clone().map(s))]
 }
 
-fn describe_topic(t: &TopicMeta, with_ops: bool) -> MetadataResponseTopic {
+fn describe_topic(t: &TopicMeta, ops: Option<&Authz<'_>>) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&t.name)))
         .with_topic_id(t.id)
         .with_is_internal(false)
-        .with_topic_authorized_operations(if with_ops {
-            ALL_TOPIC_OPERATIONS
-        } else {
-            OPERATIONS_NOT_REQUESTED
-        })
+        .with_topic_authorized_operations(
+            ops.map_or(OPERATIONS_NOT_REQUESTED, |a| a.topic_operations(&t.name)),
+        )
         .with_partitions(
             t.partitions
                 .iter()
@@ -75,7 +72,9 @@ pub async fn handle(
     ctx: &RequestContext,
     req: MetadataRequest,
 ) -> MetadataResponse {
-    let with_ops = req.include_topic_authorized_operations;
+    let authz = Authz::new(broker, ctx);
+    let ops = req.include_topic_authorized_operations.then_some(&authz);
+    let describable = |name: &str| authz.topic(AclOperation::Describe, name);
     // v0: an empty list means all topics; v1+: null means all.
     let requested: Option<Vec<_>> = match req.topics {
         Some(t) if t.is_empty() && ctx.api_version == 0 => None,
@@ -84,32 +83,39 @@ pub async fn handle(
     let allow_create = (ctx.api_version < 4 || req.allow_auto_topic_creation)
         && broker.config.auto_create_topics_enable;
     let topics = match requested {
-        None => broker
-            .metadata
-            .read()
-            .topics
-            .values()
-            .map(|t| describe_topic(t, with_ops))
-            .collect(),
+        None => {
+            let all: Vec<TopicMeta> = broker.metadata.read().topics.values().cloned().collect();
+            all.iter()
+                .filter(|t| describable(&t.name))
+                .map(|t| describe_topic(t, ops))
+                .collect()
+        }
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
             for item in list {
                 let Some(name) = item.name.as_ref().map(|n| n.0.to_string()) else {
-                    let img = broker.metadata.read();
-                    out.push(match img.topic_by_id(&item.topic_id) {
-                        Some(t) => describe_topic(t, with_ops),
+                    let found = broker.metadata.read().topic_by_id(&item.topic_id).cloned();
+                    out.push(match found {
+                        Some(t) if describable(&t.name) => describe_topic(&t, ops),
+                        // Topic ids are not secret (Kafka answers the same way).
+                        Some(_) => {
+                            topic_error(None, item.topic_id, ErrorCode::TopicAuthorizationFailed)
+                        }
                         None => topic_error(None, item.topic_id, ErrorCode::UnknownTopicId),
                     });
                     continue;
                 };
-                let existing = broker
-                    .metadata
-                    .read()
-                    .topics
-                    .get(&name)
-                    .map(|t| describe_topic(t, with_ops));
+                if !describable(&name) {
+                    out.push(topic_error(
+                        Some(&name),
+                        uuid::Uuid::nil(),
+                        ErrorCode::TopicAuthorizationFailed,
+                    ));
+                    continue;
+                }
+                let existing = broker.metadata.read().topics.get(&name).cloned();
                 if let Some(t) = existing {
-                    out.push(t);
+                    out.push(describe_topic(&t, ops));
                     continue;
                 }
                 if validate_topic_name(&name).is_err() {
@@ -128,25 +134,30 @@ pub async fn handle(
                     ));
                     continue;
                 }
+                if !authz.cluster(AclOperation::Create) && !authz.topic(AclOperation::Create, &name)
+                {
+                    out.push(topic_error(
+                        Some(&name),
+                        uuid::Uuid::nil(),
+                        ErrorCode::TopicAuthorizationFailed,
+                    ));
+                    continue;
+                }
                 match broker.create_topic(&name, -1, -1, Default::default(), false) {
                     Ok(_)
                     | Err(crate::state::TopicError {
                         code: ErrorCode::TopicAlreadyExists,
                         ..
                     }) => {
-                        let img = broker.metadata.read();
-                        out.push(
-                            img.topics
-                                .get(&name)
-                                .map(|t| describe_topic(t, with_ops))
-                                .unwrap_or_else(|| {
-                                    topic_error(
-                                        Some(&name),
-                                        uuid::Uuid::nil(),
-                                        ErrorCode::LeaderNotAvailable,
-                                    )
-                                }),
-                        );
+                        let created = broker.metadata.read().topics.get(&name).cloned();
+                        out.push(match created {
+                            Some(t) => describe_topic(&t, ops),
+                            None => topic_error(
+                                Some(&name),
+                                uuid::Uuid::nil(),
+                                ErrorCode::LeaderNotAvailable,
+                            ),
+                        });
                     }
                     Err(e) => out.push(topic_error(Some(&name), uuid::Uuid::nil(), e.code)),
                 }
@@ -159,28 +170,40 @@ pub async fn handle(
         .with_cluster_id(Some(s(broker.cluster_id.clone())))
         .with_controller_id(BrokerId(broker.config.node_id))
         .with_topics(topics)
-        .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
-            ALL_CLUSTER_OPERATIONS
-        } else {
-            OPERATIONS_NOT_REQUESTED
-        })
+        .with_cluster_authorized_operations(cluster_operations(
+            &authz,
+            req.include_cluster_authorized_operations,
+        ))
 }
 
+/// Kafka: the cluster's operations when requested and the principal may DESCRIBE it, else 0.
+fn cluster_operations(authz: &Authz<'_>, requested: bool) -> i32 {
+    if !requested {
+        OPERATIONS_NOT_REQUESTED
+    } else if authz.cluster(AclOperation::Describe) {
+        authz.cluster_operations()
+    } else {
+        0
+    }
+}
+
+/// DescribeCluster needs no permission in Kafka (the broker list is what Metadata returns to
+/// anyone); only the authorized-operations field depends on DESCRIBE on the cluster.
 pub async fn describe_cluster(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
+    let authz = Authz::new(broker, ctx);
     let l = broker.config.advertised_for(&ctx.listener);
     DescribeClusterResponse::default()
         .with_cluster_id(s(broker.cluster_id.clone()))
         .with_controller_id(BrokerId(broker.config.node_id))
         .with_endpoint_type(1)
-        .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
-            ALL_CLUSTER_OPERATIONS
-        } else {
-            OPERATIONS_NOT_REQUESTED
-        })
+        .with_cluster_authorized_operations(cluster_operations(
+            &authz,
+            req.include_cluster_authorized_operations,
+        ))
         .with_brokers(vec![DescribeClusterBroker::default()
             .with_broker_id(BrokerId(broker.config.node_id))
             .with_host(s(l.host.clone()))
@@ -188,15 +211,19 @@ pub async fn describe_cluster(
             .with_rack(broker.config.broker_rack.clone().map(s))])
 }
 
-/// DescribeTopicPartitions (what `kafka-topics --describe` uses): paged by a cursor.
+/// DescribeTopicPartitions (what `kafka-topics --describe` uses): paged by a cursor. Topics the
+/// principal may not DESCRIBE are left out of a listing and refused by name.
 pub async fn describe_topic_partitions(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DescribeTopicPartitionsRequest,
 ) -> DescribeTopicPartitionsResponse {
-    let img = broker.metadata.read();
-    let mut names: Vec<String> = if req.topics.is_empty() {
-        img.topics.keys().cloned().collect()
+    let authz = Authz::new(broker, ctx);
+    let listing = req.topics.is_empty();
+    // A copy, so the authorizer can take the metadata lock itself.
+    let all = broker.metadata.read().topics.clone();
+    let mut names: Vec<String> = if listing {
+        all.keys().cloned().collect()
     } else {
         req.topics.iter().map(|t| t.name.0.to_string()).collect()
     };
@@ -222,12 +249,23 @@ pub async fn describe_topic_partitions(
         } else {
             0
         };
-        let Some(t) = img.topics.get(name) else {
+        if !authz.topic(AclOperation::Describe, name) {
+            if !listing {
+                topics.push(
+                    DescribeTopicPartitionsResponseTopic::default()
+                        .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
+                        .with_name(Some(topic_name(name)))
+                        .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED),
+                );
+            }
+            continue;
+        }
+        let Some(t) = all.get(name) else {
             topics.push(
                 DescribeTopicPartitionsResponseTopic::default()
                     .with_error_code(ErrorCode::UnknownTopicOrPartition.code())
                     .with_name(Some(topic_name(name)))
-                    .with_topic_authorized_operations(ALL_TOPIC_OPERATIONS),
+                    .with_topic_authorized_operations(authz.topic_operations(name)),
             );
             continue;
         };
@@ -266,7 +304,7 @@ pub async fn describe_topic_partitions(
                 .with_name(Some(topic_name(name)))
                 .with_topic_id(t.id)
                 .with_partitions(parts)
-                .with_topic_authorized_operations(ALL_TOPIC_OPERATIONS),
+                .with_topic_authorized_operations(authz.topic_operations(name)),
         );
         if next_cursor.is_some() {
             break;

@@ -2,6 +2,7 @@
 //! context and the decoded request, and returns the response; errors travel as Kafka error codes.
 
 pub mod acls;
+pub mod authz;
 pub mod configs;
 pub mod fetch;
 pub mod groups;

@@ -1,4 +1,9 @@
 //! OffsetCommit, OffsetFetch and OffsetDelete: committed consumer positions.
+//!
+//! Authorization as in Kafka: committing and fetching need READ on the group
+//! (GROUP_AUTHORIZATION_FAILED); a commit also needs READ on each topic, a fetch DESCRIBE
+//! (TOPIC_AUTHORIZATION_FAILED; topics the principal may not describe are left out when all
+//! committed offsets are fetched). OffsetDelete needs DELETE on the group and READ on the topics.
 
 use std::sync::Arc;
 
@@ -14,7 +19,9 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::*;
 
+use super::authz::Authz;
 use super::topic_name;
+use crate::auth::acl::AclOperation;
 use crate::protocol::dispatch::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
 use crate::state::Broker;
@@ -24,15 +31,22 @@ const MAX_METADATA_BYTES: usize = 4096;
 
 pub async fn commit(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
+    let authz = Authz::new(broker, ctx);
+    let group_denied = !authz.group(AclOperation::Read, &req.group_id.0);
     let mut items = Vec::new();
     let mut per_partition: Vec<(usize, i32, ErrorCode)> = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
         let name = t.name.0.to_string();
+        let topic_denied = !group_denied && !authz.topic(AclOperation::Read, &name);
         for p in &t.partitions {
-            let code = if broker.partition(&name, p.partition_index).is_none() {
+            let code = if group_denied {
+                ErrorCode::GroupAuthorizationFailed
+            } else if topic_denied {
+                ErrorCode::TopicAuthorizationFailed
+            } else if broker.partition(&name, p.partition_index).is_none() {
                 ErrorCode::UnknownTopicOrPartition
             } else if p
                 .committed_metadata
@@ -91,16 +105,19 @@ pub async fn commit(
     OffsetCommitResponse::default().with_topics(topics)
 }
 
-/// One partition's committed position: (partition, offset, leader epoch, metadata).
-type CommittedRow = (i32, i64, i32, String);
+/// One partition's committed position: (partition, offset, leader epoch, metadata, error).
+type CommittedRow = (i32, i64, i32, String, i16);
 
-/// (topic, partitions) pairs to report for one group: as requested, or everything committed.
+/// (topic, partitions) pairs to report for one group: as requested, or everything committed
+/// that the principal may describe.
 fn fetch_one(
     broker: &Broker,
+    authz: &Authz<'_>,
     group: &str,
     requested: Option<Vec<(String, Vec<i32>)>>,
 ) -> Vec<(String, Vec<CommittedRow>)> {
     let committed = broker.groups.committed(group);
+    let listing = requested.is_none();
     let wanted: Vec<(String, Vec<i32>)> = match requested {
         Some(r) => r,
         None => {
@@ -113,20 +130,32 @@ fn fetch_one(
     };
     wanted
         .into_iter()
-        .map(|(t, parts)| {
+        .filter_map(|(t, parts)| {
+            let allowed = authz.topic(AclOperation::Describe, &t);
+            if listing && !allowed {
+                return None;
+            }
             let rows = parts
                 .into_iter()
                 .map(|p| match committed.get(&(t.clone(), p)) {
+                    _ if !allowed => (
+                        p,
+                        -1,
+                        -1,
+                        String::new(),
+                        ErrorCode::TopicAuthorizationFailed.code(),
+                    ),
                     Some(c) => (
                         p,
                         c.offset,
                         c.leader_epoch,
                         c.metadata.clone().unwrap_or_default(),
+                        0,
                     ),
-                    None => (p, -1, -1, String::new()),
+                    None => (p, -1, -1, String::new(), 0),
                 })
                 .collect();
-            (t, rows)
+            Some((t, rows))
         })
         .collect()
 }
@@ -136,29 +165,37 @@ pub async fn fetch(
     ctx: &RequestContext,
     req: OffsetFetchRequest,
 ) -> OffsetFetchResponse {
+    let authz = Authz::new(broker, ctx);
+    let group_error = ErrorCode::GroupAuthorizationFailed.code();
     if ctx.api_version >= 8 {
         let groups = req
             .groups
             .iter()
             .map(|g| {
+                if !authz.group(AclOperation::Read, &g.group_id.0) {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id.clone())
+                        .with_error_code(group_error);
+                }
                 let requested = g.topics.as_ref().map(|ts| {
                     ts.iter()
                         .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                         .collect()
                 });
-                let topics = fetch_one(broker, &g.group_id.0, requested)
+                let topics = fetch_one(broker, &authz, &g.group_id.0, requested)
                     .into_iter()
                     .map(|(t, rows)| {
                         OffsetFetchResponseTopics::default()
                             .with_name(topic_name(&t))
                             .with_partitions(
                                 rows.into_iter()
-                                    .map(|(p, o, e, m)| {
+                                    .map(|(p, o, e, m, code)| {
                                         OffsetFetchResponsePartitions::default()
                                             .with_partition_index(p)
                                             .with_committed_offset(o)
                                             .with_committed_leader_epoch(e)
                                             .with_metadata(Some(s(m)))
+                                            .with_error_code(code)
                                     })
                                     .collect(),
                             )
@@ -171,24 +208,50 @@ pub async fn fetch(
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
-    let requested = req.topics.as_ref().map(|ts| {
+    let requested: Option<Vec<(String, Vec<i32>)>> = req.topics.as_ref().map(|ts| {
         ts.iter()
             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    let topics = fetch_one(broker, &req.group_id.0, requested)
+    if !authz.group(AclOperation::Read, &req.group_id.0) {
+        // v2+ carry a top-level error; v0-1 only per-partition errors.
+        let topics = requested
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(t, parts)| {
+                OffsetFetchResponseTopic::default()
+                    .with_name(topic_name(&t))
+                    .with_partitions(
+                        parts
+                            .into_iter()
+                            .map(|p| {
+                                OffsetFetchResponsePartition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(-1)
+                                    .with_error_code(group_error)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        return OffsetFetchResponse::default()
+            .with_error_code(group_error)
+            .with_topics(topics);
+    }
+    let topics = fetch_one(broker, &authz, &req.group_id.0, requested)
         .into_iter()
         .map(|(t, rows)| {
             OffsetFetchResponseTopic::default()
                 .with_name(topic_name(&t))
                 .with_partitions(
                     rows.into_iter()
-                        .map(|(p, o, e, m)| {
+                        .map(|(p, o, e, m, code)| {
                             OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
                                 .with_committed_offset(o)
                                 .with_committed_leader_epoch(e)
                                 .with_metadata(Some(s(m)))
+                                .with_error_code(code)
                         })
                         .collect(),
                 )
@@ -199,12 +262,24 @@ pub async fn fetch(
 
 pub async fn delete(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: OffsetDeleteRequest,
 ) -> OffsetDeleteResponse {
+    let authz = Authz::new(broker, ctx);
+    if !authz.group(AclOperation::Delete, &req.group_id.0) {
+        return OffsetDeleteResponse::default()
+            .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+    }
+    let denied: Vec<String> = req
+        .topics
+        .iter()
+        .map(|t| t.name.0.to_string())
+        .filter(|t| !authz.topic(AclOperation::Read, t))
+        .collect();
     let wanted: Vec<(String, i32)> = req
         .topics
         .iter()
+        .filter(|t| !denied.iter().any(|d| d.as_str() == t.name.0.as_str()))
         .flat_map(|t| {
             t.partitions
                 .iter()
@@ -218,15 +293,26 @@ pub async fn delete(
                 .topics
                 .iter()
                 .map(|t| {
-                    let partitions = results
-                        .iter()
-                        .filter(|(name, _, _)| name.as_str() == t.name.0.as_str())
-                        .map(|(_, p, code)| {
-                            OffsetDeleteResponsePartition::default()
-                                .with_partition_index(*p)
-                                .with_error_code(code.code())
-                        })
-                        .collect();
+                    let partitions = if denied.iter().any(|d| d.as_str() == t.name.0.as_str()) {
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                OffsetDeleteResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
+                            })
+                            .collect()
+                    } else {
+                        results
+                            .iter()
+                            .filter(|(name, _, _)| name.as_str() == t.name.0.as_str())
+                            .map(|(_, p, code)| {
+                                OffsetDeleteResponsePartition::default()
+                                    .with_partition_index(*p)
+                                    .with_error_code(code.code())
+                            })
+                            .collect()
+                    };
                     OffsetDeleteResponseTopic::default()
                         .with_name(t.name.clone())
                         .with_partitions(partitions)

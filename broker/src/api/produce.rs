@@ -1,12 +1,22 @@
 //! Produce: validate each partition's batch (framing, magic, CRC, size), check idempotent
 //! sequences, append with assigned offsets, and answer once the data is in the log.
+//!
+//! Authorization (as Kafka): a transactional request needs WRITE on its transactional id
+//! (TRANSACTIONAL_ID_AUTHORIZATION_FAILED for every partition), each topic needs WRITE
+//! (TOPIC_AUTHORIZATION_FAILED, checked before existence so unauthorized clients learn nothing).
+//! Idempotent batches need nothing more (Kafka 2.8+ dropped the IDEMPOTENT_WRITE check here).
+//! The bytes produced count against `producer_byte_rate`; the throttle goes into
+//! `throttle_time_ms` and mutes the connection.
 
 use std::sync::Arc;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
+use super::authz::Authz;
 use super::topic_name;
+use crate::auth::acl::AclOperation;
+use crate::auth::authorizer::Resource;
 use crate::log::batch::{self, BatchError};
 use crate::log::AppendError;
 use crate::protocol::dispatch::{s, RequestContext};
@@ -25,10 +35,20 @@ fn error(index: i32, code: ErrorCode, message: Option<String>) -> PartitionProdu
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: ProduceRequest,
 ) -> ProduceResponse {
+    let authz = Authz::new(broker, ctx);
     let acks = req.acks;
+    let txn_denied = req.transactional_id.as_ref().is_some_and(|t| {
+        !t.0.is_empty() && !authz.allowed(AclOperation::Write, Resource::transactional_id(&t.0))
+    });
+    let produced_bytes: usize = req
+        .topic_data
+        .iter()
+        .flat_map(|t| t.partition_data.iter())
+        .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+        .sum();
     let mut responses = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
         let name = if topic.name.0.is_empty() {
@@ -41,9 +61,19 @@ pub async fn handle(
         } else {
             topic.name.0.to_string()
         };
+        let denied = if txn_denied {
+            Some(ErrorCode::TransactionalIdAuthorizationFailed)
+        } else if !authz.topic(AclOperation::Write, &name) {
+            Some(ErrorCode::TopicAuthorizationFailed)
+        } else {
+            None
+        };
         let mut parts = Vec::with_capacity(topic.partition_data.len());
         for pd in topic.partition_data {
-            parts.push(produce_partition(broker, &name, pd.index, pd.records, acks));
+            parts.push(match denied {
+                Some(code) => error(pd.index, code, None),
+                None => produce_partition(broker, &name, pd.index, pd.records, acks),
+            });
         }
         responses.push(
             TopicProduceResponse::default()
@@ -52,7 +82,17 @@ pub async fn handle(
                 .with_partition_responses(parts),
         );
     }
-    ProduceResponse::default().with_responses(responses)
+    let throttle = broker.quotas.record(
+        &broker.metadata.read(),
+        crate::quota::QuotaType::Produce,
+        &ctx.principal,
+        &ctx.client_id,
+        produced_bytes as f64,
+    );
+    crate::quota::throttle(throttle);
+    ProduceResponse::default()
+        .with_responses(responses)
+        .with_throttle_time_ms(throttle as i32)
 }
 
 fn produce_partition(

@@ -3,7 +3,8 @@
 //! Quotas are stored per entity (user, client id, user + client id, or IP; each part named or
 //! the default) as `ClientQuota` metadata records. Key/value rules and the strict/non-strict
 //! filter semantics live in `metadata::quota`; they follow Kafka's `ClientQuotaControlManager`
-//! and `ClientQuotaCache`. Throttling is not implemented yet.
+//! and `ClientQuotaCache`; `quota` enforces them. With the authorizer on, describing needs
+//! DESCRIBE_CONFIGS on the cluster and altering ALTER_CONFIGS (CLUSTER_AUTHORIZATION_FAILED).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use kafka_protocol::messages::alter_client_quotas_response;
 use kafka_protocol::messages::describe_client_quotas_response::{EntityData, EntryData, ValueData};
 use kafka_protocol::messages::*;
 
+use super::authz::Authz;
+use crate::auth::acl::AclOperation;
 use crate::metadata::quota::{QuotaEntity, QuotaFilter};
 use crate::metadata::MetadataRecord;
 use crate::protocol::dispatch::{s, RequestContext};
@@ -20,9 +23,15 @@ use crate::state::Broker;
 
 pub async fn describe(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DescribeClientQuotasRequest,
 ) -> DescribeClientQuotasResponse {
+    if !Authz::new(broker, ctx).cluster(AclOperation::DescribeConfigs) {
+        return DescribeClientQuotasResponse::default()
+            .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
+            .with_error_message(Some(s("Authorization failed.")))
+            .with_entries(None);
+    }
     let components = req
         .components
         .into_iter()
@@ -114,9 +123,31 @@ fn validate_entry(entry: &alter_client_quotas_request::EntryData) -> Result<Alte
 
 pub async fn alter(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: AlterClientQuotasRequest,
 ) -> AlterClientQuotasResponse {
+    if !Authz::new(broker, ctx).cluster(AclOperation::AlterConfigs) {
+        let entries = req
+            .entries
+            .iter()
+            .map(|e| {
+                alter_client_quotas_response::EntryData::default()
+                    .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
+                    .with_error_message(Some(s("Authorization failed.")))
+                    .with_entity(
+                        e.entity
+                            .iter()
+                            .map(|p| {
+                                alter_client_quotas_response::EntityData::default()
+                                    .with_entity_type(p.entity_type.clone())
+                                    .with_entity_name(p.entity_name.clone())
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        return AlterClientQuotasResponse::default().with_entries(entries);
+    }
     let mut outcomes: Vec<Result<Alteration, String>> =
         req.entries.iter().map(validate_entry).collect();
     // The same entity twice in one request is ambiguous: refuse the repeats.

@@ -3,6 +3,8 @@
 //! Upsertions arrive as salt + salted password + iterations; the broker derives StoredKey and
 //! ServerKey (`auth::scram`) and stores only those, through `UserScramCredential` metadata
 //! records. Validation and error codes follow Kafka's `ScramControlManager` and `ScramImage`.
+//! With the authorizer on, describing needs DESCRIBE on the cluster and altering ALTER
+//! (CLUSTER_AUTHORIZATION_FAILED).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -13,6 +15,8 @@ use kafka_protocol::messages::describe_user_scram_credentials_response::{
 };
 use kafka_protocol::messages::*;
 
+use super::authz::Authz;
+use crate::auth::acl::AclOperation;
 use crate::auth::scram::{self, ScramCredential, ScramMechanism};
 use crate::metadata::MetadataRecord;
 use crate::protocol::dispatch::{s, RequestContext};
@@ -23,9 +27,14 @@ type Failure = (ErrorCode, String);
 
 pub async fn describe(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
+    if !Authz::new(broker, ctx).cluster(AclOperation::Describe) {
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
+            .with_error_message(Some(s("Authorization failed.")));
+    }
     let img = broker.metadata.read();
     let requested: Vec<String> = match req.users {
         Some(users) if !users.is_empty() => users.iter().map(|u| u.name.to_string()).collect(),
@@ -101,9 +110,24 @@ fn check_name(name: &str) -> Result<(), Failure> {
 
 pub async fn alter(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
+    if !Authz::new(broker, ctx).cluster(AclOperation::Alter) {
+        let results = req
+            .deletions
+            .iter()
+            .map(|d| &d.name)
+            .chain(req.upsertions.iter().map(|u| &u.name))
+            .map(|name| {
+                AlterUserScramCredentialsResult::default()
+                    .with_user(name.clone())
+                    .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
+                    .with_error_message(Some(s("Authorization failed.")))
+            })
+            .collect();
+        return AlterUserScramCredentialsResponse::default().with_results(results);
+    }
     // Users in order of first appearance, each with how often it appears.
     let mut order: Vec<String> = Vec::new();
     let mut counts: HashMap<String, usize> = HashMap::new();

@@ -1,4 +1,9 @@
 //! CreateTopics, DeleteTopics and CreatePartitions.
+//!
+//! Authorization as in Kafka: creating needs CREATE on the cluster or the topic (and
+//! DESCRIBE_CONFIGS on the topic to see its configs in the answer), deleting DELETE on the topic
+//! (a topic the principal may not DESCRIBE looks the same as one it may not delete), adding
+//! partitions ALTER; refusals are TOPIC_AUTHORIZATION_FAILED.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,22 +15,32 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::*;
 
+use super::authz::Authz;
 use super::configs::topic_config_entries;
 use super::topic_name;
+use crate::auth::acl::AclOperation;
 use crate::protocol::dispatch::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
 use crate::state::{Broker, TopicError};
 
 pub async fn create(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
+    let authz = Authz::new(broker, ctx);
+    let cluster_create = authz.cluster(AclOperation::Create);
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
         let result = CreatableTopicResult::default().with_name(t.name.clone());
         let outcome = (|| {
+            if !cluster_create && !authz.topic(AclOperation::Create, &name) {
+                return Err(TopicError::new(
+                    ErrorCode::TopicAuthorizationFailed,
+                    "Authorization failed.",
+                ));
+            }
             let mut configs = BTreeMap::new();
             for c in &t.configs {
                 let Some(v) = &c.value else { continue };
@@ -83,6 +98,19 @@ pub async fn create(
                         BTreeMap::new(),
                     ));
                 drop(img);
+                if !authz.topic(AclOperation::DescribeConfigs, &name) {
+                    results.push(
+                        result
+                            .with_topic_id(id)
+                            .with_num_partitions(parts)
+                            .with_replication_factor(rf)
+                            .with_topic_config_error_code(
+                                ErrorCode::TopicAuthorizationFailed.code(),
+                            )
+                            .with_configs(None),
+                    );
+                    continue;
+                }
                 let configs = topic_config_entries(broker, &overrides)
                     .into_iter()
                     .map(|e| {
@@ -114,6 +142,7 @@ pub async fn delete(
     ctx: &RequestContext,
     req: DeleteTopicsRequest,
 ) -> DeleteTopicsResponse {
+    let authz = Authz::new(broker, ctx);
     // v6+ names topics by name or id; older versions by name only.
     let targets: Vec<(Option<String>, uuid::Uuid)> = if ctx.api_version >= 6 {
         req.topics
@@ -142,6 +171,13 @@ pub async fn delete(
                     .with_error_code(ErrorCode::UnknownTopicId.code())
                     .with_error_message(Some(s("This server does not host this topic ID.")));
             };
+            if !authz.topic(AclOperation::Delete, &name) {
+                return DeletableTopicResult::default()
+                    .with_name(Some(topic_name(&name)))
+                    .with_topic_id(id)
+                    .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
+                    .with_error_message(Some(s("Authorization failed.")));
+            }
             match broker.delete_topic(&name) {
                 Ok(id) => DeletableTopicResult::default()
                     .with_name(Some(topic_name(&name)))
@@ -159,9 +195,10 @@ pub async fn delete(
 
 pub async fn create_partitions(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
+    let authz = Authz::new(broker, ctx);
     let results = req
         .topics
         .into_iter()
@@ -171,7 +208,12 @@ pub async fn create_partitions(
                 a.iter()
                     .any(|x| x.broker_ids.iter().any(|b| b.0 != broker.config.node_id))
             });
-            let outcome = if bad_assignment {
+            let outcome = if !authz.topic(AclOperation::Alter, &name) {
+                Err(TopicError::new(
+                    ErrorCode::TopicAuthorizationFailed,
+                    "Authorization failed.",
+                ))
+            } else if bad_assignment {
                 Err(TopicError::new(
                     ErrorCode::InvalidReplicaAssignment,
                     "Replica assignment names an unknown broker.",

@@ -3,8 +3,12 @@
 //!
 //! Authentication: SASL mechanisms (`sasl`, `plain`, `scram_server`) and TLS (`tls`); the network
 //! layer runs the exchanges.
+//!
+//! `authorizer` makes the ACL decision (`authorizer.class.name`, `super.users`,
+//! `allow.everyone.if.no.acl.found`); handlers ask it through `api::authz`.
 
 pub mod acl;
+pub mod authorizer;
 pub mod plain;
 pub mod sasl;
 pub mod scram;

@@ -43,7 +43,10 @@ where
         }
     });
     while let Some(frame) = rx.recv().await {
-        match dispatch::handle(&broker, &mut session, frame).await {
+        // `quota::track` times the request and says how long a throttled client stays muted.
+        let handled = dispatch::handle(&broker, &mut session, frame);
+        let (reply, mute) = crate::quota::track(&broker, handled).await;
+        match reply {
             Reply::Response(bytes) => {
                 if wr.write_all(&bytes).await.is_err() {
                     break;
@@ -61,6 +64,9 @@ where
                 tracing::warn!(%peer, %reason, "closing connection");
                 break;
             }
+        }
+        if !mute.is_zero() {
+            tokio::time::sleep(mute).await;
         }
     }
     reader.abort();
