@@ -13,7 +13,7 @@ use kafka_protocol::messages::MetadataRequest;
 use kafka_protocol::protocol::Request;
 
 pub use topics::{TopicDescription, TopicInfo};
-pub use users::{AclBinding, ScramMechanism};
+pub use users::{acl_codes, AclBinding, ScramCredentialInfo, ScramMechanism, SCRAM_ITERATIONS};
 
 /// Deadline for one request/response round trip (and for connecting).
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);

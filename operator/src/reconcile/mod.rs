@@ -4,6 +4,7 @@
 pub mod kafka;
 pub mod topic;
 pub mod user;
+pub mod user_acls;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
