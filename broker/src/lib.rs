@@ -17,6 +17,7 @@ pub mod network;
 pub mod partition;
 pub mod protocol;
 pub mod quota;
+pub mod replication;
 pub mod state;
 pub mod topic_config;
 

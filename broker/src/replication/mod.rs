@@ -1,0 +1,6 @@
+//! Partition replication: what a leader knows about its followers (ISR, high watermark) and
+//! what stopping a broker would do to the partitions it hosts. The pure decision logic lives
+//! here; the fetcher tasks and the controller calls are built on top of it.
+
+pub mod isr;
+pub mod safety;
