@@ -1,4 +1,5 @@
-//! The admin HTTP endpoint (separate port): `/metrics` for Prometheus and `/v1/ready` for probes.
+//! The admin HTTP endpoint (separate port): `/metrics` for Prometheus, `/v1/ready` for probes and
+//! `/v1/restart-safety` (may this broker be stopped now?) for the operator.
 //! A deliberately small HTTP/1.1 responder: GET only, one request per connection.
 
 use std::sync::Arc;
@@ -62,6 +63,11 @@ async fn handle(broker: Arc<Broker>, mut stream: TcpStream) -> std::io::Result<(
             "application/json",
             "{\"ready\":false}\n".to_string(),
         ),
+        ("GET", "/v1/restart-safety") => {
+            let answer = crate::replication::view::restart_safety(&broker);
+            let body = serde_json::to_string(&answer).unwrap_or_default() + "\n";
+            ("200 OK", "application/json", body)
+        }
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
         _ => (
             "405 Method Not Allowed",

@@ -4,3 +4,4 @@
 
 pub mod isr;
 pub mod safety;
+pub mod view;
