@@ -57,8 +57,13 @@ pub async fn run(
 
     let users = Controller::new(api::<KafkaUser>(&ctx, ns), Config::default());
     let user_store = users.store();
+    let referencing_store = user_store.clone();
     let user = users
         .owns(api::<Secret>(&ctx, ns), Config::default())
+        // A password Secret referenced by a user: rotate the credential as soon as it changes.
+        .watches(api::<Secret>(&ctx, ns), Config::default(), move |secret| {
+            users_referencing(&referencing_store, &secret)
+        })
         .watches(api::<Kafka>(&ctx, ns), Config::default(), move |k| {
             members_of(&user_store, &k)
         })
@@ -81,6 +86,25 @@ where
         .into_iter()
         .filter(|m| m.namespace() == ns && m.labels().get(CLUSTER_LABEL) == Some(&name))
         .map(|m| ObjectRef::from_obj(m.as_ref()))
+        .collect()
+}
+
+/// The users whose `spec.authentication.password` names `secret`.
+fn users_referencing(store: &Store<KafkaUser>, secret: &Secret) -> Vec<ObjectRef<KafkaUser>> {
+    let ns = secret.namespace();
+    let name = secret.name_any();
+    store
+        .state()
+        .into_iter()
+        .filter(|u| u.namespace() == ns)
+        .filter(|u| {
+            u.spec
+                .authentication
+                .as_ref()
+                .and_then(|a| a.password.as_ref())
+                .is_some_and(|p| p.value_from.secret_key_ref.name == name)
+        })
+        .map(|u| ObjectRef::from_obj(u.as_ref()))
         .collect()
 }
 
