@@ -115,6 +115,20 @@ async fn topics_follow_their_resources() {
         wait_condition(&topics, "orders", "Ready", None).await?;
         ensure!(overrides(&addr, "orders")?.contains("retention.ms=5"));
 
+        // The example user of the same cluster: credential, Secret and its four ACL bindings.
+        let example = std::fs::read_to_string(repo_root().join("examples/kafka-user.yaml"))?;
+        apply_yaml(&ns, &example).await?;
+        let users = fjord_api(&ns, "KafkaUser");
+        let u = wait_condition(&users, "orders-reader", "Ready", None).await?;
+        ensure!(u.data["status"]["secret"] == "orders-reader", "{}", u.data["status"]);
+        let acls = kafka_cli(
+            "kafka-acls",
+            &["--bootstrap-server", &addr, "--list", "--principal", "User:orders-reader"],
+        )?;
+        let bindings = acls.lines().filter(|l| l.contains("principal=User:orders-reader")).count();
+        ensure!(bindings == 4, "{acls}");
+        ensure!(acls.contains("operation=WRITE, permissionType=DENY"), "{acls}");
+
         // A topic of a cluster that does not exist.
         apply_yaml(
             &ns,
