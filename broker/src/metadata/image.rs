@@ -42,7 +42,8 @@ pub struct MetadataImage {
     pub offset: u64,
 }
 
-fn partition(replicas: Vec<i32>) -> PartitionMeta {
+/// A new partition: the first replica leads, every replica is in sync, epoch 0.
+pub fn partition_defaults(replicas: Vec<i32>) -> PartitionMeta {
     PartitionMeta {
         leader: replicas.first().copied().unwrap_or(-1),
         isr: replicas.clone(),
@@ -67,7 +68,7 @@ impl MetadataImage {
                     TopicMeta {
                         name: name.clone(),
                         id: *id,
-                        partitions: replicas.iter().cloned().map(partition).collect(),
+                        partitions: replicas.iter().cloned().map(partition_defaults).collect(),
                         configs: configs.clone(),
                     },
                 );
@@ -79,7 +80,8 @@ impl MetadataImage {
             }
             MetadataRecord::AddPartitions { name, replicas } => {
                 if let Some(t) = self.topics.get_mut(name) {
-                    t.partitions.extend(replicas.iter().cloned().map(partition));
+                    t.partitions
+                        .extend(replicas.iter().cloned().map(partition_defaults));
                 }
             }
             MetadataRecord::AlterTopicConfig { name, changes } => {
@@ -90,6 +92,23 @@ impl MetadataImage {
             MetadataRecord::AlterBrokerConfig { node, changes } => {
                 let map = self.broker_configs.entry(*node).or_default();
                 apply_changes(map, changes);
+            }
+            MetadataRecord::PartitionChange {
+                topic,
+                partition,
+                leader,
+                isr,
+                leader_epoch,
+            } => {
+                let meta = self
+                    .topics
+                    .get_mut(topic)
+                    .and_then(|t| t.partitions.get_mut(usize::try_from(*partition).ok()?));
+                if let Some(p) = meta {
+                    p.leader = *leader;
+                    p.isr = isr.clone();
+                    p.leader_epoch = *leader_epoch;
+                }
             }
             MetadataRecord::ProducerIdBlock { next } => {
                 self.next_producer_id = self.next_producer_id.max(*next);

@@ -6,8 +6,10 @@
 
 pub mod image;
 pub mod placement;
+pub mod quorum_applier;
 pub mod quota;
 pub mod record;
+pub mod snapshot;
 pub mod store;
 
 pub use image::{MetadataImage, PartitionMeta, TopicMeta};

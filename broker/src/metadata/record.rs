@@ -37,6 +37,15 @@ pub enum MetadataRecord {
         node: Option<i32>,
         changes: BTreeMap<String, Option<String>>,
     },
+    /// A partition's leadership or ISR changed (KRaft's `PartitionChangeRecord`). Only the
+    /// controller writes it, so the ISR in metadata is always one the controller agreed to.
+    PartitionChange {
+        topic: String,
+        partition: i32,
+        leader: i32,
+        isr: Vec<i32>,
+        leader_epoch: i32,
+    },
     /// Reserves producer ids below `next` so they are never handed out twice.
     ProducerIdBlock {
         next: i64,
