@@ -129,6 +129,33 @@ async fn topics_follow_their_resources() {
         ensure!(bindings == 4, "{acls}");
         ensure!(acls.contains("operation=WRITE, permissionType=DENY"), "{acls}");
 
+        // The Secret's sasl.jaas.config logs in over SCRAM-SHA-512; a wrong password does not.
+        let secret = ns
+            .api::<k8s_openapi::api::core::v1::Secret>()
+            .get("orders-reader")
+            .await?;
+        let data = secret.data.unwrap_or_default();
+        let jaas = String::from_utf8(data["sasl.jaas.config"].0.clone())?;
+        let password = String::from_utf8(data["password"].0.clone())?;
+        let dir = tempfile::tempdir()?;
+        let good = scram_client_config(dir.path(), &jaas)?;
+        let listed = kafka_cli(
+            "kafka-topics",
+            &["--bootstrap-server", &broker.sasl_address, "--list", "--command-config", good.to_str().unwrap()],
+        )?;
+        ensure!(listed.lines().any(|l| l == "orders"), "{listed}");
+        let wrong = dir.path().join("wrong.properties");
+        std::fs::write(
+            &wrong,
+            std::fs::read_to_string(&good)?.replace(&password, "not-the-password"),
+        )?;
+        let refused = kafka_cli(
+            "kafka-topics",
+            &["--bootstrap-server", &broker.sasl_address, "--list", "--command-config", wrong.to_str().unwrap()],
+        );
+        let message = format!("{:#}", refused.expect_err("a wrong password must be refused"));
+        ensure!(message.contains("Authentication failed"), "{message}");
+
         // A topic of a cluster that does not exist.
         apply_yaml(
             &ns,

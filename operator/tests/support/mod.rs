@@ -142,7 +142,10 @@ pub fn find_condition(
 
 /// A real fjord broker in this process on 127.0.0.1 (random ports), data in a temp dir.
 pub struct LocalBroker {
+    /// PLAINTEXT listener (what the operator's admin connection uses).
     pub address: String,
+    /// SASL_PLAINTEXT listener with SCRAM-SHA-512 (what users log in on).
+    pub sasl_address: String,
     _data: tempfile::TempDir,
 }
 
@@ -151,7 +154,15 @@ pub async fn start_broker() -> Result<LocalBroker> {
     let overrides = vec![
         (
             "listeners".to_string(),
-            "PLAINTEXT://127.0.0.1:0".to_string(),
+            "PLAINTEXT://127.0.0.1:0,SASL://127.0.0.1:0".to_string(),
+        ),
+        (
+            "listener.security.protocol.map".to_string(),
+            "PLAINTEXT:PLAINTEXT,SASL:SASL_PLAINTEXT".to_string(),
+        ),
+        (
+            "sasl.enabled.mechanisms".to_string(),
+            "SCRAM-SHA-512".to_string(),
         ),
         ("admin.listener".to_string(), "127.0.0.1:0".to_string()),
         ("log.dirs".to_string(), data.path().display().to_string()),
@@ -161,6 +172,7 @@ pub async fn start_broker() -> Result<LocalBroker> {
     let running = fjord_broker::start(config).await?;
     Ok(LocalBroker {
         address: running.kafka_addrs[0].to_string(),
+        sasl_address: running.kafka_addrs[1].to_string(),
         _data: data,
     })
 }
@@ -184,6 +196,19 @@ pub fn kafka_bin_dir() -> Result<PathBuf> {
     let dir = stdout.lines().last().unwrap_or("").trim().to_string();
     std::env::set_var("KAFKA_BIN_DIR", &dir);
     Ok(PathBuf::from(dir))
+}
+
+/// Writes a client properties file for a SCRAM-SHA-512 login with `jaas` (a `sasl.jaas.config`
+/// value, e.g. straight from a KafkaUser's Secret).
+pub fn scram_client_config(dir: &Path, jaas: &str) -> Result<PathBuf> {
+    let path = dir.join(format!("client-{}.properties", std::process::id()));
+    std::fs::write(
+        &path,
+        format!(
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\nsasl.jaas.config={jaas}\n"
+        ),
+    )?;
+    Ok(path)
 }
 
 /// Runs one of Apache Kafka's CLI tools (e.g. `kafka-topics`) and returns its stdout.
