@@ -31,22 +31,6 @@ pub fn new_cluster_id() -> String {
 pub fn spec_warnings(kafka: &Kafka) -> Vec<Condition> {
     let spec = &kafka.spec.kafka;
     let mut out = Vec::new();
-    let secured: Vec<&str> = spec
-        .listeners
-        .iter()
-        .filter(|l| l.tls || l.authentication.is_some())
-        .map(|l| l.name.as_str())
-        .collect();
-    if !secured.is_empty() {
-        out.push(Condition::warning(
-            "ListenerSecurityNotImplemented",
-            format!(
-                "listeners {} ask for TLS or SASL, which this broker version does not serve yet; \
-                 clients will fail to connect to them",
-                secured.join(", ")
-            ),
-        ));
-    }
     let external: Vec<&str> = spec
         .listeners
         .iter()
@@ -73,8 +57,10 @@ pub fn spec_warnings(kafka: &Kafka) -> Vec<Condition> {
     }
     if spec.authorization.is_some() {
         out.push(Condition::warning(
-            "AuthorizationNotEnforced",
-            "ACLs are stored and managed, but this broker version does not enforce them yet",
+            "OperatorHasNoCredentials",
+            "the operator's admin connection is unauthenticated (User:ANONYMOUS), so with \
+             authorization on, KafkaTopic and KafkaUser reconciliation needs ACLs for it; \
+             operator credentials come with TLS certificate provisioning",
         ));
     }
     out
@@ -291,8 +277,9 @@ mod tests {
 kafka:
   replicas: 1
   listeners:
-    - {name: tls, port: 9093, type: internal, tls: true}
+    - {name: scram, port: 9093, type: internal, tls: false, authentication: {type: scram-sha-512}}
     - {name: ext, port: 9094, type: loadbalancer, tls: false}
+  authorization: {type: simple}
   storage: {type: ephemeral}
 "#,
         );
@@ -303,8 +290,8 @@ kafka:
         assert_eq!(
             reasons,
             vec![
-                "ListenerSecurityNotImplemented",
-                "ExternalAddressesNotImplemented"
+                "ExternalAddressesNotImplemented",
+                "OperatorHasNoCredentials"
             ]
         );
     }

@@ -50,6 +50,13 @@ pub fn validate(kafka: &Kafka) -> Vec<String> {
             ));
         }
     }
+    for l in kafka.spec.kafka.listeners.iter().filter(|l| l.tls) {
+        problems.push(format!(
+            "listener '{}' asks for TLS, but the operator does not issue broker certificates yet \
+             (brokers would not start); use tls: false (with scram-sha-512 authentication) for now",
+            l.name
+        ));
+    }
     if kafka.spec.kafka.replicas < 1 {
         problems.push("spec.kafka.replicas must be at least 1".into());
     }
@@ -339,6 +346,9 @@ kafka:
             .insert("x".into(), serde_json::json!({"nested": true}));
         let problems = validate(&k);
         assert_eq!(problems.len(), 2, "{problems:?}");
+        let mut tls = kafka(THREE_BROKERS);
+        tls.spec.kafka.listeners[0].tls = true;
+        assert!(validate(&tls)[0].contains("TLS"), "{:?}", validate(&tls));
         assert!(problems[0].contains("node.id"));
         assert!(shared_properties(&k, "c").is_err());
     }
