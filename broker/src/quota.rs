@@ -13,7 +13,10 @@
 //!   (Kafka's `Rate.windowSize`).
 //! * **Throttle**: after recording, if the rate is above the quota the client must wait
 //!   `(rate - quota) / quota * window` ms (the time that brings the rate back to the quota),
-//!   at most one window. Produce and Fetch return it in `throttle_time_ms`; the connection then
+//!   at most `num` windows (a bound against absurd values after a quota is lowered; a smaller
+//!   bound would let requests larger than one window's quota through unpaid). Like Kafka, a
+//!   client starting from nothing may send `num - 1` windows' worth before the first throttle.
+//!   Produce and Fetch return it in `throttle_time_ms`; the connection then
 //!   reads nothing more from the client for that long (`track`, "muting" in Kafka), so clients
 //!   that ignore the field are slowed down as well.
 //! * **request_percentage** approximation: Kafka measures the time request-handler and network
@@ -267,7 +270,7 @@ impl QuotaManager {
                 now,
                 self.window_ms,
                 self.num,
-                self.window_ms,
+                self.window_ms * self.num as u64,
             );
             (th, r.measure(now, self.window_ms, self.num))
         };
