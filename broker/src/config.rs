@@ -63,6 +63,8 @@ pub struct Config {
     /// Topic-level defaults that topics inherit unless they override them (`log.*` broker keys
     /// mapped to topic keys such as `retention.ms`), as strings in topic-key form.
     pub topic_defaults: BTreeMap<String, String>,
+    /// Cluster mode (`controller.quorum.voters`); disabled when no voters are configured.
+    pub cluster: crate::cluster::config::ClusterConfig,
     /// Every key/value as given (after defaults), for DescribeConfigs.
     pub raw: BTreeMap<String, String>,
 }
@@ -314,8 +316,8 @@ impl Config {
         if node_id < 0 {
             return Err(err("node.id", "must be >= 0"));
         }
-        let listeners = parse_listeners("listeners", &raw["listeners"])?;
-        let advertised_listeners = match raw.get("advertised.listeners") {
+        let mut listeners = parse_listeners("listeners", &raw["listeners"])?;
+        let mut advertised_listeners = match raw.get("advertised.listeners") {
             Some(v) => parse_listeners("advertised.listeners", v)?,
             None => listeners
                 .iter()
@@ -329,6 +331,12 @@ impl Config {
                 })
                 .collect(),
         };
+        let cluster = crate::cluster::config::resolve(
+            &raw,
+            node_id,
+            &mut listeners,
+            &mut advertised_listeners,
+        )?;
         let listener_security = crate::network::security::parse(&raw, &listeners)?;
         let failed_authentication_delay_ms: u64 =
             match raw.get("connection.failed.authentication.delay.ms") {
@@ -426,6 +434,7 @@ impl Config {
             quota_window_num,
             quota_window_size_seconds,
             topic_defaults,
+            cluster,
             raw,
         };
         Ok(cfg)

@@ -7,6 +7,7 @@ pub mod admin_http;
 pub mod alloc_guard;
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod group;
 pub mod identity;
@@ -51,7 +52,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             }
         }
     }
-    let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
+    let broker = if config.cluster.enabled() {
+        open_clustered(config).await?
+    } else {
+        tokio::task::spawn_blocking(move || Broker::open(config)).await??
+    };
     network::server::spawn_all(&broker, listeners);
     tokio::spawn(admin_http::serve(broker.clone(), admin));
     let b = broker.clone();
@@ -78,4 +83,37 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         kafka_addrs,
         admin_addr,
     })
+}
+
+/// Cluster mode: checks the identity, starts the quorum member on the controller listener,
+/// opens the broker around the quorum's image, opens hosted logs and registers the broker.
+async fn open_clustered(config: Config) -> anyhow::Result<Arc<Broker>> {
+    let dir = config.data_dir().clone();
+    let (node_id, configured) = (config.node_id, config.cluster_id.clone());
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir)?;
+        identity::load_or_format(&dir, node_id, configured.as_deref())
+    })
+    .await??;
+    let Some(controller) = config.cluster.controller_listener.clone() else {
+        anyhow::bail!("controller.listener.names: no controller listener");
+    };
+    let addr = controller.bind_addr();
+    let tcp = tokio::net::TcpListener::bind(&addr).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {addr} (controller listener {}): {e}",
+            controller.name
+        )
+    })?;
+    tracing::info!(listener = %controller.name, %addr, "quorum listening");
+    let slot: cluster::BrokerSlot = Arc::default();
+    let (quorum, image) = cluster::Cluster::start(&config, tcp, slot.clone()).await?;
+    let broker =
+        tokio::task::spawn_blocking(move || Broker::open_with(config, Some((quorum, image))))
+            .await??;
+    let _ = slot.set(Arc::downgrade(&broker));
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || cluster::hosted::sync(&b)).await?;
+    tokio::spawn(cluster::registration::register(broker.clone()));
+    Ok(broker)
 }

@@ -25,9 +25,14 @@ const PRODUCER_ID_BLOCK: i64 = 1000;
 pub struct Broker {
     pub config: Config,
     pub cluster_id: String,
-    pub metadata: RwLock<MetadataImage>,
-    store: Mutex<MetadataStore>,
-    partitions: RwLock<HashMap<String, Vec<Arc<Partition>>>>,
+    /// Shared with the quorum applier in cluster mode (which alone updates it there).
+    pub metadata: Arc<RwLock<MetadataImage>>,
+    /// The file store (single-node mode); `None` in cluster mode.
+    store: Mutex<Option<MetadataStore>>,
+    /// Hosted partitions by topic, then partition index.
+    pub(crate) partitions: RwLock<HashMap<String, BTreeMap<i32, Arc<Partition>>>>,
+    /// Cluster mode: the Raft quorum carrying metadata (`None` on a single node).
+    pub cluster: Option<crate::cluster::Cluster>,
     pub groups: GroupCoordinator,
     pub metrics: Metrics,
     /// Client quota rates and throttling (`quota`).
@@ -88,13 +93,29 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
 impl Broker {
     /// Opens the data directory: identity, metadata, and every partition log (with recovery).
     pub fn open(config: Config) -> anyhow::Result<Arc<Broker>> {
+        Self::open_with(config, None)
+    }
+
+    /// Opens the broker; in cluster mode `cluster` carries the started quorum and the image its
+    /// applier updates (partition logs are then opened by `cluster::hosted::sync`).
+    pub fn open_with(
+        config: Config,
+        cluster: Option<(crate::cluster::Cluster, Arc<RwLock<MetadataImage>>)>,
+    ) -> anyhow::Result<Arc<Broker>> {
         let dir = config.data_dir().clone();
         std::fs::create_dir_all(&dir)?;
         let cluster_id =
             crate::identity::load_or_format(&dir, config.node_id, config.cluster_id.as_deref())?;
-        let (store, image) = MetadataStore::open(&dir)?;
+        let (store, image, cluster) = match cluster {
+            None => {
+                let (store, image) = MetadataStore::open(&dir)?;
+                (Some(store), Arc::new(RwLock::new(image)), None)
+            }
+            Some((c, image)) => (None, image, Some(c)),
+        };
+        let clustered = cluster.is_some();
         let groups = GroupCoordinator::open(&dir, &config)?;
-        let next_pid = image.next_producer_id;
+        let next_pid = image.read().next_producer_id;
         let metrics = Metrics::new();
         let quotas = crate::quota::QuotaManager::new(
             &metrics.registry,
@@ -103,9 +124,10 @@ impl Broker {
         );
         let broker = Arc::new(Broker {
             cluster_id,
-            metadata: RwLock::new(image),
+            metadata: image,
             store: Mutex::new(store),
             partitions: RwLock::new(HashMap::new()),
+            cluster,
             groups,
             metrics,
             quotas,
@@ -113,7 +135,9 @@ impl Broker {
             ready: AtomicBool::new(false),
             config,
         });
-        broker.open_all_partitions()?;
+        if !clustered {
+            broker.open_all_partitions()?;
+        }
         broker.ready.store(true, Ordering::Release);
         Ok(broker)
     }
@@ -122,7 +146,7 @@ impl Broker {
         self.ready.load(Ordering::Acquire)
     }
 
-    fn partition_dir(&self, topic: &str, p: i32) -> PathBuf {
+    pub(crate) fn partition_dir(&self, topic: &str, p: i32) -> PathBuf {
         self.config.data_dir().join(format!("{topic}-{p}"))
     }
 
@@ -142,7 +166,7 @@ impl Broker {
         d
     }
 
-    fn settings_for(&self, topic_configs: &BTreeMap<String, String>) -> TopicSettings {
+    pub(crate) fn settings_for(&self, topic_configs: &BTreeMap<String, String>) -> TopicSettings {
         TopicSettings::resolve(topic_configs, &self.topic_defaults())
     }
 
@@ -153,17 +177,13 @@ impl Broker {
         for t in topics {
             let settings = self.settings_for(&t.configs);
             let name: Arc<str> = Arc::from(t.name.as_str());
-            let mut parts = Vec::new();
+            let mut parts = BTreeMap::new();
             for (i, pm) in t.partitions.iter().enumerate() {
                 let dir = self.partition_dir(&t.name, i as i32);
                 let log = PartitionLog::open(&dir, settings.clone(), now)
                     .map_err(|e| anyhow::anyhow!("opening log {}: {e}", dir.display()))?;
-                parts.push(Arc::new(Partition::new(
-                    name.clone(),
-                    i as i32,
-                    log,
-                    pm.leader_epoch,
-                )));
+                let p = Partition::new(name.clone(), i as i32, log, pm.leader_epoch);
+                parts.insert(i as i32, Arc::new(p));
             }
             map.insert(t.name.clone(), parts);
         }
@@ -171,10 +191,7 @@ impl Broker {
     }
 
     fn commit(&self, record: MetadataRecord) -> io::Result<()> {
-        let mut store = self.store.lock();
-        store.append(&record)?;
-        self.metadata.write().apply(&record);
-        Ok(())
+        self.commit_all(std::slice::from_ref(&record))
     }
 
     /// Persists records with one write and fsync, then applies them in order. Callers that
@@ -183,7 +200,14 @@ impl Broker {
         if records.is_empty() {
             return Ok(());
         }
+        if let Some(cluster) = &self.cluster {
+            // Committed through the quorum; the applier updates the image (here too).
+            return cluster.write_blocking(records);
+        }
         let mut store = self.store.lock();
+        let Some(store) = store.as_mut() else {
+            return Err(io::Error::other("no metadata store"));
+        };
         store.append_all(records)?;
         let mut img = self.metadata.write();
         for r in records {
@@ -202,15 +226,37 @@ impl Broker {
         self.partitions
             .read()
             .get(topic)
-            .and_then(|v| v.get(usize::try_from(index).ok()?).cloned())
+            .and_then(|v| v.get(&index).cloned())
+    }
+
+    /// The hosted partition if this node leads it; otherwise the error to answer
+    /// (NOT_LEADER_OR_FOLLOWER for a partition that exists elsewhere).
+    pub fn led_partition(&self, topic: &str, index: i32) -> Result<Arc<Partition>, ErrorCode> {
+        crate::cluster::leader_check(self, topic, index)
+    }
+
+    /// Does the metadata know this partition (hosted here or not)?
+    pub fn partition_exists(&self, topic: &str, index: i32) -> bool {
+        self.metadata
+            .read()
+            .topics
+            .get(topic)
+            .is_some_and(|t| usize::try_from(index).is_ok_and(|i| i < t.partitions.len()))
     }
 
     pub fn topic_partitions(&self, topic: &str) -> Option<Vec<Arc<Partition>>> {
-        self.partitions.read().get(topic).cloned()
+        self.partitions
+            .read()
+            .get(topic)
+            .map(|m| m.values().cloned().collect())
     }
 
     pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
-        self.partitions.read().values().flatten().cloned().collect()
+        self.partitions
+            .read()
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect()
     }
 
     /// Creates a topic. `validate_only` checks everything without changing anything.
@@ -251,6 +297,16 @@ impl Broker {
                 "Replication factor must be larger than 0.",
             ));
         }
+        if self.cluster.is_some() {
+            return crate::cluster::topics::create_topic(
+                self,
+                name,
+                partitions,
+                rf,
+                configs,
+                validate_only,
+            );
+        }
         if rf > 1 {
             return Err(TopicError::new(
                 ErrorCode::InvalidReplicationFactor,
@@ -281,14 +337,14 @@ impl Broker {
         let replicas = vec![vec![self.config.node_id]; partitions as usize];
         let settings = self.settings_for(&configs);
         let now = now_ms();
-        let mut parts = Vec::new();
+        let mut parts = BTreeMap::new();
         let name_arc: Arc<str> = Arc::from(name);
         for i in 0..partitions {
             let dir = self.partition_dir(name, i);
             // A stale directory from an earlier topic of the same name must not leak old data.
             let _ = std::fs::remove_dir_all(&dir);
             let log = PartitionLog::open(&dir, settings.clone(), now).map_err(storage_error)?;
-            parts.push(Arc::new(Partition::new(name_arc.clone(), i, log, 0)));
+            parts.insert(i, Arc::new(Partition::new(name_arc.clone(), i, log, 0)));
         }
         self.commit(MetadataRecord::CreateTopic {
             name: name.to_string(),
@@ -306,7 +362,7 @@ impl Broker {
     }
 
     /// Serialises topic-changing operations (create/delete/alter) with each other.
-    fn store_guard(&self) -> parking_lot::MutexGuard<'_, ()> {
+    pub(crate) fn store_guard(&self) -> parking_lot::MutexGuard<'_, ()> {
         static TOPIC_CHANGES: Mutex<()> = Mutex::new(());
         TOPIC_CHANGES.lock()
     }
@@ -335,8 +391,13 @@ impl Broker {
             name: name.to_string(),
         })
         .map_err(storage_error)?;
+        if self.cluster.is_some() {
+            // The applier's hook removed the logs (on every node).
+            tracing::info!(topic = name, "deleted topic");
+            return Ok(id);
+        }
         if let Some(parts) = self.partitions.write().remove(name) {
-            for p in parts {
+            for p in parts.into_values() {
                 let dir = p.log.read().dir().to_path_buf();
                 p.advance_high_watermark(i64::MAX);
                 if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -381,18 +442,27 @@ impl Broker {
                 "Number of partitions is above the limit of 100000.",
             ));
         }
+        if self.cluster.is_some() {
+            return crate::cluster::topics::add_partitions(
+                self,
+                name,
+                current,
+                count,
+                validate_only,
+            );
+        }
         if validate_only {
             return Ok(());
         }
         let settings = self.settings_for(&configs);
         let now = now_ms();
         let name_arc: Arc<str> = Arc::from(name);
-        let mut new_parts = Vec::new();
+        let mut new_parts = BTreeMap::new();
         for i in current..count {
             let dir = self.partition_dir(name, i);
             let _ = std::fs::remove_dir_all(&dir);
             let log = PartitionLog::open(&dir, settings.clone(), now).map_err(storage_error)?;
-            new_parts.push(Arc::new(Partition::new(name_arc.clone(), i, log, 0)));
+            new_parts.insert(i, Arc::new(Partition::new(name_arc.clone(), i, log, 0)));
         }
         let replicas = vec![vec![self.config.node_id]; (count - current) as usize];
         self.commit(MetadataRecord::AddPartitions {
@@ -488,7 +558,7 @@ impl Broker {
     }
 
     /// Recomputes effective settings for one topic or all.
-    fn refresh_settings(&self, only: Option<&str>) {
+    pub(crate) fn refresh_settings(&self, only: Option<&str>) {
         let img = self.metadata.read().clone();
         let parts = self.partitions.read();
         for (name, list) in parts.iter() {
@@ -499,7 +569,7 @@ impl Broker {
                 continue;
             };
             let s = self.settings_for(&t.configs);
-            for p in list {
+            for p in list.values() {
                 p.log.write().set_settings(s.clone());
             }
         }
@@ -551,7 +621,7 @@ impl Broker {
     }
 }
 
-fn storage_error(e: io::Error) -> TopicError {
+pub(crate) fn storage_error(e: io::Error) -> TopicError {
     tracing::error!(error = %e, "storage error");
     TopicError::new(ErrorCode::UnknownServerError, format!("storage error: {e}"))
 }

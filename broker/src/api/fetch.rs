@@ -80,13 +80,15 @@ pub async fn handle(
                 resolved: name
                     .as_ref()
                     .filter(|_| !denied)
-                    .and_then(|n| broker.partition(n, p.partition)),
+                    .and_then(|n| broker.led_partition(n, p.partition).ok()),
                 missing_error: if denied {
                     ErrorCode::TopicAuthorizationFailed
                 } else if use_ids && name.is_none() {
                     ErrorCode::UnknownTopicId
                 } else {
-                    ErrorCode::UnknownTopicOrPartition
+                    name.as_ref()
+                        .and_then(|n| broker.led_partition(n, p.partition).err())
+                        .unwrap_or(ErrorCode::UnknownTopicOrPartition)
                 },
             });
         }

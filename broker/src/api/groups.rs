@@ -41,39 +41,59 @@ pub async fn find_coordinator(
                 .then_some(ErrorCode::GroupAuthorizationFailed)
         }
     };
-    let l = broker.config.advertised_for(&ctx.listener);
-    let node = BrokerId(broker.config.node_id);
+    // The coordinator: this node alone; in cluster mode a registered broker by key hash.
+    let coordinator = |key: &str| -> Option<(BrokerId, String, i32)> {
+        if broker.cluster.is_some() {
+            let id = crate::cluster::coordinator_for(broker, key)?;
+            let (host, port) =
+                crate::cluster::registration::endpoint_of(broker, id, &ctx.listener)?;
+            return Some((BrokerId(id), host, port as i32));
+        }
+        let l = broker.config.advertised_for(&ctx.listener);
+        Some((
+            BrokerId(broker.config.node_id),
+            l.host.clone(),
+            l.port as i32,
+        ))
+    };
     if ctx.api_version >= 4 {
         let coordinators = req
             .coordinator_keys
             .iter()
-            .map(|k| match denied(k) {
-                Some(code) => Coordinator::default()
+            .map(|k| match (denied(k), coordinator(k)) {
+                (Some(code), _) => Coordinator::default()
                     .with_key(k.clone())
                     .with_node_id(BrokerId(-1))
                     .with_host(s(""))
                     .with_port(-1)
                     .with_error_code(code.code()),
-                None => Coordinator::default()
+                (None, None) => Coordinator::default()
+                    .with_key(k.clone())
+                    .with_node_id(BrokerId(-1))
+                    .with_host(s(""))
+                    .with_port(-1)
+                    .with_error_code(ErrorCode::CoordinatorNotAvailable.code()),
+                (None, Some((node, host, port))) => Coordinator::default()
                     .with_key(k.clone())
                     .with_node_id(node)
-                    .with_host(s(l.host.clone()))
-                    .with_port(l.port as i32),
+                    .with_host(s(host))
+                    .with_port(port),
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    if let Some(code) = denied(&req.key) {
-        return FindCoordinatorResponse::default()
-            .with_error_code(code.code())
+    let code = denied(&req.key);
+    match (code, coordinator(&req.key)) {
+        (None, Some((node, host, port))) => FindCoordinatorResponse::default()
+            .with_node_id(node)
+            .with_host(s(host))
+            .with_port(port),
+        (code, _) => FindCoordinatorResponse::default()
+            .with_error_code(code.unwrap_or(ErrorCode::CoordinatorNotAvailable).code())
             .with_node_id(BrokerId(-1))
             .with_host(s(""))
-            .with_port(-1);
+            .with_port(-1),
     }
-    FindCoordinatorResponse::default()
-        .with_node_id(node)
-        .with_host(s(l.host.clone()))
-        .with_port(l.port as i32)
 }
 
 pub async fn join(

@@ -51,8 +51,9 @@ pub async fn handle(
                     if denied {
                         return base.with_error_code(ErrorCode::TopicAuthorizationFailed.code()).with_offset(-1).with_timestamp(-1);
                     }
-                    let Some(part) = broker.partition(&name, p.partition_index) else {
-                        return base.with_error_code(ErrorCode::UnknownTopicOrPartition.code()).with_offset(-1).with_timestamp(-1);
+                    let part = match broker.led_partition(&name, p.partition_index) {
+                        Ok(part) => part,
+                        Err(code) => return base.with_error_code(code.code()).with_offset(-1).with_timestamp(-1),
                     };
                     let hw = part.high_watermark();
                     let log = part.log.read();
@@ -101,8 +102,9 @@ pub async fn delete_records(
                     if denied {
                         return base.with_error_code(ErrorCode::TopicAuthorizationFailed.code());
                     }
-                    let Some(part) = broker.partition(&name, p.partition_index) else {
-                        return base.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
+                    let part = match broker.led_partition(&name, p.partition_index) {
+                        Ok(part) => part,
+                        Err(code) => return base.with_error_code(code.code()),
                     };
                     let hw = part.high_watermark();
                     let target = if p.offset == -1 { hw } else { p.offset };
@@ -153,8 +155,9 @@ pub async fn offset_for_leader_epoch(
                     if denied {
                         return base.with_error_code(ErrorCode::TopicAuthorizationFailed.code());
                     }
-                    let Some(part) = broker.partition(&name, p.partition) else {
-                        return base.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
+                    let part = match broker.led_partition(&name, p.partition) {
+                        Ok(part) => part,
+                        Err(code) => return base.with_error_code(code.code()),
                     };
                     if p.current_leader_epoch >= 0 && p.current_leader_epoch != part.leader_epoch {
                         let code = if p.current_leader_epoch > part.leader_epoch {

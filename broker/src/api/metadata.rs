@@ -27,12 +27,32 @@ use super::authz::{Authz, OPS_NOT_REQUESTED as OPERATIONS_NOT_REQUESTED};
 use crate::auth::acl::AclOperation;
 
 fn brokers(broker: &Broker, listener: &str) -> Vec<MetadataResponseBroker> {
+    if broker.cluster.is_some() {
+        return crate::cluster::registration::brokers_for(broker, listener)
+            .into_iter()
+            .map(|(id, host, port, rack)| {
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(id))
+                    .with_host(s(host))
+                    .with_port(port as i32)
+                    .with_rack(rack.map(s))
+            })
+            .collect();
+    }
     let l = broker.config.advertised_for(listener);
     vec![MetadataResponseBroker::default()
         .with_node_id(BrokerId(broker.config.node_id))
         .with_host(s(l.host.clone()))
         .with_port(l.port as i32)
         .with_rack(broker.config.broker_rack.clone().map(s))]
+}
+
+/// The controller: the quorum leader in cluster mode (-1 while unknown), else this node.
+fn controller_id(broker: &Broker) -> BrokerId {
+    BrokerId(match &broker.cluster {
+        Some(c) => c.leader().unwrap_or(-1),
+        None => broker.config.node_id,
+    })
 }
 
 fn describe_topic(t: &TopicMeta, ops: Option<&Authz<'_>>) -> MetadataResponseTopic {
@@ -168,7 +188,7 @@ pub async fn handle(
     MetadataResponse::default()
         .with_brokers(brokers(broker, &ctx.listener))
         .with_cluster_id(Some(s(broker.cluster_id.clone())))
-        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_controller_id(controller_id(broker))
         .with_topics(topics)
         .with_cluster_authorized_operations(cluster_operations(
             &authz,
@@ -195,20 +215,26 @@ pub async fn describe_cluster(
     req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
     let authz = Authz::new(broker, ctx);
-    let l = broker.config.advertised_for(&ctx.listener);
     DescribeClusterResponse::default()
         .with_cluster_id(s(broker.cluster_id.clone()))
-        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_controller_id(controller_id(broker))
         .with_endpoint_type(1)
         .with_cluster_authorized_operations(cluster_operations(
             &authz,
             req.include_cluster_authorized_operations,
         ))
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(broker.config.node_id))
-            .with_host(s(l.host.clone()))
-            .with_port(l.port as i32)
-            .with_rack(broker.config.broker_rack.clone().map(s))])
+        .with_brokers(
+            brokers(broker, &ctx.listener)
+                .into_iter()
+                .map(|b| {
+                    DescribeClusterBroker::default()
+                        .with_broker_id(b.node_id)
+                        .with_host(b.host)
+                        .with_port(b.port)
+                        .with_rack(b.rack)
+                })
+                .collect(),
+        )
 }
 
 /// DescribeTopicPartitions (what `kafka-topics --describe` uses): paged by a cursor. Topics the

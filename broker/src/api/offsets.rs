@@ -46,7 +46,7 @@ pub async fn commit(
                 ErrorCode::GroupAuthorizationFailed
             } else if topic_denied {
                 ErrorCode::TopicAuthorizationFailed
-            } else if broker.partition(&name, p.partition_index).is_none() {
+            } else if !broker.partition_exists(&name, p.partition_index) {
                 ErrorCode::UnknownTopicOrPartition
             } else if p
                 .committed_metadata

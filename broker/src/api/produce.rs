@@ -105,8 +105,9 @@ fn produce_partition(
     if !matches!(acks, -1..=1) {
         return error(index, ErrorCode::InvalidRequiredAcks, None);
     }
-    let Some(partition) = broker.partition(topic, index) else {
-        return error(index, ErrorCode::UnknownTopicOrPartition, None);
+    let partition = match broker.led_partition(topic, index) {
+        Ok(p) => p,
+        Err(code) => return error(index, code, None),
     };
     let Some(records) = records else {
         return error(index, ErrorCode::CorruptMessage, Some("no records".into()));

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
 use super::quota::QuotaEntity;
-use super::record::MetadataRecord;
+use super::record::{BrokerEndpoint, MetadataRecord};
 use crate::auth::acl::AclBinding;
 use crate::auth::scram::{ScramCredential, ScramMechanism};
 
@@ -25,8 +25,18 @@ pub struct TopicMeta {
     pub configs: BTreeMap<String, String>,
 }
 
+/// A broker as registered in cluster mode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegisteredBroker {
+    pub id: i32,
+    pub rack: Option<String>,
+    pub endpoints: Vec<BrokerEndpoint>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct MetadataImage {
+    /// Registered brokers by id (cluster mode only; empty on a single node).
+    pub brokers: BTreeMap<i32, RegisteredBroker>,
     pub topics: BTreeMap<String, TopicMeta>,
     pub topic_names: HashMap<Uuid, String>,
     /// Dynamic broker configs: key None = cluster default, Some(id) = per broker.
@@ -136,6 +146,20 @@ impl MetadataImage {
             }
             MetadataRecord::RemoveAccessControlEntry { id } => {
                 self.acls.remove(id);
+            }
+            MetadataRecord::RegisterBroker {
+                node_id,
+                rack,
+                endpoints,
+            } => {
+                self.brokers.insert(
+                    *node_id,
+                    RegisteredBroker {
+                        id: *node_id,
+                        rack: rack.clone(),
+                        endpoints: endpoints.clone(),
+                    },
+                );
             }
             MetadataRecord::ClientQuota { entity, changes } => {
                 let values = self.quotas.entry(entity.clone()).or_default();

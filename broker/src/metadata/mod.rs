@@ -12,6 +12,6 @@ pub mod record;
 pub mod snapshot;
 pub mod store;
 
-pub use image::{MetadataImage, PartitionMeta, TopicMeta};
-pub use record::MetadataRecord;
+pub use image::{MetadataImage, PartitionMeta, RegisteredBroker, TopicMeta};
+pub use record::{BrokerEndpoint, MetadataRecord};
 pub use store::MetadataStore;

@@ -71,10 +71,25 @@ pub enum MetadataRecord {
     RemoveAccessControlEntry {
         id: Uuid,
     },
+    /// A broker's registration (KRaft's `RegisterBrokerRecord`): replaces its previous one.
+    RegisterBroker {
+        node_id: i32,
+        rack: Option<String>,
+        endpoints: Vec<BrokerEndpoint>,
+    },
     /// Client quota changes for one entity (KRaft's `ClientQuotaRecord`, one record per
     /// alteration instead of per key): `None` removes a key.
     ClientQuota {
         entity: QuotaEntity,
         changes: BTreeMap<String, Option<f64>>,
     },
+}
+
+/// One listener a registered broker serves clients on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerEndpoint {
+    pub listener: String,
+    pub host: String,
+    pub port: u16,
+    pub security_protocol: String,
 }

@@ -7,6 +7,13 @@ use super::{MetadataImage, MetadataRecord};
 /// Records that rebuild `image` when applied to an empty one.
 pub fn image_to_records(image: &MetadataImage) -> Vec<MetadataRecord> {
     let mut out = Vec::new();
+    for b in image.brokers.values() {
+        out.push(MetadataRecord::RegisterBroker {
+            node_id: b.id,
+            rack: b.rack.clone(),
+            endpoints: b.endpoints.clone(),
+        });
+    }
     for topic in image.topics.values() {
         out.push(MetadataRecord::CreateTopic {
             name: topic.name.clone(),

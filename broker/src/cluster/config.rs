@@ -1,0 +1,132 @@
+//! Cluster-mode configuration: `controller.quorum.voters`, `process.roles` and
+//! `controller.listener.names`. With no voters the broker runs alone (file metadata store);
+//! with voters it runs in combined mode (broker and controller) and its controller listener
+//! serves fjord-quorum RPC instead of the Kafka protocol.
+
+use std::collections::BTreeMap;
+
+use crate::config::{ConfigError, Listener};
+
+/// What the cluster keys resolved to.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterConfig {
+    /// Voter id -> `host:port` of its quorum listener; empty in single-node mode.
+    pub voters: BTreeMap<i32, String>,
+    /// This node's quorum listener (taken out of `listeners`), in cluster mode.
+    pub controller_listener: Option<Listener>,
+}
+
+impl ClusterConfig {
+    pub fn enabled(&self) -> bool {
+        !self.voters.is_empty()
+    }
+}
+
+fn err(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Parses `id@host:port,...`.
+pub fn parse_voters(value: &str) -> Result<BTreeMap<i32, String>, ConfigError> {
+    const KEY: &str = "controller.quorum.voters";
+    let mut out = BTreeMap::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let bad = || err(KEY, format!("'{item}' is not id@host:port"));
+        let (id, addr) = item.split_once('@').ok_or_else(bad)?;
+        let id: i32 = id.trim().parse().map_err(|_| bad())?;
+        let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+        if id < 0 || host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(bad());
+        }
+        if out.insert(id, addr.to_string()).is_some() {
+            return Err(err(KEY, format!("voter {id} appears twice")));
+        }
+    }
+    Ok(out)
+}
+
+/// Validates the cluster keys and, in cluster mode, moves the controller listener out of
+/// `listeners` and `advertised_listeners` (it is never advertised to clients).
+pub fn resolve(
+    raw: &BTreeMap<String, String>,
+    node_id: i32,
+    listeners: &mut Vec<Listener>,
+    advertised: &mut Vec<Listener>,
+) -> Result<ClusterConfig, ConfigError> {
+    let voters = parse_voters(raw.get("controller.quorum.voters").map_or("", |s| s))?;
+    if voters.is_empty() {
+        return Ok(ClusterConfig::default());
+    }
+    let roles: Vec<&str> = raw
+        .get("process.roles")
+        .map_or("", |s| s)
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let combined = roles.len() == 2 && roles.contains(&"broker") && roles.contains(&"controller");
+    if !combined {
+        return Err(err(
+            "process.roles",
+            format!(
+                "must be 'broker,controller' when controller.quorum.voters is set (only combined mode is supported), not '{}'",
+                roles.join(",")
+            ),
+        ));
+    }
+    if !voters.contains_key(&node_id) {
+        return Err(err(
+            "controller.quorum.voters",
+            format!(
+                "node.id {node_id} is not one of the voters {:?}; in combined mode every node must be a voter",
+                voters.keys().collect::<Vec<_>>()
+            ),
+        ));
+    }
+    if raw.get("cluster.id").is_none_or(|c| c.trim().is_empty()) {
+        return Err(err(
+            "cluster.id",
+            "must be set when controller.quorum.voters is set",
+        ));
+    }
+    let names: Vec<&str> = raw
+        .get("controller.listener.names")
+        .map_or("", |s| s)
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let Some(name) = names.first() else {
+        return Err(err(
+            "controller.listener.names",
+            "must name the quorum listener (one of listeners) when controller.quorum.voters is set",
+        ));
+    };
+    let Some(pos) = listeners.iter().position(|l| l.name == *name) else {
+        return Err(err(
+            "controller.listener.names",
+            format!("listener '{name}' is not in listeners"),
+        ));
+    };
+    if listeners.len() < 2 {
+        return Err(err(
+            "listeners",
+            "needs a Kafka listener besides the controller listener",
+        ));
+    }
+    let controller = listeners.remove(pos);
+    advertised.retain(|l| l.name != *name);
+    if advertised.is_empty() {
+        return Err(err(
+            "advertised.listeners",
+            "advertises only the controller listener",
+        ));
+    }
+    Ok(ClusterConfig {
+        voters,
+        controller_listener: Some(controller),
+    })
+}

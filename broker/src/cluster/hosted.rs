@@ -1,0 +1,168 @@
+//! Which partition logs this node hosts in cluster mode: after every applied metadata batch the
+//! hosted set is reconciled with the image — logs are opened for partitions whose replica list
+//! contains this node and removed (with their directories) for deleted topics.
+//!
+//! Each partition directory holds a `partition.metadata` file with the topic id (as Kafka
+//! does): a directory left by an earlier topic of the same name is wiped instead of reused,
+//! while a restart (which replays the log) keeps its data.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::log::PartitionLog;
+use crate::metadata::MetadataRecord;
+use crate::partition::Partition;
+use crate::state::{now_ms, Broker};
+
+const MARKER: &str = "partition.metadata";
+
+/// The applier's hook: reconcile hosted logs and refresh settings after config changes.
+pub fn on_applied(broker: &Broker, records: &[MetadataRecord]) {
+    let mut topics_changed = false;
+    let mut configs_changed = false;
+    for r in records {
+        match r {
+            MetadataRecord::CreateTopic { .. }
+            | MetadataRecord::DeleteTopic { .. }
+            | MetadataRecord::AddPartitions { .. } => topics_changed = true,
+            MetadataRecord::AlterTopicConfig { .. } | MetadataRecord::AlterBrokerConfig { .. } => {
+                configs_changed = true
+            }
+            _ => {}
+        }
+    }
+    if topics_changed {
+        sync(broker);
+    }
+    if configs_changed {
+        broker.refresh_settings(None);
+    }
+}
+
+fn topic_id_in(dir: &Path) -> Option<Uuid> {
+    let text = std::fs::read_to_string(dir.join(MARKER)).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("topic_id:"))
+        .and_then(|id| Uuid::parse_str(id.trim()).ok())
+}
+
+fn open_partition(
+    broker: &Broker,
+    topic: &Arc<str>,
+    id: Uuid,
+    index: i32,
+    settings: &crate::topic_config::TopicSettings,
+    leader_epoch: i32,
+) -> std::io::Result<Arc<Partition>> {
+    let dir = broker.partition_dir(topic, index);
+    if dir.exists() && topic_id_in(&dir) != Some(id) {
+        tracing::info!(dir = %dir.display(), "removing a directory left by an earlier topic");
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let log = PartitionLog::open(&dir, settings.clone(), now_ms())?;
+    if topic_id_in(&dir) != Some(id) {
+        std::fs::write(dir.join(MARKER), format!("version: 0\ntopic_id: {id}\n"))?;
+    }
+    Ok(Arc::new(Partition::new(
+        topic.clone(),
+        index,
+        log,
+        leader_epoch,
+    )))
+}
+
+fn remove_topic(broker: &Broker, name: &str) {
+    let removed = broker.partitions.write().remove(name);
+    for p in removed.into_iter().flat_map(|m| m.into_values()) {
+        let dir = p.log.read().dir().to_path_buf();
+        p.advance_high_watermark(i64::MAX);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove deleted topic's directory");
+        }
+    }
+    broker.groups.forget_topic(name);
+}
+
+/// Reconciles the hosted partition logs with the metadata image.
+pub fn sync(broker: &Broker) {
+    let Some(cluster) = &broker.cluster else {
+        return;
+    };
+    let mut hosted = cluster.hosted_ids.lock();
+    let me = broker.config.node_id;
+    // (name, id, configs, [(index, leader epoch)]) of every topic with a replica here.
+    let wanted: Vec<_> = broker
+        .metadata
+        .read()
+        .topics
+        .values()
+        .map(|t| {
+            let mine: Vec<(i32, i32)> = t
+                .partitions
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.replicas.contains(&me))
+                .map(|(i, p)| (i as i32, p.leader_epoch))
+                .collect();
+            (t.name.clone(), t.id, t.configs.clone(), mine)
+        })
+        .collect();
+    let current: BTreeMap<&str, Uuid> = wanted
+        .iter()
+        .map(|(name, id, _, _)| (name.as_str(), *id))
+        .collect();
+    let stale: Vec<String> = broker
+        .partitions
+        .read()
+        .keys()
+        .filter(|name| current.get(name.as_str()) != hosted.get(*name))
+        .cloned()
+        .collect();
+    for name in stale {
+        hosted.remove(&name);
+        remove_topic(broker, &name);
+        tracing::info!(topic = %name, "removed a deleted topic's logs");
+    }
+    for (name, id, configs, mine) in wanted {
+        if mine.is_empty() {
+            continue;
+        }
+        let missing: Vec<(i32, i32)> = {
+            let parts = broker.partitions.read();
+            let have = parts.get(&name);
+            mine.into_iter()
+                .filter(|(i, _)| have.is_none_or(|m| !m.contains_key(i)))
+                .collect()
+        };
+        if missing.is_empty() {
+            continue;
+        }
+        let settings = broker.settings_for(&configs);
+        let topic: Arc<str> = Arc::from(name.as_str());
+        let mut opened = BTreeMap::new();
+        for (index, epoch) in missing {
+            match open_partition(broker, &topic, id, index, &settings, epoch) {
+                Ok(p) => {
+                    opened.insert(index, p);
+                }
+                Err(e) => {
+                    tracing::error!(topic = %name, partition = index, error = %e, "cannot open partition log")
+                }
+            }
+        }
+        hosted.insert(name.clone(), id);
+        broker
+            .partitions
+            .write()
+            .entry(name)
+            .or_default()
+            .extend(opened);
+    }
+    broker
+        .metrics
+        .partitions
+        .set(broker.all_partitions().len() as i64);
+}

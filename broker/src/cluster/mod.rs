@@ -1,0 +1,178 @@
+//! Cluster mode (issue 5, first step): several brokers share their metadata through the
+//! fjord-quorum Raft log instead of the local file store.
+//!
+//! Every node is a voter (combined `broker,controller` mode). A metadata change is written as
+//! one quorum command ([`MetadataApplier::command`]); every node applies committed commands to
+//! its image in log order, and a hook ([`hosted::sync`]) opens or removes the partition logs the
+//! node hosts. Each node registers itself ([`registration`]) so Metadata answers with every
+//! broker. The preferred (first) replica leads; data replication is not there yet, so a new
+//! partition's ISR is its leader alone.
+
+pub mod config;
+pub mod hosted;
+pub mod registration;
+pub mod topics;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use fjord_quorum::{QuorumConfig, QuorumNode};
+use parking_lot::{Mutex, RwLock};
+use tokio::net::TcpListener;
+use tokio::runtime::{Handle, RuntimeFlavor};
+use uuid::Uuid;
+
+use crate::metadata::quorum_applier::MetadataApplier;
+use crate::metadata::{MetadataImage, MetadataRecord};
+use crate::partition::Partition;
+use crate::protocol::errors::ErrorCode;
+use crate::state::Broker;
+
+/// How long a writer waits for its own committed write to be applied locally.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The quorum side of a broker in cluster mode.
+pub struct Cluster {
+    pub quorum: QuorumNode,
+    handle: Handle,
+    /// Serialises [`hosted::sync`] runs; holds the id of each hosted topic (a topic deleted and
+    /// re-created under the same name has a new id).
+    pub(crate) hosted_ids: Mutex<HashMap<String, Uuid>>,
+}
+
+/// Where the applier's hook finds the broker once it exists.
+pub type BrokerSlot = Arc<OnceLock<Weak<Broker>>>;
+
+impl Cluster {
+    /// Starts this node's quorum member on `listener` (the controller listener), with an
+    /// applier updating the returned image. Log replay may call the hook before the broker is
+    /// in `slot`; [`hosted::sync`] runs once after it is set to cover that.
+    pub async fn start(
+        config: &crate::Config,
+        listener: TcpListener,
+        slot: BrokerSlot,
+    ) -> anyhow::Result<(Cluster, Arc<RwLock<MetadataImage>>)> {
+        let image = Arc::new(RwLock::new(MetadataImage::default()));
+        let hook_slot = slot.clone();
+        let hook: crate::metadata::quorum_applier::OnApplied = Box::new(move |records| {
+            if let Some(broker) = hook_slot.get().and_then(Weak::upgrade) {
+                hosted::on_applied(&broker, records);
+            }
+        });
+        let applier = Arc::new(MetadataApplier::new(image.clone(), Some(hook)));
+        let voters: BTreeMap<u64, String> = config
+            .cluster
+            .voters
+            .iter()
+            .map(|(id, addr)| (*id as u64, addr.clone()))
+            .collect();
+        let quorum_config = QuorumConfig {
+            node_id: config.node_id as u64,
+            dir: config.data_dir().join("__fjord_quorum"),
+            voters,
+            snapshot_every: 1000,
+            keep_after_snapshot: 500,
+        };
+        let quorum = QuorumNode::start(quorum_config, listener, applier).await?;
+        let cluster = Cluster {
+            quorum,
+            handle: Handle::current(),
+            hosted_ids: Mutex::new(HashMap::new()),
+        };
+        Ok((cluster, image))
+    }
+
+    /// The current quorum leader (the controller), if known.
+    pub fn leader(&self) -> Option<i32> {
+        self.quorum
+            .metrics()
+            .borrow()
+            .current_leader
+            .and_then(|l| i32::try_from(l).ok())
+    }
+
+    /// Writes `records` as one quorum command and waits until this node applied it, so the
+    /// caller reads its own write. Async version.
+    pub async fn write(&self, records: &[MetadataRecord]) -> io::Result<()> {
+        let index = self
+            .quorum
+            .write(MetadataApplier::command(records))
+            .await
+            .map_err(io::Error::other)?;
+        let deadline = tokio::time::Instant::now() + APPLY_TIMEOUT;
+        while self.quorum.last_applied_index().is_none_or(|i| i < index) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(io::Error::other(
+                    "the metadata change was committed but not yet applied on this broker",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
+    /// [`Cluster::write`] for the synchronous broker code paths. Handlers run on the
+    /// multi-thread runtime, so the worker is handed off with `block_in_place` while waiting.
+    pub fn write_blocking(&self, records: &[MetadataRecord]) -> io::Result<()> {
+        match Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == RuntimeFlavor::CurrentThread => Err(io::Error::other(
+                "cluster metadata writes need the multi-thread runtime",
+            )),
+            Ok(_) => tokio::task::block_in_place(|| self.handle.block_on(self.write(records))),
+            Err(_) => self.handle.block_on(self.write(records)),
+        }
+    }
+
+    /// Stops the quorum member.
+    pub async fn shutdown(self) {
+        self.quorum.shutdown().await;
+    }
+}
+
+/// Leadership check for Produce, Fetch and ListOffsets.
+pub fn leader_check(broker: &Broker, topic: &str, index: i32) -> Result<Arc<Partition>, ErrorCode> {
+    let led_elsewhere = || {
+        if broker.partition_exists(topic, index) {
+            ErrorCode::NotLeaderOrFollower
+        } else {
+            ErrorCode::UnknownTopicOrPartition
+        }
+    };
+    let Some(p) = broker.partition(topic, index) else {
+        return Err(led_elsewhere());
+    };
+    if broker.cluster.is_some() {
+        let leader = broker.metadata.read().topics.get(topic).and_then(|t| {
+            t.partitions
+                .get(usize::try_from(index).ok()?)
+                .map(|p| p.leader)
+        });
+        match leader {
+            Some(l) if l == broker.config.node_id => {}
+            Some(_) => return Err(ErrorCode::NotLeaderOrFollower),
+            None => return Err(ErrorCode::UnknownTopicOrPartition),
+        }
+    }
+    Ok(p)
+}
+
+/// Java's `String.hashCode`, so the coordinator choice matches Kafka's `abs(hash) % n` style.
+fn java_hash(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
+}
+
+/// The group (or transaction) coordinator for `key`: a registered broker chosen by hash, the
+/// same on every node. `None` when no broker is registered yet. Without broker liveness yet,
+/// a stopped broker keeps its groups until it comes back (noted in issue 5).
+pub fn coordinator_for(broker: &Broker, key: &str) -> Option<i32> {
+    let img = broker.metadata.read();
+    let ids: Vec<i32> = img.brokers.keys().copied().collect();
+    if ids.is_empty() {
+        return None;
+    }
+    let i = (java_hash(key) as i64).unsigned_abs() as usize % ids.len();
+    Some(ids[i])
+}

@@ -1,0 +1,112 @@
+//! Broker registration: at startup each node writes a `RegisterBroker` record (replacing its
+//! previous one) with its rack and advertised endpoints; Metadata, DescribeCluster and
+//! FindCoordinator answer from the registered brokers, each with the endpoint of the listener
+//! the request arrived on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::metadata::{BrokerEndpoint, MetadataRecord};
+use crate::network::security::SecurityProtocol;
+use crate::state::Broker;
+
+/// This node's registration record.
+pub fn record(broker: &Broker) -> MetadataRecord {
+    let config = &broker.config;
+    let endpoints = config
+        .advertised_listeners
+        .iter()
+        .map(|l| {
+            let protocol = config
+                .listener_security
+                .iter()
+                .find(|s| s.name == l.name)
+                .map_or(SecurityProtocol::Plaintext, |s| s.protocol);
+            BrokerEndpoint {
+                listener: l.name.clone(),
+                host: l.host.clone(),
+                port: l.port,
+                security_protocol: match protocol {
+                    SecurityProtocol::Plaintext => "PLAINTEXT",
+                    SecurityProtocol::Ssl => "SSL",
+                    SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+                    SecurityProtocol::SaslSsl => "SASL_SSL",
+                }
+                .to_string(),
+            }
+        })
+        .collect();
+    MetadataRecord::RegisterBroker {
+        node_id: config.node_id,
+        rack: config.broker_rack.clone(),
+        endpoints,
+    }
+}
+
+/// Registers this node, retrying until the quorum accepts the write (a leader needs a
+/// majority of voters up).
+pub async fn register(broker: Arc<Broker>) {
+    let Some(cluster) = &broker.cluster else {
+        return;
+    };
+    let record = record(&broker);
+    loop {
+        if broker.metadata.read().brokers.get(&broker.config.node_id)
+            == image_entry(&record).as_ref()
+        {
+            return;
+        }
+        match cluster.write(std::slice::from_ref(&record)).await {
+            Ok(()) => {
+                tracing::info!(node = broker.config.node_id, "registered with the cluster");
+                return;
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "broker registration not committed yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+fn image_entry(record: &MetadataRecord) -> Option<crate::metadata::RegisteredBroker> {
+    match record {
+        MetadataRecord::RegisterBroker {
+            node_id,
+            rack,
+            endpoints,
+        } => Some(crate::metadata::RegisteredBroker {
+            id: *node_id,
+            rack: rack.clone(),
+            endpoints: endpoints.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// The registered brokers as (id, host, port, rack) for `listener`; brokers without that
+/// listener are left out (as Kafka does).
+pub fn brokers_for(broker: &Broker, listener: &str) -> Vec<(i32, String, u16, Option<String>)> {
+    broker
+        .metadata
+        .read()
+        .brokers
+        .values()
+        .filter_map(|b| {
+            let e = b.endpoints.iter().find(|e| e.listener == listener)?;
+            Some((b.id, e.host.clone(), e.port, b.rack.clone()))
+        })
+        .collect()
+}
+
+/// The endpoint of broker `id` for `listener`.
+pub fn endpoint_of(broker: &Broker, id: i32, listener: &str) -> Option<(String, u16)> {
+    let img = broker.metadata.read();
+    let e = img
+        .brokers
+        .get(&id)?
+        .endpoints
+        .iter()
+        .find(|e| e.listener == listener)?;
+    Some((e.host.clone(), e.port))
+}

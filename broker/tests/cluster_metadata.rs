@@ -1,0 +1,390 @@
+//! Three brokers in one process, in cluster mode (combined broker+controller, metadata through
+//! the fjord-quorum Raft log), each on its own tokio runtime so one can be stopped: a topic
+//! created through one broker is described identically by all three with leaders spread over
+//! them; librdkafka produces to every partition and reads it back following the leaders;
+//! `acks=all` honestly fails with NOT_ENOUGH_REPLICAS (no data replication yet); after the
+//! quorum leader's broker stops the survivors elect a new leader and still create topics; the
+//! stopped node restarts, rejoins and sees every topic. A non-voter node fails at start.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::MetadataRequest;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+const CLUSTER_ID: &str = "MkU3OEVBNTcwNTJENDM2Qk";
+
+struct Node {
+    id: i32,
+    rt: tokio::runtime::Runtime,
+    broker: Arc<fjord_broker::Broker>,
+    addr: SocketAddr,
+}
+
+fn overrides(id: i32, dir: &Path, voters: &str, controller_port: u16) -> Vec<(String, String)> {
+    [
+        ("node.id", id.to_string()),
+        ("process.roles", "broker,controller".into()),
+        ("controller.quorum.voters", voters.into()),
+        ("controller.listener.names", "CONTROLLER".into()),
+        (
+            "listeners",
+            format!("PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:{controller_port}"),
+        ),
+        (
+            "listener.security.protocol.map",
+            "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".into(),
+        ),
+        ("admin.listener", "127.0.0.1:0".into()),
+        ("log.dirs", dir.join(id.to_string()).display().to_string()),
+        ("cluster.id", CLUSTER_ID.into()),
+        ("group.initial.rebalance.delay.ms", "100".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn start(id: i32, dir: &Path, voters: &str, controller_port: u16) -> Node {
+    let (config, _) =
+        fjord_broker::Config::load(None, &overrides(id, dir, voters, controller_port)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        // A restarted node may find its controller port still held for a moment.
+        match rt.block_on(fjord_broker::start(config.clone())) {
+            Ok(running) => {
+                return Node {
+                    id,
+                    rt,
+                    broker: running.broker,
+                    addr: running.kafka_addrs[0],
+                }
+            }
+            Err(e) => {
+                assert!(Instant::now() < deadline, "node {id} did not start: {e:#}");
+                rt.shutdown_timeout(Duration::from_secs(1));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+fn stop(node: Node) {
+    let Node { rt, broker, .. } = node;
+    drop(broker);
+    rt.shutdown_timeout(Duration::from_secs(5));
+}
+
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn bootstrap(nodes: &[&Node]) -> String {
+    nodes
+        .iter()
+        .map(|n| n.addr.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn create_topic(client_rt: &tokio::runtime::Runtime, bootstrap: &str, name: &str, parts: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let topic = NewTopic::new(name, parts, TopicReplication::Fixed(3));
+    let results = client_rt
+        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+        .unwrap();
+    assert!(results[0].is_ok(), "{results:?}");
+}
+
+/// (partition, leader, replicas, isr) of `topic` as librdkafka sees it through `node`.
+fn describe(node: &Node, topic: &str) -> Vec<(i32, i32, Vec<i32>, Vec<i32>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", node.addr.to_string())
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(md.brokers().len(), 3, "every registered broker is listed");
+    let t = &md.topics()[0];
+    assert!(t.error().is_none(), "{:?}", t.error());
+    let mut out: Vec<_> = t
+        .partitions()
+        .iter()
+        .map(|p| (p.id(), p.leader(), p.replicas().to_vec(), p.isr().to_vec()))
+        .collect();
+    out.sort();
+    out
+}
+
+fn controller_id(client_rt: &tokio::runtime::Runtime, node: &Node) -> i32 {
+    client_rt.block_on(async {
+        let mut conn = fjord_client::Connection::connect(node.addr).await.unwrap();
+        let response = conn
+            .send(&MetadataRequest::default().with_topics(Some(vec![])), 12)
+            .await
+            .unwrap();
+        response.controller_id.0
+    })
+}
+
+fn produce_one_per_partition(client_rt: &tokio::runtime::Runtime, bootstrap: &str, topic: &str) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "1")
+        .set("message.timeout.ms", "20000")
+        .create()
+        .unwrap();
+    for p in 0..6 {
+        let value = format!("value-{p}");
+        let key = format!("key-{p}");
+        let record = FutureRecord::to(topic)
+            .partition(p)
+            .key(&key)
+            .payload(&value);
+        let delivered = client_rt.block_on(producer.send(record, Duration::from_secs(20)));
+        let delivery = delivered.unwrap_or_else(|(e, _)| panic!("partition {p}: {e}"));
+        assert_eq!(delivery.partition, p);
+    }
+}
+
+fn consume_all(bootstrap: &str, topic: &str) -> BTreeMap<i32, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "cluster-metadata-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..6 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut seen = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < 6 {
+        assert!(Instant::now() < deadline, "consumed only {seen:?}");
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+            seen.insert(m.partition(), value);
+        }
+    }
+    seen
+}
+
+#[test]
+fn three_brokers_share_metadata_and_survive_losing_the_quorum_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let client_rt = tokio::runtime::Runtime::new().unwrap();
+    let ports: Vec<u16> = (0..3)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let voters = (0..3)
+        .map(|i| format!("{i}@127.0.0.1:{}", ports[i]))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut nodes: Vec<Option<Node>> = (0..3)
+        .map(|i| Some(start(i as i32, dir.path(), &voters, ports[i])))
+        .collect();
+    for n in nodes.iter().flatten() {
+        wait_until("every broker registered on every node", || {
+            n.broker.metadata.read().brokers.len() == 3
+        });
+    }
+
+    // A topic created through broker 0 is described identically everywhere.
+    let all: Vec<&Node> = nodes.iter().flatten().collect();
+    create_topic(&client_rt, &bootstrap(&all[..1]), "spread", 6);
+    for n in &all {
+        wait_until("the topic reached every node", || {
+            n.broker.metadata.read().topics.contains_key("spread")
+                && n.broker.topic_partitions("spread").map(|p| p.len()) == Some(6)
+        });
+    }
+    let first = describe(all[0], "spread");
+    assert_eq!(first.len(), 6);
+    let leaders: BTreeSet<i32> = first.iter().map(|p| p.1).collect();
+    assert_eq!(leaders, BTreeSet::from([0, 1, 2]), "{first:?}");
+    for (_, leader, replicas, isr) in &first {
+        assert_eq!(replicas.len(), 3);
+        assert_eq!(replicas[0], *leader, "the preferred replica leads");
+        assert_eq!(
+            isr,
+            &vec![*leader],
+            "no data replication yet: ISR is the leader"
+        );
+    }
+    for n in &all[1..] {
+        assert_eq!(describe(n, "spread"), first, "node {} differs", n.id);
+    }
+    let controller = controller_id(&client_rt, all[0]);
+    assert!((0..3).contains(&controller), "controller {controller}");
+    for n in &all {
+        assert_eq!(controller_id(&client_rt, n), controller);
+    }
+
+    // librdkafka follows the leaders: acks=1 to every partition, read back.
+    let everyone = bootstrap(&all);
+    produce_one_per_partition(&client_rt, &everyone, "spread");
+    let seen = consume_all(&everyone, "spread");
+    for p in 0..6 {
+        assert_eq!(seen[&p], format!("value-{p}"));
+    }
+
+    // acks=all with min.insync.replicas=2 is refused honestly: only the leader is in sync.
+    {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &everyone)
+            .create()
+            .unwrap();
+        let topic =
+            NewTopic::new("strict", 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "2");
+        let r = client_rt
+            .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+            .unwrap();
+        assert!(r[0].is_ok(), "{r:?}");
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &everyone)
+            .set("acks", "all")
+            .set("retries", "0")
+            .set("message.timeout.ms", "10000")
+            .create()
+            .unwrap();
+        let sent = client_rt.block_on(
+            producer.send(
+                FutureRecord::<(), _>::to("strict")
+                    .partition(0)
+                    .payload("x"),
+                Duration::from_secs(10),
+            ),
+        );
+        match sent {
+            Err((KafkaError::MessageProduction(code), _)) => {
+                assert_eq!(code, RDKafkaErrorCode::NotEnoughReplicas)
+            }
+            other => panic!("expected NOT_ENOUGH_REPLICAS, got {other:?}"),
+        }
+    }
+    drop(all);
+
+    // Stop the quorum leader's broker: the survivors elect a new leader and create topics.
+    let leader = nodes[0]
+        .as_ref()
+        .unwrap()
+        .broker
+        .cluster
+        .as_ref()
+        .unwrap()
+        .leader()
+        .unwrap();
+    let stopped = nodes[leader as usize].take().unwrap();
+    stop(stopped);
+    let survivors: Vec<&Node> = nodes.iter().flatten().collect();
+    assert_eq!(survivors.len(), 2);
+    for n in &survivors {
+        wait_until("a new quorum leader", || {
+            n.broker
+                .cluster
+                .as_ref()
+                .unwrap()
+                .leader()
+                .is_some_and(|l| l != leader)
+        });
+    }
+    create_topic(&client_rt, &bootstrap(&survivors[1..]), "after-failover", 3);
+    for n in &survivors {
+        wait_until("the new topic reached the survivors", || {
+            n.broker
+                .metadata
+                .read()
+                .topics
+                .contains_key("after-failover")
+        });
+    }
+    let new_controller = controller_id(&client_rt, survivors[0]);
+    assert_ne!(new_controller, leader);
+    drop(survivors);
+
+    // The stopped node restarts, rejoins and sees every topic.
+    let back = start(leader, dir.path(), &voters, ports[leader as usize]);
+    wait_until("the restarted node caught up", || {
+        let img = back.broker.metadata.read();
+        ["spread", "strict", "after-failover"]
+            .iter()
+            .all(|t| img.topics.contains_key(*t))
+    });
+    wait_until("the restarted node opened its logs", || {
+        back.broker
+            .topic_partitions("after-failover")
+            .map(|p| p.len())
+            == Some(3)
+    });
+    assert_eq!(describe(&back, "spread"), first);
+    let reference = nodes.iter().flatten().next().unwrap();
+    assert_eq!(
+        back.broker.metadata.read().topics,
+        reference.broker.metadata.read().topics
+    );
+    nodes[leader as usize] = Some(back);
+    // Data written before the restart is still there on the partitions it leads.
+    let everyone = bootstrap(&nodes.iter().flatten().collect::<Vec<_>>());
+    let seen = consume_all(&everyone, "spread");
+    assert_eq!(seen.len(), 6);
+    for n in nodes.into_iter().flatten() {
+        stop(n);
+    }
+}
+
+#[test]
+fn a_node_that_is_not_a_voter_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = overrides(3, dir.path(), "0@127.0.0.1:9990,1@127.0.0.1:9991", 9993);
+    let e = fjord_broker::Config::load(None, &o).unwrap_err();
+    assert_eq!(e.key, "controller.quorum.voters");
+    assert!(e.reason.contains("node.id 3"), "{}", e.reason);
+
+    for (k, v) in o.iter_mut() {
+        if k == "process.roles" {
+            *v = "broker".into();
+        }
+    }
+    let e = fjord_broker::Config::load(None, &o).unwrap_err();
+    assert_eq!(e.key, "process.roles");
+
+    let o: Vec<_> = overrides(0, dir.path(), "0@127.0.0.1:9990", 9990)
+        .into_iter()
+        .filter(|(k, _)| k != "cluster.id")
+        .collect();
+    let e = fjord_broker::Config::load(None, &o).unwrap_err();
+    assert_eq!(e.key, "cluster.id");
+}
