@@ -229,21 +229,6 @@ impl Broker {
             .and_then(|v| v.get(&index).cloned())
     }
 
-    /// The hosted partition if this node leads it; otherwise the error to answer
-    /// (NOT_LEADER_OR_FOLLOWER for a partition that exists elsewhere).
-    pub fn led_partition(&self, topic: &str, index: i32) -> Result<Arc<Partition>, ErrorCode> {
-        crate::cluster::leader_check(self, topic, index)
-    }
-
-    /// Does the metadata know this partition (hosted here or not)?
-    pub fn partition_exists(&self, topic: &str, index: i32) -> bool {
-        self.metadata
-            .read()
-            .topics
-            .get(topic)
-            .is_some_and(|t| usize::try_from(index).is_ok_and(|i| i < t.partitions.len()))
-    }
-
     pub fn topic_partitions(&self, topic: &str) -> Option<Vec<Arc<Partition>>> {
         self.partitions
             .read()
@@ -578,6 +563,9 @@ impl Broker {
     /// Hands out a new producer id, reserving a new block in metadata when the current one is used up.
     pub fn next_producer_id(&self) -> io::Result<i64> {
         let mut ids = self.producer_ids.lock();
+        if ids.0 >= ids.1 && self.cluster.is_some() {
+            *ids = crate::cluster::allocate_producer_ids(self, PRODUCER_ID_BLOCK)?;
+        }
         if ids.0 >= ids.1 {
             let next_block_end =
                 ids.0.max(self.metadata.read().next_producer_id) + PRODUCER_ID_BLOCK;

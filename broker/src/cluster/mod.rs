@@ -131,8 +131,40 @@ impl Cluster {
     }
 }
 
-/// Leadership check for Produce, Fetch and ListOffsets.
-pub fn leader_check(broker: &Broker, topic: &str, index: i32) -> Result<Arc<Partition>, ErrorCode> {
+impl Broker {
+    /// The hosted partition if this node leads it; otherwise the error to answer
+    /// (NOT_LEADER_OR_FOLLOWER for a partition that exists elsewhere). Produce, Fetch,
+    /// ListOffsets, DeleteRecords and OffsetForLeaderEpoch go through it.
+    pub fn led_partition(&self, topic: &str, index: i32) -> Result<Arc<Partition>, ErrorCode> {
+        leader_check(self, topic, index)
+    }
+
+    /// Does the metadata know this partition (hosted here or not)?
+    pub fn partition_exists(&self, topic: &str, index: i32) -> bool {
+        self.metadata
+            .read()
+            .topics
+            .get(topic)
+            .is_some_and(|t| usize::try_from(index).is_ok_and(|i| i < t.partitions.len()))
+    }
+}
+
+/// Reserves a block of `size` producer ids for this node through the quorum: the
+/// `AllocateProducerIds` record is applied in log order on every node, so two brokers
+/// reserving at once get disjoint blocks. Returns `(first, end)`.
+pub fn allocate_producer_ids(broker: &Broker, size: i64) -> io::Result<(i64, i64)> {
+    let node = broker.config.node_id;
+    broker.commit_all(&[MetadataRecord::AllocateProducerIds { node, size }])?;
+    broker
+        .metadata
+        .read()
+        .producer_id_blocks
+        .get(&node)
+        .copied()
+        .ok_or_else(|| io::Error::other("the producer id block was not applied"))
+}
+
+fn leader_check(broker: &Broker, topic: &str, index: i32) -> Result<Arc<Partition>, ErrorCode> {
     let led_elsewhere = || {
         if broker.partition_exists(topic, index) {
             ErrorCode::NotLeaderOrFollower

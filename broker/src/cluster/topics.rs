@@ -96,9 +96,8 @@ pub fn create_topic(
         return Ok(Uuid::nil());
     }
     let _guard = broker.store_guard();
-    // Another broker may have created it meanwhile; the quorum orders both creates and the
-    // second one's check below sees the first (a narrow race remains across brokers: the
-    // later CreateTopic record replaces the earlier — noted for the controller work).
+    // Another broker may create it at the same time: the quorum orders both commands and the
+    // applier drops the later one, which this broker then reports below.
     if let Some(e) = exists() {
         return Err(e);
     }
@@ -111,6 +110,12 @@ pub fn create_topic(
     }];
     records.extend(leader_only_isr(name, 0, &replicas));
     broker.commit_all(&records).map_err(storage_error)?;
+    if broker.metadata.read().topics.get(name).map(|t| t.id) != Some(id) {
+        return Err(TopicError::new(
+            ErrorCode::TopicAlreadyExists,
+            format!("Topic '{name}' already exists."),
+        ));
+    }
     tracing::info!(topic = name, partitions, rf, "created topic");
     Ok(id)
 }

@@ -42,6 +42,8 @@ pub struct MetadataImage {
     /// Dynamic broker configs: key None = cluster default, Some(id) = per broker.
     pub broker_configs: BTreeMap<Option<i32>, BTreeMap<String, String>>,
     pub next_producer_id: i64,
+    /// The last producer-id block each broker reserved (cluster mode): `[first, end)`.
+    pub producer_id_blocks: BTreeMap<i32, (i64, i64)>,
     /// SCRAM credentials by user, then mechanism.
     pub scram: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
     /// ACL bindings by id. Bindings are unique (CreateAcls is idempotent).
@@ -122,6 +124,12 @@ impl MetadataImage {
             }
             MetadataRecord::ProducerIdBlock { next } => {
                 self.next_producer_id = self.next_producer_id.max(*next);
+            }
+            MetadataRecord::AllocateProducerIds { node, size } => {
+                let first = self.next_producer_id;
+                let end = first.saturating_add((*size).max(1));
+                self.next_producer_id = end;
+                self.producer_id_blocks.insert(*node, (first, end));
             }
             MetadataRecord::UserScramCredential {
                 name,

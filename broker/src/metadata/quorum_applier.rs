@@ -41,6 +41,15 @@ impl fjord_quorum::Applier for MetadataApplier {
         };
         {
             let mut image = self.image.write();
+            // A command is all or nothing: one creating a topic whose name another command
+            // already took (two brokers creating it at once) is dropped whole, with the
+            // records that came with it; the loser sees another id and reports the conflict.
+            if let Some(MetadataRecord::CreateTopic { name, id, .. }) = records.first() {
+                if image.topics.get(name).is_some_and(|t| t.id != *id) {
+                    tracing::info!(topic = %name, "dropping a create of an existing topic");
+                    return;
+                }
+            }
             for r in &records {
                 image.apply(r);
             }
@@ -118,6 +127,51 @@ mod tests {
         assert_eq!(b.next_producer_id, 5000);
         assert_eq!(b.topics["a"].partitions[1].leader, 3);
         assert_eq!(image_to_records(&a).len(), image_to_records(&b).len());
+    }
+
+    /// Two brokers creating the same topic at once: the first command wins whole, the second
+    /// (with its ISR record) is dropped.
+    #[test]
+    fn a_second_create_of_a_name_is_dropped_with_its_records() {
+        let image = Arc::new(RwLock::new(MetadataImage::default()));
+        let applier = MetadataApplier::new(image.clone(), None);
+        let first = create("t", vec![vec![1, 2]]);
+        applier.apply(&MetadataApplier::command(std::slice::from_ref(&first)));
+        let second = vec![
+            create("t", vec![vec![2, 1]]),
+            MetadataRecord::PartitionChange {
+                topic: "t".into(),
+                partition: 0,
+                leader: 2,
+                isr: vec![2],
+                leader_epoch: 0,
+            },
+        ];
+        applier.apply(&MetadataApplier::command(&second));
+        let img = image.read();
+        let MetadataRecord::CreateTopic { id, .. } = first else {
+            unreachable!()
+        };
+        assert_eq!(img.topics["t"].id, id);
+        assert_eq!(img.topics["t"].partitions[0].replicas, vec![1, 2]);
+        assert_eq!(img.topics["t"].partitions[0].isr, vec![1, 2]);
+    }
+
+    #[test]
+    fn producer_id_blocks_never_overlap() {
+        let mut img = MetadataImage::default();
+        img.apply(&MetadataRecord::ProducerIdBlock { next: 1000 });
+        img.apply(&MetadataRecord::AllocateProducerIds {
+            node: 1,
+            size: 1000,
+        });
+        img.apply(&MetadataRecord::AllocateProducerIds {
+            node: 2,
+            size: 1000,
+        });
+        assert_eq!(img.producer_id_blocks[&1], (1000, 2000));
+        assert_eq!(img.producer_id_blocks[&2], (2000, 3000));
+        assert_eq!(img.next_producer_id, 3000);
     }
 
     /// Three controllers replicate topic records: every image ends up the same.

@@ -50,6 +50,12 @@ pub enum MetadataRecord {
     ProducerIdBlock {
         next: i64,
     },
+    /// Cluster mode: the next `size` producer ids go to broker `node` (a deterministic block
+    /// per applied record, so concurrent reservations never overlap).
+    AllocateProducerIds {
+        node: i32,
+        size: i64,
+    },
     /// A user's SCRAM credential for one mechanism, created or replaced (KRaft's
     /// `UserScramCredentialRecord`). Holds salt, StoredKey, ServerKey and iterations only.
     UserScramCredential {
