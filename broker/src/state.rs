@@ -17,6 +17,7 @@ use crate::metadata::{MetadataImage, MetadataRecord, MetadataStore};
 use crate::metrics::Metrics;
 use crate::partition::Partition;
 use crate::protocol::errors::ErrorCode;
+pub use crate::topic_config::validate_topic_name;
 use crate::topic_config::{self, TopicSettings};
 
 /// Producer ids are reserved in blocks so a restart never reuses one.
@@ -62,32 +63,6 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// Kafka's rules for topic names: 1..249 chars of [a-zA-Z0-9._-], not "." or "..".
-pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
-    let bad = |why: &str| {
-        Err(TopicError::new(
-            ErrorCode::InvalidTopicException,
-            format!("Topic name \"{name}\" is illegal, {why}"),
-        ))
-    };
-    if name.is_empty() {
-        return bad("it can't be empty");
-    }
-    if name == "." || name == ".." {
-        return bad("it can't be '.' or '..'");
-    }
-    if name.len() > 249 {
-        return bad("it can't be longer than 249 characters");
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
-    {
-        return bad("it contains a character other than ASCII alphanumerics, '.', '_' and '-'");
-    }
-    Ok(())
 }
 
 impl Broker {
@@ -612,18 +587,4 @@ impl Broker {
 pub(crate) fn storage_error(e: io::Error) -> TopicError {
     tracing::error!(error = %e, "storage error");
     TopicError::new(ErrorCode::UnknownServerError, format!("storage error: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn topic_names() {
-        assert!(validate_topic_name("orders.v1_x-y").is_ok());
-        assert!(validate_topic_name("").is_err());
-        assert!(validate_topic_name("..").is_err());
-        assert!(validate_topic_name("a b").is_err());
-        assert!(validate_topic_name(&"x".repeat(250)).is_err());
-    }
 }

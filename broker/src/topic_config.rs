@@ -206,9 +206,44 @@ pub fn is_list(key: &str) -> bool {
     ) || key.ends_with(".throttled.replicas")
 }
 
+/// Kafka's rules for topic names: 1..249 chars of [a-zA-Z0-9._-], not "." or "..".
+pub fn validate_topic_name(name: &str) -> Result<(), crate::state::TopicError> {
+    let bad = |why: &str| {
+        Err(crate::state::TopicError::new(
+            crate::protocol::errors::ErrorCode::InvalidTopicException,
+            format!("Topic name \"{name}\" is illegal, {why}"),
+        ))
+    };
+    if name.is_empty() {
+        return bad("it can't be empty");
+    }
+    if name == "." || name == ".." {
+        return bad("it can't be '.' or '..'");
+    }
+    if name.len() > 249 {
+        return bad("it can't be longer than 249 characters");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
+    {
+        return bad("it contains a character other than ASCII alphanumerics, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topic_names() {
+        assert!(validate_topic_name("orders.v1_x-y").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a b").is_err());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
 
     #[test]
     fn validation_rejects_bad_values() {

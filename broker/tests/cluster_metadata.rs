@@ -2,7 +2,8 @@
 //! the fjord-quorum Raft log), each on its own tokio runtime so one can be stopped: a topic
 //! created through one broker is described identically by all three with leaders spread over
 //! them; librdkafka produces to every partition and reads it back following the leaders;
-//! `acks=all` honestly fails with NOT_ENOUGH_REPLICAS (no data replication yet); after the
+//! `acks=all` honestly fails with NOT_ENOUGH_REPLICAS (no data replication yet); a deleted
+//! topic's logs go from every broker; after the
 //! quorum leader's broker stops the survivors elect a new leader and still create topics; the
 //! stopped node restarts, rejoins and sees every topic. A non-voter node fails at start.
 
@@ -295,6 +296,26 @@ fn three_brokers_share_metadata_and_survive_losing_the_quorum_leader() {
             other => panic!("expected NOT_ENOUGH_REPLICAS, got {other:?}"),
         }
     }
+
+    // A topic deleted through one broker disappears, with its logs, from every broker.
+    {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", all[2].addr.to_string())
+            .create()
+            .unwrap();
+        let r = client_rt
+            .block_on(admin.delete_topics(&["strict"], &AdminOptions::new()))
+            .unwrap();
+        assert!(r[0].is_ok(), "{r:?}");
+        for n in &all {
+            wait_until("the deleted topic is gone everywhere", || {
+                !n.broker.metadata.read().topics.contains_key("strict")
+                    && n.broker.topic_partitions("strict").is_none()
+            });
+            let dir = dir.path().join(n.id.to_string()).join("strict-0");
+            assert!(!dir.exists(), "{} is left", dir.display());
+        }
+    }
     drop(all);
 
     // Stop the quorum leader's broker: the survivors elect a new leader and create topics.
@@ -339,7 +360,7 @@ fn three_brokers_share_metadata_and_survive_losing_the_quorum_leader() {
     let back = start(leader, dir.path(), &voters, ports[leader as usize]);
     wait_until("the restarted node caught up", || {
         let img = back.broker.metadata.read();
-        ["spread", "strict", "after-failover"]
+        ["spread", "after-failover"]
             .iter()
             .all(|t| img.topics.contains_key(*t))
     });
