@@ -13,11 +13,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::MetadataRequest;
+use kafka_protocol::messages::{GroupId, HeartbeatRequest, MetadataRequest};
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -197,6 +198,36 @@ fn consume_all(bootstrap: &str, topic: &str) -> BTreeMap<i32, String> {
     seen
 }
 
+/// A subscribed consumer group: its coordinator is the broker FindCoordinator names (others
+/// answer NOT_COORDINATOR); it reads every partition and commits.
+fn consume_as_group(bootstrap: &str, topic: &str) -> usize {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "cluster-metadata-group")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < 6 {
+        assert!(Instant::now() < deadline, "group consumed only {seen:?}");
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            seen.insert(m.partition());
+        }
+    }
+    consumer.commit_consumer_state(CommitMode::Sync).unwrap();
+    let committed = consumer
+        .committed(Duration::from_secs(10))
+        .unwrap()
+        .elements()
+        .iter()
+        .filter(|e| e.offset() == Offset::Offset(1))
+        .count();
+    committed
+}
+
 #[test]
 fn three_brokers_share_metadata_and_survive_losing_the_quorum_leader() {
     let dir = tempfile::tempdir().unwrap();
@@ -261,6 +292,22 @@ fn three_brokers_share_metadata_and_survive_losing_the_quorum_leader() {
     for p in 0..6 {
         assert_eq!(seen[&p], format!("value-{p}"));
     }
+    assert_eq!(consume_as_group(&everyone, "spread"), 6);
+    let coordinator =
+        fjord_broker::cluster::coordinator_for(&all[0].broker, "cluster-metadata-group").unwrap();
+    let other = all.iter().find(|n| n.id != coordinator).unwrap();
+    let code = client_rt.block_on(async {
+        let mut conn = fjord_client::Connection::connect(other.addr).await.unwrap();
+        let request = HeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("cluster-metadata-group")))
+            .with_generation_id(1)
+            .with_member_id(StrBytes::from_static_str("m"));
+        conn.send(&request, 4).await.unwrap().error_code
+    });
+    assert_eq!(
+        code, 16,
+        "NOT_COORDINATOR from a broker that is not the coordinator"
+    );
 
     // acks=all with min.insync.replicas=2 is refused honestly: only the leader is in sync.
     {

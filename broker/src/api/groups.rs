@@ -107,6 +107,12 @@ pub async fn join(
             .with_generation_id(-1)
             .with_member_id(req.member_id.clone());
     }
+    if !broker.is_group_coordinator(&req.group_id.0) {
+        return JoinGroupResponse::default()
+            .with_error_code(ErrorCode::NotCoordinator.code())
+            .with_generation_id(-1)
+            .with_member_id(req.member_id.clone());
+    }
     let join = JoinRequest {
         member_id: req.member_id.to_string(),
         group_instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
@@ -157,6 +163,9 @@ pub async fn sync(
         return SyncGroupResponse::default()
             .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
     }
+    if !broker.is_group_coordinator(&req.group_id.0) {
+        return SyncGroupResponse::default().with_error_code(ErrorCode::NotCoordinator.code());
+    }
     let assignments = req
         .assignments
         .iter()
@@ -187,6 +196,9 @@ pub async fn heartbeat(
         return HeartbeatResponse::default()
             .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
     }
+    if !broker.is_group_coordinator(&req.group_id.0) {
+        return HeartbeatResponse::default().with_error_code(ErrorCode::NotCoordinator.code());
+    }
     let code = broker
         .groups
         .heartbeat(&req.group_id.0, &req.member_id, req.generation_id);
@@ -201,6 +213,9 @@ pub async fn leave(
     if !Authz::new(broker, ctx).group(AclOperation::Read, &req.group_id.0) {
         return LeaveGroupResponse::default()
             .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+    }
+    if !broker.is_group_coordinator(&req.group_id.0) {
+        return LeaveGroupResponse::default().with_error_code(ErrorCode::NotCoordinator.code());
     }
     if ctx.api_version < 3 {
         let codes = broker

@@ -36,6 +36,7 @@ pub async fn commit(
 ) -> OffsetCommitResponse {
     let authz = Authz::new(broker, ctx);
     let group_denied = !authz.group(AclOperation::Read, &req.group_id.0);
+    let elsewhere = !group_denied && !broker.is_group_coordinator(&req.group_id.0);
     let mut items = Vec::new();
     let mut per_partition: Vec<(usize, i32, ErrorCode)> = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
@@ -44,6 +45,8 @@ pub async fn commit(
         for p in &t.partitions {
             let code = if group_denied {
                 ErrorCode::GroupAuthorizationFailed
+            } else if elsewhere {
+                ErrorCode::NotCoordinator
             } else if topic_denied {
                 ErrorCode::TopicAuthorizationFailed
             } else if !broker.partition_exists(&name, p.partition_index) {
@@ -177,6 +180,11 @@ pub async fn fetch(
                         .with_group_id(g.group_id.clone())
                         .with_error_code(group_error);
                 }
+                if !broker.is_group_coordinator(&g.group_id.0) {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id.clone())
+                        .with_error_code(ErrorCode::NotCoordinator.code());
+                }
                 let requested = g.topics.as_ref().map(|ts| {
                     ts.iter()
                         .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
@@ -213,7 +221,14 @@ pub async fn fetch(
             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    if !authz.group(AclOperation::Read, &req.group_id.0) {
+    let refused = if !authz.group(AclOperation::Read, &req.group_id.0) {
+        Some(group_error)
+    } else if !broker.is_group_coordinator(&req.group_id.0) {
+        Some(ErrorCode::NotCoordinator.code())
+    } else {
+        None
+    };
+    if let Some(group_error) = refused {
         // v2+ carry a top-level error; v0-1 only per-partition errors.
         let topics = requested
             .unwrap_or_default()

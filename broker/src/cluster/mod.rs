@@ -139,6 +139,11 @@ impl Broker {
         leader_check(self, topic, index)
     }
 
+    /// Is this node the coordinator of `group` (always, on a single node)?
+    pub fn is_group_coordinator(&self, group: &str) -> bool {
+        self.cluster.is_none() || coordinator_for(self, group) == Some(self.config.node_id)
+    }
+
     /// Does the metadata know this partition (hosted here or not)?
     pub fn partition_exists(&self, topic: &str, index: i32) -> bool {
         self.metadata
