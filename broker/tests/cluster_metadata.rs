@@ -344,6 +344,22 @@ fn three_brokers_share_metadata_and_survive_losing_the_quorum_leader() {
         }
     }
 
+    // More replicas than registered brokers is refused with Kafka's error.
+    {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", all[1].addr.to_string())
+            .create()
+            .unwrap();
+        let topic = NewTopic::new("too-many", 1, TopicReplication::Fixed(4));
+        let r = client_rt
+            .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+            .unwrap();
+        assert!(
+            matches!(&r[0], Err((_, RDKafkaErrorCode::InvalidReplicationFactor))),
+            "{r:?}"
+        );
+    }
+
     // A topic deleted through one broker disappears, with its logs, from every broker.
     {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
