@@ -95,6 +95,13 @@ async fn open_clustered(config: Config) -> anyhow::Result<Arc<Broker>> {
         identity::load_or_format(&dir, node_id, configured.as_deref())
     })
     .await??;
+    let single_node_store = config.data_dir().join("__fjord_metadata/metadata.log");
+    if std::fs::metadata(&single_node_store).is_ok_and(|m| m.len() > 0) {
+        tracing::warn!(
+            path = %single_node_store.display(),
+            "single-node metadata found; cluster mode does not migrate it (its topics are not in the quorum)"
+        );
+    }
     let Some(controller) = config.cluster.controller_listener.clone() else {
         anyhow::bail!("controller.listener.names: no controller listener");
     };
