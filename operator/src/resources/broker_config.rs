@@ -57,6 +57,13 @@ pub fn validate(kafka: &Kafka) -> Vec<String> {
             l.name
         ));
     }
+    if kafka.spec.kafka.replicas > MAX_VOTERS {
+        problems.push(format!(
+            "spec.kafka.replicas={} is above {MAX_VOTERS}: brokers beyond the quorum voters need \
+             broker-only nodes, which fjord-broker does not support yet",
+            kafka.spec.kafka.replicas
+        ));
+    }
     if kafka.spec.kafka.replicas < 1 {
         problems.push("spec.kafka.replicas must be at least 1".into());
     }
@@ -346,6 +353,13 @@ kafka:
             .insert("x".into(), serde_json::json!({"nested": true}));
         let problems = validate(&k);
         assert_eq!(problems.len(), 2, "{problems:?}");
+        let mut five = kafka(THREE_BROKERS);
+        five.spec.kafka.replicas = 5;
+        assert!(
+            validate(&five)[0].contains("broker-only"),
+            "{:?}",
+            validate(&five)
+        );
         let mut tls = kafka(THREE_BROKERS);
         tls.spec.kafka.listeners[0].tls = true;
         assert!(validate(&tls)[0].contains("TLS"), "{:?}", validate(&tls));
