@@ -1,9 +1,10 @@
 //! Error paths of the data and admin APIs, checked with raw protocol requests: every refusal
 //! carries Kafka's error code and changes nothing.
 
+mod common;
+
 use bytes::{Bytes, BytesMut};
 use fjord_client::Connection;
-use indexmap::IndexMap;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -11,9 +12,6 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 
 #[global_allocator]
 static ALLOCATOR: fjord_broker::alloc_guard::GuardedAlloc = fjord_broker::alloc_guard::GuardedAlloc;
@@ -23,33 +21,11 @@ fn name(s: &str) -> TopicName {
 }
 
 fn batch(value_len: usize, producer: Option<(i64, i16, i32)>) -> Bytes {
-    let (pid, epoch, seq) = producer.unwrap_or((-1, -1, -1));
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: 0,
-        producer_id: pid,
-        producer_epoch: epoch,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: seq,
-        timestamp: 1_700_000_000_000,
-        key: Some(Bytes::from_static(b"key")),
-        value: Some(Bytes::from(vec![b'x'; value_len])),
-        headers: IndexMap::new(),
-    };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        [&record],
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
+    common::record_batch(
+        Some(Bytes::from_static(b"key")),
+        Bytes::from(vec![b'x'; value_len]),
+        producer,
     )
-    .unwrap();
-    buf.freeze()
 }
 
 fn produce(topic: &str, records: Bytes, acks: i16) -> ProduceRequest {

@@ -4,21 +4,19 @@
 //! the initial allowance, the bytes the broker appends over 30 s must be within ±20% of the quota. Responses carry `throttle_time_ms` (librdkafka's statistics see
 //! it), and a client that ignores it is held back by the broker (the muted connection).
 
+mod common;
+
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use fjord_client::Connection;
-use indexmap::IndexMap;
 use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::DeliveryResult;
@@ -67,28 +65,7 @@ impl ProducerContext for Ctx {
 }
 
 fn batch(len: usize) -> Bytes {
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 1_700_000_000_000,
-        key: None,
-        value: Some(Bytes::from(vec![b'q'; len])),
-        headers: IndexMap::new(),
-    };
-    let mut buf = BytesMut::new();
-    let opts = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, [&record], &opts).unwrap();
-    buf.freeze()
+    common::record_batch(None, Bytes::from(vec![b'q'; len]), None)
 }
 
 fn produce(len: usize) -> ProduceRequest {
