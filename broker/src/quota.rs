@@ -311,7 +311,7 @@ tokio::task_local! {
     static REQUEST: RefCell<RequestState>;
 }
 
-/// Dispatch names who sent the request (for `request_percentage`); outside `track` a no-op.
+/// Handlers name who sent the request (for `request_percentage`); outside `track` a no-op.
 pub fn note_identity(ctx: &RequestContext) {
     let _ = REQUEST.try_with(|r| {
         let mut r = r.borrow_mut();

@@ -47,6 +47,7 @@ pub struct Authz<'a> {
 
 impl<'a> Authz<'a> {
     pub fn new(broker: &'a Broker, ctx: &'a RequestContext) -> Authz<'a> {
+        crate::quota::note_identity(ctx);
         let c = &broker.config;
         Authz {
             broker,

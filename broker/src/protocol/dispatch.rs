@@ -187,8 +187,6 @@ pub async fn handle(broker: &Arc<Broker>, session: &mut Session, frame: Bytes) -
         listener: session.listener_name().to_string(),
         api_version: version,
     };
-    // Who sent it, for the quota accounting that wraps this request (`quota::track`).
-    crate::quota::note_identity(&ctx);
     let started = Instant::now();
     let api_name: &'static str = api_name(key);
     broker
