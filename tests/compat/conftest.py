@@ -317,40 +317,6 @@ class Broker:
         return f"{self.target} broker at {self.bootstrap} (log {self.log_path})"
 
 
-def run_tool(kafka_bin: Path, tool: str, *args: str, input: str | None = None, check: bool = True,
-             timeout: float = 120) -> subprocess.CompletedProcess:
-    """Runs one of Apache Kafka's CLI tools; with ``check`` a non-zero exit fails the test with
-    its output."""
-    cmd = [str(kafka_bin / tool), *args]
-    try:
-        r = subprocess.run(cmd, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        raise AssertionError(f"{tool} timed out after {timeout}s: {' '.join(cmd)}\n"
-                             f"stdout:\n{e.stdout}\nstderr:\n{e.stderr}") from None
-    if check:
-        assert r.returncode == 0, (f"{tool} exited {r.returncode}: {' '.join(cmd)}\n"
-                                   f"stdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-3000:]}")
-    return r
-
-
-def serve_broker(b: "Broker", timeout: float | None = None):
-    """Body of a module-scoped broker fixture: starts ``b``, yields it, and stops it (killing it
-    if it will not stop) and removes its data unless FJORD_TEST_KEEP is set."""
-    if timeout is None:
-        b.start()
-    else:
-        b.start(timeout=timeout)
-    yield b
-    try:
-        b.stop()
-    finally:
-        if b.alive():
-            b.kill()
-        if not os.environ.get("FJORD_TEST_KEEP"):
-            shutil.rmtree(b.data_dir, ignore_errors=True)
-
-
 # --------------------------------------------------------------------------------------------
 # fixtures
 # --------------------------------------------------------------------------------------------
@@ -372,7 +338,16 @@ def broker_proc(request, tmp_path_factory):
         pytest.fail(f"FJORD_TEST_TARGET must be 'fjord' or 'apache', not {TARGET!r}", pytrace=False)
     name = request.module.__name__.rsplit(".", 1)[-1]
     workdir = tmp_path_factory.mktemp(f"broker-{name}")
-    yield from serve_broker(Broker(workdir))
+    b = Broker(workdir)
+    b.start()
+    yield b
+    try:
+        b.stop()
+    finally:
+        if b.alive():
+            b.kill()
+        if not os.environ.get("FJORD_TEST_KEEP"):
+            shutil.rmtree(b.data_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -10,11 +10,14 @@ through confluent-kafka on SASL_PLAINTEXT:
 """
 from __future__ import annotations
 
+import os
+import shutil
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from conftest import TARGET, Broker, create_topic, free_port, run_tool as run, serve_broker, unique
+from conftest import TARGET, Broker, create_topic, free_port, unique
+from test_sasl_tls import run
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -44,7 +47,15 @@ def broker_proc(tmp_path_factory):
         }
     else:
         b.extra = {**authz, "listeners": f"PLAINTEXT://{b.bootstrap},SASL_PLAINTEXT://{b.sasl_bootstrap}"}
-    yield from serve_broker(b, timeout=90 if TARGET == "apache" else 30)
+    b.start(timeout=90 if TARGET == "apache" else 30)
+    yield b
+    try:
+        b.stop()
+    finally:
+        if b.alive():
+            b.kill()
+        if not os.environ.get("FJORD_TEST_KEEP"):
+            shutil.rmtree(b.data_dir, ignore_errors=True)
 
 
 def as_user(broker, **extra) -> dict:

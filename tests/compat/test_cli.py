@@ -3,15 +3,29 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 
 import pytest
 
-from conftest import create_topic, end_offsets, run_tool as run, unique, wait_for
+from conftest import create_topic, end_offsets, unique, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
 
+def run(kafka_bin, tool: str, *args: str, input: str | None = None, timeout: float = 90,
+        check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [str(kafka_bin / tool), *args]
+    try:
+        r = subprocess.run(cmd, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"{tool} timed out after {timeout}s: {' '.join(cmd)}\n"
+                             f"stdout:\n{e.stdout}\nstderr:\n{e.stderr}") from None
+    if check:
+        assert r.returncode == 0, (f"{tool} exited {r.returncode}: {' '.join(cmd)}\n"
+                                   f"stdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-3000:]}")
+    return r
 
 
 def topics(kafka_bin, broker, *args, **kw):

@@ -9,6 +9,7 @@ line Kafka needs for SCRAM on the SASL_SSL listener and a PEM keystore.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TARGET, Broker, free_port, run_tool as run, serve_broker, unique, wait_for
+from conftest import TARGET, Broker, free_port, unique, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -75,9 +76,30 @@ def broker_proc(tmp_path_factory):
             **common,
             "listeners": f"PLAINTEXT://{b.bootstrap},SASL_SSL://{b.sasl_bootstrap}",
         }
-    yield from serve_broker(b, timeout=90 if TARGET == "apache" else 30)
+    b.start(timeout=90 if TARGET == "apache" else 30)
+    yield b
+    try:
+        b.stop()
+    finally:
+        if b.alive():
+            b.kill()
+        if not os.environ.get("FJORD_TEST_KEEP"):
+            shutil.rmtree(b.data_dir, ignore_errors=True)
 
 
+def run(kafka_bin, tool: str, *args: str, input: str | None = None, check: bool = True,
+        timeout: float = 120) -> subprocess.CompletedProcess:
+    cmd = [str(kafka_bin / tool), *args]
+    try:
+        r = subprocess.run(cmd, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"{tool} timed out after {timeout}s: {' '.join(cmd)}\n"
+                             f"stdout:\n{e.stdout}\nstderr:\n{e.stderr}") from None
+    if check:
+        assert r.returncode == 0, (f"{tool} exited {r.returncode}: {' '.join(cmd)}\n"
+                                   f"stdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-3000:]}")
+    return r
 
 
 def create_user(kafka_bin, broker, user: str, password: str) -> None:

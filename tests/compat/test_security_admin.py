@@ -12,11 +12,14 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import re
+import shutil
+import subprocess
 
 import pytest
 
-from conftest import TARGET, Broker, run_tool as run, serve_broker, unique
+from conftest import TARGET, Broker, unique
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -30,7 +33,15 @@ APACHE_EXTRA = {
 def broker_proc(tmp_path_factory):
     """This module's broker; for Apache Kafka with an authorizer so the ACL APIs are enabled."""
     b = Broker(tmp_path_factory.mktemp("broker-security"), extra=APACHE_EXTRA if TARGET == "apache" else {})
-    yield from serve_broker(b, timeout=90 if TARGET == "apache" else 30)
+    b.start(timeout=90 if TARGET == "apache" else 30)
+    yield b
+    try:
+        b.stop()
+    finally:
+        if b.alive():
+            b.kill()
+        if not os.environ.get("FJORD_TEST_KEEP"):
+            shutil.rmtree(b.data_dir, ignore_errors=True)
 
 
 def restart(broker: Broker) -> None:
@@ -38,6 +49,17 @@ def restart(broker: Broker) -> None:
     broker.start(timeout=90 if TARGET == "apache" else 30)
 
 
+def run(kafka_bin, tool: str, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    cmd = [str(kafka_bin / tool), *args]
+    try:
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"{tool} timed out after {timeout}s: {' '.join(cmd)}\n"
+                             f"stdout:\n{e.stdout}\nstderr:\n{e.stderr}") from None
+    if check:
+        assert r.returncode == 0, (f"{tool} exited {r.returncode}: {' '.join(cmd)}\n"
+                                   f"stdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-3000:]}")
+    return r
 
 
 def configs(kafka_bin, broker, *args, **kw):
