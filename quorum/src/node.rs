@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::log_store::LogStore;
-use crate::rpc::{self, Network, PeerClient};
+use crate::rpc::{self, MessageHandler, Network, PeerClient};
 use crate::state_machine::StateMachine;
 use crate::{Applier, Command, Raft};
 
@@ -47,6 +47,9 @@ pub struct QuorumNode {
     state_machine: StateMachine,
     voters: BTreeMap<u64, String>,
     server: JoinHandle<()>,
+    handler: MessageHandler,
+    /// A kept-open connection to the leader for messages: (leader id, client).
+    leader_client: tokio::sync::Mutex<Option<(u64, PeerClient)>>,
 }
 
 impl QuorumNode {
@@ -78,7 +81,8 @@ impl QuorumNode {
             state_machine.clone(),
         )
         .await?;
-        let server = tokio::spawn(rpc::serve(raft.clone(), listener));
+        let handler = MessageHandler::default();
+        let server = tokio::spawn(rpc::serve(raft.clone(), listener, handler.clone()));
         if pristine && config.voters.contains_key(&config.node_id) {
             let members: BTreeMap<u64, BasicNode> = config
                 .voters
@@ -97,6 +101,8 @@ impl QuorumNode {
             state_machine,
             voters: config.voters,
             server,
+            handler,
+            leader_client: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -163,6 +169,37 @@ impl QuorumNode {
             }
             Err(e) => Err(WriteError::Failed(e.to_string())),
         }
+    }
+
+    /// Sets what answers application messages on this node (once; later calls are ignored).
+    pub fn set_message_handler(
+        &self,
+        handler: Box<dyn Fn(serde_json::Value) -> serde_json::Value + Send + Sync>,
+    ) {
+        let _ = self.handler.set(handler);
+    }
+
+    /// Sends an application message to the current leader (handled locally when this node
+    /// leads) and returns its answer.
+    pub async fn send_to_leader(&self, message: serde_json::Value) -> Result<serde_json::Value, String> {
+        let leader = self.leader().await.ok_or("no quorum leader is known")?;
+        if leader == self.node_id {
+            return match self.handler.get() {
+                Some(h) => Ok(h(message)),
+                None => Err("no message handler is set".into()),
+            };
+        }
+        let mut slot = self.leader_client.lock().await;
+        if slot.as_ref().is_none_or(|(id, _)| *id != leader) {
+            let address = self
+                .voters
+                .get(&leader)
+                .cloned()
+                .ok_or_else(|| format!("leader {leader} is not a known voter"))?;
+            *slot = Some((leader, PeerClient::new(leader, address)));
+        }
+        let (_, client) = slot.as_mut().expect("set above");
+        client.send_message(message).await
     }
 
     /// Stops Raft and the RPC server.

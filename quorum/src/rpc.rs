@@ -2,6 +2,7 @@
 //! body; one request, one response, in order, per connection. Also carries forwarded client
 //! writes so any voter can accept a write and hand it to the leader.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use openraft::error::{
@@ -30,6 +31,9 @@ pub enum Request {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// A client write forwarded to the leader.
     Write(Command),
+    /// An application message for the leader (broker heartbeats), answered by the node's
+    /// [`MessageHandler`].
+    Message(serde_json::Value),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -39,7 +43,11 @@ pub enum Response {
     InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
     /// Log index of the committed write, or why it failed.
     Write(Result<u64, String>),
+    Message(Result<serde_json::Value, String>),
 }
+
+/// Answers application messages sent to this node; set once the application is ready.
+pub type MessageHandler = Arc<OnceLock<Box<dyn Fn(serde_json::Value) -> serde_json::Value + Send + Sync>>>;
 
 pub async fn send_message<T: Serialize>(stream: &mut TcpStream, msg: &T) -> std::io::Result<()> {
     let body = serde_json::to_vec(msg)?;
@@ -66,15 +74,16 @@ pub async fn read_message<T: DeserializeOwned>(stream: &mut TcpStream) -> std::i
 }
 
 /// Serves Raft RPCs for `raft` on `listener` until the task is dropped.
-pub async fn serve(raft: Raft, listener: TcpListener) {
+pub async fn serve(raft: Raft, listener: TcpListener, handler: MessageHandler) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let raft = raft.clone();
+        let handler = handler.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_connection(raft, stream).await {
+            if let Err(e) = serve_connection(raft, stream, handler).await {
                 if e.kind() != std::io::ErrorKind::UnexpectedEof {
                     tracing::debug!(%peer, error = %e, "quorum connection closed");
                 }
@@ -83,7 +92,11 @@ pub async fn serve(raft: Raft, listener: TcpListener) {
     }
 }
 
-async fn serve_connection(raft: Raft, mut stream: TcpStream) -> std::io::Result<()> {
+async fn serve_connection(
+    raft: Raft,
+    mut stream: TcpStream,
+    handler: MessageHandler,
+) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     loop {
         let request: Request = read_message(&mut stream).await?;
@@ -99,6 +112,10 @@ async fn serve_connection(raft: Raft, mut stream: TcpStream) -> std::io::Result<
                     .map(|r| r.log_id.index)
                     .map_err(|e| e.to_string()),
             ),
+            Request::Message(m) => Response::Message(match handler.get() {
+                Some(h) => Ok(h(m)),
+                None => Err("this node is not ready for messages yet".into()),
+            }),
         };
         send_message(&mut stream, &response).await?;
     }
@@ -179,6 +196,22 @@ impl PeerClient {
             Ok(_) => Err("unexpected response to a forwarded write".into()),
             Err(CallError::Unreachable(e) | CallError::Network(e)) => {
                 Err(format!("leader {} at {}: {e}", self.target, self.address))
+            }
+        }
+    }
+}
+
+impl PeerClient {
+    /// Sends an application message to this peer and returns its answer.
+    pub async fn send_message(&mut self, message: serde_json::Value) -> Result<serde_json::Value, String> {
+        match self
+            .call(&Request::Message(message), Duration::from_secs(2))
+            .await
+        {
+            Ok(Response::Message(result)) => result,
+            Ok(_) => Err("unexpected response to a message".into()),
+            Err(CallError::Unreachable(e) | CallError::Network(e)) => {
+                Err(format!("node {} at {}: {e}", self.target, self.address))
             }
         }
     }

@@ -40,6 +40,8 @@ pub struct Cluster {
     /// Serialises [`hosted::sync`] runs; holds the id of each hosted topic (a topic deleted and
     /// re-created under the same name has a new id).
     pub(crate) hosted_ids: Mutex<HashMap<String, Uuid>>,
+    /// New per process start; carried by this node's registration.
+    pub incarnation: Uuid,
 }
 
 /// Where the applier's hook finds the broker once it exists.
@@ -80,6 +82,7 @@ impl Cluster {
             quorum,
             handle: Handle::current(),
             hosted_ids: Mutex::new(HashMap::new()),
+            incarnation: Uuid::new_v4(),
         };
         Ok((cluster, image))
     }

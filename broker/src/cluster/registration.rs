@@ -40,6 +40,7 @@ pub fn record(broker: &Broker) -> MetadataRecord {
         node_id: config.node_id,
         rack: config.broker_rack.clone(),
         endpoints,
+        incarnation: broker.cluster.as_ref().map_or(uuid::Uuid::nil(), |c| c.incarnation),
     }
 }
 
@@ -75,10 +76,13 @@ fn image_entry(record: &MetadataRecord) -> Option<crate::metadata::RegisteredBro
             node_id,
             rack,
             endpoints,
+            incarnation,
         } => Some(crate::metadata::RegisteredBroker {
             id: *node_id,
             rack: rack.clone(),
             endpoints: endpoints.clone(),
+            incarnation: *incarnation,
+            fenced: false,
         }),
         _ => None,
     }

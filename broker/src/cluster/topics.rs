@@ -1,7 +1,7 @@
 //! CreateTopics and CreatePartitions in cluster mode: replicas are placed over the registered
 //! brokers with Kafka's assignment (random start and shift), and the records go through the
-//! quorum. Until data replication exists the ISR of a new partition is its leader alone, so
-//! `acks=all` never counts replicas that hold nothing.
+//! quorum. Only live (unfenced) brokers get new replicas; every replica of a new partition
+//! starts in the ISR (its log is as empty as the leader's), as in Kafka.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +18,7 @@ fn slots(broker: &Broker) -> Vec<BrokerSlot> {
         .read()
         .brokers
         .values()
+        .filter(|b| !b.fenced)
         .map(|b| BrokerSlot {
             id: b.id,
             rack: b.rack.clone(),
@@ -49,22 +50,6 @@ fn place(
         };
         TopicError::new(code, e.to_string())
     })
-}
-
-/// Leader-only ISR for new partitions (no data replication yet).
-fn leader_only_isr(name: &str, first: i32, replicas: &[Vec<i32>]) -> Vec<MetadataRecord> {
-    replicas
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.len() > 1)
-        .map(|(i, r)| MetadataRecord::PartitionChange {
-            topic: name.to_string(),
-            partition: first + i as i32,
-            leader: r[0],
-            isr: vec![r[0]],
-            leader_epoch: 0,
-        })
-        .collect()
 }
 
 /// Creates a topic through the quorum (name, counts and configs already validated).
@@ -102,13 +87,12 @@ pub fn create_topic(
         return Err(e);
     }
     let id = Uuid::new_v4();
-    let mut records = vec![MetadataRecord::CreateTopic {
+    let records = vec![MetadataRecord::CreateTopic {
         name: name.to_string(),
         id,
         replicas: replicas.clone(),
         configs,
     }];
-    records.extend(leader_only_isr(name, 0, &replicas));
     broker.commit_all(&records).map_err(storage_error)?;
     if broker.metadata.read().topics.get(name).map(|t| t.id) != Some(id) {
         return Err(TopicError::new(
@@ -139,10 +123,9 @@ pub fn add_partitions(
     if validate_only {
         return Ok(());
     }
-    let mut records = vec![MetadataRecord::AddPartitions {
+    let records = vec![MetadataRecord::AddPartitions {
         name: name.to_string(),
         replicas: replicas.clone(),
     }];
-    records.extend(leader_only_isr(name, current, &replicas));
     broker.commit_all(&records).map_err(storage_error)
 }

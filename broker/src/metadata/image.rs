@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use uuid::Uuid;
 
+use super::leadership;
 use super::quota::QuotaEntity;
 use super::record::{BrokerEndpoint, MetadataRecord};
 use crate::auth::acl::AclBinding;
@@ -15,6 +16,9 @@ pub struct PartitionMeta {
     pub isr: Vec<i32>,
     pub leader: i32,
     pub leader_epoch: i32,
+    /// Bumped on every leader or ISR change; `AlterPartition` requests name the epoch they
+    /// were computed from.
+    pub partition_epoch: i32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +35,9 @@ pub struct RegisteredBroker {
     pub id: i32,
     pub rack: Option<String>,
     pub endpoints: Vec<BrokerEndpoint>,
+    pub incarnation: Uuid,
+    /// Missed heartbeats or shutting down: leads nothing and is in no ISR (but a last one).
+    pub fenced: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -61,6 +68,7 @@ pub fn partition_defaults(replicas: Vec<i32>) -> PartitionMeta {
         isr: replicas.clone(),
         replicas,
         leader_epoch: 0,
+        partition_epoch: 0,
     }
 }
 
@@ -100,10 +108,12 @@ impl MetadataImage {
                 if let Some(t) = self.topics.get_mut(name) {
                     apply_changes(&mut t.configs, changes);
                 }
+                leadership::revive_all(self);
             }
             MetadataRecord::AlterBrokerConfig { node, changes } => {
                 let map = self.broker_configs.entry(*node).or_default();
                 apply_changes(map, changes);
+                leadership::revive_all(self);
             }
             MetadataRecord::PartitionChange {
                 topic,
@@ -111,6 +121,7 @@ impl MetadataImage {
                 leader,
                 isr,
                 leader_epoch,
+                partition_epoch,
             } => {
                 let meta = self
                     .topics
@@ -120,8 +131,29 @@ impl MetadataImage {
                     p.leader = *leader;
                     p.isr = isr.clone();
                     p.leader_epoch = *leader_epoch;
+                    p.partition_epoch = partition_epoch.unwrap_or(p.partition_epoch + 1);
                 }
             }
+            MetadataRecord::AlterPartition {
+                topic,
+                partition,
+                partition_epoch,
+                isr,
+                leader,
+            } => {
+                let req = leadership::AlterRequest {
+                    topic,
+                    partition: *partition,
+                    partition_epoch: *partition_epoch,
+                    isr,
+                    leader: *leader,
+                };
+                if let Err(why) = leadership::alter(self, &req) {
+                    tracing::debug!(topic, partition, ?why, "AlterPartition not applied");
+                }
+            }
+            MetadataRecord::FenceBroker { node_id } => leadership::fence(self, *node_id),
+            MetadataRecord::UnfenceBroker { node_id } => leadership::unfence(self, *node_id),
             MetadataRecord::ProducerIdBlock { next } => {
                 self.next_producer_id = self.next_producer_id.max(*next);
             }
@@ -159,15 +191,26 @@ impl MetadataImage {
                 node_id,
                 rack,
                 endpoints,
+                incarnation,
             } => {
-                self.brokers.insert(
+                let previous = self.brokers.insert(
                     *node_id,
                     RegisteredBroker {
                         id: *node_id,
                         rack: rack.clone(),
                         endpoints: endpoints.clone(),
+                        incarnation: *incarnation,
+                        fenced: false,
                     },
                 );
+                match previous {
+                    Some(b) if b.incarnation != *incarnation => {
+                        leadership::reregister(self, *node_id)
+                    }
+                    Some(b) if b.fenced => leadership::unfence(self, *node_id),
+                    Some(_) => {}
+                    None => leadership::revive_all(self),
+                }
             }
             MetadataRecord::ClientQuota { entity, changes } => {
                 let values = self.quotas.entry(entity.clone()).or_default();

@@ -5,6 +5,7 @@
 //! record instead of mutating the image directly.
 
 pub mod image;
+pub mod leadership;
 pub mod placement;
 pub mod quorum_applier;
 pub mod quota;

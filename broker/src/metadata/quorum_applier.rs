@@ -106,6 +106,7 @@ mod tests {
                 leader: 3,
                 isr: vec![3, 1],
                 leader_epoch: 4,
+                partition_epoch: None,
             },
             MetadataRecord::AlterBrokerConfig {
                 node: None,
@@ -145,6 +146,7 @@ mod tests {
                 leader: 2,
                 isr: vec![2],
                 leader_epoch: 0,
+                partition_epoch: None,
             },
         ];
         applier.apply(&MetadataApplier::command(&second));

@@ -45,6 +45,29 @@ pub enum MetadataRecord {
         leader: i32,
         isr: Vec<i32>,
         leader_epoch: i32,
+        /// The partition epoch after the change (snapshots carry it); absent = current + 1.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partition_epoch: Option<i32>,
+    },
+    /// An ISR (and possibly leader) change a partition leader or the controller asked for;
+    /// applied only if `partition_epoch` is still the partition's epoch (KRaft's
+    /// AlterPartition), see [`super::leadership::alter`].
+    AlterPartition {
+        topic: String,
+        partition: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        leader: Option<i32>,
+    },
+    /// The controller fenced a broker that stopped heartbeating or is shutting down: it leaves
+    /// the ISRs and its leaderships move (KRaft's `BrokerRegistrationChangeRecord` fenced=1).
+    FenceBroker {
+        node_id: i32,
+    },
+    /// A fenced broker heartbeats again.
+    UnfenceBroker {
+        node_id: i32,
     },
     /// Reserves producer ids below `next` so they are never handed out twice.
     ProducerIdBlock {
@@ -82,6 +105,10 @@ pub enum MetadataRecord {
         node_id: i32,
         rack: Option<String>,
         endpoints: Vec<BrokerEndpoint>,
+        /// A new value per process start: a changed incarnation means the broker restarted
+        /// and must re-earn its ISR places (KRaft's incarnation id).
+        #[serde(default)]
+        incarnation: Uuid,
     },
     /// Client quota changes for one entity (KRaft's `ClientQuotaRecord`, one record per
     /// alteration instead of per key): `None` removes a key.

@@ -12,7 +12,11 @@ pub fn image_to_records(image: &MetadataImage) -> Vec<MetadataRecord> {
             node_id: b.id,
             rack: b.rack.clone(),
             endpoints: b.endpoints.clone(),
+            incarnation: b.incarnation,
         });
+        if b.fenced {
+            out.push(MetadataRecord::FenceBroker { node_id: b.id });
+        }
     }
     for topic in image.topics.values() {
         out.push(MetadataRecord::CreateTopic {
@@ -33,6 +37,7 @@ pub fn image_to_records(image: &MetadataImage) -> Vec<MetadataRecord> {
                     leader: p.leader,
                     isr: p.isr.clone(),
                     leader_epoch: p.leader_epoch,
+                    partition_epoch: Some(p.partition_epoch),
                 });
             }
         }
