@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+mod replica;
+
 use super::batch::{self, BatchHeader, HEADER_LEN};
+use super::epoch_cache::EpochCache;
 use super::producer_state::{ProducerStateMap, SequenceCheck};
 use super::segment::{self, Segment};
 use crate::protocol::errors::ErrorCode;
@@ -20,6 +23,8 @@ pub struct PartitionLog {
     segments: Vec<Segment>,
     log_start_offset: i64,
     producers: ProducerStateMap,
+    /// First offset of each leader epoch (answers OffsetsForLeaderEpoch).
+    epochs: EpochCache,
     scratch: Vec<u8>,
 }
 
@@ -126,12 +131,14 @@ impl PartitionLog {
             segments.push(Segment::create(dir, 0, interval, now_ms)?);
         }
         let log_start_offset = segments[0].base_offset;
+        let log_end = segments.last().map_or(0, |s| s.next_offset);
         Ok(PartitionLog {
             dir: dir.to_path_buf(),
             settings,
             segments,
             log_start_offset,
             producers,
+            epochs: EpochCache::open(dir, log_end),
             scratch: Vec::new(),
         })
     }
@@ -210,6 +217,7 @@ impl PartitionLog {
         self.maybe_roll(total as u64, now_ms)?;
         let mut next = self.log_end_offset();
         let base_offset = next;
+        self.epochs.assign(leader_epoch, base_offset)?;
         let append_time = self.settings.log_append_time;
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();

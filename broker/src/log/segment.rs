@@ -310,7 +310,7 @@ impl Segment {
     fn scan_from(
         &self,
         start: u64,
-        found: impl Fn(&BatchHeader) -> bool,
+        mut found: impl FnMut(&BatchHeader) -> bool,
     ) -> io::Result<Option<(u64, BatchHeader)>> {
         let mut pos = start;
         let mut head = [0u8; HEADER_LEN];
@@ -324,6 +324,16 @@ impl Segment {
             pos += h.total_len as u64;
         }
         Ok(None)
+    }
+
+    /// Every batch header in the segment, in order (for rebuilding state after truncation).
+    pub fn headers(&self) -> io::Result<Vec<BatchHeader>> {
+        let mut out = Vec::new();
+        self.scan_from(0, |h| {
+            out.push(*h);
+            false
+        })?;
+        Ok(out)
     }
 
     /// Deletes the segment's files.
