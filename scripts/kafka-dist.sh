@@ -91,6 +91,7 @@ WRAPPERS=(
   "kafka-reassign-partitions     org.apache.kafka.tools.reassign.ReassignPartitionsCommand        admin"
   "kafka-leader-election         org.apache.kafka.tools.LeaderElectionCommand                     admin"
   "kafka-metadata-quorum         org.apache.kafka.tools.MetadataQuorumCommand                     admin"
+  "kafka-log-dirs                org.apache.kafka.tools.LogDirsCommand                            admin"
   "kafka-storage                 kafka.tools.StorageTool                                          admin"
   "kafka-producer-perf-test      org.apache.kafka.tools.ProducerPerformance                       perf"
   "kafka-consumer-perf-test      org.apache.kafka.tools.ConsumerPerformance                       perf"

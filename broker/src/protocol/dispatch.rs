@@ -249,6 +249,8 @@ pub async fn handle(broker: &Arc<Broker>, session: &mut Session, frame: Bytes) -
         DeleteAcls => DeleteAclsRequest => api::acls::delete,
         DescribeClientQuotas => DescribeClientQuotasRequest => api::quotas::describe,
         AlterClientQuotas => AlterClientQuotasRequest => api::quotas::alter,
+        DescribeQuorum => DescribeQuorumRequest => api::quorum::describe_quorum,
+        DescribeLogDirs => DescribeLogDirsRequest => api::log_dirs::describe,
     });
     observe(broker, api_name, started);
     reply
@@ -298,6 +300,8 @@ fn api_name(key: ApiKey) -> &'static str {
         DeleteAcls,
         DescribeClientQuotas,
         AlterClientQuotas,
+        DescribeQuorum,
+        DescribeLogDirs,
         SaslHandshake,
         SaslAuthenticate
     )
