@@ -43,7 +43,8 @@ async fn handle(broker: Arc<Broker>, mut stream: TcpStream) -> std::io::Result<(
     let head = String::from_utf8_lossy(&buf);
     let mut parts = head.lines().next().unwrap_or("").split_whitespace();
     let method = parts.next().unwrap_or("");
-    let path = parts.next().unwrap_or("").split('?').next().unwrap_or("");
+    let target = parts.next().unwrap_or("");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let (status, ctype, body) = match (method, path) {
         ("GET", "/metrics") => {
             refresh_gauges(&broker);
@@ -68,6 +69,12 @@ async fn handle(broker: Arc<Broker>, mut stream: TcpStream) -> std::io::Result<(
             let body = serde_json::to_string(&answer).unwrap_or_default() + "\n";
             ("200 OK", "application/json", body)
         }
+        ("GET", "/v1/test/fault") if broker.config.cluster.fault_hooks => {
+            match crate::replication::faults::apply(query) {
+                Ok(state) => ("200 OK", "application/json", state),
+                Err(e) => ("400 Bad Request", "text/plain", e + "\n"),
+            }
+        }
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
         _ => (
             "405 Method Not Allowed",
@@ -89,6 +96,11 @@ fn refresh_gauges(broker: &Broker) {
     let size: u64 = parts.iter().map(|p| p.log.read().size_bytes()).sum();
     broker.metrics.log_size_bytes.set(size as i64);
     broker.metrics.partitions.set(parts.len() as i64);
-    broker.metrics.leader_count.set(parts.len() as i64);
-    broker.metrics.active_controller.set(1);
+    if broker.cluster.is_some() {
+        // Leaders, ISR health and the controller flag (set by the controller task).
+        crate::cluster::isr::refresh_gauges(broker);
+    } else {
+        broker.metrics.leader_count.set(parts.len() as i64);
+        broker.metrics.active_controller.set(1);
+    }
 }

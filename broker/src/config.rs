@@ -163,6 +163,16 @@ const KNOWN_KEYS: &[&str] = &[
     "allow.everyone.if.no.acl.found",
     "quota.window.num",
     "quota.window.size.seconds",
+    "replica.lag.time.max.ms",
+    "replica.fetch.max.bytes",
+    "replica.fetch.wait.max.ms",
+    "broker.session.timeout.ms",
+    "broker.heartbeat.interval.ms",
+    "controlled.shutdown.enable",
+    "controlled.shutdown.max.retries",
+    "controlled.shutdown.timeout.ms",
+    "unclean.leader.election.enable",
+    "fjord.test.fault.hooks",
 ];
 
 /// `authorizer.class.name` values that turn ACL authorization on (Kafka's KRaft and ZooKeeper

@@ -135,6 +135,7 @@ fn main() -> ExitCode {
         );
         wait_for_signal().await;
         tracing::info!("shutting down");
+        fjord_broker::cluster::controller::controlled_shutdown(&running.broker).await;
         running.broker.shutdown();
         ExitCode::SUCCESS
     })

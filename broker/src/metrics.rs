@@ -21,6 +21,13 @@ pub struct Metrics {
     pub under_replicated: IntGauge,
     pub offline_partitions: IntGauge,
     pub active_controller: IntGauge,
+    pub replication_bytes_in: IntCounter,
+    pub replication_bytes_out: IntCounter,
+    pub isr_shrinks: IntCounter,
+    pub isr_expands: IntCounter,
+    pub under_min_isr: IntGauge,
+    pub replica_max_lag: IntGauge,
+    pub fenced_brokers: IntGauge,
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
@@ -127,6 +134,41 @@ impl Metrics {
                 &r,
                 "kafka_controller_kafkacontroller_activecontrollercount",
                 "1 on the active controller",
+            ),
+            replication_bytes_in: counter(
+                &r,
+                "kafka_server_brokertopicmetrics_replicationbytesin_total",
+                "Bytes fetched from leaders by this broker's followers",
+            ),
+            replication_bytes_out: counter(
+                &r,
+                "kafka_server_brokertopicmetrics_replicationbytesout_total",
+                "Bytes sent to followers",
+            ),
+            isr_shrinks: counter(
+                &r,
+                "kafka_server_replicamanager_isrshrinks_total",
+                "ISR shrinks this broker's leaderships committed",
+            ),
+            isr_expands: counter(
+                &r,
+                "kafka_server_replicamanager_isrexpands_total",
+                "ISR expansions this broker's leaderships committed",
+            ),
+            under_min_isr: gauge(
+                &r,
+                "kafka_server_replicamanager_underminisrpartitioncount",
+                "Led partitions whose ISR is smaller than min.insync.replicas",
+            ),
+            replica_max_lag: gauge(
+                &r,
+                "kafka_server_replicafetchermanager_maxlag",
+                "Largest follower lag in messages among the partitions this broker leads",
+            ),
+            fenced_brokers: gauge(
+                &r,
+                "kafka_controller_kafkacontroller_fencedbrokercount",
+                "Fenced brokers (as this node's metadata says)",
             ),
             requests,
             request_errors,

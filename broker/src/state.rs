@@ -40,6 +40,8 @@ pub struct Broker {
     pub quotas: crate::quota::QuotaManager,
     producer_ids: Mutex<(i64, i64)>,
     ready: AtomicBool,
+    /// Set when shutdown starts: background replication tasks stop.
+    stopping: AtomicBool,
 }
 
 /// A topic-level failure with the message to show the client.
@@ -108,6 +110,7 @@ impl Broker {
             quotas,
             producer_ids: Mutex::new((next_pid, next_pid)),
             ready: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             config,
         });
         if !clustered {
@@ -119,6 +122,10 @@ impl Broker {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     pub(crate) fn partition_dir(&self, topic: &str, p: i32) -> PathBuf {
@@ -575,6 +582,7 @@ impl Broker {
     /// Flushes all logs and group state; called on orderly shutdown.
     pub fn shutdown(&self) {
         self.ready.store(false, Ordering::Release);
+        self.stopping.store(true, Ordering::Release);
         for p in self.all_partitions() {
             if let Err(e) = p.log.read().flush() {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush failed");

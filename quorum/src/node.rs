@@ -181,7 +181,10 @@ impl QuorumNode {
 
     /// Sends an application message to the current leader (handled locally when this node
     /// leads) and returns its answer.
-    pub async fn send_to_leader(&self, message: serde_json::Value) -> Result<serde_json::Value, String> {
+    pub async fn send_to_leader(
+        &self,
+        message: serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
         let leader = self.leader().await.ok_or("no quorum leader is known")?;
         if leader == self.node_id {
             return match self.handler.get() {

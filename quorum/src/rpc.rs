@@ -21,6 +21,18 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::{Command, Raft, TypeConfig};
 
+/// Test fault hook: while set, this process neither sends nor answers quorum RPCs (a network
+/// partition of the quorum member, for tests that need one).
+static ISOLATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_isolated(on: bool) {
+    ISOLATED.store(on, std::sync::atomic::Ordering::Release);
+}
+
+pub fn is_isolated() -> bool {
+    ISOLATED.load(std::sync::atomic::Ordering::Acquire)
+}
+
 /// Largest message accepted (snapshots of a large cluster's metadata included).
 const MAX_MESSAGE: usize = 256 << 20;
 
@@ -47,7 +59,8 @@ pub enum Response {
 }
 
 /// Answers application messages sent to this node; set once the application is ready.
-pub type MessageHandler = Arc<OnceLock<Box<dyn Fn(serde_json::Value) -> serde_json::Value + Send + Sync>>>;
+pub type MessageHandler =
+    Arc<OnceLock<Box<dyn Fn(serde_json::Value) -> serde_json::Value + Send + Sync>>>;
 
 pub async fn send_message<T: Serialize>(stream: &mut TcpStream, msg: &T) -> std::io::Result<()> {
     let body = serde_json::to_vec(msg)?;
@@ -100,6 +113,9 @@ async fn serve_connection(
     let _ = stream.set_nodelay(true);
     loop {
         let request: Request = read_message(&mut stream).await?;
+        if is_isolated() {
+            return Err(std::io::ErrorKind::ConnectionAborted.into());
+        }
         let response = match request {
             Request::AppendEntries(r) => Response::AppendEntries(raft.append_entries(r).await),
             Request::Vote(r) => Response::Vote(raft.vote(r).await),
@@ -160,6 +176,12 @@ impl PeerClient {
     }
 
     async fn call(&mut self, request: &Request, timeout: Duration) -> Result<Response, CallError> {
+        if is_isolated() {
+            self.stream = None;
+            return Err(CallError::Unreachable(
+                std::io::ErrorKind::NetworkUnreachable.into(),
+            ));
+        }
         if self.stream.is_none() {
             let stream = tokio::time::timeout(timeout, TcpStream::connect(&self.address))
                 .await
@@ -203,7 +225,10 @@ impl PeerClient {
 
 impl PeerClient {
     /// Sends an application message to this peer and returns its answer.
-    pub async fn send_message(&mut self, message: serde_json::Value) -> Result<serde_json::Value, String> {
+    pub async fn send_message(
+        &mut self,
+        message: serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
         match self
             .call(&Request::Message(message), Duration::from_secs(2))
             .await

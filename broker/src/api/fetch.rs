@@ -93,6 +93,9 @@ pub async fn handle(
             });
         }
     }
+    if replica >= 0 && !follower_denied {
+        note_follower_positions(broker, replica, &wanted);
+    }
     let max_bytes = if req.max_bytes <= 0 {
         usize::MAX
     } else {
@@ -111,7 +114,7 @@ pub async fn handle(
         for n in &mut notified {
             n.as_mut().enable();
         }
-        let (results, total, had_error) = read_all(&wanted, max_bytes);
+        let (results, total, had_error) = read_all(&wanted, max_bytes, replica >= 0);
         let now = Instant::now();
         if total >= min_bytes.max(1) || had_error || now >= deadline || notified.is_empty() {
             break results;
@@ -148,7 +151,14 @@ pub async fn handle(
             .with_session_id(0)
             .with_throttle_time_ms(throttle as i32);
     }
-    broker.metrics.bytes_out.inc_by(total_out as u64);
+    if replica >= 0 {
+        broker
+            .metrics
+            .replication_bytes_out
+            .inc_by(total_out as u64);
+    } else {
+        broker.metrics.bytes_out.inc_by(total_out as u64);
+    }
     let mut by_topic: Vec<Vec<PartitionData>> = vec![Vec::new(); topics_out.len()];
     for (w, r) in wanted.iter().zip(results) {
         by_topic[w.topic_index].push(r);
@@ -168,9 +178,29 @@ pub async fn handle(
         .with_responses(responses)
 }
 
+/// A follower's fetch offset is its log end: the leader records it (moving the high watermark)
+/// and asks the controller to re-admit a follower that caught up.
+fn note_follower_positions(broker: &Arc<Broker>, replica: i32, wanted: &[Wanted]) {
+    let now = crate::state::now_ms();
+    for w in wanted {
+        let Some(p) = &w.resolved else { continue };
+        if w.current_leader_epoch >= 0 && w.current_leader_epoch != p.leader_epoch() {
+            continue;
+        }
+        if let Some((proposal, epoch)) = p.on_follower_fetch(replica, w.fetch_offset, now) {
+            crate::cluster::isr::request_change(broker, p.clone(), proposal, epoch);
+        }
+    }
+}
+
 /// Reads every wanted partition once. Returns the partition results, the bytes read, and whether
-/// any partition has an error (which makes the fetch answer immediately, like Kafka).
-fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<PartitionData>, usize, bool) {
+/// any partition has an error (which makes the fetch answer immediately, like Kafka). Consumers
+/// read up to the high watermark, followers up to the log end.
+fn read_all(
+    wanted: &[Wanted],
+    max_bytes: usize,
+    follower: bool,
+) -> (Vec<PartitionData>, usize, bool) {
     let mut total = 0usize;
     let mut had_error = false;
     let mut out = Vec::with_capacity(wanted.len());
@@ -187,9 +217,9 @@ fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<PartitionData>, usize, 
             );
             continue;
         };
-        if w.current_leader_epoch >= 0 && w.current_leader_epoch != p.leader_epoch {
+        if w.current_leader_epoch >= 0 && w.current_leader_epoch != p.leader_epoch() {
             had_error = true;
-            let code = if w.current_leader_epoch > p.leader_epoch {
+            let code = if w.current_leader_epoch > p.leader_epoch() {
                 ErrorCode::UnknownLeaderEpoch
             } else {
                 ErrorCode::FencedLeaderEpoch
@@ -204,11 +234,12 @@ fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<PartitionData>, usize, 
         let hw = p.high_watermark();
         let log = p.log.read();
         let start = log.log_start_offset();
+        let leo = log.log_end_offset();
         let base = base
             .with_high_watermark(hw)
             .with_last_stable_offset(hw)
             .with_log_start_offset(start);
-        if w.fetch_offset < start || w.fetch_offset > hw {
+        if w.fetch_offset < start || w.fetch_offset > leo {
             had_error = true;
             out.push(base.with_error_code(ErrorCode::OffsetOutOfRange.code()));
             continue;
@@ -217,7 +248,8 @@ fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<PartitionData>, usize, 
         let limit = w.max_bytes.min(remaining);
         // The first partition with data may exceed the limits by one batch, so consumers always
         // make progress (KIP-74).
-        match log.read(w.fetch_offset, limit, hw, total == 0) {
+        let visible_end = if follower { leo } else { hw };
+        match log.read(w.fetch_offset, limit, visible_end, total == 0) {
             Ok(r) => {
                 total += r.records.len();
                 out.push(base.with_records(Some(r.records)));

@@ -65,7 +65,7 @@ pub async fn handle(
                         ts => log.offset_for_timestamp(ts),
                     };
                     match found {
-                        Ok(Some((offset, ts))) => base.with_offset(offset).with_timestamp(ts).with_leader_epoch(part.leader_epoch),
+                        Ok(Some((offset, ts))) => base.with_offset(offset).with_timestamp(ts).with_leader_epoch(part.leader_epoch()),
                         Ok(None) => base.with_offset(-1).with_timestamp(-1),
                         Err(e) => {
                             tracing::error!(topic = %name, partition = p.partition_index, error = %e, "offset lookup failed");
@@ -159,22 +159,27 @@ pub async fn offset_for_leader_epoch(
                         Ok(part) => part,
                         Err(code) => return base.with_error_code(code.code()),
                     };
-                    if p.current_leader_epoch >= 0 && p.current_leader_epoch != part.leader_epoch {
-                        let code = if p.current_leader_epoch > part.leader_epoch {
+                    if p.current_leader_epoch >= 0 && p.current_leader_epoch != part.leader_epoch()
+                    {
+                        let code = if p.current_leader_epoch > part.leader_epoch() {
                             ErrorCode::UnknownLeaderEpoch
                         } else {
                             ErrorCode::FencedLeaderEpoch
                         };
                         return base.with_error_code(code.code());
                     }
-                    // Single epoch per partition so far: every epoch up to the current one ends at
-                    // the log end offset.
-                    if p.leader_epoch > part.leader_epoch || p.leader_epoch < 0 {
-                        return base;
-                    }
-                    let end = part.log.read().log_end_offset();
-                    base.with_leader_epoch(part.leader_epoch)
-                        .with_end_offset(end)
+                    // The end of the largest epoch <= the asked one, from the epoch cache. A
+                    // log that recorded no epochs yet (empty, or written before the cache
+                    // existed) answers its current epoch with its end offset.
+                    let log = part.log.read();
+                    let (epoch, end) = match log.latest_epoch() {
+                        Some(_) => log.end_offset_for_epoch(p.leader_epoch),
+                        None if p.leader_epoch >= 0 => {
+                            (part.leader_epoch().max(0), log.log_end_offset())
+                        }
+                        None => (-1, -1),
+                    };
+                    base.with_leader_epoch(epoch).with_end_offset(end)
                 })
                 .collect();
             OffsetForLeaderTopicResult::default()

@@ -19,8 +19,10 @@ use crate::auth::acl::AclOperation;
 use crate::auth::authorizer::Resource;
 use crate::log::batch::{self, BatchError};
 use crate::log::AppendError;
+use crate::partition::Partition;
 use crate::protocol::dispatch::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
+use crate::replication::isr::{check_after_append, check_before_append, AckDecision};
 use crate::state::{now_ms, Broker};
 
 fn error(index: i32, code: ErrorCode, message: Option<String>) -> PartitionProduceResponse {
@@ -50,6 +52,7 @@ pub async fn handle(
         .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
         .sum();
     let mut responses = Vec::with_capacity(req.topic_data.len());
+    let mut waits: Vec<(usize, usize, CommitWait)> = Vec::new();
     for topic in req.topic_data {
         let name = if topic.name.0.is_empty() {
             broker
@@ -72,7 +75,13 @@ pub async fn handle(
         for pd in topic.partition_data {
             parts.push(match denied {
                 Some(code) => error(pd.index, code, None),
-                None => produce_partition(broker, &name, pd.index, pd.records, acks),
+                None => match produce_partition(broker, &name, pd.index, pd.records, acks) {
+                    Outcome::Done(r) => r,
+                    Outcome::Wait(r, wait) => {
+                        waits.push((responses.len(), parts.len(), wait));
+                        r
+                    }
+                },
             });
         }
         responses.push(
@@ -81,6 +90,19 @@ pub async fn handle(
                 .with_topic_id(topic.topic_id)
                 .with_partition_responses(parts),
         );
+    }
+    if !waits.is_empty() {
+        let deadline = tokio::time::Instant::now()
+            + std::time::Duration::from_millis(req.timeout_ms.clamp(0, 300_000) as u64);
+        let codes =
+            futures::future::join_all(waits.iter().map(|(_, _, w)| await_commit(w, deadline)))
+                .await;
+        for ((t, p, _), code) in waits.iter().zip(codes) {
+            if code != ErrorCode::None {
+                let index = responses[*t].partition_responses[*p].index;
+                responses[*t].partition_responses[*p] = error(index, code, None);
+            }
+        }
     }
     let throttle = broker.quotas.record(
         &broker.metadata.read(),
@@ -95,22 +117,85 @@ pub async fn handle(
         .with_throttle_time_ms(throttle as i32)
 }
 
+/// An `acks=all` append waiting for the high watermark to pass it.
+struct CommitWait {
+    partition: Arc<Partition>,
+    end_offset: i64,
+    leader_epoch: i32,
+    min_insync: i32,
+}
+
+enum Outcome {
+    Done(PartitionProduceResponse),
+    /// Appended; the response stands once the records are committed.
+    Wait(PartitionProduceResponse, CommitWait),
+}
+
+/// Waits until the records are committed (the high watermark passed them), the leadership
+/// changed (NOT_LEADER_OR_FOLLOWER: the client retries at the new leader; an idempotent retry
+/// is deduplicated there) or the request timeout passed (REQUEST_TIMED_OUT).
+async fn await_commit(w: &CommitWait, deadline: tokio::time::Instant) -> ErrorCode {
+    loop {
+        let notified = w.partition.data_arrived.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if w.partition.leader_epoch() != w.leader_epoch || !w.partition.is_leader() {
+            return ErrorCode::NotLeaderOrFollower;
+        }
+        let isr = w.partition.isr_size();
+        match check_after_append(
+            w.partition.high_watermark(),
+            w.end_offset,
+            isr,
+            w.min_insync,
+        ) {
+            AckDecision::Complete => return ErrorCode::None,
+            AckDecision::FailAfterAppend => return ErrorCode::NotEnoughReplicasAfterAppend,
+            AckDecision::Wait | AckDecision::RejectBeforeAppend => {}
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep_until(deadline) => return ErrorCode::RequestTimedOut,
+        }
+    }
+}
+
 fn produce_partition(
     broker: &Broker,
     topic: &str,
     index: i32,
     records: Option<bytes::Bytes>,
     acks: i16,
-) -> PartitionProduceResponse {
+) -> Outcome {
+    Outcome::Done(
+        match append_partition(broker, topic, index, records, acks) {
+            Ok(outcome) => return outcome,
+            Err(response) => response,
+        },
+    )
+}
+
+fn append_partition(
+    broker: &Broker,
+    topic: &str,
+    index: i32,
+    records: Option<bytes::Bytes>,
+    acks: i16,
+) -> Result<Outcome, PartitionProduceResponse> {
     if !matches!(acks, -1..=1) {
-        return error(index, ErrorCode::InvalidRequiredAcks, None);
+        return Err(error(index, ErrorCode::InvalidRequiredAcks, None));
     }
     let partition = match broker.led_partition(topic, index) {
-        Ok(p) => p,
-        Err(code) => return error(index, code, None),
+        Ok(p) if p.is_leader() => p,
+        Ok(_) => return Err(error(index, ErrorCode::NotLeaderOrFollower, None)),
+        Err(code) => return Err(error(index, code, None)),
     };
     let Some(records) = records else {
-        return error(index, ErrorCode::CorruptMessage, Some("no records".into()));
+        return Err(error(
+            index,
+            ErrorCode::CorruptMessage,
+            Some("no records".into()),
+        ));
     };
     let headers = match batch::validate_all(&records) {
         Ok(h) => h,
@@ -125,43 +210,58 @@ fn produce_partition(
                 .with_label_values(&["Produce", &format!("{code:?}")])
                 .inc();
             tracing::debug!(topic, partition = index, error = %e, "rejected produce batch");
-            return error(index, code, Some(e.to_string()));
+            return Err(error(index, code, Some(e.to_string())));
         }
     };
     if headers
         .iter()
         .any(|h| h.is_transactional() || h.is_control())
     {
-        return error(
+        return Err(error(
             index,
             ErrorCode::InvalidRecord,
             Some("transactional batches are not supported yet".into()),
-        );
+        ));
     }
+    let min_insync = partition.log.read().settings().min_insync_replicas;
+    if acks == -1
+        && check_before_append(partition.isr_size(), min_insync) == AckDecision::RejectBeforeAppend
+    {
+        return Err(error(index, ErrorCode::NotEnoughReplicas, None));
+    }
+    let leader_epoch = partition.leader_epoch();
     let mut log = partition.log.write();
-    if acks == -1 && log.settings().min_insync_replicas > 1 {
-        // The in-sync set of a single broker is one replica.
-        return error(index, ErrorCode::NotEnoughReplicas, None);
-    }
-    let outcome = log.append(&records, &headers, partition.leader_epoch, now_ms());
+    let outcome = log.append(&records, &headers, leader_epoch, now_ms());
     let log_start = log.log_start_offset();
-    let leo = log.log_end_offset();
     drop(log);
     match outcome {
         Ok(o) => {
             if !o.duplicate {
-                partition.advance_high_watermark(leo);
+                partition.on_leader_append();
                 broker.metrics.bytes_in.inc_by(o.bytes as u64);
                 broker
                     .metrics
                     .messages_in
                     .inc_by(o.record_count.max(0) as u64);
             }
-            PartitionProduceResponse::default()
+            let response = PartitionProduceResponse::default()
                 .with_index(index)
                 .with_base_offset(o.base_offset)
                 .with_log_append_time_ms(o.log_append_time)
-                .with_log_start_offset(log_start)
+                .with_log_start_offset(log_start);
+            let end_offset = o.last_offset + 1;
+            if acks == -1 && partition.high_watermark() < end_offset {
+                return Ok(Outcome::Wait(
+                    response,
+                    CommitWait {
+                        partition,
+                        end_offset,
+                        leader_epoch,
+                        min_insync,
+                    },
+                ));
+            }
+            Ok(Outcome::Done(response))
         }
         Err(AppendError::Protocol(code)) => {
             broker
@@ -169,15 +269,15 @@ fn produce_partition(
                 .request_errors
                 .with_label_values(&["Produce", &format!("{code:?}")])
                 .inc();
-            error(index, code, None)
+            Err(error(index, code, None))
         }
         Err(AppendError::Io(e)) => {
             tracing::error!(topic, partition = index, error = %e, "append failed");
-            error(
+            Err(error(
                 index,
                 ErrorCode::UnknownServerError,
                 Some(format!("storage error: {e}")),
-            )
+            ))
         }
     }
 }

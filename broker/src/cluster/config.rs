@@ -14,6 +14,37 @@ pub struct ClusterConfig {
     pub voters: BTreeMap<i32, String>,
     /// This node's quorum listener (taken out of `listeners`), in cluster mode.
     pub controller_listener: Option<Listener>,
+    /// The listener followers fetch from (`inter.broker.listener.name`; the first advertised
+    /// one by default).
+    pub inter_broker_listener: String,
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: i64,
+    pub replica_fetch_max_bytes: i32,
+    pub replica_fetch_wait_max_ms: i32,
+    /// `broker.session.timeout.ms`: a broker silent this long is fenced by the controller.
+    pub broker_session_timeout_ms: u64,
+    pub broker_heartbeat_interval_ms: u64,
+    /// `controlled.shutdown.timeout.ms`: how long SIGTERM waits for leaderships to move.
+    pub controlled_shutdown_timeout_ms: u64,
+    /// `fjord.test.fault.hooks`: serve `/v1/test/fault` (tests only).
+    pub fault_hooks: bool,
+}
+
+fn num<T: std::str::FromStr>(
+    raw: &BTreeMap<String, String>,
+    key: &str,
+    default: T,
+    valid: impl Fn(&T) -> bool,
+) -> Result<T, ConfigError> {
+    match raw.get(key) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<T>()
+            .ok()
+            .filter(|n| valid(n))
+            .ok_or_else(|| err(key, format!("'{v}' is not a valid value"))),
+    }
 }
 
 impl ClusterConfig {
@@ -125,8 +156,31 @@ pub fn resolve(
             "advertises only the controller listener",
         ));
     }
+    let inter_broker_listener = match raw.get("inter.broker.listener.name") {
+        Some(n) if !n.trim().is_empty() => {
+            let n = n.trim().to_string();
+            if !advertised.iter().any(|l| l.name == n) {
+                return Err(err(
+                    "inter.broker.listener.name",
+                    format!("'{n}' is not an advertised listener"),
+                ));
+            }
+            n
+        }
+        _ => advertised[0].name.clone(),
+    };
     Ok(ClusterConfig {
         voters,
         controller_listener: Some(controller),
+        inter_broker_listener,
+        replica_lag_time_max_ms: num(raw, "replica.lag.time.max.ms", 30_000, |n| *n > 0)?,
+        replica_fetch_max_bytes: num(raw, "replica.fetch.max.bytes", 1 << 20, |n| *n > 0)?,
+        replica_fetch_wait_max_ms: num(raw, "replica.fetch.wait.max.ms", 500, |n| *n >= 0)?,
+        broker_session_timeout_ms: num(raw, "broker.session.timeout.ms", 9_000, |n| *n > 0)?,
+        broker_heartbeat_interval_ms: num(raw, "broker.heartbeat.interval.ms", 2_000, |n| *n > 0)?,
+        controlled_shutdown_timeout_ms: num(raw, "controlled.shutdown.timeout.ms", 30_000, |n| {
+            *n > 0
+        })?,
+        fault_hooks: num(raw, "fjord.test.fault.hooks", false, |_| true)?,
     })
 }

@@ -14,27 +14,34 @@ use uuid::Uuid;
 
 use crate::log::PartitionLog;
 use crate::metadata::MetadataRecord;
-use crate::partition::Partition;
+use crate::partition::{Partition, Transition};
 use crate::state::{now_ms, Broker};
 
 const MARKER: &str = "partition.metadata";
 
-/// The applier's hook: reconcile hosted logs and refresh settings after config changes.
-pub fn on_applied(broker: &Broker, records: &[MetadataRecord]) {
-    let mut topics_changed = false;
+/// The applier's hook: reconcile hosted logs and replica roles, and refresh settings after
+/// config changes.
+pub fn on_applied(broker: &Arc<Broker>, records: &[MetadataRecord]) {
+    let mut partitions_changed = false;
     let mut configs_changed = false;
     for r in records {
         match r {
             MetadataRecord::CreateTopic { .. }
             | MetadataRecord::DeleteTopic { .. }
-            | MetadataRecord::AddPartitions { .. } => topics_changed = true,
+            | MetadataRecord::AddPartitions { .. }
+            | MetadataRecord::PartitionChange { .. }
+            | MetadataRecord::AlterPartition { .. }
+            | MetadataRecord::FenceBroker { .. }
+            | MetadataRecord::UnfenceBroker { .. }
+            | MetadataRecord::RegisterBroker { .. } => partitions_changed = true,
             MetadataRecord::AlterTopicConfig { .. } | MetadataRecord::AlterBrokerConfig { .. } => {
-                configs_changed = true
+                configs_changed = true;
+                partitions_changed = true;
             }
             _ => {}
         }
     }
-    if topics_changed {
+    if partitions_changed {
         sync(broker);
     }
     if configs_changed {
@@ -55,7 +62,6 @@ fn open_partition(
     id: Uuid,
     index: i32,
     settings: &crate::topic_config::TopicSettings,
-    leader_epoch: i32,
 ) -> std::io::Result<Arc<Partition>> {
     let dir = broker.partition_dir(topic, index);
     if dir.exists() && topic_id_in(&dir) != Some(id) {
@@ -66,12 +72,7 @@ fn open_partition(
     if topic_id_in(&dir) != Some(id) {
         std::fs::write(dir.join(MARKER), format!("version: 0\ntopic_id: {id}\n"))?;
     }
-    Ok(Arc::new(Partition::new(
-        topic.clone(),
-        index,
-        log,
-        leader_epoch,
-    )))
+    Ok(Arc::new(Partition::replicated(topic.clone(), index, log)))
 }
 
 fn remove_topic(broker: &Broker, name: &str) {
@@ -86,8 +87,51 @@ fn remove_topic(broker: &Broker, name: &str) {
     broker.groups.forget_topic(name);
 }
 
-/// Reconciles the hosted partition logs with the metadata image.
-pub fn sync(broker: &Broker) {
+/// Reconciles the hosted partition logs with the metadata image, then every hosted
+/// partition's replica role (starting follower fetchers where needed).
+pub fn sync(broker: &Arc<Broker>) {
+    open_and_remove(broker);
+    apply_roles(broker);
+}
+
+/// Gives each hosted partition its role from the image.
+fn apply_roles(broker: &Arc<Broker>) {
+    let Some(cluster) = &broker.cluster else {
+        return;
+    };
+    let me = broker.config.node_id;
+    let now = now_ms();
+    let img = broker.metadata.read().clone_partitions();
+    for p in broker.all_partitions() {
+        let Some(meta) = img
+            .get(p.topic.as_ref())
+            .and_then(|parts| parts.get(usize::try_from(p.index).ok()?))
+        else {
+            continue;
+        };
+        match p.apply_metadata(meta, me, now) {
+            Transition::StartFollowing {
+                leader,
+                leader_epoch,
+            } => {
+                tracing::debug!(topic = %p.topic, partition = p.index, leader, leader_epoch, "following");
+                cluster.handle.spawn(crate::replication::fetcher::run(
+                    broker.clone(),
+                    p.clone(),
+                    leader,
+                    leader_epoch,
+                ));
+            }
+            Transition::BecameLeader => {
+                tracing::debug!(topic = %p.topic, partition = p.index, epoch = meta.leader_epoch, "leading");
+            }
+            Transition::Stopped | Transition::Unchanged => {}
+        }
+    }
+}
+
+/// Opens logs for newly hosted partitions and removes those of deleted topics.
+fn open_and_remove(broker: &Broker) {
     let Some(cluster) = &broker.cluster else {
         return;
     };
@@ -144,7 +188,8 @@ pub fn sync(broker: &Broker) {
         let topic: Arc<str> = Arc::from(name.as_str());
         let mut opened = BTreeMap::new();
         for (index, epoch) in missing {
-            match open_partition(broker, &topic, id, index, &settings, epoch) {
+            let _ = epoch;
+            match open_partition(broker, &topic, id, index, &settings) {
                 Ok(p) => {
                     opened.insert(index, p);
                 }

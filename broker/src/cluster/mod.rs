@@ -9,7 +9,9 @@
 //! partition's ISR is its leader alone.
 
 pub mod config;
+pub mod controller;
 pub mod hosted;
+pub mod isr;
 pub mod registration;
 pub mod topics;
 
@@ -36,12 +38,15 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The quorum side of a broker in cluster mode.
 pub struct Cluster {
     pub quorum: QuorumNode,
-    handle: Handle,
+    pub(crate) handle: Handle,
     /// Serialises [`hosted::sync`] runs; holds the id of each hosted topic (a topic deleted and
     /// re-created under the same name has a new id).
     pub(crate) hosted_ids: Mutex<HashMap<String, Uuid>>,
     /// New per process start; carried by this node's registration.
     pub incarnation: Uuid,
+    /// Heartbeats received while this node is the active controller.
+    pub liveness: Arc<controller::Liveness>,
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 /// Where the applier's hook finds the broker once it exists.
@@ -83,7 +88,13 @@ impl Cluster {
             handle: Handle::current(),
             hosted_ids: Mutex::new(HashMap::new()),
             incarnation: Uuid::new_v4(),
+            liveness: Arc::default(),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
         };
+        let liveness = cluster.liveness.clone();
+        cluster
+            .quorum
+            .set_message_handler(Box::new(move |m| liveness.on_message(m)));
         Ok((cluster, image))
     }
 
@@ -126,6 +137,17 @@ impl Cluster {
             Ok(_) => tokio::task::block_in_place(|| self.handle.block_on(self.write(records))),
             Err(_) => self.handle.block_on(self.write(records)),
         }
+    }
+
+    /// Marks the start of a controlled shutdown (heartbeats then say "stopping").
+    pub fn begin_shutdown(&self) {
+        self.shutting_down
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Stops the quorum member.

@@ -40,7 +40,10 @@ pub fn record(broker: &Broker) -> MetadataRecord {
         node_id: config.node_id,
         rack: config.broker_rack.clone(),
         endpoints,
-        incarnation: broker.cluster.as_ref().map_or(uuid::Uuid::nil(), |c| c.incarnation),
+        incarnation: broker
+            .cluster
+            .as_ref()
+            .map_or(uuid::Uuid::nil(), |c| c.incarnation),
     }
 }
 

@@ -133,7 +133,11 @@ mod tests {
         c.assign(2, 10).unwrap();
         c.assign(5, 30).unwrap();
         assert_eq!(c.end_offset_for(0, 40), (0, 10));
-        assert_eq!(c.end_offset_for(1, 40), (0, 10), "epoch 1 never wrote: ends where 2 starts");
+        assert_eq!(
+            c.end_offset_for(1, 40),
+            (0, 10),
+            "epoch 1 never wrote: ends where 2 starts"
+        );
         assert_eq!(c.end_offset_for(3, 40), (2, 30));
         assert_eq!(c.end_offset_for(9, 40), (5, 40));
         assert_eq!(c.end_offset_for(-1, 40), (-1, -1));

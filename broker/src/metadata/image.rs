@@ -227,6 +227,14 @@ impl MetadataImage {
         }
     }
 
+    /// Every topic's partitions (what replica roles are computed from).
+    pub fn clone_partitions(&self) -> HashMap<String, Vec<PartitionMeta>> {
+        self.topics
+            .iter()
+            .map(|(n, t)| (n.clone(), t.partitions.clone()))
+            .collect()
+    }
+
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicMeta> {
         self.topic_names.get(id).and_then(|n| self.topics.get(n))
     }

@@ -20,7 +20,10 @@
 use super::image::{MetadataImage, PartitionMeta};
 
 /// Does the topic (or the cluster default) allow electing a replica outside the ISR?
-fn unclean_allowed(image: &MetadataImage, configs: &std::collections::BTreeMap<String, String>) -> bool {
+fn unclean_allowed(
+    image: &MetadataImage,
+    configs: &std::collections::BTreeMap<String, String>,
+) -> bool {
     configs
         .get("unclean.leader.election.enable")
         .or_else(|| {
@@ -103,8 +106,11 @@ fn for_partitions_of(
     node: Option<i32>,
     f: impl Fn(&mut PartitionMeta, &dyn Fn(i32) -> bool, bool) -> bool,
 ) {
-    let liveness: std::collections::BTreeMap<i32, bool> =
-        image.brokers.iter().map(|(id, b)| (*id, !b.fenced)).collect();
+    let liveness: std::collections::BTreeMap<i32, bool> = image
+        .brokers
+        .iter()
+        .map(|(id, b)| (*id, !b.fenced))
+        .collect();
     let live = move |id: i32| liveness.get(&id).copied().unwrap_or(false);
     let names: Vec<String> = image.topics.keys().cloned().collect();
     for name in names {
@@ -140,7 +146,9 @@ pub fn unfence(image: &mut MetadataImage, node: i32) {
         Some(b) => b.fenced = false,
         None => return,
     }
-    for_partitions_of(image, Some(node), |p, live, unclean| revive(p, live, unclean));
+    for_partitions_of(image, Some(node), |p, live, unclean| {
+        revive(p, live, unclean)
+    });
 }
 
 /// A registration with a new incarnation (the broker restarted): leave every ISR and
@@ -193,9 +201,7 @@ pub fn alter(image: &mut MetadataImage, req: &AlterRequest) -> Result<(), AlterR
     let mut isr = req.isr.to_vec();
     isr.sort_unstable();
     isr.dedup();
-    let added_ok = isr
-        .iter()
-        .all(|r| p.isr.contains(r) || live.contains(r));
+    let added_ok = isr.iter().all(|r| p.isr.contains(r) || live.contains(r));
     if isr.is_empty() || !isr.iter().all(|r| p.replicas.contains(r)) || !added_ok {
         return Err(AlterRejected::InvalidIsr);
     }

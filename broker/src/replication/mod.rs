@@ -2,6 +2,8 @@
 //! what stopping a broker would do to the partitions it hosts. The pure decision logic lives
 //! here; the fetcher tasks and the controller calls are built on top of it.
 
+pub mod faults;
+pub mod fetcher;
 pub mod isr;
 pub mod safety;
 pub mod view;

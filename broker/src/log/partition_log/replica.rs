@@ -67,7 +67,8 @@ impl PartitionLog {
         let bytes = &records[start..pos];
         self.maybe_roll(bytes.len() as u64, now_ms)?;
         for (_, h) in &headers {
-            self.epochs.assign(h.partition_leader_epoch, h.base_offset)?;
+            self.epochs
+                .assign(h.partition_leader_epoch, h.base_offset)?;
         }
         let seg = self.segments.last_mut().expect("active segment");
         seg.append_many(bytes, &headers)?;
@@ -98,7 +99,10 @@ impl PartitionLog {
             let seg = self.segments.pop().expect("more than one");
             seg.delete_files()?;
         }
-        let seg = self.segments.last().expect("a log always has an active segment");
+        let seg = self
+            .segments
+            .last()
+            .expect("a log always has an active segment");
         if let Some(pos) = seg.position_of(offset)? {
             let (path, base) = (seg.path.clone(), seg.base_offset);
             seg.file.set_len(pos)?;
@@ -212,7 +216,11 @@ mod tests {
         leader_append(&mut l, 1, 30);
         assert!(l.segment_count() > 2);
         l.truncate_to(31, 0).unwrap();
-        assert_eq!(l.log_end_offset(), 30, "the batch holding 30..33 is removed whole");
+        assert_eq!(
+            l.log_end_offset(),
+            30,
+            "the batch holding 30..33 is removed whole"
+        );
         assert_eq!(l.latest_epoch(), Some(0));
         leader_append(&mut l, 3, 2);
         assert_eq!(l.log_end_offset(), 36);

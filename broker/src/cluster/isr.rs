@@ -1,0 +1,137 @@
+//! The leader side of ISR management: lagging followers are proposed out, caught-up ones back
+//! in, always through an `AlterPartition` record in the metadata log (conditional on the
+//! partition epoch the proposal was computed from), so the ISR in metadata is never one the
+//! cluster did not agree on. The same loop keeps the replication gauges current.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::metadata::MetadataRecord;
+use crate::partition::{Partition, Role};
+use crate::replication::isr::IsrProposal;
+use crate::state::{now_ms, Broker};
+
+/// Writes the proposal as an `AlterPartition` in the background.
+pub fn request_change(
+    broker: &Arc<Broker>,
+    partition: Arc<Partition>,
+    proposal: IsrProposal,
+    partition_epoch: i32,
+) {
+    let Some(cluster) = &broker.cluster else {
+        return;
+    };
+    let (shrink, isr) = match proposal {
+        IsrProposal::Shrink(isr) => (true, isr),
+        IsrProposal::Expand(isr) => (false, isr),
+    };
+    let record = MetadataRecord::AlterPartition {
+        topic: partition.topic.to_string(),
+        partition: partition.index,
+        partition_epoch,
+        isr: isr.clone(),
+        leader: None,
+    };
+    let b = broker.clone();
+    cluster.handle.spawn(async move {
+        let Some(cluster) = &b.cluster else { return };
+        match cluster.write(std::slice::from_ref(&record)).await {
+            Ok(()) => {
+                let applied = partition.replica.lock().isr == isr;
+                if applied {
+                    let counter = if shrink {
+                        &b.metrics.isr_shrinks
+                    } else {
+                        &b.metrics.isr_expands
+                    };
+                    counter.inc();
+                    tracing::info!(
+                        topic = %partition.topic,
+                        partition = partition.index,
+                        ?isr,
+                        "{} ISR",
+                        if shrink { "shrank" } else { "expanded" }
+                    );
+                } else {
+                    // Stale (the partition changed meanwhile); the next check proposes again.
+                    partition.clear_isr_request();
+                }
+            }
+            Err(e) => {
+                tracing::info!(topic = %partition.topic, partition = partition.index, error = %e, "ISR change not committed; will retry");
+                partition.clear_isr_request();
+            }
+        }
+    });
+}
+
+/// Periodically checks every led partition for lagging followers and refreshes the gauges.
+pub async fn run(broker: Arc<Broker>) {
+    let Some(cluster) = &broker.cluster else {
+        return;
+    };
+    let lag_max = cluster_lag_max(&broker);
+    let every = Duration::from_millis((lag_max as u64 / 4).clamp(100, 2_000));
+    let _ = cluster;
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if broker.is_stopping() {
+            return;
+        }
+        let now = now_ms();
+        for p in broker.all_partitions() {
+            if let Some((proposal, epoch)) = p.isr_proposal(now, lag_max) {
+                request_change(&broker, p, proposal, epoch);
+            }
+        }
+        refresh_gauges(&broker);
+    }
+}
+
+fn cluster_lag_max(broker: &Broker) -> i64 {
+    broker.config.cluster.replica_lag_time_max_ms
+}
+
+/// Leader count, under-replicated and under-min-ISR partitions, follower lag, offline
+/// partitions and fenced brokers, from this node's point of view.
+pub fn refresh_gauges(broker: &Broker) {
+    let (mut leaders, mut under, mut under_min, mut lag) = (0i64, 0i64, 0i64, 0i64);
+    for p in broker.all_partitions() {
+        let (replicas, isr, leading) = {
+            let st = p.replica.lock();
+            (
+                st.replicas.len(),
+                st.isr.len(),
+                matches!(st.role, Role::Leader(_) | Role::Alone),
+            )
+        };
+        if !leading {
+            continue;
+        }
+        leaders += 1;
+        if isr < replicas {
+            under += 1;
+        }
+        let min = p.log.read().settings().min_insync_replicas as usize;
+        if isr < min {
+            under_min += 1;
+        }
+        lag = lag.max(p.max_follower_lag());
+    }
+    let m = &broker.metrics;
+    m.leader_count.set(leaders);
+    m.under_replicated.set(under);
+    m.under_min_isr.set(under_min);
+    m.replica_max_lag.set(lag);
+    let img = broker.metadata.read();
+    let offline = img
+        .topics
+        .values()
+        .flat_map(|t| t.partitions.iter())
+        .filter(|p| p.leader < 0)
+        .count();
+    m.offline_partitions.set(offline as i64);
+    m.fenced_brokers
+        .set(img.brokers.values().filter(|b| b.fenced).count() as i64);
+}

@@ -1,0 +1,285 @@
+//! A cluster of real `fjord-broker` processes (combined broker+controller nodes) on 127.0.0.x
+//! addresses, for tests that kill brokers: SIGKILL, SIGTERM, restart, wipe.
+//! Include with `#[path = "common/procs.rs"] mod procs;`.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const CLUSTER_ID: &str = "UmVwbGljYXRpb25UZXN0MQ";
+
+pub struct ProcNode {
+    pub id: i32,
+    pub host: String,
+    pub kafka_port: u16,
+    pub controller_port: u16,
+    pub admin_port: u16,
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+    log: PathBuf,
+}
+
+pub struct ProcCluster {
+    pub nodes: Vec<ProcNode>,
+    voters: String,
+    extra: Vec<(String, String)>,
+}
+
+fn free_port(host: &str) -> u16 {
+    TcpListener::bind((host, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl ProcCluster {
+    /// Starts `n` nodes (ids 0..n, node i on 127.0.0.(i+1)) with `extra` overrides for all.
+    pub fn start(root: &Path, n: usize, extra: &[(&str, &str)]) -> ProcCluster {
+        let mut nodes = Vec::new();
+        for id in 0..n as i32 {
+            let host = format!("127.0.0.{}", id + 1);
+            nodes.push(ProcNode {
+                id,
+                kafka_port: free_port(&host),
+                controller_port: free_port(&host),
+                admin_port: free_port(&host),
+                dir: root.join(format!("node-{id}")),
+                log: root.join(format!("node-{id}.log")),
+                host,
+                child: None,
+            });
+        }
+        let voters = nodes
+            .iter()
+            .map(|n| format!("{}@{}:{}", n.id, n.host, n.controller_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = ProcCluster {
+            nodes,
+            voters,
+            extra: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        cluster.wait_ready_all();
+        cluster
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("{}:{}", n.host, n.kafka_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts node `i`'s process (again).
+    pub fn spawn(&mut self, i: usize) {
+        let node = &self.nodes[i];
+        let mut args: Vec<(String, String)> = vec![
+            ("node.id".into(), node.id.to_string()),
+            ("process.roles".into(), "broker,controller".into()),
+            ("controller.quorum.voters".into(), self.voters.clone()),
+            ("controller.listener.names".into(), "CONTROLLER".into()),
+            (
+                "listeners".into(),
+                format!(
+                    "PLAINTEXT://{h}:{k},CONTROLLER://{h}:{c}",
+                    h = node.host,
+                    k = node.kafka_port,
+                    c = node.controller_port
+                ),
+            ),
+            (
+                "listener.security.protocol.map".into(),
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".into(),
+            ),
+            (
+                "admin.listener".into(),
+                format!("{}:{}", node.host, node.admin_port),
+            ),
+            ("log.dirs".into(), node.dir.display().to_string()),
+            ("cluster.id".into(), CLUSTER_ID.into()),
+            ("group.initial.rebalance.delay.ms".into(), "100".into()),
+            ("broker.session.timeout.ms".into(), "3000".into()),
+            ("broker.heartbeat.interval.ms".into(), "300".into()),
+            ("replica.lag.time.max.ms".into(), "5000".into()),
+            ("fjord.test.fault.hooks".into(), "true".into()),
+        ];
+        for (k, v) in &self.extra {
+            args.retain(|(ak, _)| ak != k);
+            args.push((k.clone(), v.clone()));
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fjord-broker"));
+        for (k, v) in args {
+            cmd.arg("--override").arg(format!("{k}={v}"));
+        }
+        let child = cmd
+            .env("FJORD_LOG", "info")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("fjord-broker starts");
+        self.nodes[i].child = Some(child);
+    }
+
+    /// SIGKILL: no flush, no controlled shutdown.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the process to exit (controlled shutdown).
+    pub fn terminate(&mut self, i: usize) -> Duration {
+        let started = Instant::now();
+        if let Some(mut c) = self.nodes[i].child.take() {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if c.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    panic!("node {i} did not exit within 60 s of SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        started.elapsed()
+    }
+
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes[i].child.is_some()
+    }
+
+    /// GET on node `i`'s admin endpoint: (status code, body).
+    pub fn admin_get(&self, i: usize, path: &str) -> Option<(u16, String)> {
+        use std::io::Write;
+        let n = &self.nodes[i];
+        let mut s = std::net::TcpStream::connect((n.host.as_str(), n.admin_port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let status = out.split_whitespace().nth(1)?.parse().ok()?;
+        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+        Some((status, body))
+    }
+
+    pub fn wait_ready(&self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.admin_get(i, "/v1/ready").map(|(s, _)| s) != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "node {i} not ready in 60 s; log:\n{}",
+                self.log_tail(i)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn wait_ready_all(&self) {
+        for i in 0..self.nodes.len() {
+            if self.is_running(i) {
+                self.wait_ready(i);
+            }
+        }
+    }
+
+    /// Turns a test fault hook on node `i` on or off (`pause-fetchers`, `isolate`).
+    pub fn fault(&self, i: usize, name: &str, on: bool) {
+        let path = format!("/v1/test/fault?{name}={}", u8::from(on));
+        let answer = self.admin_get(i, &path);
+        assert!(
+            answer.as_ref().is_some_and(|(s, _)| *s == 200),
+            "fault hook {path} on node {i}: {answer:?}"
+        );
+    }
+
+    /// Node `i`'s Kafka address.
+    pub fn addr(&self, i: usize) -> String {
+        format!("{}:{}", self.nodes[i].host, self.nodes[i].kafka_port)
+    }
+
+    /// The last lines of node `i`'s log (for failure messages).
+    pub fn log_tail(&self, i: usize) -> String {
+        let text = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Counts lines in node `i`'s log containing `needle`.
+    pub fn log_count(&self, i: usize, needle: &str) -> usize {
+        std::fs::read_to_string(&self.nodes[i].log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+}
+
+impl Drop for ProcCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// A scratch directory for a cluster; kept (and printed) when `FJORD_KEEP_TEST_DIRS` is set,
+/// so broker logs can be read after a failure.
+pub fn test_dir() -> TestDir {
+    let dir = tempfile::tempdir().unwrap();
+    if std::env::var_os("FJORD_KEEP_TEST_DIRS").is_some() {
+        let path = dir.keep();
+        println!("test directory kept: {}", path.display());
+        return TestDir { path, _guard: None };
+    }
+    TestDir {
+        path: dir.path().to_path_buf(),
+        _guard: Some(dir),
+    }
+}
+
+pub struct TestDir {
+    path: PathBuf,
+    _guard: Option<tempfile::TempDir>,
+}
+
+impl TestDir {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Polls `check` every 100 ms until it holds, for up to `secs` seconds.
+pub fn wait_for(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,329 @@
+//! Data replication between real broker processes, driven by librdkafka:
+//!
+//! - followers copy the leader's log and join the ISR; `acks=all` waits for them;
+//! - SIGKILL of a partition leader: the controller fences it, an in-sync follower leads, and
+//!   every acknowledged record is still there; the killed broker returns, truncates what it
+//!   alone had, catches up and is back in the ISR;
+//! - `min.insync.replicas=2` with one broker left: NOT_ENOUGH_REPLICAS, and
+//!   `/v1/restart-safety` says unsafe for the last in-sync replica, safe once replication
+//!   caught up again;
+//! - a broker whose partition data is wiped rejoins and re-replicates everything.
+
+#[path = "common/procs.rs"]
+mod procs;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use procs::{wait_for, ProcCluster};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+const TOPIC: &str = "replicated";
+const PARTITIONS: i32 = 3;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn create_topic(rt: &tokio::runtime::Runtime, bootstrap: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(3))
+        .set("min.insync.replicas", "2");
+    let results = rt
+        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+        .unwrap();
+    assert!(results[0].is_ok(), "{results:?}");
+}
+
+/// (partition -> (leader, replicas, isr)) as the cluster describes it.
+fn describe(bootstrap: &str) -> BTreeMap<i32, (i32, Vec<i32>, Vec<i32>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let Ok(md) = consumer.fetch_metadata(Some(TOPIC), Duration::from_secs(5)) else {
+        return BTreeMap::new();
+    };
+    md.topics()
+        .first()
+        .map(|t| {
+            t.partitions()
+                .iter()
+                .map(|p| {
+                    let mut isr = p.isr().to_vec();
+                    isr.sort();
+                    (p.id(), (p.leader(), p.replicas().to_vec(), isr))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn all_in_sync(bootstrap: &str, n: usize) -> bool {
+    let d = describe(bootstrap);
+    d.len() == PARTITIONS as usize && d.values().all(|(l, _, isr)| *l >= 0 && isr.len() == n)
+}
+
+fn producer(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .unwrap()
+}
+
+/// Produces `count` records `prefix-i` round-robin over the partitions; returns what was
+/// acknowledged as (partition, offset, value).
+fn produce(
+    rt: &tokio::runtime::Runtime,
+    p: &FutureProducer,
+    prefix: &str,
+    count: usize,
+) -> Vec<(i32, i64, String)> {
+    rt.block_on(async {
+        let sends: Vec<_> = (0..count)
+            .map(|i| {
+                let value = format!("{prefix}-{i}");
+                let partition = (i as i32) % PARTITIONS;
+                let fut = p
+                    .send_result(
+                        FutureRecord::<(), String>::to(TOPIC)
+                            .partition(partition)
+                            .payload(&value),
+                    )
+                    .map_err(|(e, _)| e)
+                    .expect("the producer queue has room");
+                async move { (fut.await, value) }
+            })
+            .collect();
+        futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .map(|(r, value)| {
+                let d = r
+                    .expect("delivery future completes")
+                    .unwrap_or_else(|(e, _)| panic!("{value} not acknowledged: {e}"));
+                (d.partition, d.offset, value)
+            })
+            .collect()
+    })
+}
+
+/// Reads every partition from the beginning to its high watermark: (partition, offset, value).
+fn read_all(bootstrap: &str) -> Vec<(i32, i64, String)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "replication-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut ends = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let (_, high) = consumer
+            .fetch_watermarks(TOPIC, p, Duration::from_secs(10))
+            .unwrap();
+        ends.insert(p, high);
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let mut pos: BTreeMap<i32, i64> = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while ends
+        .iter()
+        .any(|(p, e)| pos.get(p).copied().unwrap_or(0) < *e)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "read {pos:?} of {ends:?}"
+        );
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+            out.push((m.partition(), m.offset(), v));
+            pos.insert(m.partition(), m.offset() + 1);
+        }
+    }
+    out
+}
+
+/// Every acknowledged record is at its offset, once.
+fn assert_all_present(acked: &[(i32, i64, String)], read: &[(i32, i64, String)]) {
+    let by_pos: BTreeMap<(i32, i64), &str> = read
+        .iter()
+        .map(|(p, o, v)| ((*p, *o), v.as_str()))
+        .collect();
+    for (p, o, v) in acked {
+        assert_eq!(
+            by_pos.get(&(*p, *o)).copied(),
+            Some(v.as_str()),
+            "acknowledged record {v} at {p}/{o} is missing"
+        );
+    }
+    let mut values: Vec<&str> = read.iter().map(|(_, _, v)| v.as_str()).collect();
+    let n = values.len();
+    values.sort();
+    values.dedup();
+    assert_eq!(values.len(), n, "no record is stored twice");
+}
+
+fn leader_of(bootstrap: &str, partition: i32) -> i32 {
+    describe(bootstrap).get(&partition).map_or(-1, |d| d.0)
+}
+
+#[test]
+fn followers_replicate_and_a_killed_leader_loses_no_acknowledged_record() {
+    let dir = procs::test_dir();
+    let mut cluster = ProcCluster::start(dir.path(), 3, &[]);
+    let rt = rt();
+    let bootstrap = cluster.bootstrap();
+    create_topic(&rt, &bootstrap);
+    wait_for("every replica in sync after create", 30, || {
+        all_in_sync(&bootstrap, 3)
+    });
+    let p = producer(&bootstrap);
+    let mut acked = produce(&rt, &p, "first", 3000);
+    println!("acknowledged {} records with acks=all", acked.len());
+    assert!(all_in_sync(&bootstrap, 3), "{:?}", describe(&bootstrap));
+
+    // Kill partition 0's leader without warning.
+    let victim = leader_of(&bootstrap, 0);
+    assert!(victim >= 0);
+    cluster.kill(victim as usize);
+    println!("SIGKILLed broker {victim} (leader of partition 0)");
+    wait_for("a new leader for partition 0", 30, || {
+        let l = leader_of(&bootstrap, 0);
+        l >= 0 && l != victim
+    });
+    let d = describe(&bootstrap);
+    assert!(
+        d.values().all(|(_, _, isr)| !isr.contains(&victim)),
+        "the fenced broker left every ISR: {d:?}"
+    );
+    acked.extend(produce(&rt, &p, "second", 1500));
+    let read = read_all(&bootstrap);
+    assert_all_present(&acked, &read);
+    println!(
+        "after the kill: {} records read, all acknowledged present",
+        read.len()
+    );
+
+    // The killed broker returns, catches up and rejoins every ISR.
+    cluster.spawn(victim as usize);
+    cluster.wait_ready(victim as usize);
+    wait_for("the restarted broker back in every ISR", 60, || {
+        all_in_sync(&bootstrap, 3)
+    });
+    let safety = cluster
+        .admin_get(victim as usize, "/v1/restart-safety")
+        .unwrap();
+    assert!(safety.1.contains("\"safe\":true"), "{safety:?}");
+
+    // The two other brokers stop replicating (test fault hook): partition 0's leader becomes
+    // the last in-sync replica of a min.insync.replicas=2 topic.
+    let keep = leader_of(&bootstrap, 0) as usize;
+    let others: Vec<usize> = (0..3).filter(|i| *i != keep).collect();
+    for i in &others {
+        cluster.fault(*i, "pause-fetchers", true);
+    }
+    wait_for("partition 0's ISR shrinks to its leader", 30, || {
+        describe(&bootstrap)
+            .get(&0)
+            .is_some_and(|(_, _, isr)| *isr == vec![keep as i32])
+    });
+    let (_, body) = cluster.admin_get(keep, "/v1/restart-safety").unwrap();
+    assert!(
+        body.contains("\"safe\":false") && body.contains("wouldGoOffline"),
+        "the last in-sync replica is unsafe to stop: {body}"
+    );
+    let strict: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("acks", "all")
+        .set("message.timeout.ms", "3000")
+        .set("retries", "0")
+        .create()
+        .unwrap();
+    let refused = rt.block_on(strict.send(
+        FutureRecord::<(), str>::to(TOPIC).partition(0).payload("x"),
+        Duration::from_secs(5),
+    ));
+    match refused {
+        Err((KafkaError::MessageProduction(code), _)) => {
+            assert_eq!(code, RDKafkaErrorCode::NotEnoughReplicas)
+        }
+        other => panic!("expected NOT_ENOUGH_REPLICAS, got {other:?}"),
+    }
+    for i in &others {
+        cluster.fault(*i, "pause-fetchers", false);
+    }
+    wait_for("all three back in sync", 60, || all_in_sync(&bootstrap, 3));
+    let (_, body) = cluster.admin_get(keep, "/v1/restart-safety").unwrap();
+    assert!(
+        body.contains("\"safe\":true"),
+        "safe once caught up: {body}"
+    );
+    let read = read_all(&bootstrap);
+    assert_all_present(&acked, &read);
+}
+
+#[test]
+fn a_broker_with_wiped_partition_data_rejoins_and_re_replicates() {
+    let dir = procs::test_dir();
+    let mut cluster = ProcCluster::start(dir.path(), 3, &[]);
+    let rt = rt();
+    let bootstrap = cluster.bootstrap();
+    create_topic(&rt, &bootstrap);
+    wait_for("in sync after create", 30, || all_in_sync(&bootstrap, 3));
+    let p = producer(&bootstrap);
+    let acked = produce(&rt, &p, "wipe", 2000);
+    cluster.kill(2);
+    // Wipe the partition logs (the quorum's own log stays: a voter that forgets its votes could
+    // break Raft's safety, which is not what this test is about).
+    let mut wiped = 0;
+    for e in std::fs::read_dir(&cluster.nodes[2].dir).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with(TOPIC) {
+            std::fs::remove_dir_all(e.path()).unwrap();
+            wiped += 1;
+        }
+    }
+    assert_eq!(
+        wiped, PARTITIONS,
+        "node 2 hosted a replica of every partition"
+    );
+    cluster.spawn(2);
+    cluster.wait_ready(2);
+    wait_for("the wiped broker back in every ISR", 60, || {
+        all_in_sync(&bootstrap, 3)
+    });
+    // Now only node 2 may lead: everything must have been copied back to it.
+    cluster.kill(0);
+    cluster.kill(1);
+    cluster.spawn(0);
+    cluster.wait_ready(0);
+    wait_for("node 2 leads every partition", 60, || {
+        let d = describe(&bootstrap);
+        d.len() == PARTITIONS as usize && d.values().all(|(l, _, _)| *l == 2)
+    });
+    let read = read_all(&bootstrap);
+    assert_all_present(&acked, &read);
+    assert_eq!(read.len(), acked.len());
+}
