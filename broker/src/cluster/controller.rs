@@ -157,7 +157,14 @@ pub async fn run(broker: Arc<Broker>) {
         let now = Instant::now();
         let mut records = Vec::new();
         {
-            let seen = cluster.liveness.seen.lock();
+            let mut seen = cluster.liveness.seen.lock();
+            // A broker that registered after this controller took over gets a full session.
+            for (id, _) in &brokers {
+                seen.entry(*id).or_insert(Seen {
+                    at: now,
+                    stopping: false,
+                });
+            }
             let mut fenced_seen = cluster.liveness.fenced_seen.lock();
             for (id, fenced) in &brokers {
                 if *fenced {
