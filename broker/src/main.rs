@@ -65,8 +65,8 @@ fn tune_malloc() {
 fn main() -> ExitCode {
     tune_malloc();
     let json = std::env::var("FJORD_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG")
+        .unwrap_or_else(|_| "info,openraft=warn".into());
     if json {
         tracing_subscriber::fmt()
             .json()

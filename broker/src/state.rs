@@ -120,8 +120,22 @@ impl Broker {
         Ok(broker)
     }
 
+    /// Logs recovered and opened; in cluster mode also: a quorum leader is known and this
+    /// process's registration is in the metadata, unfenced (so it serves current metadata).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        if !self.ready.load(Ordering::Acquire) {
+            return false;
+        }
+        let Some(cluster) = &self.cluster else {
+            return true;
+        };
+        cluster.leader().is_some()
+            && self
+                .metadata
+                .read()
+                .brokers
+                .get(&self.config.node_id)
+                .is_some_and(|b| b.incarnation == cluster.incarnation && !b.fenced)
     }
 
     pub fn is_stopping(&self) -> bool {
@@ -494,6 +508,13 @@ impl Broker {
         validate_only: bool,
     ) -> Result<(), TopicError> {
         for (k, v) in &changes {
+            if crate::config::is_dynamic_broker_only_key(k) {
+                if let Some(v) = v {
+                    crate::replication::throttle::validate_rate(k, v)
+                        .map_err(|m| TopicError::new(ErrorCode::InvalidConfig, m))?;
+                }
+                continue;
+            }
             let Some(tk) = crate::config::broker_key_to_topic_key(k) else {
                 return Err(TopicError::new(
                     ErrorCode::InvalidRequest,

@@ -327,3 +327,110 @@ fn a_broker_with_wiped_partition_data_rejoins_and_re_replicates() {
     assert_all_present(&acked, &read);
     assert_eq!(read.len(), acked.len());
 }
+
+/// Size in bytes of `TOPIC`-`partition` on broker `node`, from DescribeLogDirs.
+fn replica_size(
+    rt: &tokio::runtime::Runtime,
+    cluster: &ProcCluster,
+    node: usize,
+    partition: i32,
+) -> i64 {
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    use kafka_protocol::messages::{DescribeLogDirsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    rt.block_on(async {
+        let mut conn = fjord_client::Connection::connect(cluster.addr(node))
+            .await
+            .unwrap();
+        let request = DescribeLogDirsRequest::default().with_topics(Some(vec![
+            DescribableLogDirTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
+                .with_partitions(vec![partition]),
+        ]));
+        let response = conn.send(&request, 1).await.unwrap();
+        response
+            .results
+            .iter()
+            .flat_map(|d| d.topics.iter())
+            .flat_map(|t| t.partitions.iter())
+            .find(|p| p.partition_index == partition)
+            .map_or(-1, |p| p.partition_size)
+    })
+}
+
+/// A leader cut off from the quorum and its followers keeps accepting `acks=1` writes no one
+/// else gets; the others elect a new leader and move on. When the old leader returns it
+/// truncates those records and copies the new leader's log: they are the only ones lost, and
+/// they were never acknowledged by the in-sync replicas.
+#[test]
+fn a_partitioned_leader_truncates_its_divergent_records_when_it_returns() {
+    let dir = procs::test_dir();
+    let cluster = ProcCluster::start(dir.path(), 3, &[]);
+    let rt = rt();
+    let bootstrap = cluster.bootstrap();
+    create_topic(&rt, &bootstrap);
+    wait_for("in sync after create", 30, || all_in_sync(&bootstrap, 3));
+    let p = producer(&bootstrap);
+    let mut acked = produce(&rt, &p, "before", 600);
+
+    let old = leader_of(&bootstrap, 0) as usize;
+    let others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    let others_bootstrap = others
+        .iter()
+        .map(|i| cluster.addr(*i))
+        .collect::<Vec<_>>()
+        .join(",");
+    cluster.fault(old, "isolate", true);
+    println!("isolated broker {old} (leader of partition 0)");
+    wait_for("the others elect a new leader for partition 0", 30, || {
+        let l = leader_of(&others_bootstrap, 0);
+        l >= 0 && l != old as i32
+    });
+    // The isolated broker still believes it leads: acks=1 writes land only on it.
+    let lonely: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.addr(old))
+        .set("acks", "1")
+        .set("message.timeout.ms", "10000")
+        .create()
+        .unwrap();
+    let mut diverged = 0;
+    for i in 0..50 {
+        let v = format!("diverged-{i}");
+        let sent = rt.block_on(
+            lonely.send(
+                FutureRecord::<(), String>::to(TOPIC)
+                    .partition(0)
+                    .payload(&v),
+                Duration::from_secs(10),
+            ),
+        );
+        if sent.is_ok() {
+            diverged += 1;
+        }
+    }
+    assert!(diverged > 0, "the isolated leader took acks=1 writes");
+    println!("{diverged} acks=1 records written to the isolated old leader only");
+    let p2 = producer(&others_bootstrap);
+    acked.extend(produce(&rt, &p2, "after", 300));
+
+    cluster.fault(old, "isolate", false);
+    // Asked through the others: the returning broker's own view is stale until it catches up.
+    wait_for("the old leader is back in every ISR", 60, || {
+        all_in_sync(&others_bootstrap, 3)
+    });
+    wait_for(
+        "the returning broker truncated its divergent tail",
+        30,
+        || cluster.log_count(old, "truncating a divergent log tail") >= 1,
+    );
+    let read = read_all(&others_bootstrap);
+    assert_all_present(&acked, &read);
+    assert!(
+        read.iter().all(|(_, _, v)| !v.starts_with("diverged-")),
+        "records only the partitioned leader had are gone"
+    );
+    let new = leader_of(&others_bootstrap, 0) as usize;
+    wait_for("the old leader's copy matches the new leader's", 30, || {
+        replica_size(&rt, &cluster, old, 0) == replica_size(&rt, &cluster, new, 0)
+    });
+}

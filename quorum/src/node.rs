@@ -149,6 +149,19 @@ impl QuorumNode {
         }
     }
 
+    /// Appends `command` only if this node is the leader now; never forwarded. For decisions
+    /// that are only valid from the leader that made them (a deposed leader's pending writes
+    /// must not be replayed through the next leader).
+    pub async fn write_as_leader(&self, command: serde_json::Value) -> Result<u64, WriteError> {
+        match self.raft.client_write(Command(command)).await {
+            Ok(r) => Ok(r.log_id.index),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(
+                WriteError::Failed("this node is no longer the leader".into()),
+            ),
+            Err(e) => Err(WriteError::Failed(e.to_string())),
+        }
+    }
+
     async fn write_once(&self, command: Command) -> Result<u64, WriteError> {
         match self.raft.client_write(command.clone()).await {
             Ok(r) => Ok(r.log_id.index),

@@ -175,8 +175,10 @@ pub async fn run(broker: Arc<Broker>) {
                 let beat = seen.get(id).map(|s| (now.duration_since(s.at), s.stopping));
                 let fenced_for = fenced_seen.get(id).map(|t| now.duration_since(*t));
                 let action = if *id == me {
-                    // The controller is alive by definition; it fences itself only on shutdown.
-                    None
+                    // The controller is alive by definition: it never fences itself here, and
+                    // unfences itself if an earlier controller fenced it while it was cut off.
+                    let stopping = cluster.shutting_down();
+                    (*fenced && !stopping).then_some(LivenessAction::Unfence)
                 } else {
                     decide(*fenced, beat, fenced_for, timeout)
                 };
@@ -194,7 +196,7 @@ pub async fn run(broker: Arc<Broker>) {
             }
         }
         for r in records {
-            if let Err(e) = cluster.write(std::slice::from_ref(&r)).await {
+            if let Err(e) = cluster.write_as_controller(std::slice::from_ref(&r)).await {
                 tracing::info!(error = %e, "liveness change not committed; will retry");
             }
         }

@@ -12,6 +12,8 @@ pub mod config;
 pub mod controller;
 pub mod hosted;
 pub mod isr;
+pub mod reassignment;
+pub mod rebalance;
 pub mod registration;
 pub mod topics;
 
@@ -46,6 +48,8 @@ pub struct Cluster {
     pub incarnation: Uuid,
     /// Heartbeats received while this node is the active controller.
     pub liveness: Arc<controller::Liveness>,
+    /// Replication throttles (reassignments) of this broker.
+    pub throttles: crate::replication::throttle::Throttles,
     shutting_down: std::sync::atomic::AtomicBool,
 }
 
@@ -89,6 +93,7 @@ impl Cluster {
             hosted_ids: Mutex::new(HashMap::new()),
             incarnation: Uuid::new_v4(),
             liveness: Arc::default(),
+            throttles: Default::default(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
         };
         let liveness = cluster.liveness.clone();
@@ -115,6 +120,22 @@ impl Cluster {
             .write(MetadataApplier::command(records))
             .await
             .map_err(io::Error::other)?;
+        self.wait_applied(index).await
+    }
+
+    /// Writes `records` only while this node is the controller (quorum leader): controller
+    /// decisions (fencing) made by a leader that was deposed meanwhile are dropped, never
+    /// forwarded to the next one.
+    pub async fn write_as_controller(&self, records: &[MetadataRecord]) -> io::Result<()> {
+        let index = self
+            .quorum
+            .write_as_leader(MetadataApplier::command(records))
+            .await
+            .map_err(io::Error::other)?;
+        self.wait_applied(index).await
+    }
+
+    async fn wait_applied(&self, index: u64) -> io::Result<()> {
         let deadline = tokio::time::Instant::now() + APPLY_TIMEOUT;
         while self.quorum.last_applied_index().is_none_or(|i| i < index) {
             if tokio::time::Instant::now() >= deadline {
@@ -226,12 +247,17 @@ fn java_hash(s: &str) -> i32 {
         .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
 }
 
-/// The group (or transaction) coordinator for `key`: a registered broker chosen by hash, the
-/// same on every node. `None` when no broker is registered yet. Without broker liveness yet,
-/// a stopped broker keeps its groups until it comes back (noted in issue 5).
+/// The group (or transaction) coordinator for `key`: a live (unfenced) registered broker
+/// chosen by hash, the same on every node. `None` when no broker is live. When a broker is
+/// fenced its groups move to another broker; members rejoin there.
 pub fn coordinator_for(broker: &Broker, key: &str) -> Option<i32> {
     let img = broker.metadata.read();
-    let ids: Vec<i32> = img.brokers.keys().copied().collect();
+    let ids: Vec<i32> = img
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .map(|b| b.id)
+        .collect();
     if ids.is_empty() {
         return None;
     }

@@ -47,6 +47,11 @@ pub async fn run(broker: Arc<Broker>, partition: Arc<Partition>, leader: i32, le
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
+        let throttle = throttled_rate(&broker, &partition);
+        if let Some(wait) = throttle.and_then(|rate| throttle_wait(&broker, rate)) {
+            tokio::time::sleep(Duration::from_millis(wait.min(1_000))).await;
+            continue;
+        }
         let round = async {
             if conn.is_none() {
                 conn = Some(connect(&broker, leader).await?);
@@ -56,7 +61,7 @@ pub async fn run(broker: Arc<Broker>, partition: Arc<Partition>, leader: i32, le
                 truncate_to_leader(&broker, c, &partition, leader_epoch).await?;
                 truncated = true;
             }
-            fetch_once(&broker, c, &partition, leader, leader_epoch).await
+            fetch_once(&broker, c, &partition, leader, leader_epoch, throttle).await
         };
         match round.await {
             Ok(()) => failures = 0,
@@ -77,6 +82,24 @@ pub async fn run(broker: Arc<Broker>, partition: Arc<Partition>, leader: i32, le
             }
         }
     }
+}
+
+/// The follower replication rate limiting this partition's fetches now, if it is throttled
+/// (see `super::throttle`).
+fn throttled_rate(broker: &Broker, p: &Partition) -> Option<u64> {
+    super::throttle::follower_rate(
+        &broker.metadata.read(),
+        broker.config.node_id,
+        &p.topic,
+        p.index,
+    )
+}
+
+/// How long the next throttled fetch must wait (`None`: fetch now).
+fn throttle_wait(broker: &Broker, rate: u64) -> Option<u64> {
+    let cluster = broker.cluster.as_ref()?;
+    let wait = cluster.throttles.follower.lock().wait_ms(rate, now_ms());
+    (wait > 0).then_some(wait)
 }
 
 fn still_following(p: &Partition, leader: i32, leader_epoch: i32) -> bool {
@@ -173,11 +196,11 @@ async fn truncate_to_leader(
     Ok(())
 }
 
+/// The leader refused the epoch question. Even NOT_LEADER_OR_FOLLOWER or a fenced epoch is
+/// retried: the new leader may simply not have applied the metadata that made it leader yet;
+/// if this node's own metadata moves on, the loop's role check ends the task.
 fn epoch_error(code: ErrorCode) -> Stop {
-    match code {
-        ErrorCode::FencedLeaderEpoch | ErrorCode::NotLeaderOrFollower => Stop::Superseded,
-        other => Stop::Retry(format!("leader answered {other:?}")),
-    }
+    Stop::Retry(format!("leader answered {code:?}"))
 }
 
 /// One fetch from the leader and the append of what it returned.
@@ -187,8 +210,16 @@ async fn fetch_once(
     p: &Partition,
     leader: i32,
     leader_epoch: i32,
+    throttle: Option<u64>,
 ) -> Result<(), Stop> {
     let cluster = &broker.config.cluster;
+    // A throttled fetch asks for about one second's worth (at least one batch comes back).
+    let partition_max_bytes = match throttle {
+        Some(rate) => cluster
+            .replica_fetch_max_bytes
+            .min(i32::try_from(rate.max(1)).unwrap_or(i32::MAX)),
+        None => cluster.replica_fetch_max_bytes,
+    };
     let (fetch_offset, log_start) = {
         let log = p.log.read();
         (log.log_end_offset(), log.log_start_offset())
@@ -208,7 +239,7 @@ async fn fetch_once(
                 .with_current_leader_epoch(leader_epoch)
                 .with_fetch_offset(fetch_offset)
                 .with_log_start_offset(log_start)
-                .with_partition_max_bytes(cluster.replica_fetch_max_bytes)])]);
+                .with_partition_max_bytes(partition_max_bytes)])]);
     let wait = Duration::from_millis(cluster.replica_fetch_wait_max_ms as u64 + 10_000);
     let response = tokio::time::timeout(wait, conn.send(&request, FETCH_VERSION))
         .await
@@ -247,6 +278,9 @@ async fn fetch_once(
         match log.append_replica(records, now_ms()) {
             Ok(a) => {
                 broker.metrics.replication_bytes_in.inc_by(a.bytes as u64);
+                if let (Some(rate), Some(c)) = (throttle, &broker.cluster) {
+                    c.throttles.follower.lock().consume(rate, a.bytes, now_ms());
+                }
             }
             Err(e) => {
                 drop(log);

@@ -129,7 +129,7 @@ impl ProcCluster {
             cmd.arg("--override").arg(format!("{k}={v}"));
         }
         let child = cmd
-            .env("FJORD_LOG", "info")
+            .env("FJORD_LOG", "info,openraft=warn")
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
