@@ -172,6 +172,9 @@ const KNOWN_KEYS: &[&str] = &[
     "controlled.shutdown.max.retries",
     "controlled.shutdown.timeout.ms",
     "unclean.leader.election.enable",
+    "auto.leader.rebalance.enable",
+    "leader.imbalance.check.interval.seconds",
+    "leader.imbalance.per.broker.percentage",
     "fjord.test.fault.hooks",
 ];
 

@@ -125,5 +125,6 @@ async fn open_clustered(config: Config) -> anyhow::Result<Arc<Broker>> {
     tokio::spawn(cluster::registration::register(broker.clone()));
     tokio::spawn(cluster::controller::run(broker.clone()));
     tokio::spawn(cluster::isr::run(broker.clone()));
+    tokio::spawn(cluster::rebalance::run(broker.clone()));
     Ok(broker)
 }

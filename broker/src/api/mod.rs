@@ -4,6 +4,7 @@
 pub mod acls;
 pub mod authz;
 pub mod configs;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod groups;
 pub mod list_offsets;

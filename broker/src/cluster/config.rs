@@ -28,6 +28,14 @@ pub struct ClusterConfig {
     pub controlled_shutdown_timeout_ms: u64,
     /// `fjord.test.fault.hooks`: serve `/v1/test/fault` (tests only).
     pub fault_hooks: bool,
+    /// `auto.leader.rebalance.enable` (Kafka's default: on): the active controller moves
+    /// leaderships back to preferred replicas (see `cluster::rebalance`).
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds` (default 300).
+    pub leader_imbalance_check_interval_seconds: u64,
+    /// `leader.imbalance.per.broker.percentage` (default 10): a broker not leading more than
+    /// this share of the partitions it prefers is rebalanced.
+    pub leader_imbalance_per_broker_percentage: u32,
 }
 
 fn num<T: std::str::FromStr>(
@@ -182,5 +190,69 @@ pub fn resolve(
             *n > 0
         })?,
         fault_hooks: num(raw, "fjord.test.fault.hooks", false, |_| true)?,
+        auto_leader_rebalance_enable: num(raw, "auto.leader.rebalance.enable", true, |_| true)?,
+        leader_imbalance_check_interval_seconds: num(
+            raw,
+            "leader.imbalance.check.interval.seconds",
+            300,
+            |n| *n > 0,
+        )?,
+        leader_imbalance_per_broker_percentage: num(
+            raw,
+            "leader.imbalance.per.broker.percentage",
+            10,
+            |n| *n <= 100,
+        )?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_listeners;
+
+    fn resolve_with(extra: &[(&str, &str)]) -> Result<ClusterConfig, ConfigError> {
+        let mut raw: BTreeMap<String, String> = [
+            ("controller.quorum.voters", "1@127.0.0.1:9093"),
+            ("process.roles", "broker,controller"),
+            ("controller.listener.names", "CONTROLLER"),
+            ("cluster.id", "c"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in extra {
+            raw.insert(k.to_string(), v.to_string());
+        }
+        let mut listeners = parse_listeners(
+            "listeners",
+            "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+        )?;
+        let mut advertised = listeners.clone();
+        resolve(&raw, 1, &mut listeners, &mut advertised)
+    }
+
+    #[test]
+    fn leader_rebalance_keys_default_as_in_kafka_and_parse() {
+        let c = resolve_with(&[]).unwrap();
+        assert!(c.auto_leader_rebalance_enable);
+        assert_eq!(c.leader_imbalance_check_interval_seconds, 300);
+        assert_eq!(c.leader_imbalance_per_broker_percentage, 10);
+        let c = resolve_with(&[
+            ("auto.leader.rebalance.enable", "false"),
+            ("leader.imbalance.check.interval.seconds", "2"),
+            ("leader.imbalance.per.broker.percentage", "0"),
+        ])
+        .unwrap();
+        assert!(!c.auto_leader_rebalance_enable);
+        assert_eq!(c.leader_imbalance_check_interval_seconds, 2);
+        assert_eq!(c.leader_imbalance_per_broker_percentage, 0);
+        for bad in [
+            ("leader.imbalance.check.interval.seconds", "0"),
+            ("leader.imbalance.per.broker.percentage", "101"),
+            ("auto.leader.rebalance.enable", "yes"),
+        ] {
+            assert_eq!(resolve_with(&[bad]).unwrap_err().key, bad.0);
+        }
+    }
 }

@@ -14,7 +14,11 @@
 //!   behind or wiped, so it has to re-earn its ISR place through the leader;
 //! - an `AlterPartition` is conditional on the partition epoch it was computed from, so a stale
 //!   request (from a deposed leader, or racing with the controller) changes nothing; it may not
-//!   add fenced or unknown brokers to the ISR.
+//!   add fenced or unknown brokers to the ISR, and names a leader from outside the current ISR
+//!   only for a partition without a leader, as the ISR's only member (an unclean election,
+//!   what ElectLeaders UNCLEAN writes);
+//! - ElectLeaders PREFERRED and the leader rebalancer write an `AlterPartition` that keeps the
+//!   ISR and names the first replica leader ([`preferred_election`]);
 //! - with `unclean.leader.election.enable=true` an offline partition elects any live replica.
 
 use super::image::{MetadataImage, PartitionMeta};
@@ -206,6 +210,11 @@ pub fn alter(image: &mut MetadataImage, req: &AlterRequest) -> Result<(), AlterR
         return Err(AlterRejected::InvalidIsr);
     }
     let leader = match req.leader {
+        // A leader from outside the current ISR is an unclean election: only for a partition
+        // without a leader, and the ISR becomes that replica alone.
+        Some(l) if !p.isr.contains(&l) && (p.leader >= 0 || isr != [l]) => {
+            return Err(AlterRejected::IneligibleLeader)
+        }
         Some(l) if isr.contains(&l) && live.contains(&l) => l,
         Some(_) => return Err(AlterRejected::IneligibleLeader),
         None if isr.contains(&p.leader) => p.leader,
@@ -218,6 +227,87 @@ pub fn alter(image: &mut MetadataImage, req: &AlterRequest) -> Result<(), AlterR
     p.isr = isr;
     p.partition_epoch += 1;
     Ok(())
+}
+
+/// What electing a leader for one partition would do (ElectLeaders, the leader rebalancer).
+/// `Elect` is written as an `AlterPartition` with `leader: Some(leader)`, conditional on
+/// `partition_epoch`, so it changes nothing if the partition moved meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Election {
+    /// The partition already has the leader this election would give it.
+    NotNeeded,
+    /// No replica may be elected now (Kafka's PREFERRED_LEADER_NOT_AVAILABLE or
+    /// ELIGIBLE_LEADERS_NOT_AVAILABLE).
+    NotAvailable,
+    Elect {
+        leader: i32,
+        isr: Vec<i32>,
+        partition_epoch: i32,
+    },
+}
+
+impl Election {
+    /// The conditional record that carries out an `Elect`.
+    pub fn record(&self, topic: &str, partition: i32) -> Option<super::MetadataRecord> {
+        match self {
+            Election::Elect {
+                leader,
+                isr,
+                partition_epoch,
+            } => Some(super::MetadataRecord::AlterPartition {
+                topic: topic.to_string(),
+                partition,
+                partition_epoch: *partition_epoch,
+                isr: isr.clone(),
+                leader: Some(*leader),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// PREFERRED election: the first assigned replica leads if it is live and in the ISR; the ISR
+/// stays as it is.
+pub fn preferred_election(p: &PartitionMeta, live: impl Fn(i32) -> bool) -> Election {
+    let Some(&preferred) = p.replicas.first() else {
+        return Election::NotAvailable;
+    };
+    if p.leader == preferred {
+        Election::NotNeeded
+    } else if p.isr.contains(&preferred) && live(preferred) {
+        Election::Elect {
+            leader: preferred,
+            isr: p.isr.clone(),
+            partition_epoch: p.partition_epoch,
+        }
+    } else {
+        Election::NotAvailable
+    }
+}
+
+/// UNCLEAN election, for a partition without a leader only: a live in-sync replica if there
+/// is one, else the first live replica in assignment order, whose log becomes the truth (the
+/// ISR is that replica alone; records only the old ISR had are lost).
+pub fn unclean_election(p: &PartitionMeta, live: impl Fn(i32) -> bool) -> Election {
+    if p.leader >= 0 {
+        return Election::NotNeeded;
+    }
+    let partition_epoch = p.partition_epoch;
+    if let Some(leader) = elect(p, &live) {
+        return Election::Elect {
+            leader,
+            isr: p.isr.clone(),
+            partition_epoch,
+        };
+    }
+    match p.replicas.iter().copied().find(|r| live(*r)) {
+        Some(leader) => Election::Elect {
+            leader,
+            isr: vec![leader],
+            partition_epoch,
+        },
+        None => Election::NotAvailable,
+    }
 }
 
 #[cfg(test)]
@@ -369,5 +459,143 @@ mod tests {
         };
         assert_eq!(alter(&mut img, &req), Ok(()));
         assert_eq!((part(&img, 0).leader, part(&img, 0).leader_epoch), (2, 1));
+    }
+
+    fn live_in(img: &MetadataImage) -> impl Fn(i32) -> bool + '_ {
+        |id| is_live(img, id)
+    }
+
+    #[test]
+    fn preferred_election_needs_the_preferred_replica_live_and_in_sync() {
+        let (mut img, _) = cluster();
+        assert_eq!(
+            preferred_election(part(&img, 0), live_in(&img)),
+            Election::NotNeeded
+        );
+        // 1 restarts: 2 leads, 1 is live but out of the ISR.
+        register(&mut img, 1, Uuid::new_v4());
+        assert_eq!(
+            preferred_election(part(&img, 0), live_in(&img)),
+            Election::NotAvailable
+        );
+        // The leader takes 1 back into the ISR: now 1 can be elected, with the ISR unchanged.
+        let epoch = part(&img, 0).partition_epoch;
+        img.apply(&MetadataRecord::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            partition_epoch: epoch,
+            isr: vec![1, 2, 3],
+            leader: None,
+        });
+        let election = preferred_election(part(&img, 0), live_in(&img));
+        let epoch = part(&img, 0).partition_epoch;
+        assert_eq!(
+            election,
+            Election::Elect {
+                leader: 1,
+                isr: vec![1, 2, 3],
+                partition_epoch: epoch
+            }
+        );
+        let record = election.record("t", 0).unwrap();
+        let leader_epoch = part(&img, 0).leader_epoch;
+        img.apply(&record);
+        let p0 = part(&img, 0);
+        assert_eq!((p0.leader, p0.isr.clone()), (1, vec![1, 2, 3]));
+        assert_eq!(p0.leader_epoch, leader_epoch + 1);
+        // Applying the same election again is stale: nothing changes.
+        let before = p0.clone();
+        img.apply(&record);
+        assert_eq!(part(&img, 0), &before);
+        assert_eq!(
+            preferred_election(part(&img, 0), live_in(&img)),
+            Election::NotNeeded
+        );
+        // A fenced preferred replica is not available.
+        img.apply(&MetadataRecord::FenceBroker { node_id: 2 });
+        assert_eq!(
+            preferred_election(part(&img, 1), live_in(&img)),
+            Election::NotAvailable
+        );
+    }
+
+    #[test]
+    fn unclean_election_only_for_a_partition_without_a_leader() {
+        let (mut img, _) = cluster();
+        assert_eq!(
+            unclean_election(part(&img, 0), live_in(&img)),
+            Election::NotNeeded
+        );
+        for n in [2, 3, 1] {
+            img.apply(&MetadataRecord::FenceBroker { node_id: n });
+        }
+        assert_eq!(
+            unclean_election(part(&img, 0), live_in(&img)),
+            Election::NotAvailable,
+            "nobody is live"
+        );
+        img.apply(&MetadataRecord::UnfenceBroker { node_id: 3 });
+        let p0 = part(&img, 0);
+        assert_eq!((p0.leader, p0.isr.clone()), (-1, vec![1]));
+        let election = unclean_election(p0, live_in(&img));
+        assert_eq!(
+            election,
+            Election::Elect {
+                leader: 3,
+                isr: vec![3],
+                partition_epoch: p0.partition_epoch
+            }
+        );
+        img.apply(&election.record("t", 0).unwrap());
+        let p0 = part(&img, 0);
+        assert_eq!((p0.leader, p0.isr.clone()), (3, vec![3]));
+        // 1 returns: it is no longer in the ISR and does not take over.
+        img.apply(&MetadataRecord::UnfenceBroker { node_id: 1 });
+        assert_eq!(part(&img, 0).leader, 3);
+        assert_eq!(
+            unclean_election(part(&img, 0), live_in(&img)),
+            Election::NotNeeded
+        );
+    }
+
+    #[test]
+    fn alter_partition_elects_outside_the_isr_only_without_a_leader() {
+        let (mut img, _) = cluster();
+        register(&mut img, 1, Uuid::new_v4());
+        // Partition 0: 2 leads, ISR [2, 3], 1 live but out of sync.
+        let epoch = part(&img, 0).partition_epoch;
+        let req = AlterRequest {
+            topic: "t",
+            partition: 0,
+            partition_epoch: epoch,
+            isr: &[1],
+            leader: Some(1),
+        };
+        assert_eq!(alter(&mut img, &req), Err(AlterRejected::IneligibleLeader));
+        let req = AlterRequest {
+            isr: &[1, 2, 3],
+            ..req
+        };
+        assert_eq!(alter(&mut img, &req), Err(AlterRejected::IneligibleLeader));
+        assert_eq!(part(&img, 0).leader, 2);
+        // Without a leader, a live replica outside the ISR may lead, alone in the ISR.
+        img.apply(&MetadataRecord::FenceBroker { node_id: 3 });
+        img.apply(&MetadataRecord::FenceBroker { node_id: 2 });
+        assert_eq!(part(&img, 0).leader, -1);
+        let epoch = part(&img, 0).partition_epoch;
+        let req = AlterRequest {
+            topic: "t",
+            partition: 0,
+            partition_epoch: epoch,
+            isr: &[1, 2],
+            leader: Some(1),
+        };
+        assert_eq!(alter(&mut img, &req), Err(AlterRejected::IneligibleLeader));
+        let req = AlterRequest { isr: &[1], ..req };
+        assert_eq!(alter(&mut img, &req), Ok(()));
+        assert_eq!(
+            (part(&img, 0).leader, part(&img, 0).isr.clone()),
+            (1, vec![1])
+        );
     }
 }

@@ -251,6 +251,7 @@ pub async fn handle(broker: &Arc<Broker>, session: &mut Session, frame: Bytes) -
         AlterClientQuotas => AlterClientQuotasRequest => api::quotas::alter,
         DescribeQuorum => DescribeQuorumRequest => api::quorum::describe_quorum,
         DescribeLogDirs => DescribeLogDirsRequest => api::log_dirs::describe,
+        ElectLeaders => ElectLeadersRequest => api::elect_leaders::handle,
     });
     observe(broker, api_name, started);
     reply
@@ -302,6 +303,7 @@ fn api_name(key: ApiKey) -> &'static str {
         AlterClientQuotas,
         DescribeQuorum,
         DescribeLogDirs,
+        ElectLeaders,
         SaslHandshake,
         SaslAuthenticate
     )

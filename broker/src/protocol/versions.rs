@@ -35,6 +35,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // Cluster introspection (kafka-metadata-quorum, kafka-log-dirs); Kafka 4.x ranges.
     (ApiKey::DescribeQuorum, 0, 2),
     (ApiKey::DescribeLogDirs, 1, 4),
+    // kafka-leader-election; Kafka 4.x range.
+    (ApiKey::ElectLeaders, 0, 2),
     // Security admin (storage only, no enforcement yet). Same ranges as Kafka 4.x, whose floors
     // drop v0 of the ACL APIs (KIP-896).
     (ApiKey::DescribeAcls, 1, 3),
