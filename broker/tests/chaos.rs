@@ -1,0 +1,418 @@
+//! No acknowledged write is lost while brokers die: idempotent `acks=all` producers
+//! (`min.insync.replicas=2`, RF 3) and a consumer group run for two minutes while a chaos loop
+//! kills a random broker (every third time the active controller) every few seconds and
+//! restarts it. At the end every acknowledged record is read back exactly once, at the offset
+//! it was acknowledged with, in order per producer and partition, with no offset gaps.
+//!
+//! Two runs: SIGKILL (no warning; sends may fail only by timing out, never be lost once acked)
+//! and SIGTERM (controlled shutdown; zero failed sends after client retries). The counts go to
+//! the test output.
+
+#[path = "common/procs.rs"]
+mod procs;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use procs::{wait_for, ProcCluster};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+const TOPIC: &str = "chaos";
+const PARTITIONS: i32 = 6;
+const CHAOS_FOR: Duration = Duration::from_secs(120);
+
+/// Both runs start six broker processes; one at a time keeps them from starving each other
+/// on a small machine.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Chaos {
+    Kill,
+    Terminate,
+}
+
+/// What the producers saw.
+#[derive(Default)]
+struct Outcomes {
+    /// value -> (partition, offset)
+    acked: HashMap<String, (i32, i64)>,
+    failed: Vec<(String, String)>,
+}
+
+fn describe(bootstrap: &str) -> (i32, BTreeMap<i32, (i32, usize)>) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let Ok(md) = consumer.fetch_metadata(Some(TOPIC), Duration::from_secs(5)) else {
+        return (-1, BTreeMap::new());
+    };
+    let parts = md
+        .topics()
+        .first()
+        .map(|t| {
+            t.partitions()
+                .iter()
+                .map(|p| (p.id(), (p.leader(), p.isr().len())))
+                .collect()
+        })
+        .unwrap_or_default();
+    (md.orig_broker_id(), parts)
+}
+
+/// The active controller's id, as a Metadata response names it.
+fn controller(rt: &tokio::runtime::Runtime, cluster: &ProcCluster) -> Option<usize> {
+    for i in 0..cluster.nodes.len() {
+        if !cluster.is_running(i) {
+            continue;
+        }
+        let id = rt.block_on(async {
+            let mut c = fjord_client::Connection::connect(cluster.addr(i))
+                .await
+                .ok()?;
+            let r = c
+                .send(
+                    &kafka_protocol::messages::MetadataRequest::default().with_topics(Some(vec![])),
+                    12,
+                )
+                .await
+                .ok()?;
+            Some(r.controller_id.0)
+        });
+        if let Some(id) = id.filter(|id| *id >= 0) {
+            return Some(id as usize);
+        }
+    }
+    None
+}
+
+fn run(chaos: Chaos) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = procs::test_dir();
+    let mut cluster = ProcCluster::start(
+        dir.path(),
+        3,
+        &[("controlled.shutdown.timeout.ms", "15000")],
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let bootstrap = cluster.bootstrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(3))
+        .set("min.insync.replicas", "2");
+    let created = rt
+        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+        .unwrap();
+    assert!(created[0].is_ok(), "{created:?}");
+    wait_for("every replica in sync", 30, || {
+        let (_, d) = describe(&bootstrap);
+        d.len() == PARTITIONS as usize && d.values().all(|(l, isr)| *l >= 0 && *isr == 3)
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut producers = Vec::new();
+    for id in 0..2 {
+        let (stop, outcomes, sent, bootstrap) = (
+            stop.clone(),
+            outcomes.clone(),
+            sent.clone(),
+            bootstrap.clone(),
+        );
+        producers.push(std::thread::spawn(move || {
+            produce_until(id, &bootstrap, &stop, &outcomes, &sent)
+        }));
+    }
+    let consumed = Arc::new(AtomicU64::new(0));
+    let consumer = {
+        let (stop, consumed, bootstrap) = (stop.clone(), consumed.clone(), bootstrap.clone());
+        std::thread::spawn(move || consume_until(&bootstrap, &stop, &consumed))
+    };
+
+    // The chaos loop.
+    let started = Instant::now();
+    let mut kills: Vec<String> = Vec::new();
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15 ^ started.elapsed().as_nanos() as u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    while started.elapsed() < CHAOS_FOR {
+        std::thread::sleep(Duration::from_millis(2_000 + next() % 2_000));
+        let active = controller(&rt, &cluster);
+        let victim = if kills.len() % 3 == 2 {
+            active.unwrap_or(0)
+        } else {
+            (next() % 3) as usize
+        };
+        let what = match chaos {
+            Chaos::Kill => {
+                cluster.kill(victim);
+                "SIGKILL".to_string()
+            }
+            Chaos::Terminate => {
+                let took = cluster.terminate(victim);
+                format!("SIGTERM (exited after {} ms)", took.as_millis())
+            }
+        };
+        let is_controller = active == Some(victim);
+        kills.push(format!(
+            "{:>6.1}s {what} broker {victim}{}",
+            started.elapsed().as_secs_f64(),
+            if is_controller {
+                " (active controller)"
+            } else {
+                ""
+            }
+        ));
+        std::thread::sleep(Duration::from_millis(500 + next() % 1_500));
+        cluster.spawn(victim);
+        cluster.wait_ready(victim);
+    }
+    println!("chaos ({chaos:?}) for {:?}:", started.elapsed());
+    for k in &kills {
+        println!("  {k}");
+    }
+    // Let the cluster heal, then stop the clients and wait for every delivery report.
+    wait_for("every replica back in sync", 90, || {
+        let (_, d) = describe(&bootstrap);
+        d.len() == PARTITIONS as usize && d.values().all(|(l, isr)| *l >= 0 && *isr == 3)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Release);
+    for p in producers {
+        p.join().unwrap();
+    }
+    consumer.join().unwrap();
+
+    let outcomes = outcomes.lock().unwrap();
+    let read = read_everything(&bootstrap);
+    println!(
+        "sent {}, acknowledged {}, failed {}, consumed by the group while running {}, read back {}, kills {} ({} of the active controller)",
+        sent.load(Ordering::Acquire),
+        outcomes.acked.len(),
+        outcomes.failed.len(),
+        consumed.load(Ordering::Acquire),
+        read.len(),
+        kills.len(),
+        kills.iter().filter(|k| k.contains("controller")).count()
+    );
+    for (v, e) in outcomes.failed.iter().take(5) {
+        println!("  failed send {v}: {e}");
+    }
+    verify(&outcomes, &read);
+    assert!(kills.len() >= 20, "only {} kills", kills.len());
+    assert!(
+        kills.iter().any(|k| k.contains("controller")),
+        "the active controller was killed at least once"
+    );
+    assert!(
+        outcomes.acked.len() > 5_000,
+        "too little traffic to mean anything"
+    );
+    if chaos == Chaos::Terminate {
+        assert!(
+            outcomes.failed.is_empty(),
+            "controlled shutdown: no send may fail after client retries: {:?}",
+            &outcomes.failed[..outcomes.failed.len().min(5)]
+        );
+    }
+}
+
+/// Sends `p<id>-<n>` records (keyed, so each key stays on one partition) at a steady pace
+/// with a bounded number in flight, recording each delivery report.
+fn produce_until(
+    id: usize,
+    bootstrap: &str,
+    stop: &AtomicBool,
+    outcomes: &Mutex<Outcomes>,
+    sent: &AtomicU64,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "120000")
+        .set("request.timeout.ms", "10000")
+        .set("retry.backoff.ms", "100")
+        .set("metadata.max.age.ms", "5000")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .create()
+        .unwrap();
+    rt.block_on(async {
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        let mut n = 0u64;
+        use futures::StreamExt;
+        while !stop.load(Ordering::Acquire) {
+            while in_flight.len() >= 200 {
+                if let Some((r, v)) = in_flight.next().await {
+                    record(outcomes, r, v);
+                }
+            }
+            let value = format!("p{id}-{n:09}");
+            let key = format!("k{}", n % 64);
+            match producer.send_result(FutureRecord::to(TOPIC).key(&key).payload(&value)) {
+                Ok(fut) => {
+                    sent.fetch_add(1, Ordering::AcqRel);
+                    in_flight.push(async move { (fut.await, value) });
+                    n += 1;
+                }
+                Err((e, _)) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let _ = e;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        while let Some((r, v)) = in_flight.next().await {
+            record(outcomes, r, v);
+        }
+    });
+}
+
+type Delivery = Result<
+    rdkafka::producer::future_producer::OwnedDeliveryResult,
+    futures::channel::oneshot::Canceled,
+>;
+
+fn record(outcomes: &Mutex<Outcomes>, r: Delivery, value: String) {
+    let mut o = outcomes.lock().unwrap();
+    match r {
+        Ok(Ok(d)) => {
+            o.acked.insert(value, (d.partition, d.offset));
+        }
+        Ok(Err((e, _))) => o.failed.push((value, e.to_string())),
+        Err(e) => o.failed.push((value, e.to_string())),
+    }
+}
+
+/// A consumer group reading along (rebalances and coordinator moves happen under it).
+fn consume_until(bootstrap: &str, stop: &AtomicBool, consumed: &AtomicU64) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "chaos-readers")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[TOPIC]).unwrap();
+    while !stop.load(Ordering::Acquire) {
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(200)) {
+            consumed.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Every record in every partition, from the start to the high watermark.
+fn read_everything(bootstrap: &str) -> Vec<(i32, i64, String)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "chaos-verifier")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut ends = BTreeMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        let (_, high) = consumer
+            .fetch_watermarks(TOPIC, p, Duration::from_secs(30))
+            .unwrap();
+        ends.insert(p, high);
+        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let mut pos: BTreeMap<i32, i64> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while ends
+        .iter()
+        .any(|(p, e)| pos.get(p).copied().unwrap_or(0) < *e)
+    {
+        assert!(Instant::now() < deadline, "read {pos:?} of {ends:?}");
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.unwrap();
+            let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+            out.push((m.partition(), m.offset(), v));
+            pos.insert(m.partition(), m.offset() + 1);
+        }
+    }
+    out
+}
+
+fn verify(outcomes: &Outcomes, read: &[(i32, i64, String)]) {
+    // Offsets are contiguous per partition: nothing is missing in the middle.
+    let mut by_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    for (p, o, _) in read {
+        by_partition.entry(*p).or_default().push(*o);
+    }
+    for (p, offsets) in &by_partition {
+        for w in offsets.windows(2) {
+            assert_eq!(w[1], w[0] + 1, "gap in partition {p} after offset {}", w[0]);
+        }
+        assert_eq!(offsets[0], 0, "partition {p} starts at 0");
+    }
+    // Exactly once: no value twice.
+    let mut where_read: HashMap<&str, (i32, i64)> = HashMap::new();
+    for (p, o, v) in read {
+        if let Some(first) = where_read.insert(v.as_str(), (*p, *o)) {
+            panic!("{v} stored twice: at {first:?} and {p}/{o}");
+        }
+    }
+    // Every acknowledged record is where the broker said it put it.
+    let mut lost = Vec::new();
+    for (v, at) in &outcomes.acked {
+        if where_read.get(v.as_str()) != Some(at) {
+            lost.push((v.clone(), *at, where_read.get(v.as_str()).copied()));
+        }
+    }
+    lost.sort();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged records lost or moved, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+    // In order per producer within each partition (idempotence keeps retries in order).
+    let mut last: HashMap<(i32, &str), &str> = HashMap::new();
+    for (p, _, v) in read {
+        let producer = v.split('-').next().unwrap_or("");
+        if let Some(prev) = last.insert((*p, producer), v.as_str()) {
+            assert!(
+                prev < v.as_str(),
+                "partition {p}: {v} after {prev} from the same producer"
+            );
+        }
+    }
+}
+
+#[test]
+fn no_acknowledged_record_is_lost_while_brokers_are_sigkilled() {
+    run(Chaos::Kill);
+}
+
+#[test]
+fn no_send_fails_while_brokers_are_stopped_with_sigterm() {
+    run(Chaos::Terminate);
+}
