@@ -114,6 +114,19 @@ pub const BROKER_TO_TOPIC_KEYS: &[(&str, &str)] = &[
     ("log.message.timestamp.type", "message.timestamp.type"),
 ];
 
+/// Dynamically alterable broker keys that are not topic defaults: the replication throttles
+/// `kafka-reassign-partitions --throttle` sets and `--verify` removes (bytes/s, a long >= 0).
+pub const DYNAMIC_BROKER_ONLY_KEYS: &[&str] = &[
+    "leader.replication.throttled.rate",
+    "follower.replication.throttled.rate",
+    "replica.alter.log.dirs.io.max.bytes.per.second",
+];
+
+/// Is `key` one of [`DYNAMIC_BROKER_ONLY_KEYS`]?
+pub fn is_dynamic_broker_only_key(key: &str) -> bool {
+    DYNAMIC_BROKER_ONLY_KEYS.contains(&key)
+}
+
 /// Keys the broker understands (others warn).
 const KNOWN_KEYS: &[&str] = &[
     "node.id",

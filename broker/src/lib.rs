@@ -120,11 +120,16 @@ async fn open_clustered(config: Config) -> anyhow::Result<Arc<Broker>> {
             .await??;
     let _ = slot.set(Arc::downgrade(&broker));
     let b = broker.clone();
-    tokio::task::spawn_blocking(move || cluster::hosted::sync(&b)).await?;
+    tokio::task::spawn_blocking(move || {
+        cluster::hosted::sync(&b);
+        cluster::hosted::remove_strays(&b);
+    })
+    .await?;
     tokio::spawn(cluster::controller::heartbeat(broker.clone()));
     tokio::spawn(cluster::registration::register(broker.clone()));
     tokio::spawn(cluster::controller::run(broker.clone()));
     tokio::spawn(cluster::isr::run(broker.clone()));
+    tokio::spawn(cluster::reassignment::run(broker.clone()));
     tokio::spawn(cluster::rebalance::run(broker.clone()));
     Ok(broker)
 }

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub under_min_isr: IntGauge,
     pub replica_max_lag: IntGauge,
     pub fenced_brokers: IntGauge,
+    pub reassigning_partitions: IntGauge,
+    pub reassignment_offsets_remaining: IntGauge,
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
@@ -169,6 +171,16 @@ impl Metrics {
                 &r,
                 "kafka_controller_kafkacontroller_fencedbrokercount",
                 "Fenced brokers (as this node's metadata says)",
+            ),
+            reassigning_partitions: gauge(
+                &r,
+                "kafka_server_replicamanager_reassigningpartitions",
+                "Partitions this broker leads that are being reassigned",
+            ),
+            reassignment_offsets_remaining: gauge(
+                &r,
+                "fjord_reassignment_offsets_remaining",
+                "Messages the replicas being added still have to copy, over the partitions this broker leads",
             ),
             requests,
             request_errors,

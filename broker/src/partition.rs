@@ -165,6 +165,7 @@ impl Partition {
             let leo = self.log.read().log_end_offset();
             match &mut st.role {
                 Role::Leader(view) if !new_epoch => {
+                    view.set_replicas(&meta.replicas, now_ms);
                     view.isr = meta.isr.clone();
                     let hw = view.advance_high_watermark(leo);
                     drop(st);

@@ -12,6 +12,8 @@ enum Kind {
     Bool,
     OneOf(&'static [&'static str]),
     CleanupPolicy,
+    /// `*` or `partition:broker,...` (replication throttles).
+    ThrottledReplicas,
 }
 
 /// Every topic key we accept. Keys we store but whose behaviour is not implemented yet (compaction)
@@ -66,12 +68,12 @@ const TOPIC_KEYS: &[(&str, Kind, &str)] = &[
     ("unclean.leader.election.enable", Kind::Bool, "false"),
     (
         "leader.replication.throttled.replicas",
-        Kind::OneOf(&[]),
+        Kind::ThrottledReplicas,
         "",
     ),
     (
         "follower.replication.throttled.replicas",
-        Kind::OneOf(&[]),
+        Kind::ThrottledReplicas,
         "",
     ),
 ];
@@ -126,6 +128,10 @@ pub fn validate(key: &str, value: &str) -> Result<(), String> {
             if !options.is_empty() && !options.contains(&value.trim()) {
                 return Err(format!("{} (must be one of {})", bad(), options.join(", ")));
             }
+        }
+        Kind::ThrottledReplicas => {
+            crate::replication::throttle::parse_replicas(value)
+                .map_err(|why| format!("{}: {why}", bad()))?;
         }
         Kind::CleanupPolicy => {
             for part in value.split(',').map(str::trim) {
@@ -190,7 +196,7 @@ pub fn type_code(key: &str) -> i8 {
         Some(Kind::Int { .. }) => 3,
         Some(Kind::Long { .. }) => 5,
         Some(Kind::Double) => 6,
-        Some(Kind::CleanupPolicy) => 7,
+        Some(Kind::CleanupPolicy) | Some(Kind::ThrottledReplicas) => 7,
         None => 0,
     }
 }
@@ -256,6 +262,10 @@ mod tests {
             .unwrap_err()
             .contains("Unknown topic config"));
         assert!(validate("segment.bytes", "99999999999").is_err());
+        assert!(validate("leader.replication.throttled.replicas", "0:1,1:2").is_ok());
+        assert!(validate("follower.replication.throttled.replicas", "*").is_ok());
+        assert!(validate("follower.replication.throttled.replicas", "").is_ok());
+        assert!(validate("follower.replication.throttled.replicas", "0;1").is_err());
     }
 
     #[test]

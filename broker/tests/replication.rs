@@ -434,3 +434,93 @@ fn a_partitioned_leader_truncates_its_divergent_records_when_it_returns() {
         replica_size(&rt, &cluster, old, 0) == replica_size(&rt, &cluster, new, 0)
     });
 }
+
+/// The group coordinator (by FindCoordinator through node `via`).
+fn coordinator_of(
+    rt: &tokio::runtime::Runtime,
+    cluster: &ProcCluster,
+    via: usize,
+    group: &str,
+) -> i32 {
+    use kafka_protocol::messages::FindCoordinatorRequest;
+    use kafka_protocol::protocol::StrBytes;
+    rt.block_on(async {
+        let mut c = fjord_client::Connection::connect(cluster.addr(via))
+            .await
+            .unwrap();
+        let request = FindCoordinatorRequest::default()
+            .with_key_type(0)
+            .with_coordinator_keys(vec![StrBytes::from_string(group.to_string())]);
+        let r = c.send(&request, 4).await.unwrap();
+        r.coordinators.first().map_or(-1, |c| c.node_id.0)
+    })
+}
+
+/// Committed offsets are replicated through the metadata log: after the coordinator is
+/// killed, the group's new coordinator answers with the same offsets.
+#[test]
+fn committed_offsets_survive_the_coordinators_death() {
+    let dir = procs::test_dir();
+    let mut cluster = ProcCluster::start(dir.path(), 3, &[]);
+    let rt = rt();
+    let bootstrap = cluster.bootstrap();
+    create_topic(&rt, &bootstrap);
+    wait_for("in sync after create", 30, || all_in_sync(&bootstrap, 3));
+    let p = producer(&bootstrap);
+    produce(&rt, &p, "offsets", 300);
+    let group = "replicated-offsets";
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[TOPIC]).unwrap();
+    let mut n = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while n < 300 {
+        assert!(std::time::Instant::now() < deadline, "consumed {n}");
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(200)) {
+            n += 1;
+        }
+    }
+    consumer
+        .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
+    drop(consumer);
+    let coordinator = coordinator_of(&rt, &cluster, 0, group);
+    assert!(coordinator >= 0);
+    cluster.kill(coordinator as usize);
+    println!("killed the coordinator of {group}: broker {coordinator}");
+    let survivor = (coordinator as usize + 1) % 3;
+    wait_for("another coordinator takes the group", 30, || {
+        let c = coordinator_of(&rt, &cluster, survivor, group);
+        c >= 0 && c != coordinator
+    });
+    let survivors = (0..3)
+        .filter(|i| *i != coordinator as usize)
+        .map(|i| cluster.addr(i))
+        .collect::<Vec<_>>()
+        .join(",");
+    let again: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &survivors)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(TOPIC, p);
+    }
+    let committed = again
+        .committed_offsets(tpl, Duration::from_secs(30))
+        .unwrap();
+    for e in committed.elements() {
+        assert_eq!(
+            e.offset(),
+            Offset::Offset(100),
+            "partition {} committed offset after the coordinator moved",
+            e.partition()
+        );
+    }
+}

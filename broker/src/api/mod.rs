@@ -15,6 +15,7 @@ pub mod produce;
 pub mod producer_id;
 pub mod quorum;
 pub mod quotas;
+pub mod reassignments;
 pub mod scram;
 pub mod topics;
 pub mod versions;

@@ -1,6 +1,8 @@
 //! Which partition logs this node hosts in cluster mode: after every applied metadata batch the
 //! hosted set is reconciled with the image — logs are opened for partitions whose replica list
-//! contains this node and removed (with their directories) for deleted topics.
+//! contains this node and removed (with their directories) for deleted topics and for
+//! partitions reassigned away from this node (once it is no longer in the replica list: its
+//! role is dropped first, which stops its fetcher).
 //!
 //! Each partition directory holds a `partition.metadata` file with the topic id (as Kafka
 //! does): a directory left by an earlier topic of the same name is wiped instead of reused,
@@ -31,9 +33,14 @@ pub fn on_applied(broker: &Arc<Broker>, records: &[MetadataRecord]) {
             | MetadataRecord::AddPartitions { .. }
             | MetadataRecord::PartitionChange { .. }
             | MetadataRecord::AlterPartition { .. }
+            | MetadataRecord::ReassignPartition { .. }
+            | MetadataRecord::PartitionReassignmentState { .. }
             | MetadataRecord::FenceBroker { .. }
             | MetadataRecord::UnfenceBroker { .. }
             | MetadataRecord::RegisterBroker { .. } => partitions_changed = true,
+            MetadataRecord::GroupOffsets { group, offsets } => {
+                broker.groups.apply_replicated(group, offsets)
+            }
             MetadataRecord::AlterTopicConfig { .. } | MetadataRecord::AlterBrokerConfig { .. } => {
                 configs_changed = true;
                 partitions_changed = true;
@@ -92,6 +99,115 @@ fn remove_topic(broker: &Broker, name: &str) {
 pub fn sync(broker: &Arc<Broker>) {
     open_and_remove(broker);
     apply_roles(broker);
+    remove_unassigned(broker);
+}
+
+/// Removes the logs (and directories) of hosted partitions of existing topics whose replica
+/// list no longer contains this node: a reassignment moved them away. `apply_roles` ran first,
+/// so the partition has no role any more and its fetcher stops.
+fn remove_unassigned(broker: &Broker) {
+    let Some(cluster) = &broker.cluster else {
+        return;
+    };
+    let me = broker.config.node_id;
+    let mut hosted = cluster.hosted_ids.lock();
+    let gone: Vec<Arc<Partition>> = {
+        let img = broker.metadata.read();
+        broker
+            .all_partitions()
+            .into_iter()
+            .filter(|p| {
+                let Some(t) = img.topics.get(p.topic.as_ref()) else {
+                    return false;
+                };
+                hosted.get(&t.name) == Some(&t.id)
+                    && usize::try_from(p.index)
+                        .ok()
+                        .and_then(|i| t.partitions.get(i))
+                        .is_some_and(|m| !m.replicas.contains(&me))
+            })
+            .collect()
+    };
+    for p in gone {
+        {
+            let mut parts = broker.partitions.write();
+            if let Some(m) = parts.get_mut(p.topic.as_ref()) {
+                m.remove(&p.index);
+                if m.is_empty() {
+                    parts.remove(p.topic.as_ref());
+                    hosted.remove(p.topic.as_ref());
+                }
+            }
+        }
+        // Under the log's write lock: an append in flight finishes first.
+        let log = p.log.write();
+        let dir = log.dir().to_path_buf();
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {
+                tracing::info!(topic = %p.topic, partition = p.index, dir = %dir.display(), "removed the log of a partition reassigned away from this broker")
+            }
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a reassigned partition's directory")
+            }
+        }
+        drop(log);
+        p.notify_appended();
+    }
+    drop(hosted);
+    broker
+        .metrics
+        .partitions
+        .set(broker.all_partitions().len() as i64);
+}
+
+/// At start-up: removes partition directories of existing topics that this node does not
+/// replicate (left by a reassignment completed while it was down, or interrupted removal).
+/// Only directories whose `partition.metadata` names the topic's current id are touched.
+pub fn remove_strays(broker: &Broker) {
+    if broker.cluster.is_none() {
+        return;
+    }
+    let me = broker.config.node_id;
+    let Ok(entries) = std::fs::read_dir(broker.config.data_dir()) else {
+        return;
+    };
+    let strays: Vec<std::path::PathBuf> = {
+        let img = broker.metadata.read();
+        entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|dir| {
+                let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+                    return false;
+                };
+                let Some((topic, index)) = name.rsplit_once('-') else {
+                    return false;
+                };
+                let (Some(t), Ok(index)) = (img.topics.get(topic), index.parse::<usize>()) else {
+                    return false;
+                };
+                topic_id_in(dir) == Some(t.id)
+                    && t.partitions
+                        .get(index)
+                        .is_some_and(|m| !m.replicas.contains(&me))
+            })
+            .collect()
+    };
+    let hosted: Vec<std::path::PathBuf> = broker
+        .all_partitions()
+        .iter()
+        .map(|p| p.log.read().dir().to_path_buf())
+        .collect();
+    for dir in strays.into_iter().filter(|d| !hosted.contains(d)) {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {
+                tracing::info!(dir = %dir.display(), "removed a stray partition directory (not a replica here)")
+            }
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a stray partition directory")
+            }
+        }
+    }
 }
 
 /// Gives each hosted partition its role from the image.

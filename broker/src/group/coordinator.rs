@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,11 +15,18 @@ use super::membership::{
 };
 use super::offsets::{CommittedOffset, GroupOffsets, OffsetStore};
 use crate::config::Config;
+use crate::metadata::ReplicatedOffset;
 use crate::protocol::errors::ErrorCode;
+
+/// Writes offset changes through the cluster's metadata log (cluster mode); the change reaches
+/// every node's store through [`GroupCoordinator::apply_replicated`].
+pub type OffsetReplicator =
+    Box<dyn Fn(&str, Vec<ReplicatedOffset>) -> std::io::Result<()> + Send + Sync>;
 
 pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
     offsets: Mutex<OffsetStore>,
+    replicator: OnceLock<OffsetReplicator>,
     initial_delay: Duration,
     min_session_ms: i32,
     max_session_ms: i32,
@@ -39,10 +47,76 @@ impl GroupCoordinator {
         Ok(GroupCoordinator {
             groups: Mutex::new(HashMap::new()),
             offsets: Mutex::new(OffsetStore::open(data_dir)?),
+            replicator: OnceLock::new(),
             initial_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
             min_session_ms: config.group_min_session_timeout_ms,
             max_session_ms: config.group_max_session_timeout_ms,
         })
+    }
+
+    /// Cluster mode: offset changes go through `replicator` instead of straight to the store.
+    pub fn set_replicator(&self, replicator: OffsetReplicator) {
+        let _ = self.replicator.set(replicator);
+    }
+
+    /// Applies offset changes committed in the metadata log (on every node, in log order).
+    pub fn apply_replicated(&self, group: &str, offsets: &[ReplicatedOffset]) {
+        let mut store = self.offsets.lock();
+        let (set, removed): (Vec<_>, Vec<_>) = offsets.iter().partition(|o| o.committed.is_some());
+        let set: Vec<(String, i32, CommittedOffset)> = set
+            .into_iter()
+            .filter_map(|o| Some((o.topic.clone(), o.partition, o.committed.clone()?)))
+            .collect();
+        let removed: Vec<(String, i32)> = removed
+            .into_iter()
+            .map(|o| (o.topic.clone(), o.partition))
+            .collect();
+        let result = (|| {
+            if !set.is_empty() {
+                store.commit(group, set)?;
+            }
+            if !removed.is_empty() {
+                store.delete(group, removed)?;
+            }
+            Ok::<_, std::io::Error>(())
+        })();
+        if let Err(e) = result {
+            tracing::error!(group, error = %e, "replicated offsets could not be stored locally");
+        }
+    }
+
+    /// Stores offset changes: through the metadata log in cluster mode, locally otherwise.
+    /// The caller must not hold the offsets lock.
+    fn store(
+        &self,
+        group: &str,
+        changes: Vec<(String, i32, Option<CommittedOffset>)>,
+    ) -> std::io::Result<()> {
+        if let Some(replicate) = self.replicator.get() {
+            let offsets = changes
+                .into_iter()
+                .map(|(topic, partition, committed)| ReplicatedOffset {
+                    topic,
+                    partition,
+                    committed,
+                })
+                .collect();
+            return replicate(group, offsets);
+        }
+        let mut store = self.offsets.lock();
+        let (set, removed): (Vec<_>, Vec<_>) = changes.into_iter().partition(|c| c.2.is_some());
+        let set: Vec<_> = set
+            .into_iter()
+            .filter_map(|(t, p, c)| Some((t, p, c?)))
+            .collect();
+        if !set.is_empty() {
+            store.commit(group, set)?;
+        }
+        let removed: Vec<_> = removed.into_iter().map(|(t, p, _)| (t, p)).collect();
+        if !removed.is_empty() {
+            store.delete(group, removed)?;
+        }
+        Ok(())
     }
 
     pub async fn join(&self, group_id: &str, req: JoinRequest) -> JoinResult {
@@ -179,16 +253,16 @@ impl GroupCoordinator {
                 (
                     t,
                     p,
-                    CommittedOffset {
+                    Some(CommittedOffset {
                         offset,
                         leader_epoch,
                         metadata,
                         commit_ms: now,
-                    },
+                    }),
                 )
             })
             .collect();
-        match self.offsets.lock().commit(group_id, entries) {
+        match self.store(group_id, entries) {
             Ok(()) => ErrorCode::None,
             Err(e) => {
                 tracing::error!(group = group_id, error = %e, "offset commit could not be stored");
@@ -267,13 +341,17 @@ impl GroupCoordinator {
             _ => {}
         }
         groups.remove(group_id);
-        let mut offsets = self.offsets.lock();
-        let keys: Vec<(String, i32)> = offsets
+        let keys: Vec<(String, i32, Option<CommittedOffset>)> = self
+            .offsets
+            .lock()
             .offsets
             .get(group_id)
-            .map(|g| g.keys().cloned().collect())
+            .map(|g| g.keys().map(|(t, p)| (t.clone(), *p, None)).collect())
             .unwrap_or_default();
-        if let Err(e) = offsets.delete(group_id, keys) {
+        if keys.is_empty() {
+            return ErrorCode::None;
+        }
+        if let Err(e) = self.store(group_id, keys) {
             tracing::error!(group = group_id, error = %e, "deleting group offsets failed");
             return ErrorCode::UnknownServerError;
         }
@@ -303,13 +381,15 @@ impl GroupCoordinator {
             if subscribed.contains(&t) {
                 results.push((t, p, ErrorCode::GroupSubscribedToTopic));
             } else {
-                to_delete.push((t.clone(), p));
+                to_delete.push((t.clone(), p, None));
                 results.push((t, p, ErrorCode::None));
             }
         }
-        if let Err(e) = self.offsets.lock().delete(group_id, to_delete) {
-            tracing::error!(group = group_id, error = %e, "deleting offsets failed");
-            return Err(ErrorCode::UnknownServerError);
+        if !to_delete.is_empty() {
+            if let Err(e) = self.store(group_id, to_delete) {
+                tracing::error!(group = group_id, error = %e, "deleting offsets failed");
+                return Err(ErrorCode::UnknownServerError);
+            }
         }
         Ok(results)
     }

@@ -19,6 +19,11 @@ pub struct PartitionMeta {
     /// Bumped on every leader or ISR change; `AlterPartition` requests name the epoch they
     /// were computed from.
     pub partition_epoch: i32,
+    /// A reassignment in progress (KIP-455, Kafka's `addingReplicas`/`removingReplicas`):
+    /// `replicas` is then the target followed by the replicas being removed, and the target is
+    /// `replicas` without `removing`. Both empty when no reassignment is in progress.
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +62,8 @@ pub struct MetadataImage {
     pub acls: BTreeMap<Uuid, AclBinding>,
     /// Client quota values by entity; an entity with no keys left is removed.
     pub quotas: BTreeMap<QuotaEntity, BTreeMap<String, f64>>,
+    /// Committed offsets by group, then (topic, partition) (cluster mode).
+    pub group_offsets: BTreeMap<String, crate::group::offsets::GroupOffsets>,
     /// Number of records applied (the metadata offset).
     pub offset: u64,
 }
@@ -69,6 +76,8 @@ pub fn partition_defaults(replicas: Vec<i32>) -> PartitionMeta {
         replicas,
         leader_epoch: 0,
         partition_epoch: 0,
+        adding: Vec::new(),
+        removing: Vec::new(),
     }
 }
 
@@ -97,6 +106,10 @@ impl MetadataImage {
                 if let Some(t) = self.topics.remove(name) {
                     self.topic_names.remove(&t.id);
                 }
+                for offsets in self.group_offsets.values_mut() {
+                    offsets.retain(|(t, _), _| t != name);
+                }
+                self.group_offsets.retain(|_, o| !o.is_empty());
             }
             MetadataRecord::AddPartitions { name, replicas } => {
                 if let Some(t) = self.topics.get_mut(name) {
@@ -150,6 +163,45 @@ impl MetadataImage {
                 };
                 if let Err(why) = leadership::alter(self, &req) {
                     tracing::debug!(topic, partition, ?why, "AlterPartition not applied");
+                }
+            }
+            MetadataRecord::ReassignPartition {
+                topic,
+                partition,
+                partition_epoch,
+                replicas,
+                isr,
+                leader,
+                adding,
+                removing,
+            } => {
+                let req = super::reassignment::ReassignRequest {
+                    topic,
+                    partition: *partition,
+                    partition_epoch: *partition_epoch,
+                    replicas,
+                    isr,
+                    leader: *leader,
+                    adding,
+                    removing,
+                };
+                if let Err(why) = super::reassignment::apply(self, &req) {
+                    tracing::debug!(topic, partition, ?why, "ReassignPartition not applied");
+                }
+            }
+            MetadataRecord::PartitionReassignmentState {
+                topic,
+                partition,
+                adding,
+                removing,
+            } => {
+                let meta = self
+                    .topics
+                    .get_mut(topic)
+                    .and_then(|t| t.partitions.get_mut(usize::try_from(*partition).ok()?));
+                if let Some(p) = meta {
+                    p.adding = adding.clone();
+                    p.removing = removing.clone();
                 }
             }
             MetadataRecord::FenceBroker { node_id } => leadership::fence(self, *node_id),
@@ -210,6 +262,23 @@ impl MetadataImage {
                     Some(b) if b.fenced => leadership::unfence(self, *node_id),
                     Some(_) => {}
                     None => leadership::revive_all(self),
+                }
+            }
+            MetadataRecord::GroupOffsets { group, offsets } => {
+                let g = self.group_offsets.entry(group.clone()).or_default();
+                for o in offsets {
+                    let key = (o.topic.clone(), o.partition);
+                    match &o.committed {
+                        Some(c) => {
+                            g.insert(key, c.clone());
+                        }
+                        None => {
+                            g.remove(&key);
+                        }
+                    }
+                }
+                if g.is_empty() {
+                    self.group_offsets.remove(group);
                 }
             }
             MetadataRecord::ClientQuota { entity, changes } => {

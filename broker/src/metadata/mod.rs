@@ -9,10 +9,11 @@ pub mod leadership;
 pub mod placement;
 pub mod quorum_applier;
 pub mod quota;
+pub mod reassignment;
 pub mod record;
 pub mod snapshot;
 pub mod store;
 
 pub use image::{MetadataImage, PartitionMeta, RegisteredBroker, TopicMeta};
-pub use record::{BrokerEndpoint, MetadataRecord};
+pub use record::{BrokerEndpoint, MetadataRecord, ReplicatedOffset};
 pub use store::MetadataStore;

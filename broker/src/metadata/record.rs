@@ -60,6 +60,30 @@ pub enum MetadataRecord {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         leader: Option<i32>,
     },
+    /// A partition's replica assignment changes for a reassignment (KIP-455): started,
+    /// cancelled or completed (Kafka's `PartitionChangeRecord` with replicas, adding and
+    /// removing replicas). Like `AlterPartition` it is applied only if `partition_epoch` is
+    /// still the partition's epoch, so it never overwrites an ISR change it was not computed
+    /// from; see [`super::reassignment::apply`].
+    ReassignPartition {
+        topic: String,
+        partition: i32,
+        partition_epoch: i32,
+        replicas: Vec<i32>,
+        isr: Vec<i32>,
+        leader: i32,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        adding: Vec<i32>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removing: Vec<i32>,
+    },
+    /// A partition's reassignment lists as they are (snapshots only: unconditional).
+    PartitionReassignmentState {
+        topic: String,
+        partition: i32,
+        adding: Vec<i32>,
+        removing: Vec<i32>,
+    },
     /// The controller fenced a broker that stopped heartbeating or is shutting down: it leaves
     /// the ISRs and its leaderships move (KRaft's `BrokerRegistrationChangeRecord` fenced=1).
     FenceBroker {
@@ -100,6 +124,12 @@ pub enum MetadataRecord {
     RemoveAccessControlEntry {
         id: Uuid,
     },
+    /// Committed offsets of a consumer group (what Kafka keeps in `__consumer_offsets`):
+    /// `None` deletes one. Replicated so a coordinator move loses nothing.
+    GroupOffsets {
+        group: String,
+        offsets: Vec<ReplicatedOffset>,
+    },
     /// A broker's registration (KRaft's `RegisterBrokerRecord`): replaces its previous one.
     RegisterBroker {
         node_id: i32,
@@ -116,6 +146,14 @@ pub enum MetadataRecord {
         entity: QuotaEntity,
         changes: BTreeMap<String, Option<f64>>,
     },
+}
+
+/// One partition's committed offset in a [`MetadataRecord::GroupOffsets`] record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicatedOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub committed: Option<crate::group::offsets::CommittedOffset>,
 }
 
 /// One listener a registered broker serves clients on.

@@ -40,6 +40,14 @@ pub fn image_to_records(image: &MetadataImage) -> Vec<MetadataRecord> {
                     partition_epoch: Some(p.partition_epoch),
                 });
             }
+            if !p.adding.is_empty() || !p.removing.is_empty() {
+                out.push(MetadataRecord::PartitionReassignmentState {
+                    topic: topic.name.clone(),
+                    partition: index as i32,
+                    adding: p.adding.clone(),
+                    removing: p.removing.clone(),
+                });
+            }
         }
     }
     for (node, configs) in &image.broker_configs {
@@ -71,6 +79,19 @@ pub fn image_to_records(image: &MetadataImage) -> Vec<MetadataRecord> {
         out.push(MetadataRecord::AccessControlEntry {
             id: *id,
             acl: acl.clone(),
+        });
+    }
+    for (group, offsets) in &image.group_offsets {
+        out.push(MetadataRecord::GroupOffsets {
+            group: group.clone(),
+            offsets: offsets
+                .iter()
+                .map(|((topic, partition), c)| super::record::ReplicatedOffset {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    committed: Some(c.clone()),
+                })
+                .collect(),
         });
     }
     for (entity, values) in &image.quotas {

@@ -251,6 +251,8 @@ pub async fn handle(broker: &Arc<Broker>, session: &mut Session, frame: Bytes) -
         AlterClientQuotas => AlterClientQuotasRequest => api::quotas::alter,
         DescribeQuorum => DescribeQuorumRequest => api::quorum::describe_quorum,
         DescribeLogDirs => DescribeLogDirsRequest => api::log_dirs::describe,
+        AlterPartitionReassignments => AlterPartitionReassignmentsRequest => api::reassignments::alter,
+        ListPartitionReassignments => ListPartitionReassignmentsRequest => api::reassignments::list,
         ElectLeaders => ElectLeadersRequest => api::elect_leaders::handle,
     });
     observe(broker, api_name, started);
@@ -303,6 +305,8 @@ fn api_name(key: ApiKey) -> &'static str {
         AlterClientQuotas,
         DescribeQuorum,
         DescribeLogDirs,
+        AlterPartitionReassignments,
+        ListPartitionReassignments,
         ElectLeaders,
         SaslHandshake,
         SaslAuthenticate

@@ -35,6 +35,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // Cluster introspection (kafka-metadata-quorum, kafka-log-dirs); Kafka 4.x ranges.
     (ApiKey::DescribeQuorum, 0, 2),
     (ApiKey::DescribeLogDirs, 1, 4),
+    // Partition reassignment (kafka-reassign-partitions, KIP-455); Kafka 4.x ranges.
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
     // kafka-leader-election; Kafka 4.x range.
     (ApiKey::ElectLeaders, 0, 2),
     // Security admin (storage only, no enforcement yet). Same ranges as Kafka 4.x, whose floors

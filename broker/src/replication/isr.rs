@@ -66,6 +66,18 @@ impl LeaderView {
         }
     }
 
+    /// The replica list changed (a reassignment): new followers are tracked from now, as on a
+    /// new leadership; removed ones are forgotten.
+    pub fn set_replicas(&mut self, replicas: &[i32], now_ms: i64) {
+        self.followers.retain(|r, _| replicas.contains(r));
+        for r in replicas.iter().filter(|r| **r != self.leader) {
+            self.followers.entry(*r).or_insert(FollowerState {
+                log_end_offset: -1,
+                last_caught_up_ms: now_ms,
+            });
+        }
+    }
+
     /// Records a follower fetch at `fetch_offset` while the leader's log ends at `leader_leo`.
     /// Returns the new high watermark if it advanced.
     pub fn on_follower_fetch(
@@ -222,6 +234,25 @@ mod tests {
             v.proposal(32_000, 30_000),
             Some(IsrProposal::Expand(vec![1, 2, 3]))
         );
+    }
+
+    #[test]
+    fn added_replicas_are_followed_and_removed_ones_forgotten() {
+        let mut v = LeaderView::new(1, &[1, 2], vec![1, 2], 0, 0);
+        v.on_follower_fetch(2, 10, 10, 5);
+        v.set_replicas(&[1, 2, 3], 7);
+        assert_eq!(
+            v.followers[&2].log_end_offset, 10,
+            "known followers keep their state"
+        );
+        assert_eq!(v.followers[&3].log_end_offset, -1);
+        v.on_follower_fetch(3, 10, 10, 8);
+        assert_eq!(
+            v.proposal(8, 30_000),
+            Some(IsrProposal::Expand(vec![1, 2, 3]))
+        );
+        v.set_replicas(&[1, 3], 9);
+        assert!(!v.followers.contains_key(&2));
     }
 
     #[test]

@@ -6,4 +6,5 @@ pub mod faults;
 pub mod fetcher;
 pub mod isr;
 pub mod safety;
+pub mod throttle;
 pub mod view;
