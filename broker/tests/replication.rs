@@ -524,3 +524,116 @@ fn committed_offsets_survive_the_coordinators_death() {
         );
     }
 }
+
+/// The value of an unlabelled metric on node `i`'s `/metrics`.
+fn metric(cluster: &ProcCluster, i: usize, name: &str) -> Option<f64> {
+    let (_, body) = cluster.admin_get(i, "/metrics")?;
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Five brokers (five voters): with two of them down — one of them the active controller —
+/// the quorum still has a majority, leaders move, writes go on and nothing acknowledged is
+/// lost; the replication gauges say what is going on.
+#[test]
+fn five_brokers_keep_serving_with_two_down() {
+    let dir = procs::test_dir();
+    let mut cluster = ProcCluster::start(dir.path(), 5, &[]);
+    let rt = rt();
+    let bootstrap = cluster.bootstrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(3));
+    let created = rt
+        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+        .unwrap();
+    assert!(created[0].is_ok(), "{created:?}");
+    wait_for("in sync after create", 30, || all_in_sync(&bootstrap, 3));
+    let p = producer(&bootstrap);
+    let mut acked = produce(&rt, &p, "five", 1500);
+    let controller = (0..5)
+        .find(|i| {
+            metric(
+                &cluster,
+                *i,
+                "kafka_controller_kafkacontroller_activecontrollercount",
+            ) == Some(1.0)
+        })
+        .expect("one broker is the active controller");
+    let other = (controller + 1) % 5;
+    cluster.kill(controller);
+    cluster.kill(other);
+    println!("killed brokers {controller} (active controller) and {other}");
+    let live: Vec<usize> = (0..5).filter(|i| *i != controller && *i != other).collect();
+    let live_bootstrap = live
+        .iter()
+        .map(|i| cluster.addr(*i))
+        .collect::<Vec<_>>()
+        .join(",");
+    wait_for("leaders on live brokers only", 30, || {
+        let d = describe(&live_bootstrap);
+        d.len() == PARTITIONS as usize
+            && d.values().all(|(l, _, isr)| {
+                live.contains(&(*l as usize))
+                    && !isr.contains(&(controller as i32))
+                    && !isr.contains(&(other as i32))
+            })
+    });
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &live_bootstrap)
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(TOPIC), Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        md.brokers().len(),
+        3,
+        "fenced brokers are not offered to clients"
+    );
+    let under: f64 = live
+        .iter()
+        .filter_map(|i| {
+            metric(
+                &cluster,
+                *i,
+                "kafka_server_replicamanager_underreplicatedpartitions",
+            )
+        })
+        .sum();
+    assert!(under >= 1.0, "under-replicated partitions are reported");
+    let new_controller = live
+        .iter()
+        .filter(|i| {
+            metric(
+                &cluster,
+                **i,
+                "kafka_controller_kafkacontroller_activecontrollercount",
+            ) == Some(1.0)
+        })
+        .count();
+    assert_eq!(new_controller, 1, "exactly one new active controller");
+    let p2 = producer(&live_bootstrap);
+    acked.extend(produce(&rt, &p2, "five-after", 1500));
+    let read = read_all(&live_bootstrap);
+    assert_all_present(&acked, &read);
+    assert_eq!(read.len(), acked.len());
+    cluster.spawn(controller);
+    cluster.spawn(other);
+    cluster.wait_ready_all();
+    wait_for("all back in sync", 60, || all_in_sync(&bootstrap, 3));
+    let under: f64 = (0..5)
+        .filter_map(|i| {
+            metric(
+                &cluster,
+                i,
+                "kafka_server_replicamanager_underreplicatedpartitions",
+            )
+        })
+        .sum();
+    assert_eq!(under, 0.0, "nothing under-replicated once everyone is back");
+}
