@@ -167,31 +167,16 @@ fn produce_partition(
     records: Option<bytes::Bytes>,
     acks: i16,
 ) -> Outcome {
-    Outcome::Done(
-        match append_partition(broker, topic, index, records, acks) {
-            Ok(outcome) => return outcome,
-            Err(response) => response,
-        },
-    )
-}
-
-fn append_partition(
-    broker: &Broker,
-    topic: &str,
-    index: i32,
-    records: Option<bytes::Bytes>,
-    acks: i16,
-) -> Result<Outcome, PartitionProduceResponse> {
     if !matches!(acks, -1..=1) {
-        return Err(error(index, ErrorCode::InvalidRequiredAcks, None));
+        return Outcome::Done(error(index, ErrorCode::InvalidRequiredAcks, None));
     }
     let partition = match broker.led_partition(topic, index) {
         Ok(p) if p.is_leader() => p,
-        Ok(_) => return Err(error(index, ErrorCode::NotLeaderOrFollower, None)),
-        Err(code) => return Err(error(index, code, None)),
+        Ok(_) => return Outcome::Done(error(index, ErrorCode::NotLeaderOrFollower, None)),
+        Err(code) => return Outcome::Done(error(index, code, None)),
     };
     let Some(records) = records else {
-        return Err(error(
+        return Outcome::Done(error(
             index,
             ErrorCode::CorruptMessage,
             Some("no records".into()),
@@ -210,14 +195,14 @@ fn append_partition(
                 .with_label_values(&["Produce", &format!("{code:?}")])
                 .inc();
             tracing::debug!(topic, partition = index, error = %e, "rejected produce batch");
-            return Err(error(index, code, Some(e.to_string())));
+            return Outcome::Done(error(index, code, Some(e.to_string())));
         }
     };
     if headers
         .iter()
         .any(|h| h.is_transactional() || h.is_control())
     {
-        return Err(error(
+        return Outcome::Done(error(
             index,
             ErrorCode::InvalidRecord,
             Some("transactional batches are not supported yet".into()),
@@ -227,7 +212,7 @@ fn append_partition(
     if acks == -1
         && check_before_append(partition.isr_size(), min_insync) == AckDecision::RejectBeforeAppend
     {
-        return Err(error(index, ErrorCode::NotEnoughReplicas, None));
+        return Outcome::Done(error(index, ErrorCode::NotEnoughReplicas, None));
     }
     let leader_epoch = partition.leader_epoch();
     let mut log = partition.log.write();
@@ -251,7 +236,7 @@ fn append_partition(
                 .with_log_start_offset(log_start);
             let end_offset = o.last_offset + 1;
             if acks == -1 && partition.high_watermark() < end_offset {
-                return Ok(Outcome::Wait(
+                return Outcome::Wait(
                     response,
                     CommitWait {
                         partition,
@@ -259,9 +244,9 @@ fn append_partition(
                         leader_epoch,
                         min_insync,
                     },
-                ));
+                );
             }
-            Ok(Outcome::Done(response))
+            Outcome::Done(response)
         }
         Err(AppendError::Protocol(code)) => {
             broker
@@ -269,11 +254,11 @@ fn append_partition(
                 .request_errors
                 .with_label_values(&["Produce", &format!("{code:?}")])
                 .inc();
-            Err(error(index, code, None))
+            Outcome::Done(error(index, code, None))
         }
         Err(AppendError::Io(e)) => {
             tracing::error!(topic, partition = index, error = %e, "append failed");
-            Err(error(
+            Outcome::Done(error(
                 index,
                 ErrorCode::UnknownServerError,
                 Some(format!("storage error: {e}")),

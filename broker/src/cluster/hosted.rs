@@ -303,8 +303,7 @@ fn open_and_remove(broker: &Broker) {
         let settings = broker.settings_for(&configs);
         let topic: Arc<str> = Arc::from(name.as_str());
         let mut opened = BTreeMap::new();
-        for (index, epoch) in missing {
-            let _ = epoch;
+        for (index, _) in missing {
             match open_partition(broker, &topic, id, index, &settings) {
                 Ok(p) => {
                     opened.insert(index, p);

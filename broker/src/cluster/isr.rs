@@ -67,12 +67,11 @@ pub fn request_change(
 
 /// Periodically checks every led partition for lagging followers and refreshes the gauges.
 pub async fn run(broker: Arc<Broker>) {
-    let Some(cluster) = &broker.cluster else {
+    if broker.cluster.is_none() {
         return;
-    };
+    }
     let lag_max = cluster_lag_max(&broker);
     let every = Duration::from_millis((lag_max as u64 / 4).clamp(100, 2_000));
-    let _ = cluster;
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
@@ -131,7 +130,13 @@ pub fn refresh_gauges(broker: &Broker) {
         .flat_map(|t| t.partitions.iter())
         .filter(|p| p.leader < 0)
         .count();
-    m.offline_partitions.set(offline as i64);
+    // Kafka reports offline partitions on the active controller only.
+    let controller = broker
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.leader() == Some(broker.config.node_id));
+    m.offline_partitions
+        .set(if controller { offline as i64 } else { 0 });
     m.fenced_brokers
         .set(img.brokers.values().filter(|b| b.fenced).count() as i64);
 }
