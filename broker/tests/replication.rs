@@ -637,3 +637,84 @@ fn five_brokers_keep_serving_with_two_down() {
         .sum();
     assert_eq!(under, 0.0, "nothing under-replicated once everyone is back");
 }
+
+/// Broker-only nodes (`process.roles=broker`) are Raft learners: they receive the metadata log
+/// without voting, register, host replicas and lead partitions like any broker, and survive a
+/// restart.
+#[test]
+fn broker_only_nodes_learn_the_metadata_and_host_replicas() {
+    let dir = procs::test_dir();
+    let mut cluster = ProcCluster::start_mixed(dir.path(), 3, 2, &[]);
+    let rt = rt();
+    let bootstrap = cluster.bootstrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    // Enough partitions that placement gives the broker-only nodes replicas and leaderships.
+    let topic = NewTopic::new(TOPIC, 10, TopicReplication::Fixed(3));
+    let created = rt
+        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+        .unwrap();
+    assert!(created[0].is_ok(), "{created:?}");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    wait_for("every partition fully in sync", 30, || {
+        let Ok(md) = consumer.fetch_metadata(Some(TOPIC), Duration::from_secs(5)) else {
+            return false;
+        };
+        md.brokers().len() == 5
+            && md.topics()[0].partitions().len() == 10
+            && md.topics()[0]
+                .partitions()
+                .iter()
+                .all(|p| p.leader() >= 0 && p.isr().len() == 3)
+    });
+    let md = consumer
+        .fetch_metadata(Some(TOPIC), Duration::from_secs(5))
+        .unwrap();
+    let led_by_learners = md.topics()[0]
+        .partitions()
+        .iter()
+        .filter(|p| p.leader() >= 3)
+        .count();
+    assert!(led_by_learners > 0, "broker-only nodes lead partitions too");
+    // The learners answer with the same metadata as the voters.
+    for i in [3, 4] {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.addr(i))
+            .create()
+            .unwrap();
+        let theirs = c
+            .fetch_metadata(Some(TOPIC), Duration::from_secs(5))
+            .unwrap();
+        let leaders = |m: &rdkafka::metadata::Metadata| {
+            m.topics()[0]
+                .partitions()
+                .iter()
+                .map(|p| (p.id(), p.leader()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(theirs.brokers().len(), 5);
+        assert_eq!(
+            leaders(&theirs),
+            leaders(&md),
+            "node {i} sees the same leaders"
+        );
+    }
+    cluster.kill(4);
+    cluster.spawn(4);
+    cluster.wait_ready(4);
+    wait_for("the restarted learner is back in sync", 60, || {
+        consumer
+            .fetch_metadata(Some(TOPIC), Duration::from_secs(5))
+            .is_ok_and(|md| {
+                md.topics()[0]
+                    .partitions()
+                    .iter()
+                    .all(|p| p.leader() >= 0 && p.isr().len() == 3)
+            })
+    });
+}

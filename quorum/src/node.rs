@@ -31,6 +31,45 @@ pub struct QuorumConfig {
     /// Log entries kept behind a snapshot, so a briefly-absent follower catches up from the log
     /// instead of needing the whole snapshot.
     pub keep_after_snapshot: u64,
+    /// A non-voter's own quorum address: it asks the leader to add it as a learner (it
+    /// receives the log and never votes). `None` for voters.
+    pub learner_addr: Option<String>,
+}
+
+/// Asks the voters, one after the other, to admit this node as a learner until it is in the
+/// membership (the leader admits it; others refuse), then stops.
+async fn join_as_learner(raft: Raft, node_id: u64, addr: String, voters: BTreeMap<u64, String>) {
+    let message = serde_json::json!({"join": {"node_id": node_id, "addr": addr}});
+    let mut attempts = 0u32;
+    loop {
+        let member = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&node_id)
+            .is_some_and(|n| n.addr == addr);
+        if member {
+            tracing::info!(node_id, "joined the metadata quorum as a learner");
+            return;
+        }
+        for (id, voter) in &voters {
+            let answer = PeerClient::new(*id, voter.clone())
+                .send_message(message.clone())
+                .await;
+            if answer.is_ok() {
+                break;
+            }
+        }
+        attempts += 1;
+        if attempts.is_multiple_of(30) {
+            tracing::warn!(
+                node_id,
+                "still waiting to join the metadata quorum as a learner"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +133,20 @@ impl QuorumNode {
             if let Err(e) = raft.initialize(members).await {
                 tracing::debug!(error = %e, "quorum already initialized");
             }
+        }
+        if let Some(addr) = config.learner_addr.clone() {
+            if config.voters.contains_key(&config.node_id) {
+                anyhow::bail!(
+                    "node {} is a voter; only non-voters join as learners",
+                    config.node_id
+                );
+            }
+            tokio::spawn(join_as_learner(
+                raft.clone(),
+                config.node_id,
+                addr,
+                config.voters.clone(),
+            ));
         }
         Ok(QuorumNode {
             node_id: config.node_id,

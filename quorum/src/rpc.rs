@@ -128,6 +128,9 @@ async fn serve_connection(
                     .map(|r| r.log_id.index)
                     .map_err(|e| e.to_string()),
             ),
+            Request::Message(m) if m.get("join").is_some() => {
+                Response::Message(admit_learner(&raft, &m["join"]).await)
+            }
             Request::Message(m) => Response::Message(match handler.get() {
                 Some(h) => Ok(h(m)),
                 None => Err("this node is not ready for messages yet".into()),
@@ -135,6 +138,34 @@ async fn serve_connection(
         };
         send_message(&mut stream, &response).await?;
     }
+}
+
+/// A non-voter asks to receive the log: the leader adds it as a learner (it never votes).
+/// `join` is `{"node_id": n, "addr": "host:port"}`.
+async fn admit_learner(raft: &Raft, join: &serde_json::Value) -> Result<serde_json::Value, String> {
+    let id = join["node_id"].as_u64().ok_or("join without node_id")?;
+    let addr = join["addr"]
+        .as_str()
+        .ok_or("join without addr")?
+        .to_string();
+    let metrics = raft.metrics().borrow().clone();
+    if metrics.current_leader != Some(metrics.id) {
+        return Err(format!(
+            "not the leader (the leader is {:?})",
+            metrics.current_leader
+        ));
+    }
+    let membership = metrics.membership_config.membership().clone();
+    if membership.voter_ids().any(|v| v == id) {
+        return Err(format!("node {id} is a voter, not a learner"));
+    }
+    let known = membership.get_node(&id).is_some_and(|n| n.addr == addr);
+    if !known {
+        raft.add_learner(id, BasicNode::new(addr), false)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(serde_json::json!({"ok": true}))
 }
 
 /// Makes one [`PeerClient`] per target voter.

@@ -49,6 +49,7 @@ async fn start(
         voters: voters.clone(),
         snapshot_every: 20,
         keep_after_snapshot: 0,
+        learner_addr: None,
     };
     let node = QuorumNode::start(config, listener, recorder.clone())
         .await

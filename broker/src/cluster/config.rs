@@ -1,7 +1,11 @@
 //! Cluster-mode configuration: `controller.quorum.voters`, `process.roles` and
-//! `controller.listener.names`. With no voters the broker runs alone (file metadata store);
-//! with voters it runs in combined mode (broker and controller) and its controller listener
-//! serves fjord-quorum RPC instead of the Kafka protocol.
+//! `controller.listener.names`. With no voters the broker runs alone (file metadata store).
+//! With voters, a `broker,controller` node is a voter of the metadata quorum, and a `broker`
+//! node (not among the voters) is a Raft learner: it receives the metadata log but never
+//! votes. Both serve fjord-quorum RPC on their controller listener instead of the Kafka
+//! protocol — unlike Kafka, a broker-only node needs one too, because the log is pushed to it.
+//! A learner's quorum address is its advertised controller listener if there is one, else
+//! its controller listener's host (or, when that is a wildcard, its first advertised host).
 
 use std::collections::BTreeMap;
 
@@ -14,6 +18,8 @@ pub struct ClusterConfig {
     pub voters: BTreeMap<i32, String>,
     /// This node's quorum listener (taken out of `listeners`), in cluster mode.
     pub controller_listener: Option<Listener>,
+    /// Where other quorum members reach this node (used by broker-only learners).
+    pub controller_address: String,
     /// The listener followers fetch from (`inter.broker.listener.name`; the first advertised
     /// one by default).
     pub inter_broker_listener: String,
@@ -107,22 +113,29 @@ pub fn resolve(
         .filter(|s| !s.is_empty())
         .collect();
     let combined = roles.len() == 2 && roles.contains(&"broker") && roles.contains(&"controller");
-    if !combined {
+    let broker_only = roles == ["broker"];
+    if !combined && !broker_only {
         return Err(err(
             "process.roles",
             format!(
-                "must be 'broker,controller' when controller.quorum.voters is set (only combined mode is supported), not '{}'",
+                "must be 'broker,controller' or 'broker' when controller.quorum.voters is set (controller-only nodes are not supported yet), not '{}'",
                 roles.join(",")
             ),
         ));
     }
-    if !voters.contains_key(&node_id) {
+    if combined && !voters.contains_key(&node_id) {
         return Err(err(
             "controller.quorum.voters",
             format!(
-                "node.id {node_id} is not one of the voters {:?}; in combined mode every node must be a voter",
+                "node.id {node_id} is not one of the voters {:?}; a broker,controller node must be a voter",
                 voters.keys().collect::<Vec<_>>()
             ),
+        ));
+    }
+    if broker_only && voters.contains_key(&node_id) {
+        return Err(err(
+            "process.roles",
+            format!("node.id {node_id} is a voter in controller.quorum.voters, so it must be 'broker,controller'"),
         ));
     }
     if raw.get("cluster.id").is_none_or(|c| c.trim().is_empty()) {
@@ -157,6 +170,11 @@ pub fn resolve(
         ));
     }
     let controller = listeners.remove(pos);
+    let wildcard = |h: &str| h.is_empty() || h == "0.0.0.0" || h == "::" || h == "[::]";
+    let controller_address = advertised
+        .iter()
+        .find(|l| l.name == *name)
+        .map(|l| format!("{}:{}", l.host, l.port));
     advertised.retain(|l| l.name != *name);
     if advertised.is_empty() {
         return Err(err(
@@ -177,8 +195,17 @@ pub fn resolve(
         }
         _ => advertised[0].name.clone(),
     };
+    let controller_address = controller_address.unwrap_or_else(|| {
+        let host = if wildcard(&controller.host) {
+            advertised[0].host.clone()
+        } else {
+            controller.host.clone()
+        };
+        format!("{host}:{}", controller.port)
+    });
     Ok(ClusterConfig {
         voters,
+        controller_address,
         controller_listener: Some(controller),
         inter_broker_listener,
         replica_lag_time_max_ms: num(raw, "replica.lag.time.max.ms", 30_000, |n| *n > 0)?,

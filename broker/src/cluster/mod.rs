@@ -85,6 +85,8 @@ impl Cluster {
             voters,
             snapshot_every: 1000,
             keep_after_snapshot: 500,
+            learner_addr: (!config.cluster.voters.contains_key(&config.node_id))
+                .then(|| config.cluster.controller_address.clone()),
         };
         let quorum = QuorumNode::start(quorum_config, listener, applier).await?;
         let cluster = Cluster {

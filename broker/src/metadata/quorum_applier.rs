@@ -197,6 +197,7 @@ mod tests {
                 voters: voters.clone(),
                 snapshot_every: 1000,
                 keep_after_snapshot: 100,
+                learner_addr: None,
             };
             nodes.push((QuorumNode::start(config, l, applier).await.unwrap(), image));
         }

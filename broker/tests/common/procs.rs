@@ -26,6 +26,8 @@ pub struct ProcNode {
 pub struct ProcCluster {
     pub nodes: Vec<ProcNode>,
     voters: String,
+    /// Nodes with an index >= this are broker-only (Raft learners).
+    voter_count: usize,
     extra: Vec<(String, String)>,
 }
 
@@ -40,6 +42,17 @@ fn free_port(host: &str) -> u16 {
 impl ProcCluster {
     /// Starts `n` nodes (ids 0..n, node i on 127.0.0.(i+1)) with `extra` overrides for all.
     pub fn start(root: &Path, n: usize, extra: &[(&str, &str)]) -> ProcCluster {
+        Self::start_mixed(root, n, 0, extra)
+    }
+
+    /// `voters` combined broker+controller nodes, then `brokers_only` broker-only nodes.
+    pub fn start_mixed(
+        root: &Path,
+        voters: usize,
+        brokers_only: usize,
+        extra: &[(&str, &str)],
+    ) -> ProcCluster {
+        let n = voters + brokers_only;
         let mut nodes = Vec::new();
         for id in 0..n as i32 {
             let host = format!("127.0.0.{}", id + 1);
@@ -54,14 +67,17 @@ impl ProcCluster {
                 child: None,
             });
         }
+        let voter_count = voters;
         let voters = nodes
             .iter()
+            .take(voter_count)
             .map(|n| format!("{}@{}:{}", n.id, n.host, n.controller_port))
             .collect::<Vec<_>>()
             .join(",");
         let mut cluster = ProcCluster {
             nodes,
             voters,
+            voter_count,
             extra: extra
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -87,7 +103,15 @@ impl ProcCluster {
         let node = &self.nodes[i];
         let mut args: Vec<(String, String)> = vec![
             ("node.id".into(), node.id.to_string()),
-            ("process.roles".into(), "broker,controller".into()),
+            (
+                "process.roles".into(),
+                if i < self.voter_count {
+                    "broker,controller"
+                } else {
+                    "broker"
+                }
+                .into(),
+            ),
             ("controller.quorum.voters".into(), self.voters.clone()),
             ("controller.listener.names".into(), "CONTROLLER".into()),
             (
