@@ -14,7 +14,7 @@ fn kafka(yaml: &str) -> Kafka {
 
 #[test]
 fn every_broker_file_loads_in_the_broker() {
-    for replicas in [1, 2, 3] {
+    for replicas in [1, 2, 3, 5] {
         let k = kafka(&format!(
             r#"
 kafka:

@@ -57,13 +57,6 @@ pub fn validate(kafka: &Kafka) -> Vec<String> {
             l.name
         ));
     }
-    if kafka.spec.kafka.replicas > MAX_VOTERS {
-        problems.push(format!(
-            "spec.kafka.replicas={} is above {MAX_VOTERS}: brokers beyond the quorum voters need \
-             broker-only nodes, which fjord-broker does not support yet",
-            kafka.spec.kafka.replicas
-        ));
-    }
     if kafka.spec.kafka.replicas < 1 {
         problems.push("spec.kafka.replicas must be at least 1".into());
     }
@@ -190,8 +183,12 @@ pub fn pod_properties(kafka: &Kafka, ordinal: i32) -> String {
     let host = names::pod_dns(kafka, ordinal);
     let mut listeners = Vec::new();
     let mut advertised = vec![format!("REPLICATION://{host}:{REPLICATION_PORT}")];
-    if is_voter {
-        listeners.push(format!("CONTROLLER://0.0.0.0:{CONTROLLER_PORT}"));
+    // Voters and broker-only nodes alike serve the quorum listener: fjord's broker-only nodes
+    // are Raft learners, and the metadata log is pushed to them there. A learner advertises
+    // it so the leader knows where to reach it (it is never offered to clients).
+    listeners.push(format!("CONTROLLER://0.0.0.0:{CONTROLLER_PORT}"));
+    if !is_voter {
+        advertised.push(format!("CONTROLLER://{host}:{CONTROLLER_PORT}"));
     }
     listeners.push(format!("REPLICATION://0.0.0.0:{REPLICATION_PORT}"));
     for l in &spec.listeners {
@@ -288,7 +285,12 @@ mod tests {
         let (cm, _) = config_map(&k, "abc").unwrap();
         let b4 = props(&cm.data.unwrap()["broker-4.properties"]);
         assert_eq!(b4["process.roles"], "broker");
-        assert!(!b4["listeners"].contains("CONTROLLER"));
+        assert!(b4["listeners"].contains("CONTROLLER://0.0.0.0:"));
+        assert!(
+            b4["advertised.listeners"].contains("CONTROLLER://"),
+            "a learner advertises where the quorum leader reaches it"
+        );
+        assert!(validate(&k).is_empty(), "{:?}", validate(&k));
         assert_eq!(b4["controller.quorum.voters"].split(',').count(), 3);
     }
 
@@ -353,13 +355,6 @@ kafka:
             .insert("x".into(), serde_json::json!({"nested": true}));
         let problems = validate(&k);
         assert_eq!(problems.len(), 2, "{problems:?}");
-        let mut five = kafka(THREE_BROKERS);
-        five.spec.kafka.replicas = 5;
-        assert!(
-            validate(&five)[0].contains("broker-only"),
-            "{:?}",
-            validate(&five)
-        );
         let mut tls = kafka(THREE_BROKERS);
         tls.spec.kafka.listeners[0].tls = true;
         assert!(validate(&tls)[0].contains("TLS"), "{:?}", validate(&tls));
