@@ -5,7 +5,7 @@
 //! `acks=all` with `min.insync.replicas=2` is acknowledged (every replica starts in sync); a deleted
 //! topic's logs go from every broker; after the
 //! quorum leader's broker stops the survivors elect a new leader and still create topics; the
-//! stopped node restarts, rejoins and sees every topic. A non-voter node fails at start.
+//! stopped node restarts, rejoins and sees every topic. Role/voter combinations are validated.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -453,19 +453,30 @@ fn three_brokers_share_metadata_and_survive_losing_the_quorum_leader() {
 }
 
 #[test]
-fn a_node_that_is_not_a_voter_is_refused() {
+fn cluster_roles_are_validated() {
     let dir = tempfile::tempdir().unwrap();
     let mut o = overrides(3, dir.path(), "0@127.0.0.1:9990,1@127.0.0.1:9991", 9993);
     let e = fjord_broker::Config::load(None, &o).unwrap_err();
     assert_eq!(e.key, "controller.quorum.voters");
     assert!(e.reason.contains("node.id 3"), "{}", e.reason);
 
-    for (k, v) in o.iter_mut() {
-        if k == "process.roles" {
-            *v = "broker".into();
+    // As a broker-only node (a Raft learner) it is fine.
+    let set_roles = |o: &mut Vec<(String, String)>, roles: &str| {
+        for (k, v) in o.iter_mut() {
+            if k == "process.roles" {
+                *v = roles.into();
+            }
         }
-    }
+    };
+    set_roles(&mut o, "broker");
+    fjord_broker::Config::load(None, &o).expect("a broker-only node need not be a voter");
+    // Controller-only nodes are not supported; a voter must be broker,controller.
+    set_roles(&mut o, "controller");
     let e = fjord_broker::Config::load(None, &o).unwrap_err();
+    assert_eq!(e.key, "process.roles");
+    let mut voter = overrides(0, dir.path(), "0@127.0.0.1:9990,1@127.0.0.1:9991", 9990);
+    set_roles(&mut voter, "broker");
+    let e = fjord_broker::Config::load(None, &voter).unwrap_err();
     assert_eq!(e.key, "process.roles");
 
     let o: Vec<_> = overrides(0, dir.path(), "0@127.0.0.1:9990", 9990)
