@@ -189,6 +189,7 @@ const KNOWN_KEYS: &[&str] = &[
     "leader.imbalance.check.interval.seconds",
     "leader.imbalance.per.broker.percentage",
     "fjord.test.fault.hooks",
+    "ssl.endpoint.identification.algorithm",
 ];
 
 /// `authorizer.class.name` values that turn ACL authorization on (Kafka's KRaft and ZooKeeper

@@ -10,6 +10,9 @@
 
 #[path = "common/procs.rs"]
 mod procs;
+#[allow(dead_code)]
+#[path = "security_support/mod.rs"]
+mod security_support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,6 +41,24 @@ enum Chaos {
     Terminate,
 }
 
+/// Client-side settings: extra librdkafka properties and the fjord-client security.
+#[derive(Clone, Default)]
+struct Clients {
+    props: Vec<(String, String)>,
+    security: fjord_client::ClientSecurity,
+}
+
+impl Clients {
+    fn config(&self, bootstrap: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", bootstrap);
+        for (k, v) in &self.props {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
 /// What the producers saw.
 #[derive(Default)]
 struct Outcomes {
@@ -46,11 +67,8 @@ struct Outcomes {
     failed: Vec<(String, String)>,
 }
 
-fn describe(bootstrap: &str) -> (i32, BTreeMap<i32, (i32, usize)>) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
+fn describe(clients: &Clients, bootstrap: &str) -> (i32, BTreeMap<i32, (i32, usize)>) {
+    let consumer: BaseConsumer = clients.config(bootstrap).create().unwrap();
     let Ok(md) = consumer.fetch_metadata(Some(TOPIC), Duration::from_secs(5)) else {
         return (-1, BTreeMap::new());
     };
@@ -68,13 +86,17 @@ fn describe(bootstrap: &str) -> (i32, BTreeMap<i32, (i32, usize)>) {
 }
 
 /// The active controller's id, as a Metadata response names it.
-fn controller(rt: &tokio::runtime::Runtime, cluster: &ProcCluster) -> Option<usize> {
+fn controller(
+    rt: &tokio::runtime::Runtime,
+    cluster: &ProcCluster,
+    clients: &Clients,
+) -> Option<usize> {
     for i in 0..cluster.nodes.len() {
         if !cluster.is_running(i) {
             continue;
         }
         let id = rt.block_on(async {
-            let mut c = fjord_client::Connection::connect(cluster.addr(i))
+            let mut c = fjord_client::Connection::connect_with(cluster.addr(i), &clients.security)
                 .await
                 .ok()?;
             let r = c
@@ -93,24 +115,30 @@ fn controller(rt: &tokio::runtime::Runtime, cluster: &ProcCluster) -> Option<usi
     None
 }
 
-fn run(chaos: Chaos) {
+fn run(chaos: Chaos, secure: bool) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = procs::test_dir();
-    let mut cluster = ProcCluster::start(
-        dir.path(),
-        3,
-        &[("controlled.shutdown.timeout.ms", "15000")],
-    );
+    let (mut extra, clients) = if secure {
+        sasl_ssl_everywhere(dir.path())
+    } else {
+        (Vec::new(), Clients::default())
+    };
+    extra.push(("controlled.shutdown.timeout.ms".into(), "15000".into()));
+    let extra: Vec<(&str, &str)> = extra
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut cluster = ProcCluster::start(dir.path(), 3, &extra);
+    if secure {
+        create_scram_user(&cluster, &clients);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let bootstrap = cluster.bootstrap();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .unwrap();
+    let admin: AdminClient<DefaultClientContext> = clients.config(&bootstrap).create().unwrap();
     let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(3))
         .set("min.insync.replicas", "2");
     let created = rt
@@ -118,7 +146,7 @@ fn run(chaos: Chaos) {
         .unwrap();
     assert!(created[0].is_ok(), "{created:?}");
     wait_for("every replica in sync", 30, || {
-        let (_, d) = describe(&bootstrap);
+        let (_, d) = describe(&clients, &bootstrap);
         d.len() == PARTITIONS as usize && d.values().all(|(l, isr)| *l >= 0 && *isr == 3)
     });
 
@@ -127,20 +155,26 @@ fn run(chaos: Chaos) {
     let sent = Arc::new(AtomicU64::new(0));
     let mut producers = Vec::new();
     for id in 0..2 {
-        let (stop, outcomes, sent, bootstrap) = (
+        let (stop, outcomes, sent, bootstrap, clients) = (
             stop.clone(),
             outcomes.clone(),
             sent.clone(),
             bootstrap.clone(),
+            clients.clone(),
         );
         producers.push(std::thread::spawn(move || {
-            produce_until(id, &bootstrap, &stop, &outcomes, &sent)
+            produce_until(id, &clients, &bootstrap, &stop, &outcomes, &sent)
         }));
     }
     let consumed = Arc::new(AtomicU64::new(0));
     let consumer = {
-        let (stop, consumed, bootstrap) = (stop.clone(), consumed.clone(), bootstrap.clone());
-        std::thread::spawn(move || consume_until(&bootstrap, &stop, &consumed))
+        let (stop, consumed, bootstrap, clients) = (
+            stop.clone(),
+            consumed.clone(),
+            bootstrap.clone(),
+            clients.clone(),
+        );
+        std::thread::spawn(move || consume_until(&clients, &bootstrap, &stop, &consumed))
     };
 
     // The chaos loop.
@@ -155,7 +189,7 @@ fn run(chaos: Chaos) {
     };
     while started.elapsed() < CHAOS_FOR {
         std::thread::sleep(Duration::from_millis(2_000 + next() % 2_000));
-        let active = controller(&rt, &cluster);
+        let active = controller(&rt, &cluster, &clients);
         let victim = if kills.len() % 3 == 2 {
             active.unwrap_or(0)
         } else {
@@ -185,13 +219,21 @@ fn run(chaos: Chaos) {
         cluster.spawn(victim);
         cluster.wait_ready(victim);
     }
-    println!("chaos ({chaos:?}) for {:?}:", started.elapsed());
+    println!(
+        "chaos ({chaos:?}{}) for {:?}:",
+        if secure {
+            ", SASL_SSL on every client and inter-broker listener"
+        } else {
+            ""
+        },
+        started.elapsed()
+    );
     for k in &kills {
         println!("  {k}");
     }
     // Let the cluster heal, then stop the clients and wait for every delivery report.
     wait_for("every replica back in sync", 90, || {
-        let (_, d) = describe(&bootstrap);
+        let (_, d) = describe(&clients, &bootstrap);
         d.len() == PARTITIONS as usize && d.values().all(|(l, isr)| *l >= 0 && *isr == 3)
     });
     std::thread::sleep(Duration::from_secs(3));
@@ -202,7 +244,7 @@ fn run(chaos: Chaos) {
     consumer.join().unwrap();
 
     let outcomes = outcomes.lock().unwrap();
-    let read = read_everything(&bootstrap);
+    let read = read_everything(&clients, &bootstrap);
     println!(
         "sent {}, acknowledged {}, failed {}, consumed by the group while running {}, read back {}, kills {} ({} of the active controller)",
         sent.load(Ordering::Acquire),
@@ -239,6 +281,7 @@ fn run(chaos: Chaos) {
 /// with a bounded number in flight, recording each delivery report.
 fn produce_until(
     id: usize,
+    clients: &Clients,
     bootstrap: &str,
     stop: &AtomicBool,
     outcomes: &Mutex<Outcomes>,
@@ -248,8 +291,8 @@ fn produce_until(
         .enable_all()
         .build()
         .unwrap();
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let producer: FutureProducer = clients
+        .config(bootstrap)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
@@ -308,9 +351,9 @@ fn record(outcomes: &Mutex<Outcomes>, r: Delivery, value: String) {
 }
 
 /// A consumer group reading along (rebalances and coordinator moves happen under it).
-fn consume_until(bootstrap: &str, stop: &AtomicBool, consumed: &AtomicU64) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+fn consume_until(clients: &Clients, bootstrap: &str, stop: &AtomicBool, consumed: &AtomicU64) {
+    let consumer: BaseConsumer = clients
+        .config(bootstrap)
         .set("group.id", "chaos-readers")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
@@ -325,9 +368,9 @@ fn consume_until(bootstrap: &str, stop: &AtomicBool, consumed: &AtomicU64) {
 }
 
 /// Every record in every partition, from the start to the high watermark.
-fn read_everything(bootstrap: &str) -> Vec<(i32, i64, String)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+fn read_everything(clients: &Clients, bootstrap: &str) -> Vec<(i32, i64, String)> {
+    let consumer: BaseConsumer = clients
+        .config(bootstrap)
         .set("group.id", "chaos-verifier")
         .set("enable.auto.commit", "false")
         .create()
@@ -407,12 +450,112 @@ fn verify(outcomes: &Outcomes, read: &[(i32, i64, String)]) {
     }
 }
 
+/// Brokers serve clients and each other only over SASL_SSL: TLS with a test CA, SCRAM-SHA-512
+/// for the clients, PLAIN for the brokers' own replication connections. (The quorum listener
+/// carries fjord-quorum's Raft RPC, which has no TLS yet.)
+fn sasl_ssl_everywhere(dir: &std::path::Path) -> (Vec<(String, String)>, Clients) {
+    use security_support::{ca, leaf};
+    let authority = ca("fjord-chaos-ca");
+    let (cert, key) = leaf(
+        &authority,
+        &[(rcgen::DnType::CommonName, "fjord-broker")],
+        &["localhost", "127.0.0.1", "127.0.0.2", "127.0.0.3"],
+        false,
+        false,
+    );
+    let ca_path = dir.join("ca.pem");
+    let keystore = dir.join("broker.pem");
+    std::fs::write(&ca_path, &authority.pem).unwrap();
+    std::fs::write(&keystore, format!("{cert}{key}")).unwrap();
+    let ca_str = ca_path.display().to_string();
+    let broker: Vec<(String, String)> = [
+        ("fjord.test.listener", "SECURE".to_string()),
+        ("listener.security.protocol.map", "SECURE:SASL_SSL,CONTROLLER:PLAINTEXT".into()),
+        ("sasl.enabled.mechanisms", "SCRAM-SHA-512,PLAIN".into()),
+        ("sasl.plain.users", "broker:broker-secret".into()),
+        ("sasl.mechanism.inter.broker.protocol", "PLAIN".into()),
+        (
+            "listener.name.secure.plain.sasl.jaas.config",
+            "org.apache.kafka.common.security.plain.PlainLoginModule required username=\"broker\" password=\"broker-secret\";".into(),
+        ),
+        ("ssl.keystore.type", "PEM".into()),
+        ("ssl.keystore.location", keystore.display().to_string()),
+        ("ssl.truststore.location", ca_str.clone()),
+        ("connection.failed.authentication.delay.ms", "0".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let clients = Clients {
+        props: [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", "chaos"),
+            ("sasl.password", "chaos-secret"),
+            ("ssl.ca.location", ca_str.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        security: fjord_client::ClientSecurity::sasl_ssl(
+            fjord_client::TlsSettings::with_ca_file(&ca_path),
+            fjord_client::SaslSettings::new(
+                fjord_client::SaslMechanism::Plain,
+                "broker",
+                "broker-secret",
+            ),
+        ),
+    };
+    (broker, clients)
+}
+
+/// The clients' SCRAM-SHA-512 user, created over SASL_SSL with the brokers' PLAIN identity.
+fn create_scram_user(cluster: &ProcCluster, clients: &Clients) {
+    use fjord_broker::auth::scram::ScramMechanism;
+    use kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion;
+    use kafka_protocol::messages::AlterUserScramCredentialsRequest;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = fjord_client::Connection::connect_with(cluster.addr(0), &clients.security)
+            .await
+            .expect("the admin logs in over SASL_SSL");
+        let salt = b"chaos-salt".to_vec();
+        let m = ScramMechanism::Sha512;
+        let up = ScramCredentialUpsertion::default()
+            .with_name(security_support::s("chaos"))
+            .with_mechanism(m.code())
+            .with_iterations(4096)
+            .with_salt(bytes::Bytes::from(salt.clone()))
+            .with_salted_password(bytes::Bytes::from(m.salted_password(
+                b"chaos-secret",
+                &salt,
+                4096,
+            )));
+        let r = c
+            .send(
+                &AlterUserScramCredentialsRequest::default().with_upsertions(vec![up]),
+                0,
+            )
+            .await
+            .unwrap();
+        assert!(r.results.iter().all(|x| x.error_code == 0), "{r:?}");
+    });
+}
+
 #[test]
 fn no_acknowledged_record_is_lost_while_brokers_are_sigkilled() {
-    run(Chaos::Kill);
+    run(Chaos::Kill, false);
 }
 
 #[test]
 fn no_send_fails_while_brokers_are_stopped_with_sigterm() {
-    run(Chaos::Terminate);
+    run(Chaos::Terminate, false);
+}
+
+#[test]
+fn no_acknowledged_record_is_lost_with_sasl_ssl_on_every_client_and_broker_listener() {
+    run(Chaos::Kill, true);
 }

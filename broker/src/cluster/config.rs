@@ -23,6 +23,8 @@ pub struct ClusterConfig {
     /// The listener followers fetch from (`inter.broker.listener.name`; the first advertised
     /// one by default).
     pub inter_broker_listener: String,
+    /// Credentials followers use on a SASL inter-broker listener.
+    pub inter_broker_sasl: Option<fjord_client::SaslSettings>,
     /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
     pub replica_lag_time_max_ms: i64,
     pub replica_fetch_max_bytes: i32,
@@ -203,8 +205,10 @@ pub fn resolve(
         };
         format!("{host}:{}", controller.port)
     });
+    let inter_broker_sasl = super::inter_broker::sasl_settings(raw, &inter_broker_listener)?;
     Ok(ClusterConfig {
         voters,
+        inter_broker_sasl,
         controller_address,
         controller_listener: Some(controller),
         inter_broker_listener,

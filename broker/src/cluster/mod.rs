@@ -11,6 +11,7 @@
 pub mod config;
 pub mod controller;
 pub mod hosted;
+pub mod inter_broker;
 pub mod isr;
 pub mod reassignment;
 pub mod rebalance;

@@ -111,7 +111,8 @@ async fn connect(broker: &Broker, leader: i32) -> Result<Connection, Stop> {
     let listener = &broker.config.cluster.inter_broker_listener;
     let (host, port) = crate::cluster::registration::endpoint_of(broker, leader, listener)
         .ok_or_else(|| Stop::Retry(format!("broker {leader} has no {listener} endpoint")))?;
-    let connect = Connection::connect((host.as_str(), port));
+    let security = crate::cluster::inter_broker::client_security(&broker.config);
+    let connect = Connection::connect_with((host.as_str(), port), &security);
     match tokio::time::timeout(Duration::from_secs(3), connect).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(Stop::Retry(format!("connect {host}:{port}: {e}"))),

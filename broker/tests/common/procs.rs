@@ -28,6 +28,8 @@ pub struct ProcCluster {
     voters: String,
     /// Nodes with an index >= this are broker-only (Raft learners).
     voter_count: usize,
+    /// Name of the client (and inter-broker) listener.
+    pub listener: String,
     extra: Vec<(String, String)>,
 }
 
@@ -78,8 +80,13 @@ impl ProcCluster {
             nodes,
             voters,
             voter_count,
+            listener: extra
+                .iter()
+                .find(|(k, _)| *k == "fjord.test.listener")
+                .map_or("PLAINTEXT".to_string(), |(_, v)| v.to_string()),
             extra: extra
                 .iter()
+                .filter(|(k, _)| *k != "fjord.test.listener")
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         };
@@ -117,7 +124,8 @@ impl ProcCluster {
             (
                 "listeners".into(),
                 format!(
-                    "PLAINTEXT://{h}:{k},CONTROLLER://{h}:{c}",
+                    "{l}://{h}:{k},CONTROLLER://{h}:{c}",
+                    l = self.listener,
                     h = node.host,
                     k = node.kafka_port,
                     c = node.controller_port
@@ -125,7 +133,7 @@ impl ProcCluster {
             ),
             (
                 "listener.security.protocol.map".into(),
-                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".into(),
+                format!("{}:PLAINTEXT,CONTROLLER:PLAINTEXT", self.listener),
             ),
             (
                 "admin.listener".into(),
