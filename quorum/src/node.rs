@@ -231,7 +231,13 @@ impl QuorumNode {
                 PeerClient::new(leader, address)
                     .forward_write(command)
                     .await
-                    .map_err(WriteError::Failed)
+                    .map_err(|e| {
+                        if e == rpc::NOT_LEADER {
+                            WriteError::NoLeader
+                        } else {
+                            WriteError::Failed(e)
+                        }
+                    })
             }
             Err(e) => Err(WriteError::Failed(e.to_string())),
         }

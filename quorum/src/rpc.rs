@@ -6,7 +6,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    ClientWriteError, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -32,6 +33,9 @@ pub fn set_isolated(on: bool) {
 pub fn is_isolated() -> bool {
     ISOLATED.load(std::sync::atomic::Ordering::Acquire)
 }
+
+/// A forwarded write reached a node that is no longer the leader.
+pub const NOT_LEADER: &str = "not the leader";
 
 /// Largest message accepted (snapshots of a large cluster's metadata included).
 const MAX_MESSAGE: usize = 256 << 20;
@@ -122,12 +126,15 @@ async fn serve_connection(
             Request::InstallSnapshot(r) => {
                 Response::InstallSnapshot(raft.install_snapshot(r).await)
             }
-            Request::Write(c) => Response::Write(
-                raft.client_write(c)
-                    .await
-                    .map(|r| r.log_id.index)
-                    .map_err(|e| e.to_string()),
-            ),
+            Request::Write(c) => Response::Write(match raft.client_write(c).await {
+                Ok(r) => Ok(r.log_id.index),
+                // Leadership moved (or an election is running) since the sender looked: it
+                // retries with the new leader rather than failing the write.
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                    Err(NOT_LEADER.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            }),
             Request::Message(m) if m.get("join").is_some() => {
                 Response::Message(admit_learner(&raft, &m["join"]).await)
             }
