@@ -358,13 +358,26 @@ impl Config {
                 })
                 .collect(),
         };
-        let cluster = crate::cluster::config::resolve(
+        let mut cluster = crate::cluster::config::resolve(
             &raw,
             node_id,
             &mut listeners,
             &mut advertised_listeners,
         )?;
         let listener_security = crate::network::security::parse(&raw, &listeners)?;
+        if let Some(c) = cluster.controller_listener.clone() {
+            let security = crate::network::security::parse(&raw, std::slice::from_ref(&c))?.pop();
+            if security.as_ref().is_some_and(|s| s.protocol.uses_sasl()) {
+                return Err(err(
+                    "listener.security.protocol.map",
+                    format!(
+                        "the controller listener {} carries fjord-quorum RPC: map it to PLAINTEXT or SSL (mutual TLS), not SASL",
+                        c.name
+                    ),
+                ));
+            }
+            cluster.controller_security = security;
+        }
         let failed_authentication_delay_ms: u64 =
             match raw.get("connection.failed.authentication.delay.ms") {
                 Some(_) => parse_num(&raw, "connection.failed.authentication.delay.ms")?,

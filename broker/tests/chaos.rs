@@ -130,6 +130,7 @@ fn run(chaos: Chaos, secure: bool) {
         .collect();
     let mut cluster = ProcCluster::start(dir.path(), 3, &extra);
     if secure {
+        assert_quorum_speaks_mutual_tls(&cluster, dir.path());
         create_scram_user(&cluster, &clients);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -222,7 +223,7 @@ fn run(chaos: Chaos, secure: bool) {
     println!(
         "chaos ({chaos:?}{}) for {:?}:",
         if secure {
-            ", SASL_SSL on every client and inter-broker listener"
+            ", SASL_SSL on client and inter-broker listeners, mutual TLS on the quorum listener"
         } else {
             ""
         },
@@ -450,19 +451,27 @@ fn verify(outcomes: &Outcomes, read: &[(i32, i64, String)]) {
     }
 }
 
-/// Brokers serve clients and each other only over SASL_SSL: TLS with a test CA, SCRAM-SHA-512
-/// for the clients, PLAIN for the brokers' own replication connections. (The quorum listener
-/// carries fjord-quorum's Raft RPC, which has no TLS yet.)
+/// Every listener is secured: clients and the brokers' replication connections use SASL_SSL
+/// (TLS with a test CA; SCRAM-SHA-512 for the clients, PLAIN for the brokers), and the quorum
+/// listener (fjord-quorum's Raft RPC, heartbeats, forwarded writes) uses mutual TLS.
 fn sasl_ssl_everywhere(dir: &std::path::Path) -> (Vec<(String, String)>, Clients) {
-    use security_support::{ca, leaf};
-    let authority = ca("fjord-chaos-ca");
-    let (cert, key) = leaf(
-        &authority,
-        &[(rcgen::DnType::CommonName, "fjord-broker")],
-        &["localhost", "127.0.0.1", "127.0.0.2", "127.0.0.3"],
-        false,
-        false,
-    );
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
+    let authority = security_support::ca("fjord-chaos-ca");
+    // One certificate per cluster, valid as server and client: brokers present it on their
+    // listeners and to each other on the quorum's mutual TLS.
+    let sans = ["localhost", "127.0.0.1", "127.0.0.2", "127.0.0.3"].map(String::from);
+    let mut params = CertificateParams::new(sans.to_vec()).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "fjord-broker");
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let key_pair = KeyPair::generate().unwrap();
+    let issuer = Issuer::from_params(&authority.params, &authority.key);
+    let cert = params.signed_by(&key_pair, &issuer).unwrap().pem();
+    let key = key_pair.serialize_pem();
     let ca_path = dir.join("ca.pem");
     let keystore = dir.join("broker.pem");
     std::fs::write(&ca_path, &authority.pem).unwrap();
@@ -470,7 +479,8 @@ fn sasl_ssl_everywhere(dir: &std::path::Path) -> (Vec<(String, String)>, Clients
     let ca_str = ca_path.display().to_string();
     let broker: Vec<(String, String)> = [
         ("fjord.test.listener", "SECURE".to_string()),
-        ("listener.security.protocol.map", "SECURE:SASL_SSL,CONTROLLER:PLAINTEXT".into()),
+        ("listener.security.protocol.map", "SECURE:SASL_SSL,CONTROLLER:SSL".into()),
+        ("listener.name.controller.ssl.client.auth", "required".into()),
         ("sasl.enabled.mechanisms", "SCRAM-SHA-512,PLAIN".into()),
         ("sasl.plain.users", "broker:broker-secret".into()),
         ("sasl.mechanism.inter.broker.protocol", "PLAIN".into()),
@@ -507,6 +517,56 @@ fn sasl_ssl_everywhere(dir: &std::path::Path) -> (Vec<(String, String)>, Clients
         ),
     };
     (broker, clients)
+}
+
+/// The quorum listener completes a TLS handshake for a client with the cluster's certificate
+/// and refuses one without a certificate.
+fn assert_quorum_speaks_mutual_tls(cluster: &ProcCluster, dir: &std::path::Path) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let node = &cluster.nodes[0];
+    let addr = format!("{}:{}", node.host, node.controller_port);
+    let attempt = |with_cert: bool| {
+        let settings = fjord_client::TlsSettings {
+            ca: Some(fjord_client::PemSource::File(dir.join("ca.pem"))),
+            client_cert: with_cert.then(|| fjord_client::ClientCertificate {
+                cert_chain: fjord_client::PemSource::File(dir.join("broker.pem")),
+                key: fjord_client::PemSource::File(dir.join("broker.pem")),
+            }),
+            server_name: None,
+            verify_hostname: true,
+        };
+        let config = fjord_client::rustls_client_config(&settings).unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        rt.block_on(async {
+            let tcp = tokio::net::TcpStream::connect(&addr).await.ok()?;
+            let name = rustls::pki_types::ServerName::try_from(node.host.clone()).ok()?;
+            let mut tls = connector.connect(name, tcp).await.ok()?;
+            // A request the server must answer: an application message with no handler
+            // match still gets a framed response once the peer is trusted.
+            let body = br#"{"Message":{"nope":1}}"#;
+            let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+            frame.extend_from_slice(body);
+            tls.write_all(&frame).await.ok()?;
+            let mut len = [0u8; 4];
+            tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut len))
+                .await
+                .ok()?
+                .ok()?;
+            Some(())
+        })
+    };
+    assert!(
+        attempt(true).is_some(),
+        "a quorum member's certificate is accepted"
+    );
+    assert!(
+        attempt(false).is_none(),
+        "a peer without a certificate is refused"
+    );
 }
 
 /// The clients' SCRAM-SHA-512 user, created over SASL_SSL with the brokers' PLAIN identity.
@@ -556,6 +616,6 @@ fn no_send_fails_while_brokers_are_stopped_with_sigterm() {
 }
 
 #[test]
-fn no_acknowledged_record_is_lost_with_sasl_ssl_on_every_client_and_broker_listener() {
+fn no_acknowledged_record_is_lost_with_every_listener_secured() {
     run(Chaos::Kill, true);
 }

@@ -27,8 +27,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, ToSocketAddrs};
 
 pub use security::{
-    ClientCertificate, ClientSecurity, PemSource, SaslMechanism, SaslSettings, SecurityProtocol,
-    TlsSettings,
+    client_config as rustls_client_config, ClientCertificate, ClientSecurity, PemSource,
+    SaslMechanism, SaslSettings, SecurityProtocol, TlsSettings,
 };
 
 #[derive(Debug, thiserror::Error)]

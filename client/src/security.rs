@@ -544,8 +544,9 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The rustls client configuration for `tls` (files are read now).
-pub(crate) fn client_config(tls: &TlsSettings) -> Result<rustls::ClientConfig, ClientError> {
+/// The rustls client configuration for `tls` (files are read now). Public so other Fjord
+/// components (the quorum's mutual TLS) build client sides the same way.
+pub fn client_config(tls: &TlsSettings) -> Result<rustls::ClientConfig, ClientError> {
     let mut roots = RootCertStore::empty();
     match &tls.ca {
         Some(ca) => {

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::log_store::LogStore;
-use crate::rpc::{self, MessageHandler, Network, PeerClient};
+use crate::rpc::{self, MessageHandler, Network, PeerClient, QuorumTls};
 use crate::state_machine::StateMachine;
 use crate::{Applier, Command, Raft};
 
@@ -34,11 +34,19 @@ pub struct QuorumConfig {
     /// A non-voter's own quorum address: it asks the leader to add it as a learner (it
     /// receives the log and never votes). `None` for voters.
     pub learner_addr: Option<String>,
+    /// Mutual TLS on the quorum listener and to the peers; `None` is plain TCP.
+    pub tls: Option<QuorumTls>,
 }
 
 /// Asks the voters, one after the other, to admit this node as a learner until it is in the
 /// membership (the leader admits it; others refuse), then stops.
-async fn join_as_learner(raft: Raft, node_id: u64, addr: String, voters: BTreeMap<u64, String>) {
+async fn join_as_learner(
+    raft: Raft,
+    node_id: u64,
+    addr: String,
+    voters: BTreeMap<u64, String>,
+    tls: Option<QuorumTls>,
+) {
     let message = serde_json::json!({"join": {"node_id": node_id, "addr": addr}});
     let mut attempts = 0u32;
     loop {
@@ -54,7 +62,7 @@ async fn join_as_learner(raft: Raft, node_id: u64, addr: String, voters: BTreeMa
             return;
         }
         for (id, voter) in &voters {
-            let answer = PeerClient::new(*id, voter.clone())
+            let answer = PeerClient::new(*id, voter.clone(), tls.clone())
                 .send_message(message.clone())
                 .await;
             if answer.is_ok() {
@@ -87,6 +95,7 @@ pub struct QuorumNode {
     voters: BTreeMap<u64, String>,
     server: JoinHandle<()>,
     handler: MessageHandler,
+    tls: Option<QuorumTls>,
     /// A kept-open connection to the leader for messages: (leader id, client).
     leader_client: tokio::sync::Mutex<Option<(u64, PeerClient)>>,
 }
@@ -115,13 +124,20 @@ impl QuorumNode {
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            Network,
+            Network {
+                tls: config.tls.clone(),
+            },
             log_store,
             state_machine.clone(),
         )
         .await?;
         let handler = MessageHandler::default();
-        let server = tokio::spawn(rpc::serve(raft.clone(), listener, handler.clone()));
+        let server = tokio::spawn(rpc::serve(
+            raft.clone(),
+            listener,
+            handler.clone(),
+            config.tls.clone(),
+        ));
         if pristine && config.voters.contains_key(&config.node_id) {
             let members: BTreeMap<u64, BasicNode> = config
                 .voters
@@ -146,6 +162,7 @@ impl QuorumNode {
                 config.node_id,
                 addr,
                 config.voters.clone(),
+                config.tls.clone(),
             ));
         }
         Ok(QuorumNode {
@@ -155,6 +172,7 @@ impl QuorumNode {
             voters: config.voters,
             server,
             handler,
+            tls: config.tls,
             leader_client: tokio::sync::Mutex::new(None),
         })
     }
@@ -228,7 +246,7 @@ impl QuorumNode {
                     .map(|n| n.addr)
                     .or_else(|| self.voters.get(&leader).cloned())
                     .ok_or(WriteError::NoLeader)?;
-                PeerClient::new(leader, address)
+                PeerClient::new(leader, address, self.tls.clone())
                     .forward_write(command)
                     .await
                     .map_err(|e| {
@@ -271,7 +289,7 @@ impl QuorumNode {
                 .get(&leader)
                 .cloned()
                 .ok_or_else(|| format!("leader {leader} is not a known voter"))?;
-            *slot = Some((leader, PeerClient::new(leader, address)));
+            *slot = Some((leader, PeerClient::new(leader, address, self.tls.clone())));
         }
         let (_, client) = slot.as_mut().expect("set above");
         client.send_message(message).await

@@ -17,7 +17,7 @@ use openraft::raft::{
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::{Command, Raft, TypeConfig};
@@ -33,6 +33,23 @@ pub fn set_isolated(on: bool) {
 pub fn is_isolated() -> bool {
     ISOLATED.load(std::sync::atomic::Ordering::Acquire)
 }
+
+/// Mutual TLS between quorum members: each side presents its certificate and verifies the
+/// other's against the configured CA. The connector checks the peer's certificate for the host
+/// in its quorum address.
+#[derive(Clone)]
+pub struct QuorumTls {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub connector: tokio_rustls::TlsConnector,
+}
+
+/// A quorum connection: plain TCP or TLS over it.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
+type BoxStream = Box<dyn Stream>;
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A forwarded write reached a node that is no longer the leader.
 pub const NOT_LEADER: &str = "not the leader";
@@ -66,7 +83,10 @@ pub enum Response {
 pub type MessageHandler =
     Arc<OnceLock<Box<dyn Fn(serde_json::Value) -> serde_json::Value + Send + Sync>>>;
 
-pub async fn send_message<T: Serialize>(stream: &mut TcpStream, msg: &T) -> std::io::Result<()> {
+pub async fn send_message<S: AsyncWrite + Unpin + ?Sized, T: Serialize>(
+    stream: &mut S,
+    msg: &T,
+) -> std::io::Result<()> {
     let body = serde_json::to_vec(msg)?;
     let mut buf = Vec::with_capacity(body.len() + 4);
     buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
@@ -74,7 +94,9 @@ pub async fn send_message<T: Serialize>(stream: &mut TcpStream, msg: &T) -> std:
     stream.write_all(&buf).await
 }
 
-pub async fn read_message<T: DeserializeOwned>(stream: &mut TcpStream) -> std::io::Result<T> {
+pub async fn read_message<S: AsyncRead + Unpin + ?Sized, T: DeserializeOwned>(
+    stream: &mut S,
+) -> std::io::Result<T> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -91,7 +113,12 @@ pub async fn read_message<T: DeserializeOwned>(stream: &mut TcpStream) -> std::i
 }
 
 /// Serves Raft RPCs for `raft` on `listener` until the task is dropped.
-pub async fn serve(raft: Raft, listener: TcpListener, handler: MessageHandler) {
+pub async fn serve(
+    raft: Raft,
+    listener: TcpListener,
+    handler: MessageHandler,
+    tls: Option<QuorumTls>,
+) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -99,7 +126,26 @@ pub async fn serve(raft: Raft, listener: TcpListener, handler: MessageHandler) {
         };
         let raft = raft.clone();
         let handler = handler.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let stream: BoxStream = match tls {
+                None => Box::new(stream),
+                Some(tls) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(s)) => Box::new(s),
+                        Ok(Err(e)) => {
+                            tracing::warn!(%peer, error = %e, "quorum TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::warn!(%peer, "quorum TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
             if let Err(e) = serve_connection(raft, stream, handler).await {
                 if e.kind() != std::io::ErrorKind::UnexpectedEof {
                     tracing::debug!(%peer, error = %e, "quorum connection closed");
@@ -111,10 +157,9 @@ pub async fn serve(raft: Raft, listener: TcpListener, handler: MessageHandler) {
 
 async fn serve_connection(
     raft: Raft,
-    mut stream: TcpStream,
+    mut stream: BoxStream,
     handler: MessageHandler,
 ) -> std::io::Result<()> {
-    let _ = stream.set_nodelay(true);
     loop {
         let request: Request = read_message(&mut stream).await?;
         if is_isolated() {
@@ -177,17 +222,15 @@ async fn admit_learner(raft: &Raft, join: &serde_json::Value) -> Result<serde_js
 
 /// Makes one [`PeerClient`] per target voter.
 #[derive(Clone, Default)]
-pub struct Network;
+pub struct Network {
+    pub tls: Option<QuorumTls>,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
-        PeerClient {
-            target,
-            address: node.addr.clone(),
-            stream: None,
-        }
+        PeerClient::new(target, node.addr.clone(), self.tls.clone())
     }
 }
 
@@ -195,7 +238,29 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct PeerClient {
     target: u64,
     address: String,
-    stream: Option<TcpStream>,
+    tls: Option<QuorumTls>,
+    stream: Option<BoxStream>,
+}
+
+/// Connects to `address`, with TLS when configured (the certificate must be valid for the
+/// address's host).
+async fn open(address: &str, tls: &Option<QuorumTls>) -> std::io::Result<BoxStream> {
+    let stream = TcpStream::connect(address).await?;
+    let _ = stream.set_nodelay(true);
+    let Some(tls) = tls else {
+        return Ok(Box::new(stream));
+    };
+    let host = address
+        .rsplit_once(':')
+        .map_or(address, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let name = rustls::pki_types::ServerName::try_from(host).map_err(|e| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{address}: {e}"))
+    })?;
+    let s = tls.connector.connect(name, stream).await?;
+    Ok(Box::new(s))
 }
 
 /// Why one call failed: the peer was never reached, or the exchange broke.
@@ -205,10 +270,11 @@ enum CallError {
 }
 
 impl PeerClient {
-    pub fn new(target: u64, address: String) -> Self {
+    pub fn new(target: u64, address: String, tls: Option<QuorumTls>) -> Self {
         PeerClient {
             target,
             address,
+            tls,
             stream: None,
         }
     }
@@ -221,17 +287,16 @@ impl PeerClient {
             ));
         }
         if self.stream.is_none() {
-            let stream = tokio::time::timeout(timeout, TcpStream::connect(&self.address))
+            let stream = tokio::time::timeout(timeout, open(&self.address, &self.tls))
                 .await
                 .map_err(|_| CallError::Unreachable(std::io::ErrorKind::TimedOut.into()))?
                 .map_err(CallError::Unreachable)?;
-            let _ = stream.set_nodelay(true);
             self.stream = Some(stream);
         }
         let stream = self.stream.as_mut().expect("connected above");
         let exchange = async {
-            send_message(stream, request).await?;
-            read_message::<Response>(stream).await
+            send_message(stream.as_mut(), request).await?;
+            read_message::<_, Response>(stream.as_mut()).await
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(response)) => Ok(response),

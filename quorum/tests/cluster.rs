@@ -50,6 +50,7 @@ async fn start(
         snapshot_every: 20,
         keep_after_snapshot: 0,
         learner_addr: None,
+        tls: None,
     };
     let node = QuorumNode::start(config, listener, recorder.clone())
         .await

@@ -20,6 +20,8 @@ pub struct ClusterConfig {
     pub controller_listener: Option<Listener>,
     /// Where other quorum members reach this node (used by broker-only learners).
     pub controller_address: String,
+    /// The controller listener's security (PLAINTEXT, or SSL: mutual TLS between members).
+    pub controller_security: Option<crate::network::security::ListenerSecurity>,
     /// The listener followers fetch from (`inter.broker.listener.name`; the first advertised
     /// one by default).
     pub inter_broker_listener: String,
@@ -208,6 +210,7 @@ pub fn resolve(
     let inter_broker_sasl = super::inter_broker::sasl_settings(raw, &inter_broker_listener)?;
     Ok(ClusterConfig {
         voters,
+        controller_security: None,
         inter_broker_sasl,
         controller_address,
         controller_listener: Some(controller),

@@ -54,6 +54,43 @@ pub struct Cluster {
     shutting_down: std::sync::atomic::AtomicBool,
 }
 
+/// Mutual TLS for the quorum when the controller listener is mapped to SSL: the listener's
+/// keystore is both the server certificate and this node's client certificate, its truststore
+/// verifies the peers (set `ssl.client.auth=required` on it so unauthenticated peers are
+/// refused).
+fn quorum_tls(config: &crate::Config) -> anyhow::Result<Option<fjord_quorum::QuorumTls>> {
+    let Some(tls) = config
+        .cluster
+        .controller_security
+        .as_ref()
+        .and_then(|s| s.tls.as_ref())
+    else {
+        return Ok(None);
+    };
+    let acceptor = crate::auth::tls::ReloadingTls::new(tls.clone())
+        .map_err(|e| anyhow::anyhow!("controller listener TLS: {e}"))?
+        .acceptor();
+    let pem = |s: &crate::auth::tls::PemSource| match s {
+        crate::auth::tls::PemSource::File(p) => fjord_client::PemSource::File(p.clone()),
+        crate::auth::tls::PemSource::Inline(t) => fjord_client::PemSource::Pem(t.clone()),
+    };
+    let client = fjord_client::TlsSettings {
+        ca: tls.truststore.as_ref().map(pem),
+        client_cert: Some(fjord_client::ClientCertificate {
+            cert_chain: pem(&tls.cert_chain),
+            key: pem(&tls.key),
+        }),
+        server_name: None,
+        verify_hostname: true,
+    };
+    let client = fjord_client::rustls_client_config(&client)
+        .map_err(|e| anyhow::anyhow!("controller listener TLS (client side): {e}"))?;
+    Ok(Some(fjord_quorum::QuorumTls {
+        acceptor,
+        connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
+    }))
+}
+
 /// Where the applier's hook finds the broker once it exists.
 pub type BrokerSlot = Arc<OnceLock<Weak<Broker>>>;
 
@@ -88,6 +125,7 @@ impl Cluster {
             keep_after_snapshot: 500,
             learner_addr: (!config.cluster.voters.contains_key(&config.node_id))
                 .then(|| config.cluster.controller_address.clone()),
+            tls: quorum_tls(config)?,
         };
         let quorum = QuorumNode::start(quorum_config, listener, applier).await?;
         let cluster = Cluster {

@@ -198,6 +198,7 @@ mod tests {
                 snapshot_every: 1000,
                 keep_after_snapshot: 100,
                 learner_addr: None,
+                tls: None,
             };
             nodes.push((QuorumNode::start(config, l, applier).await.unwrap(), image));
         }
