@@ -117,19 +117,21 @@ impl Broker {
             broker.open_all_partitions()?;
         } else {
             let weak = Arc::downgrade(&broker);
-            broker.groups.set_replicator(Box::new(move |group, offsets| {
-                let broker = weak
-                    .upgrade()
-                    .ok_or_else(|| io::Error::other("the broker is shutting down"))?;
-                let cluster = broker
-                    .cluster
-                    .as_ref()
-                    .ok_or_else(|| io::Error::other("not in cluster mode"))?;
-                cluster.write_blocking(&[MetadataRecord::GroupOffsets {
-                    group: group.to_string(),
-                    offsets,
-                }])
-            }));
+            broker
+                .groups
+                .set_replicator(Box::new(move |group, offsets| {
+                    let broker = weak
+                        .upgrade()
+                        .ok_or_else(|| io::Error::other("the broker is shutting down"))?;
+                    let cluster = broker
+                        .cluster
+                        .as_ref()
+                        .ok_or_else(|| io::Error::other("not in cluster mode"))?;
+                    cluster.write_blocking(&[MetadataRecord::GroupOffsets {
+                        group: group.to_string(),
+                        offsets,
+                    }])
+                }));
         }
         broker.ready.store(true, Ordering::Release);
         Ok(broker)

@@ -6,8 +6,12 @@ use std::collections::BTreeMap;
 /// How a topic config value is checked.
 #[derive(Clone, Copy)]
 enum Kind {
-    Long { min: i64 },
-    Int { min: i64 },
+    Long {
+        min: i64,
+    },
+    Int {
+        min: i64,
+    },
     Double,
     Bool,
     OneOf(&'static [&'static str]),

@@ -10,7 +10,6 @@
 
 #[path = "common/procs.rs"]
 mod procs;
-#[allow(dead_code)]
 #[path = "security_support/mod.rs"]
 mod security_support;
 
