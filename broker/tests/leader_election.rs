@@ -12,12 +12,14 @@
 //! - a single-node broker answers ELECTION_NOT_NEEDED / UNKNOWN_TOPIC_OR_PARTITION, and with the
 //!   authorizer on, a principal without ALTER on the cluster gets CLUSTER_AUTHORIZATION_FAILED.
 
+#[path = "common/kafka_cli.rs"]
+mod kafka_cli;
 #[path = "common/procs.rs"]
 mod procs;
+use kafka_cli::{kafka_cli, run_cli};
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use fjord_client::Connection;
@@ -42,50 +44,6 @@ fn rt() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-/// Bin dir of Apache Kafka's CLI tools (installed and cached by scripts/kafka-dist.sh).
-fn kafka_bin_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("KAFKA_BIN_DIR") {
-        return PathBuf::from(dir);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-dist.sh");
-    let out = Command::new("bash").arg(&script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "scripts/kafka-dist.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    PathBuf::from(stdout.lines().last().unwrap_or("").trim())
-}
-
-/// Runs one of Kafka's CLI tools: (succeeded, stdout, stderr).
-fn run_cli(tool: &str, args: &[&str]) -> (bool, String, String) {
-    let bin = kafka_bin_dir().join(tool);
-    let out = Command::new(&bin)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", bin.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    println!(
-        "$ {tool} {}\n{stdout}{}",
-        args.join(" "),
-        if out.status.success() {
-            String::new()
-        } else {
-            format!("[exit {:?}] {stderr}", out.status.code())
-        }
-    );
-    (out.status.success(), stdout, stderr)
-}
-
-/// Runs a CLI tool that must succeed; returns its stdout.
-fn kafka_cli(tool: &str, args: &[&str]) -> String {
-    let (ok, stdout, stderr) = run_cli(tool, args);
-    assert!(ok, "{tool} {args:?} failed:\n{stdout}\n{stderr}");
-    stdout
 }
 
 fn create_topic(rt: &tokio::runtime::Runtime, bootstrap: &str, topic: &str) {

@@ -13,12 +13,14 @@
 //!   new replicas alone serve the data (the old leader is killed);
 //! - invalid requests get Kafka's error codes (typed requests).
 
+#[path = "common/kafka_cli.rs"]
+mod kafka_cli;
 #[path = "common/procs.rs"]
 mod procs;
+use kafka_cli::kafka_cli;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fjord_client::Connection;
@@ -48,39 +50,6 @@ fn rt() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-/// Bin dir of Apache Kafka's CLI tools (installed and cached by scripts/kafka-dist.sh).
-fn kafka_bin_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("KAFKA_BIN_DIR") {
-        return PathBuf::from(dir);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-dist.sh");
-    let out = Command::new("bash").arg(&script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "scripts/kafka-dist.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    PathBuf::from(stdout.lines().last().unwrap_or("").trim())
-}
-
-/// Runs one of Kafka's CLI tools and returns its stdout; fails the test if the tool fails.
-fn kafka_cli(tool: &str, args: &[&str]) -> String {
-    let bin = kafka_bin_dir().join(tool);
-    let out = Command::new(&bin)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", bin.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{tool} {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("$ {tool} {}\n{stdout}", args.join(" "));
-    stdout
 }
 
 fn reassign(bootstrap: &str, args: &[&str]) -> String {
