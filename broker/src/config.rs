@@ -366,7 +366,12 @@ impl Config {
         )?;
         let listener_security = crate::network::security::parse(&raw, &listeners)?;
         if let Some(c) = cluster.controller_listener.clone() {
-            let security = crate::network::security::parse(&raw, std::slice::from_ref(&c))?.pop();
+            // Only the listener's own keys matter here: the inter-broker listener is checked
+            // against the client listeners above.
+            let mut own = raw.clone();
+            own.remove("inter.broker.listener.name");
+            own.remove("security.inter.broker.protocol");
+            let security = crate::network::security::parse(&own, std::slice::from_ref(&c))?.pop();
             if security.as_ref().is_some_and(|s| s.protocol.uses_sasl()) {
                 return Err(err(
                     "listener.security.protocol.map",
