@@ -200,7 +200,6 @@ pub async fn run(broker: Arc<Broker>) {
                 tracing::info!(error = %e, "liveness change not committed; will retry");
             }
         }
-        crate::cluster::isr::refresh_gauges(&broker);
     }
 }
 
