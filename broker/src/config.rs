@@ -301,6 +301,172 @@ fn roll_ms(raw: &BTreeMap<String, String>) -> Result<i64, ConfigError> {
     Ok(h * 3_600_000)
 }
 
+/// `config.providers`: names of the config providers whose `${name:key}` placeholders values may
+/// use (KIP-297; each needs `config.providers.<name>.class`).
+pub const CONFIG_PROVIDERS_KEY: &str = "config.providers";
+/// The only provider class the broker implements (KIP-887): `${env:NAME}` is the value of the
+/// environment variable `NAME` of the broker process.
+pub const ENV_VAR_CONFIG_PROVIDER: &str =
+    "org.apache.kafka.common.config.provider.EnvVarConfigProvider";
+
+fn is_config_provider_key(key: &str) -> bool {
+    key == CONFIG_PROVIDERS_KEY
+        || key
+            .strip_prefix(CONFIG_PROVIDERS_KEY)
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
+/// One `${provider:[path:]key}` placeholder found in a value (Kafka's `ConfigTransformer` syntax).
+struct Placeholder<'a> {
+    /// Byte range of the whole `${...}` in the value.
+    start: usize,
+    end: usize,
+    provider: &'a str,
+    path: Option<&'a str>,
+    key: &'a str,
+}
+
+/// The placeholders in `value`, left to right. Text that is not `${a:b}` or `${a:b:c}` (no colon,
+/// no closing brace) is not a placeholder and stays as it is, as in Kafka.
+fn placeholders(value: &str) -> Vec<Placeholder<'_>> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(open) = value[from..].find("${").map(|i| from + i) {
+        let body_start = open + 2;
+        let Some(close) = value[body_start..].find('}').map(|i| body_start + i) else {
+            break;
+        };
+        let body = &value[body_start..close];
+        let parts: Vec<&str> = body.splitn(3, ':').collect();
+        let parsed = match parts.as_slice() {
+            [provider, key] => Some((*provider, None, *key)),
+            [provider, path, key] => Some((*provider, Some(*path), *key)),
+            _ => None,
+        };
+        match parsed {
+            Some((provider, path, key)) if !provider.is_empty() => {
+                out.push(Placeholder {
+                    start: open,
+                    end: close + 1,
+                    provider,
+                    path,
+                    key,
+                });
+                from = close + 1;
+            }
+            _ => from = body_start,
+        }
+    }
+    out
+}
+
+/// Replaces `${provider:key}` placeholders in every value with what the configured config
+/// provider returns (Kafka's `config.providers`; only [`ENV_VAR_CONFIG_PROVIDER`] exists here).
+/// `env` looks up an environment variable (the process environment in [`Config::load`]).
+///
+/// Unlike Kafka, which leaves a placeholder it cannot resolve in the value (a broker would then
+/// advertise the literal `${env:X}`), an unset variable or an unconfigured provider is an error
+/// naming the key.
+pub fn resolve_config_variables(
+    given: Vec<(String, String)>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    // The provider settings themselves are plain values (later entries win, as for any key).
+    let mut settings: BTreeMap<&str, &str> = BTreeMap::new();
+    for (k, v) in &given {
+        if is_config_provider_key(k) {
+            settings.insert(k, v);
+        }
+    }
+    let names: Vec<&str> = settings
+        .get(CONFIG_PROVIDERS_KEY)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    for name in &names {
+        let class_key = format!("{CONFIG_PROVIDERS_KEY}.{name}.class");
+        match settings.get(class_key.as_str()) {
+            Some(class) if *class == ENV_VAR_CONFIG_PROVIDER => {}
+            Some(class) => {
+                return Err(err(
+                    &class_key,
+                    format!(
+                        "config provider class '{class}' is not supported (only \
+                         {ENV_VAR_CONFIG_PROVIDER})"
+                    ),
+                ))
+            }
+            None => {
+                return Err(err(
+                    &class_key,
+                    format!(
+                    "config provider '{name}' is listed in {CONFIG_PROVIDERS_KEY} but has no class"
+                ),
+                ))
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(given.len());
+    for (k, v) in &given {
+        if is_config_provider_key(k) {
+            out.push((k.clone(), v.clone()));
+            continue;
+        }
+        let found = placeholders(v);
+        if found.is_empty() {
+            out.push((k.clone(), v.clone()));
+            continue;
+        }
+        let mut resolved = String::with_capacity(v.len());
+        let mut last = 0;
+        for p in found {
+            if !names.contains(&p.provider) {
+                return Err(err(
+                    k,
+                    format!(
+                        "'{}' refers to config provider '{}', which is not configured (set \
+                         {CONFIG_PROVIDERS_KEY}={} and {CONFIG_PROVIDERS_KEY}.{}.class={ENV_VAR_CONFIG_PROVIDER})",
+                        &v[p.start..p.end],
+                        p.provider,
+                        p.provider,
+                        p.provider
+                    ),
+                ));
+            }
+            if p.path.is_some_and(|path| !path.is_empty()) {
+                return Err(err(
+                    k,
+                    format!(
+                        "'{}': the environment variable provider takes no path; write ${{{}:NAME}}",
+                        &v[p.start..p.end],
+                        p.provider
+                    ),
+                ));
+            }
+            let value = env(p.key).ok_or_else(|| {
+                err(
+                    k,
+                    format!(
+                        "'{}' refers to environment variable '{}', which is not set",
+                        &v[p.start..p.end],
+                        p.key
+                    ),
+                )
+            })?;
+            resolved.push_str(&v[last..p.start]);
+            resolved.push_str(&value);
+            last = p.end;
+        }
+        resolved.push_str(&v[last..]);
+        out.push((k.clone(), resolved));
+    }
+    Ok(out)
+}
+
 impl Config {
     /// Builds a config from the embedded defaults, then `file` (if any), then `overrides`.
     /// Returns the config and warnings for unknown keys.
@@ -317,10 +483,12 @@ impl Config {
             given.extend(parse_properties(text)?);
         }
         given.extend(overrides.iter().cloned());
+        let given = resolve_config_variables(given, &|name| std::env::var(name).ok())?;
         let mut warnings = Vec::new();
         for (k, v) in given {
             if !KNOWN_KEYS.contains(&k.as_str())
                 && !is_topic_key(&k)
+                && !is_config_provider_key(&k)
                 && !crate::network::security::is_known_key(&k)
             {
                 warnings.push(format!("unknown configuration key '{k}' (ignored)"));
@@ -602,6 +770,109 @@ mod tests {
         assert_eq!(e.key, "authorizer.class.name");
         let e = Config::load(None, &[("quota.window.num".into(), "1".into())]).unwrap_err();
         assert_eq!(e.key, "quota.window.num");
+    }
+
+    fn env_provider() -> Vec<(String, String)> {
+        vec![
+            ("config.providers".into(), "env".into()),
+            (
+                "config.providers.env.class".into(),
+                ENV_VAR_CONFIG_PROVIDER.into(),
+            ),
+        ]
+    }
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "FJORD_NODE_ADDRESS" => Some("10.1.2.3".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn env_placeholders_resolve_in_any_value() {
+        let mut given = env_provider();
+        given.push((
+            "advertised.listeners".into(),
+            "EXTERNAL-9094://${env:FJORD_NODE_ADDRESS}:31234,X://${env:FJORD_NODE_ADDRESS}:1"
+                .into(),
+        ));
+        given.push(("broker.rack".into(), "r${env:EMPTY}1".into()));
+        given.push(("plain".into(), "no $ {placeholder} or ${here".into()));
+        let out: BTreeMap<_, _> = resolve_config_variables(given, &env)
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(
+            out["advertised.listeners"],
+            "EXTERNAL-9094://10.1.2.3:31234,X://10.1.2.3:1"
+        );
+        assert_eq!(out["broker.rack"], "r1");
+        assert_eq!(out["plain"], "no $ {placeholder} or ${here");
+        assert_eq!(out["config.providers"], "env");
+    }
+
+    #[test]
+    fn unset_variables_and_unconfigured_providers_are_errors() {
+        let mut given = env_provider();
+        given.push(("broker.rack".into(), "${env:NOPE}".into()));
+        let e = resolve_config_variables(given, &env).unwrap_err();
+        assert_eq!(e.key, "broker.rack");
+        assert!(
+            e.reason.contains("'NOPE'") && e.reason.contains("not set"),
+            "{e}"
+        );
+
+        let e = resolve_config_variables(
+            vec![("broker.rack".into(), "${env:FJORD_NODE_ADDRESS}".into())],
+            &env,
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("not configured"), "{e}");
+        assert!(e.reason.contains("config.providers=env"), "{e}");
+
+        let e = resolve_config_variables(vec![("config.providers".into(), "env".into())], &env)
+            .unwrap_err();
+        assert_eq!(e.key, "config.providers.env.class");
+
+        let e = resolve_config_variables(
+            vec![
+                ("config.providers".into(), "file".into()),
+                (
+                    "config.providers.file.class".into(),
+                    "org.apache.kafka.common.config.provider.FileConfigProvider".into(),
+                ),
+            ],
+            &env,
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("not supported"), "{e}");
+
+        let mut given = env_provider();
+        given.push((
+            "broker.rack".into(),
+            "${env:some/path:FJORD_NODE_ADDRESS}".into(),
+        ));
+        let e = resolve_config_variables(given, &env).unwrap_err();
+        assert!(e.reason.contains("no path"), "{e}");
+    }
+
+    #[test]
+    fn config_load_resolves_from_the_process_environment() {
+        // PATH is set in every test environment; provider keys do not warn.
+        let path = std::env::var("PATH").unwrap();
+        let mut overrides = env_provider();
+        overrides.push(("broker.rack".into(), "${env:PATH}".into()));
+        let (c, w) = Config::load(None, &overrides).unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.broker_rack.as_deref(), Some(path.as_str()));
+        let text = "config.providers=env\n\
+                    config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider\n\
+                    listeners=PLAINTEXT://0.0.0.0:9000\n\
+                    advertised.listeners=PLAINTEXT://${env:FJORD_SURELY_UNSET_VARIABLE}:9000\n";
+        let e = Config::load(Some(text), &[]).unwrap_err();
+        assert_eq!(e.key, "advertised.listeners");
     }
 
     #[test]
