@@ -37,6 +37,56 @@ pub const MULTICALL_COMPONENTS: &[&str] = &[
 /// Written last by `cargo xtask tools`: its presence means every binary was built completely.
 pub const COMPLETE_MARKER: &str = ".complete";
 
+// Node tools: what a kubelet needs to run pods on this machine (container runtime, OCI runtime,
+// CNI plugins, cluster DNS, the sandbox `pause` process). `cargo xtask tools` builds them from
+// these pinned Go modules after the Kubernetes components; see `xtask/src/tools/node.rs`.
+
+/// containerd (`github.com/containerd/containerd/v2`): the CRI runtime the kubelet talks to.
+/// Provides `containerd`, `containerd-shim-runc-v2` and `ctr`. Built with `CGO_ENABLED=0`.
+pub const CONTAINERD_VERSION: &str = "v2.3.7";
+
+/// runc (`github.com/opencontainers/runc`): the OCI runtime containerd's shim starts containers
+/// with. Needs cgo and libseccomp (Debian `libseccomp-dev`); built with the `seccomp` tag.
+pub const RUNC_VERSION: &str = "v1.5.3";
+
+/// crictl (`github.com/kubernetes-sigs/cri-tools`, module path `sigs.k8s.io/cri-tools`): a CRI
+/// client, for looking at pods and containers on the node by hand and in test diagnostics.
+pub const CRICTL_VERSION: &str = "v1.37.0";
+
+/// CNI plugins (`github.com/containernetworking/plugins`): pod networking; only
+/// [`CNI_PLUGINS`] are built, into [`Tools::cni_bin_dir`].
+pub const CNI_PLUGINS_VERSION: &str = "v1.9.1";
+
+/// CoreDNS (`github.com/coredns/coredns`): cluster DNS, run as a plain process.
+pub const COREDNS_VERSION: &str = "v1.14.7";
+
+/// The node binaries `cargo xtask tools` puts into [`Tools::bin_dir`]. `pause` is compiled with
+/// `gcc -static` from `build/pause/linux/pause.c` of `k8s.io/kubernetes@`[`KUBERNETES_VERSION`].
+pub const NODE_BINARIES: &[&str] = &[
+    "containerd",
+    "containerd-shim-runc-v2",
+    "ctr",
+    "runc",
+    "crictl",
+    "coredns",
+    "pause",
+];
+
+/// The CNI plugins built into [`Tools::cni_bin_dir`].
+pub const CNI_PLUGINS: &[&str] = &["bridge", "host-local", "loopback", "portmap"];
+
+/// Written last by the node phase of `cargo xtask tools`, in [`Tools::bin_dir`]. Its first line is
+/// [`node_versions`]; the node tools are current when that line matches the pins.
+pub const NODE_COMPLETE_MARKER: &str = ".node-complete";
+
+/// The node tools' pins as one line: the first line of [`NODE_COMPLETE_MARKER`].
+pub fn node_versions() -> String {
+    format!(
+        "containerd={CONTAINERD_VERSION} runc={RUNC_VERSION} crictl={CRICTL_VERSION} \
+         cni-plugins={CNI_PLUGINS_VERSION} coredns={COREDNS_VERSION} pause=kubernetes-{KUBERNETES_VERSION}"
+    )
+}
+
 /// Fjord's cache root: `$FJORD_CACHE_DIR`, else `$XDG_CACHE_HOME/fjord`, else `~/.cache/fjord`.
 pub fn cache_root() -> PathBuf {
     if let Some(dir) = std::env::var_os("FJORD_CACHE_DIR").filter(|d| !d.is_empty()) {
@@ -98,6 +148,56 @@ impl Tools {
         missing
     }
 
+    /// The node tools, or an error naming what is missing and the command that provisions it.
+    /// Does not require the Kubernetes components; call [`Tools::require`] for those.
+    pub fn require_node() -> Result<Tools> {
+        let tools = Tools::location();
+        let missing = tools.node_missing();
+        if !missing.is_empty() {
+            bail!(
+                "node tools (containerd {CONTAINERD_VERSION}, runc {RUNC_VERSION}, CNI plugins \
+                 {CNI_PLUGINS_VERSION}, ...) are not provisioned in {} (missing: {}): run `cargo xtask tools`",
+                tools.dir.display(),
+                missing.join(", ")
+            );
+        }
+        Ok(tools)
+    }
+
+    /// Like [`Tools::missing`], for the node tools: binaries not present, and the stamp when it is
+    /// absent or records other versions than the pins. Empty when the node tools are current.
+    pub fn node_missing(&self) -> Vec<String> {
+        let mut missing: Vec<String> = NODE_BINARIES
+            .iter()
+            .map(|name| self.binary(name))
+            .chain(CNI_PLUGINS.iter().map(|name| self.cni_bin_dir().join(name)))
+            .filter(|path| !is_executable(path))
+            .map(|path| {
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                if path.starts_with(self.cni_bin_dir()) {
+                    format!("cni/bin/{name}")
+                } else {
+                    name.into_owned()
+                }
+            })
+            .collect();
+        match std::fs::read_to_string(self.bin_dir().join(NODE_COMPLETE_MARKER)) {
+            Err(_) => missing.push(format!(
+                "{NODE_COMPLETE_MARKER} (node tools not built, or an earlier build did not finish)"
+            )),
+            Ok(stamp) if stamp.lines().next() != Some(node_versions().as_str()) => missing.push(
+                format!("{NODE_COMPLETE_MARKER} (built from other versions than the pins)"),
+            ),
+            Ok(_) => {}
+        }
+        missing
+    }
+
+    /// Where the CNI plugins are: `<dir>/cni/bin/` (the kubelet's and containerd's `bin_dir`).
+    pub fn cni_bin_dir(&self) -> PathBuf {
+        self.dir.join("cni").join("bin")
+    }
+
     pub fn bin_dir(&self) -> PathBuf {
         self.dir.join("bin")
     }
@@ -115,4 +215,56 @@ fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     // metadata() follows the component symlinks to the multi-call binary.
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_missing_names_binaries_plugins_and_a_stale_stamp() {
+        let dir = std::env::temp_dir().join(format!("fjord-tools-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let tools = Tools { dir: dir.clone() };
+        let missing = tools.node_missing();
+        assert_eq!(missing.len(), NODE_BINARIES.len() + CNI_PLUGINS.len() + 1);
+        assert!(missing.contains(&"containerd".to_string()));
+        assert!(missing.contains(&"cni/bin/bridge".to_string()));
+
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(tools.cni_bin_dir()).unwrap();
+        std::fs::create_dir_all(tools.bin_dir()).unwrap();
+        for path in NODE_BINARIES.iter().map(|name| tools.binary(name)).chain(
+            CNI_PLUGINS
+                .iter()
+                .map(|name| tools.cni_bin_dir().join(name)),
+        ) {
+            std::fs::write(&path, "").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let stamp = tools.bin_dir().join(NODE_COMPLETE_MARKER);
+        std::fs::write(&stamp, "containerd=v0.0.1 runc=...\n").unwrap();
+        let missing = tools.node_missing();
+        assert_eq!(missing.len(), 1);
+        assert!(missing[0].contains("other versions"), "{missing:?}");
+        std::fs::write(&stamp, node_versions() + "\ncontainerd ...\n").unwrap();
+        assert!(tools.node_missing().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn node_versions_names_every_pin() {
+        let versions = node_versions();
+        for pin in [
+            CONTAINERD_VERSION,
+            RUNC_VERSION,
+            CRICTL_VERSION,
+            CNI_PLUGINS_VERSION,
+            COREDNS_VERSION,
+            KUBERNETES_VERSION,
+        ] {
+            assert!(versions.contains(pin), "{versions}");
+        }
+        assert!(!versions.contains('\n'));
+    }
 }

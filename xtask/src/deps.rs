@@ -5,12 +5,23 @@ use std::process::Command;
 use anyhow::bail;
 
 /// cmake, libcurl and libssl headers are what the vendored librdkafka build (rdkafka crate) needs.
+/// The rest is for the node tools (`cargo xtask tools`) and the node that runs pods with them:
+/// gcc, a static libc and libseccomp's headers to build runc (cgo) and `pause` (`gcc -static`);
+/// iptables and conntrack for kube-proxy and the CNI portmap plugin; iproute2 (`ip`) for the
+/// CNI bridge; util-linux for `nsenter` and `unshare`.
 const DEBIAN_PACKAGES: &[&str] = &[
     "cmake",
     "libcurl4-openssl-dev",
     "libssl-dev",
     "pkg-config",
     "curl",
+    "gcc",
+    "libc6-dev",
+    "libseccomp-dev",
+    "iptables",
+    "conntrack",
+    "iproute2",
+    "util-linux",
 ];
 
 fn installed(pkg: &str) -> bool {

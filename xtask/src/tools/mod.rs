@@ -6,12 +6,15 @@
 //!   `k8s.io/kubernetes` module through a generated wrapper module; `bin/<component>` symlinks
 //!   select the component.
 //! - `helm`: `go install helm.sh/helm/v4/cmd/helm@<pinned>`.
+//! - the node tools (containerd, runc, crictl, CNI plugins, CoreDNS, pause): see [`node`]. They
+//!   have their own stamp; `--node` provisions only them.
 //!
 //! Idempotent: a stamp records what was built from which inputs; when it matches, nothing runs
 //! (not even `go`). Downloads happen in a separate, time-bounded step; the build itself runs with
 //! `GOPROXY=off`, so it can never wait on the network.
 
 mod go;
+mod node;
 mod wrapper;
 
 use std::path::Path;
@@ -42,14 +45,28 @@ const BUILD: Limits = Limits {
 /// `go build` flags: two compile jobs, the machine has two cores.
 const GOFLAGS: &str = "-mod=mod -buildvcs=false -p=2";
 
+const USAGE: &str = "usage: cargo xtask tools [--node] [--force]   (--node: only the node tools; \
+                     --force: rebuild even when the cache is current)";
+
 pub fn run(args: &[String]) -> Result<()> {
-    let force = match args {
-        [] => false,
-        [flag] if flag == "--force" => true,
-        _ => bail!("usage: cargo xtask tools [--force]   (--force rebuilds even when the cache is current)"),
-    };
-    let started = Instant::now();
+    let (mut force, mut node_only) = (false, false);
+    for arg in args {
+        match arg.as_str() {
+            "--force" => force = true,
+            "--node" => node_only = true,
+            _ => bail!("{USAGE}"),
+        }
+    }
     let tools = Tools::location();
+    if !node_only {
+        kubernetes_phase(&tools, force)?;
+    }
+    node::run(&tools, force)
+}
+
+/// The Kubernetes components and helm.
+fn kubernetes_phase(tools: &Tools, force: bool) -> Result<()> {
+    let started = Instant::now();
     let stamp = stamp();
     let stamp_path = tools.bin_dir().join(COMPLETE_MARKER);
     let current = std::fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp);
@@ -71,8 +88,8 @@ pub fn run(args: &[String]) -> Result<()> {
     for dir in ["src", "bin", "logs"] {
         std::fs::create_dir_all(tools.dir.join(dir))?;
     }
-    build_kubernetes(&go, &tools)?;
-    install_helm(&go, &tools)?;
+    build_kubernetes(&go, tools)?;
+    install_helm(&go, tools)?;
     std::fs::write(&stamp_path, stamp)?;
     println!(
         "tools: done in {:.0?}; binaries in {}",
@@ -174,25 +191,12 @@ struct Release {
 /// Downloads the k8s.io/kubernetes module (from the module cache when it is there) and returns
 /// its go.mod and publication time.
 fn download_release(go: &Go, src: &Path, log: &Path) -> Result<Release> {
-    go_step(
+    let json = mod_download_json(
         go,
-        go.command(src, "-buildvcs=false").args([
-            "mod",
-            "download",
-            "-json",
-            &format!("k8s.io/kubernetes@{KUBERNETES_VERSION}"),
-        ]),
+        src,
+        &format!("k8s.io/kubernetes@{KUBERNETES_VERSION}"),
         log,
-        DOWNLOAD,
-        "downloading k8s.io/kubernetes",
     )?;
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(log)?)
-        .with_context(|| {
-            format!(
-                "parsing `go mod download -json` output in {}",
-                log.display()
-            )
-        })?;
     let field = |name: &str| -> Result<String> {
         json.get(name)
             .and_then(|v| v.as_str())
@@ -212,6 +216,30 @@ fn download_release(go: &Go, src: &Path, log: &Path) -> Result<Release> {
             .and_then(|t| t.as_str())
             .unwrap_or("")
             .to_string(),
+    })
+}
+
+/// `go mod download -json <module@version>` (time-bounded; the module cache answers when it has
+/// the module): its JSON answer, with `Dir`, `GoMod`, `Info`.
+fn mod_download_json(
+    go: &Go,
+    cwd: &Path,
+    module_at_version: &str,
+    log: &Path,
+) -> Result<serde_json::Value> {
+    go_step(
+        go,
+        go.command(cwd, "-buildvcs=false")
+            .args(["mod", "download", "-json", module_at_version]),
+        log,
+        DOWNLOAD,
+        &format!("downloading {module_at_version}"),
+    )?;
+    serde_json::from_str(&std::fs::read_to_string(log)?).with_context(|| {
+        format!(
+            "parsing `go mod download -json` output in {}",
+            log.display()
+        )
     })
 }
 
