@@ -5,4 +5,5 @@
 pub mod control_plane;
 #[cfg(feature = "fixture")]
 pub mod fixture;
+pub mod oci;
 pub mod tools;

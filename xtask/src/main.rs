@@ -2,6 +2,7 @@
 mod bench;
 mod cluster;
 mod deps;
+mod image;
 mod process;
 mod test;
 mod tools;
@@ -15,8 +16,9 @@ fn main() -> anyhow::Result<()> {
         Some("bench") => bench::run_bench(&args[1..]),
         Some("tools") => tools::run(&args[1..]),
         Some("cluster") => cluster::run(&args[1..]),
+        Some("image") => image::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <up|test|bench|tools|cluster>");
+            eprintln!("usage: cargo xtask <up|test|bench|tools|cluster|image>");
             std::process::exit(2);
         }
     };
