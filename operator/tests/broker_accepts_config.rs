@@ -4,6 +4,7 @@
 
 use fjord_operator::crd::Kafka;
 use fjord_operator::resources::broker_config;
+use fjord_operator::resources::services::{ListenerNodePorts, NodePorts};
 
 fn kafka(yaml: &str) -> Kafka {
     let mut k = Kafka::new("my-cluster", serde_yaml::from_str(yaml).unwrap());
@@ -31,7 +32,8 @@ kafka:
 "#
         ));
         assert!(broker_config::validate(&k).is_empty());
-        let (cm, _) = broker_config::config_map(&k, "MkU3OEVBNTcwNTJENDM2Qk").unwrap();
+        let (cm, _) =
+            broker_config::config_map(&k, "MkU3OEVBNTcwNTJENDM2Qk", &NodePorts::new()).unwrap();
         for (file, text) in cm.data.unwrap() {
             let (config, unknown) = fjord_broker::Config::load(Some(&text), &[])
                 .unwrap_or_else(|e| panic!("{file} (replicas {replicas}) refused: {e}\n{text}"));
@@ -54,5 +56,40 @@ kafka:
                 "{file}"
             );
         }
+    }
+}
+
+/// A nodeport listener's `${env:FJORD_NODE_ADDRESS}` resolves through the broker's env config
+/// provider (the variable the StatefulSet sets from `status.hostIP`).
+#[test]
+fn nodeport_broker_files_resolve_the_node_address() {
+    let k = kafka(
+        r#"
+kafka:
+  replicas: 3
+  listeners:
+    - {name: plain, port: 9092, type: internal, tls: false}
+    - {name: external, port: 9094, type: nodeport, tls: false}
+  storage: {type: ephemeral}
+"#,
+    );
+    assert!(broker_config::validate(&k).is_empty());
+    let ports = NodePorts::from([(
+        "external".to_string(),
+        ListenerNodePorts {
+            bootstrap: Some(32000),
+            brokers: (0..3).map(|i| (i, 32001 + i)).collect(),
+        },
+    )]);
+    let (cm, _) = broker_config::config_map(&k, "MkU3OEVBNTcwNTJENDM2Qk", &ports).unwrap();
+    // The only test in this binary touching the environment; std serialises env access.
+    std::env::set_var(broker_config::NODE_ADDRESS_ENV, "192.0.2.7");
+    for (file, text) in cm.data.unwrap() {
+        let (config, unknown) = fjord_broker::Config::load(Some(&text), &[])
+            .unwrap_or_else(|e| panic!("{file} refused: {e}\n{text}"));
+        assert!(unknown.is_empty(), "{file}: unknown keys {unknown:?}");
+        let external = config.advertised_for("EXTERNAL-9094");
+        assert_eq!(external.host, "192.0.2.7", "{file}");
+        assert_eq!(i32::from(external.port), 32001 + config.node_id, "{file}");
     }
 }

@@ -70,7 +70,7 @@ pub struct KafkaClusterSpec {
     #[x_kube(validation = Rule::new("self.all(l, self.exists_one(m, m.port == l.port))").message("listener ports must be unique"))]
     pub listeners: Vec<GenericKafkaListener>,
     /// Broker configuration (server.properties keys). Keys the operator owns (see
-    /// `OPERATOR_OWNED_KEYS`) make the cluster NotReady with a message; nothing is applied.
+    /// `OPERATOR_OWNED_KEYS`, and `config.providers.*`) make the cluster NotReady with a message; nothing is applied.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "super::config_map_schema")]
     pub config: BTreeMap<String, serde_json::Value>,
@@ -105,11 +105,18 @@ pub const OPERATOR_OWNED_KEYS: &[&str] = &[
     "cluster.id",
     "admin.listener",
     "broker.rack",
+    "config.providers",
 ];
+
+/// Is `key` set by the operator (one of [`OPERATOR_OWNED_KEYS`] or a `config.providers.*` key)?
+pub fn is_operator_owned_key(key: &str) -> bool {
+    OPERATOR_OWNED_KEYS.contains(&key) || key.starts_with("config.providers.")
+}
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.authentication) || self.authentication.type != 'tls' || self.tls").message("authentication type tls needs tls: true on the listener"))]
+#[x_kube(validation = Rule::new("!has(self.configuration) || self.type == 'nodeport'").message("configuration is only supported on nodeport listeners"))]
 pub struct GenericKafkaListener {
     /// Lower-case letters and digits, at most 11 characters (as in Strimzi).
     #[schemars(regex(pattern = r"^[a-z0-9]{1,11}$"), length(max = 11))]
@@ -122,6 +129,51 @@ pub struct GenericKafkaListener {
     pub tls: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication: Option<ListenerAuthentication>,
+    /// Node ports and advertised addresses (nodeport listeners only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<GenericKafkaListenerConfiguration>,
+}
+
+/// Strimzi's `listeners[].configuration`, the parts that apply to nodeport listeners.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GenericKafkaListenerConfiguration {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<GenericKafkaListenerConfigurationBootstrap>,
+    /// Per-broker node ports and advertised addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    #[x_kube(validation = Rule::new("self.all(b, self.exists_one(c, c.broker == b.broker))").message("each broker may appear only once in configuration.brokers"))]
+    pub brokers: Vec<GenericKafkaListenerConfigurationBroker>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GenericKafkaListenerConfigurationBootstrap {
+    /// Node port of the bootstrap Service; allocated by Kubernetes when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub node_port: Option<i32>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GenericKafkaListenerConfigurationBroker {
+    /// Node id (pod ordinal) of the broker this entry is for.
+    #[schemars(range(min = 0))]
+    pub broker: i32,
+    /// Node port of this broker's Service; allocated by Kubernetes when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub node_port: Option<i32>,
+    /// Host name or IP the broker advertises instead of its node's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub advertised_host: Option<String>,
+    /// Port the broker advertises instead of its node port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub advertised_port: Option<i32>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -300,7 +352,8 @@ pub struct KafkaStatus {
 #[serde(rename_all = "camelCase")]
 pub struct ListenerStatus {
     pub name: String,
-    /// `host:port` to give clients as `bootstrap.servers`.
+    /// `host:port` to give clients as `bootstrap.servers` (for a nodeport listener: a node's
+    /// address and the bootstrap Service's node port).
     pub bootstrap_servers: String,
 }
 

@@ -22,6 +22,10 @@ pub const GROUP: &str = "kafka.fjord.dev";
 /// Label on KafkaTopic and KafkaUser naming the `Kafka` (same namespace) they belong to.
 pub const CLUSTER_LABEL: &str = "kafka.fjord.dev/cluster";
 
+/// Where the Helm chart keeps its copy of the CRDs (relative to the repository root); `crdgen`
+/// writes it next to `crds/`.
+pub const CHART_CRD_DIR: &str = "charts/fjord-operator/files/crds";
+
 /// The CRDs as `(file name, YAML)` in a stable order; `crdgen` writes them to `crds/`.
 pub fn all_crd_yaml() -> Vec<(&'static str, String)> {
     let to_yaml = |crd| serde_yaml::to_string(&crd).expect("a CRD always serializes");
@@ -75,6 +79,40 @@ mod tests {
             assert!(
                 committed == yaml,
                 "crds/{file} is stale: run `cargo run -p fjord-operator --bin crdgen` and commit it"
+            );
+        }
+    }
+
+    /// The Helm chart renders its own copy of the CRDs: it must be exactly `crds/`.
+    #[test]
+    fn chart_crds_are_current() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let dir = root.join(CHART_CRD_DIR);
+        let mut expected: Vec<String> = all_crd_yaml()
+            .into_iter()
+            .map(|(f, _)| f.to_string())
+            .collect();
+        expected.sort();
+        let mut present: Vec<String> = std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        present.sort();
+        assert_eq!(
+            present, expected,
+            "{CHART_CRD_DIR} must hold exactly the generated CRDs: run `cargo run -p fjord-operator --bin crdgen`"
+        );
+        for (file, yaml) in all_crd_yaml() {
+            let copy = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+            let committed =
+                std::fs::read_to_string(root.join("crds").join(file)).unwrap_or_default();
+            assert!(
+                copy == yaml && copy == committed,
+                "{CHART_CRD_DIR}/{file} differs from crds/{file}: run `cargo run -p fjord-operator --bin crdgen` and commit both"
             );
         }
     }

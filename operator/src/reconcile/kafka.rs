@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::Action;
@@ -34,15 +34,16 @@ pub fn spec_warnings(kafka: &Kafka) -> Vec<Condition> {
     let external: Vec<&str> = spec
         .listeners
         .iter()
-        .filter(|l| matches!(l.type_, ListenerType::Nodeport | ListenerType::Loadbalancer))
+        .filter(|l| l.type_ == ListenerType::Loadbalancer)
         .map(|l| l.name.as_str())
         .collect();
     if !external.is_empty() {
         out.push(Condition::warning(
             "ExternalAddressesNotImplemented",
             format!(
-                "listeners {} get a bootstrap Service, but brokers still advertise in-cluster \
-                 pod DNS names, so clients outside the cluster cannot reach every broker",
+                "loadbalancer listeners {} get a bootstrap Service, but brokers still advertise \
+                 in-cluster pod DNS names, so clients outside the cluster cannot reach every \
+                 broker (nodeport listeners can)",
                 external.join(", ")
             ),
         ));
@@ -131,30 +132,39 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
         )
         .await?;
     }
-    let (config_map, hash) =
-        broker_config::config_map(&kafka, &cluster_id).map_err(Error::Invalid)?;
-
     let client = &ctx.client;
     apply(
         &Api::<ServiceAccount>::namespaced(client.clone(), &ns),
         &statefulset::service_account(&kafka),
     )
     .await?;
-    apply(
-        &Api::<ConfigMap>::namespaced(client.clone(), &ns),
-        &config_map,
-    )
-    .await?;
+    // Services first: nodeport listeners advertise the node ports Kubernetes allocates for the
+    // per-broker Services, read back from what the API server returns.
     let service_api = Api::<Service>::namespaced(client.clone(), &ns);
     let mut desired_services = vec![
         services::headless_service(&kafka),
         services::bootstrap_service(&kafka),
     ];
     desired_services.extend(services::listener_services(&kafka));
+    desired_services.extend(services::broker_services(&kafka));
+    let mut applied_services = Vec::with_capacity(desired_services.len());
     for svc in &desired_services {
-        apply(&service_api, svc).await?;
+        applied_services.push(apply(&service_api, svc).await?);
     }
     remove_stale_services(&service_api, &kafka, &desired_services).await?;
+    let node_ports = services::node_ports(&kafka, &applied_services);
+    let (config_map, hash) =
+        broker_config::config_map(&kafka, &cluster_id, &node_ports).map_err(Error::Invalid)?;
+    apply(
+        &Api::<ConfigMap>::namespaced(client.clone(), &ns),
+        &config_map,
+    )
+    .await?;
+    let node_address = if node_ports.is_empty() {
+        None
+    } else {
+        nodeport_address(client).await
+    };
     apply(
         &Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns),
         &disruption_budget::disruption_budget(&kafka),
@@ -181,11 +191,18 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
     let is_ready = ready.type_ == "Ready";
     let mut conditions = vec![ready];
     conditions.extend(spec_warnings(&kafka));
+    if !node_ports.is_empty() && node_address.is_none() {
+        conditions.push(Condition::warning(
+            "NodeAddressUnknown",
+            "no node address for the nodeport listeners' bootstrapServers (no Node reports one, \
+             or the operator may not list Nodes), so they are not in status.listeners yet",
+        ));
+    }
     let status = KafkaStatus {
         conditions: merge_conditions(&previous.conditions, conditions, &now_rfc3339()),
         observed_generation: kafka.metadata.generation,
         cluster_id: Some(cluster_id),
-        listeners: services::bootstrap_addresses(&kafka)
+        listeners: services::bootstrap_addresses(&kafka, &node_ports, node_address.as_deref())
             .into_iter()
             .map(|(name, bootstrap_servers)| ListenerStatus {
                 name,
@@ -200,6 +217,20 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
     patch_status(&kafkas, &name, &status).await?;
     ctx.succeeded(&object_key(kafka.as_ref()));
     Ok(Action::requeue(if is_ready { RESYNC } else { RECHECK }))
+}
+
+/// A node address for nodeport listeners' `bootstrapServers` (see [`services::node_address`]).
+/// Listing Nodes needs cluster-wide `get`/`list` on `nodes`; without it (or on any error) the
+/// address is unknown and the status says so instead of failing the reconcile.
+async fn nodeport_address(client: &kube::Client) -> Option<String> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    match nodes.list(&ListParams::default()).await {
+        Ok(list) => services::node_address(&list.items),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list Nodes for nodeport listener addresses");
+            None
+        }
+    }
 }
 
 /// Deletes listener Services of this cluster that the spec no longer asks for (they hold no data).
@@ -279,6 +310,7 @@ kafka:
   listeners:
     - {name: scram, port: 9093, type: internal, tls: false, authentication: {type: scram-sha-512}}
     - {name: ext, port: 9094, type: loadbalancer, tls: false}
+    - {name: np, port: 9095, type: nodeport, tls: false}
   authorization: {type: simple}
   storage: {type: ephemeral}
 "#,

@@ -11,11 +11,19 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use sha2::{Digest, Sha256};
 
 use crate::crd::kafka::{
-    GenericKafkaListener, ListenerAuthenticationType, StorageType, OPERATOR_OWNED_KEYS,
+    is_operator_owned_key, GenericKafkaListener, ListenerAuthenticationType, ListenerType,
+    StorageType,
 };
 use crate::crd::{config_value_string, Kafka};
 
+use super::services::{broker_override, NodePorts};
 use super::{names, owned_meta, ADMIN_PORT, CONTROLLER_PORT, DATA_ROOT, REPLICATION_PORT};
+
+/// Environment variable of the broker container holding its node's address (`status.hostIP`,
+/// from the downward API), which nodeport listeners advertise.
+pub const NODE_ADDRESS_ENV: &str = "FJORD_NODE_ADDRESS";
+/// Kafka's environment-variable config provider (KIP-887), which the broker implements.
+const ENV_CONFIG_PROVIDER: &str = "org.apache.kafka.common.config.provider.EnvVarConfigProvider";
 
 /// Most voters the quorum gets: three tolerate one failure, which matches maxUnavailable 1.
 const MAX_VOTERS: i32 = 3;
@@ -29,7 +37,7 @@ pub fn file_name(ordinal: i32) -> String {
 pub fn validate(kafka: &Kafka) -> Vec<String> {
     let mut problems = Vec::new();
     for (key, value) in &kafka.spec.kafka.config {
-        if OPERATOR_OWNED_KEYS.contains(&key.as_str()) {
+        if is_operator_owned_key(key) {
             problems.push(format!(
                 "spec.kafka.config key '{key}' is set by the operator"
             ));
@@ -60,7 +68,30 @@ pub fn validate(kafka: &Kafka) -> Vec<String> {
     if kafka.spec.kafka.replicas < 1 {
         problems.push("spec.kafka.replicas must be at least 1".into());
     }
+    for l in &kafka.spec.kafka.listeners {
+        if l.configuration.is_some() && l.type_ != ListenerType::Nodeport {
+            problems.push(format!(
+                "listener '{}': configuration is only supported on nodeport listeners",
+                l.name
+            ));
+        }
+    }
     problems
+}
+
+/// Does any broker advertise its node's address (a nodeport listener without `advertisedHost`)?
+pub fn uses_node_address(kafka: &Kafka) -> bool {
+    let spec = &kafka.spec.kafka;
+    spec.listeners
+        .iter()
+        .filter(|l| l.type_ == ListenerType::Nodeport)
+        .any(|l| {
+            (0..spec.replicas.max(0)).any(|i| {
+                broker_override(l, i)
+                    .and_then(|b| b.advertised_host.as_ref())
+                    .is_none()
+            })
+        })
 }
 
 /// Kafka's name for a client listener: `PLAIN-9092` for `{name: plain, port: 9092}`.
@@ -130,6 +161,14 @@ pub fn shared_properties(kafka: &Kafka, cluster_id: &str) -> Result<String, Stri
         ("admin.listener".into(), format!("0.0.0.0:{ADMIN_PORT}")),
         ("log.dirs".into(), log_dirs(kafka)),
     ];
+    if uses_node_address(kafka) {
+        // `${env:FJORD_NODE_ADDRESS}` in advertised.listeners: the node is known only at run time.
+        fixed.push(("config.providers".into(), "env".into()));
+        fixed.push((
+            "config.providers.env.class".into(),
+            ENV_CONFIG_PROVIDER.into(),
+        ));
+    }
     for l in &spec.listeners {
         if security_protocol(l).starts_with("SASL") {
             fixed.push((
@@ -166,7 +205,7 @@ pub fn shared_properties(kafka: &Kafka, cluster_id: &str) -> Result<String, Stri
     }
     let _ = writeln!(out, "# spec.kafka.config");
     for (key, value) in &spec.config {
-        if OPERATOR_OWNED_KEYS.contains(&key.as_str()) {
+        if is_operator_owned_key(key) {
             return Err(format!(
                 "spec.kafka.config key '{key}' is set by the operator"
             ));
@@ -176,8 +215,51 @@ pub fn shared_properties(kafka: &Kafka, cluster_id: &str) -> Result<String, Stri
     Ok(out)
 }
 
-/// The lines only broker `ordinal` has: its id, roles and listeners.
-pub fn pod_properties(kafka: &Kafka, ordinal: i32) -> String {
+/// What broker `ordinal` advertises for `listener`: its pod DNS name and the listener port, or
+/// for a nodeport listener its node's address (resolved by the broker from
+/// [`NODE_ADDRESS_ENV`]) and its own Service's node port; `advertisedHost`/`advertisedPort` win.
+fn advertised_address(
+    kafka: &Kafka,
+    listener: &GenericKafkaListener,
+    ordinal: i32,
+    node_ports: &NodePorts,
+) -> Result<String, String> {
+    if listener.type_ != ListenerType::Nodeport {
+        return Ok(format!(
+            "{}:{}",
+            names::pod_dns(kafka, ordinal),
+            listener.port
+        ));
+    }
+    let custom = broker_override(listener, ordinal);
+    let host = match custom.and_then(|b| b.advertised_host.clone()) {
+        Some(host) if host.contains(':') && !host.starts_with('[') => format!("[{host}]"),
+        Some(host) => host,
+        None => format!("${{env:{NODE_ADDRESS_ENV}}}"),
+    };
+    let port = match custom.and_then(|b| b.advertised_port) {
+        Some(port) => port,
+        None => node_ports
+            .get(&listener.name)
+            .and_then(|p| p.brokers.get(&ordinal))
+            .copied()
+            .ok_or_else(|| {
+                format!(
+                    "the node port of Service {} is not allocated yet",
+                    names::listener_broker_service(kafka, &listener.name, ordinal)
+                )
+            })?,
+    };
+    Ok(format!("{host}:{port}"))
+}
+
+/// The lines only broker `ordinal` has: its id, roles and listeners. `node_ports` are those of the
+/// applied per-broker Services (needed for nodeport listeners).
+pub fn pod_properties(
+    kafka: &Kafka,
+    ordinal: i32,
+    node_ports: &NodePorts,
+) -> Result<String, String> {
     let spec = &kafka.spec.kafka;
     let is_voter = ordinal < voter_count(spec.replicas);
     let host = names::pod_dns(kafka, ordinal);
@@ -193,18 +275,22 @@ pub fn pod_properties(kafka: &Kafka, ordinal: i32) -> String {
     listeners.push(format!("REPLICATION://0.0.0.0:{REPLICATION_PORT}"));
     for l in &spec.listeners {
         listeners.push(format!("{}://0.0.0.0:{}", listener_name(l), l.port));
-        advertised.push(format!("{}://{host}:{}", listener_name(l), l.port));
+        advertised.push(format!(
+            "{}://{}",
+            listener_name(l),
+            advertised_address(kafka, l, ordinal, node_ports)?
+        ));
     }
     let roles = if is_voter {
         "broker,controller"
     } else {
         "broker"
     };
-    format!(
+    Ok(format!(
         "# broker {ordinal}\nnode.id={ordinal}\nprocess.roles={roles}\nlisteners={}\nadvertised.listeners={}\n",
         listeners.join(","),
         advertised.join(",")
-    )
+    ))
 }
 
 /// Short hash of the shared configuration, written on the pod template.
@@ -214,16 +300,18 @@ pub fn config_hash(shared: &str) -> String {
 }
 
 /// The ConfigMap with one properties file per broker, and the hash of their shared part.
-pub fn config_map(kafka: &Kafka, cluster_id: &str) -> Result<(ConfigMap, String), String> {
+/// `node_ports`: see [`pod_properties`]; an error names a node port that is still missing.
+pub fn config_map(
+    kafka: &Kafka,
+    cluster_id: &str,
+    node_ports: &NodePorts,
+) -> Result<(ConfigMap, String), String> {
     let shared = shared_properties(kafka, cluster_id)?;
     let data: BTreeMap<String, String> = (0..kafka.spec.kafka.replicas.max(0))
         .map(|i| {
-            (
-                file_name(i),
-                format!("{shared}{}", pod_properties(kafka, i)),
-            )
+            pod_properties(kafka, i, node_ports).map(|own| (file_name(i), format!("{shared}{own}")))
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     let cm = ConfigMap {
         metadata: owned_meta(kafka, names::config_map(kafka)),
         data: Some(data),
@@ -235,6 +323,7 @@ pub fn config_map(kafka: &Kafka, cluster_id: &str) -> Result<(ConfigMap, String)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resources::services::ListenerNodePorts;
     use crate::resources::test_support::{kafka, THREE_BROKERS};
 
     fn props(text: &str) -> BTreeMap<String, String> {
@@ -248,7 +337,7 @@ mod tests {
     #[test]
     fn each_broker_gets_its_id_roles_and_pod_dns() {
         let k = kafka(THREE_BROKERS);
-        let (cm, _) = config_map(&k, "abc").unwrap();
+        let (cm, _) = config_map(&k, "abc", &NodePorts::new()).unwrap();
         let data = cm.data.unwrap();
         assert_eq!(data.len(), 3);
         let b1 = props(&data["broker-1.properties"]);
@@ -282,7 +371,7 @@ mod tests {
     fn brokers_beyond_three_are_not_voters() {
         let mut k = kafka(THREE_BROKERS);
         k.spec.kafka.replicas = 5;
-        let (cm, _) = config_map(&k, "abc").unwrap();
+        let (cm, _) = config_map(&k, "abc", &NodePorts::new()).unwrap();
         let b4 = props(&cm.data.unwrap()["broker-4.properties"]);
         assert_eq!(b4["process.roles"], "broker");
         assert!(b4["listeners"].contains("CONTROLLER://0.0.0.0:"));
@@ -297,11 +386,11 @@ mod tests {
     #[test]
     fn hash_follows_shared_config_not_broker_count() {
         let k = kafka(THREE_BROKERS);
-        let (_, h1) = config_map(&k, "abc").unwrap();
+        let (_, h1) = config_map(&k, "abc", &NodePorts::new()).unwrap();
         let mut more = k.clone();
         more.spec.kafka.replicas = 4;
         assert_eq!(
-            config_map(&more, "abc").unwrap().1,
+            config_map(&more, "abc", &NodePorts::new()).unwrap().1,
             h1,
             "scale-up must not roll brokers"
         );
@@ -311,7 +400,7 @@ mod tests {
             .kafka
             .config
             .insert("log.retention.hours".into(), serde_json::json!(24));
-        assert_ne!(config_map(&edited, "abc").unwrap().1, h1);
+        assert_ne!(config_map(&edited, "abc", &NodePorts::new()).unwrap().1, h1);
     }
 
     #[test]
@@ -360,6 +449,72 @@ kafka:
         assert!(validate(&tls)[0].contains("TLS"), "{:?}", validate(&tls));
         assert!(problems[0].contains("node.id"));
         assert!(shared_properties(&k, "c").is_err());
+    }
+
+    #[test]
+    fn nodeport_listeners_advertise_the_node_address_and_own_node_port() {
+        let k = kafka(
+            r#"
+kafka:
+  replicas: 3
+  listeners:
+    - {name: plain, port: 9092, type: internal, tls: false}
+    - name: external
+      port: 9094
+      type: nodeport
+      tls: false
+      configuration:
+        brokers:
+          - {broker: 1, advertisedPort: 443}
+          - {broker: 2, advertisedHost: kafka-2.example.com}
+  storage: {type: ephemeral}
+"#,
+        );
+        assert!(validate(&k).is_empty(), "{:?}", validate(&k));
+        let missing = config_map(&k, "abc", &NodePorts::new()).unwrap_err();
+        assert!(missing.contains("my-cluster-kafka-external-0"), "{missing}");
+        let ports = NodePorts::from([(
+            "external".to_string(),
+            ListenerNodePorts {
+                bootstrap: Some(31000),
+                brokers: BTreeMap::from([(0, 31010), (1, 31011), (2, 31012)]),
+            },
+        )]);
+        let (cm, _) = config_map(&k, "abc", &ports).unwrap();
+        let data = cm.data.unwrap();
+        let advertised = |i: i32| props(&data[&file_name(i)])["advertised.listeners"].clone();
+        let pod = |i: i32| format!("my-cluster-kafka-{i}.my-cluster-kafka-brokers.prod.svc");
+        assert_eq!(
+            advertised(0),
+            format!(
+                "REPLICATION://{}:9091,PLAIN-9092://{}:9092,\
+                 EXTERNAL-9094://${{env:FJORD_NODE_ADDRESS}}:31010",
+                pod(0),
+                pod(0)
+            )
+        );
+        assert!(advertised(1).ends_with("EXTERNAL-9094://${env:FJORD_NODE_ADDRESS}:443"));
+        assert!(advertised(2).ends_with("EXTERNAL-9094://kafka-2.example.com:31012"));
+        let b0 = props(&data["broker-0.properties"]);
+        assert_eq!(b0["config.providers"], "env");
+        assert_eq!(b0["config.providers.env.class"], ENV_CONFIG_PROVIDER);
+        assert!(b0["listeners"].ends_with(",EXTERNAL-9094://0.0.0.0:9094"));
+        assert_eq!(
+            b0["listener.security.protocol.map"],
+            "CONTROLLER:PLAINTEXT,REPLICATION:PLAINTEXT,PLAIN-9092:PLAINTEXT,\
+             EXTERNAL-9094:PLAINTEXT"
+        );
+
+        // Without nodeport listeners no provider is configured (and the hash is unchanged).
+        let plain = props(&shared_properties(&kafka(THREE_BROKERS), "abc").unwrap());
+        assert!(!plain.contains_key("config.providers"));
+        let mut owned = kafka(THREE_BROKERS);
+        owned
+            .spec
+            .kafka
+            .config
+            .insert("config.providers.env.class".into(), serde_json::json!("x"));
+        assert!(validate(&owned)[0].contains("config.providers.env.class"));
     }
 
     #[test]

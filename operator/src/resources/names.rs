@@ -35,6 +35,16 @@ pub fn listener_service(kafka: &Kafka, listener: &str) -> String {
     format!("{}-kafka-{listener}-bootstrap", kafka_name(kafka))
 }
 
+/// Name of broker `ordinal`'s pod (a StatefulSet pod: `<statefulset>-<ordinal>`).
+pub fn pod(kafka: &Kafka, ordinal: i32) -> String {
+    format!("{}-{ordinal}", statefulset(kafka))
+}
+
+/// Service of one broker on one listener (nodeport listeners): `<cluster>-kafka-<listener>-<n>`.
+pub fn listener_broker_service(kafka: &Kafka, listener: &str, ordinal: i32) -> String {
+    format!("{}-kafka-{listener}-{ordinal}", kafka_name(kafka))
+}
+
 /// DNS name of broker `ordinal` (resolves through the headless Service).
 pub fn pod_dns(kafka: &Kafka, ordinal: i32) -> String {
     format!(

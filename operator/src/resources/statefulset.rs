@@ -140,6 +140,14 @@ fn broker_container(kafka: &Kafka, volumes: &[DataVolume]) -> Container {
             &format!("metadata.labels['{POD_INDEX_LABEL}']"),
         ),
     ];
+    if super::broker_config::uses_node_address(kafka) {
+        // Nodeport listeners advertise `${env:FJORD_NODE_ADDRESS}` (the broker's env config
+        // provider): the node a pod runs on is known only once it is scheduled.
+        env.push(env_from_field(
+            super::broker_config::NODE_ADDRESS_ENV,
+            "status.hostIP",
+        ));
+    }
     // `$(POD_INDEX)` is expanded by the kubelet: each pod reads its own file.
     let mut args = vec![format!("{CONFIG_DIR}/broker-$(POD_INDEX).properties")];
     if let Some(rack) = &spec.rack {
@@ -553,6 +561,47 @@ kafka:
             .as_ref()
             .unwrap()
             .contains(&"broker.rack=$(BROKER_RACK)".to_string()));
+    }
+
+    #[test]
+    fn nodeport_brokers_learn_their_node_address_from_the_downward_api() {
+        let env_names = |k: &Kafka| -> Vec<String> {
+            let sts = statefulset(k, "h");
+            pod_spec(&sts).containers[0]
+                .env
+                .iter()
+                .flatten()
+                .map(|e| e.name.clone())
+                .collect()
+        };
+        assert!(!env_names(&kafka(THREE_BROKERS)).contains(&"FJORD_NODE_ADDRESS".to_string()));
+        let k = kafka(
+            r#"
+kafka:
+  replicas: 3
+  listeners:
+    - {name: plain, port: 9092, type: internal, tls: false}
+    - {name: external, port: 9094, type: nodeport, tls: false}
+  storage: {type: ephemeral}
+"#,
+        );
+        let sts = statefulset(&k, "h");
+        let env = pod_spec(&sts).containers[0].env.clone().unwrap();
+        let node = env.iter().find(|e| e.name == "FJORD_NODE_ADDRESS").unwrap();
+        assert_eq!(
+            node.value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
+            "status.hostIP"
+        );
+        assert_eq!(
+            image(&k),
+            format!("localhost/fjord-broker:{}", env!("CARGO_PKG_VERSION"))
+        );
     }
 
     #[test]
