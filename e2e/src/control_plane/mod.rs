@@ -34,10 +34,10 @@ pub use process::Lifetime;
 
 use crate::tools::{Tools, KUBERNETES_VERSION};
 
-/// The Service IP range. Only the apiserver uses it (it allocates the `kubernetes` Service's
-/// ClusterIP from it); nothing routes to these addresses.
-const SERVICE_CLUSTER_IP_RANGE: &str = "10.0.0.0/24";
-const KUBERNETES_SERVICE_IP: &str = "10.0.0.1";
+/// The Service IP range. Without a node only the apiserver uses it (it allocates the
+/// `kubernetes` Service's ClusterIP from it); with a node, kube-proxy routes it inside the node.
+pub const SERVICE_CLUSTER_IP_RANGE: &str = "10.96.0.0/12";
+pub const KUBERNETES_SERVICE_IP: &str = "10.96.0.1";
 
 /// How to start a control plane.
 #[derive(Debug, Clone)]
@@ -48,6 +48,10 @@ pub struct Options {
     pub etcd_port: Requested,
     /// Upper bound for each component to become ready.
     pub start_timeout: Duration,
+    /// For a cluster with a node: the host's address on the link to the node. The apiserver
+    /// binds and advertises it (pods reach it through the `kubernetes` Service), and
+    /// kube-scheduler runs too. `None`: loopback only, no scheduler.
+    pub node_link: Option<std::net::Ipv4Addr>,
 }
 
 impl Options {
@@ -64,6 +68,7 @@ impl Options {
                 flag: "--etcd-port",
             },
             start_timeout: Duration::from_secs(120),
+            node_link: None,
         }
     }
 }
@@ -211,6 +216,7 @@ impl ControlPlane {
             "pki",
             "kubeconfig",
             "kube-controller-manager.kubeconfig",
+            "kube-scheduler.kubeconfig",
         ] {
             remove_path(&dir.join(stale))?;
         }
@@ -302,7 +308,14 @@ impl<'a> Starter<'a> {
                 kubernetes_version: KUBERNETES_VERSION.to_string(),
                 lifetime: options.lifetime,
                 owner_pid: std::process::id(),
-                apiserver_url: format!("https://127.0.0.1:{}", ports.apiserver),
+                apiserver_url: format!(
+                    "https://{}:{}",
+                    options
+                        .node_link
+                        .map(|ip| ip.to_string())
+                        .unwrap_or_else(|| "127.0.0.1".into()),
+                    ports.apiserver
+                ),
                 ports,
                 components: Vec::new(),
                 ready: false,
@@ -318,7 +331,14 @@ impl<'a> Starter<'a> {
     fn start_all(&mut self) -> Result<()> {
         let dir = self.dir().to_path_buf();
         std::fs::create_dir_all(dir.join("logs"))?;
-        let pki = pki::generate(&dir.join("pki"), KUBERNETES_SERVICE_IP)?;
+        let link: Vec<String> = self
+            .options
+            .node_link
+            .iter()
+            .map(|ip| ip.to_string())
+            .collect();
+        let bind = link.first().cloned().unwrap_or_else(|| "127.0.0.1".into());
+        let pki = pki::generate(&dir.join("pki"), KUBERNETES_SERVICE_IP, &link)?;
         let ports = self.state.ports;
         let url = self.state.apiserver_url.clone();
         let kubeconfig = dir.join("kubeconfig");
@@ -361,9 +381,12 @@ impl<'a> Starter<'a> {
         self.spawn(
             "kube-apiserver",
             vec![
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
+                format!("--bind-address={bind}"),
+                format!("--advertise-address={bind}"),
                 format!("--secure-port={}", ports.apiserver),
+                // Logs, exec and port-forward dial the kubelet: by its address, not by a
+                // hostname the host cannot resolve.
+                "--kubelet-preferred-address-types=InternalIP,Hostname".into(),
                 format!("--etcd-servers={etcd_client}"),
                 format!("--cert-dir={}", path(&dir.join("pki"))),
                 format!("--tls-cert-file={}", path(&pki.apiserver_cert)),
@@ -403,9 +426,16 @@ impl<'a> Starter<'a> {
                 ),
                 "--authorization-mode=Node,RBAC".into(),
                 // The `kubernetes` Service's Endpoints cannot hold a loopback address (validation
-                // rejects it, every 10 s, in the log). Nothing in-cluster calls the apiserver
-                // until there is a node, and that issue picks a routable advertise address.
-                "--endpoint-reconciler-type=none".into(),
+                // rejects it, every 10 s, in the log): without a node nothing in-cluster calls the
+                // apiserver, so no endpoints. With a node they name the link address pods reach.
+                format!(
+                    "--endpoint-reconciler-type={}",
+                    if self.options.node_link.is_some() {
+                        "lease"
+                    } else {
+                        "none"
+                    }
+                ),
                 format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
                 "--allow-privileged=true".into(),
                 "--profiling=false".into(),
@@ -467,6 +497,40 @@ impl<'a> Starter<'a> {
                 ],
             )
             .map(|_| ())
+        })?;
+        if self.options.node_link.is_none() {
+            return Ok(());
+        }
+        let scheduler_kubeconfig = dir.join("kube-scheduler.kubeconfig");
+        std::fs::write(
+            &scheduler_kubeconfig,
+            pki::kubeconfig(&url, &pki.ca_cert, &pki.scheduler, "system:kube-scheduler"),
+        )?;
+        self.spawn(
+            "kube-scheduler",
+            vec![
+                format!("--kubeconfig={}", path(&scheduler_kubeconfig)),
+                format!(
+                    "--authentication-kubeconfig={}",
+                    path(&scheduler_kubeconfig)
+                ),
+                format!("--authorization-kubeconfig={}", path(&scheduler_kubeconfig)),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={}", ports.scheduler),
+                "--leader-elect=false".into(),
+                "--profiling=false".into(),
+                "--v=1".into(),
+            ],
+        )?;
+        // The scheduler has no readiness the apiserver can see before a pod needs it; its
+        // own process staying up for a moment is the check (a bad flag exits at once).
+        let started = Instant::now();
+        self.wait_until("kube-scheduler", || {
+            if started.elapsed() > Duration::from_secs(1) {
+                Ok(())
+            } else {
+                Err("starting".into())
+            }
         })
     }
 

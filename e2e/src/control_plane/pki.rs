@@ -33,7 +33,16 @@ pub struct Pki {
     pub front_proxy_client: ClientCert,
     pub service_account_key: PathBuf,
     pub service_account_pub: PathBuf,
+    /// Identities of the node's components: the kubelet (`system:node:<name>` in
+    /// `system:nodes`, so the Node authorizer applies), kube-proxy and kube-scheduler, whose
+    /// user names the apiserver's bootstrap RBAC bindings already grant what they need.
+    pub kubelet: ClientCert,
+    pub kube_proxy: ClientCert,
+    pub scheduler: ClientCert,
 }
+
+/// The node name every local cluster registers its kubelet under.
+pub const NODE_NAME: &str = "fjord-node";
 
 #[derive(Debug, Clone)]
 pub struct ClientCert {
@@ -43,8 +52,8 @@ pub struct ClientCert {
 
 /// DNS names and IPs the apiserver answers as: loopback, plus the in-cluster names pods use (the
 /// first address of the service range is the `kubernetes` Service's cluster IP).
-fn apiserver_names(service_ip: &str) -> Vec<String> {
-    [
+fn apiserver_names(service_ip: &str, extra: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = [
         "127.0.0.1",
         "localhost",
         "kubernetes",
@@ -54,11 +63,14 @@ fn apiserver_names(service_ip: &str) -> Vec<String> {
         service_ip,
     ]
     .map(String::from)
-    .to_vec()
+    .to_vec();
+    names.extend(extra.iter().cloned());
+    names
 }
 
-/// Generates a fresh PKI into `dir` (overwriting what is there).
-pub fn generate(dir: &Path, service_ip: &str) -> Result<Pki> {
+/// Generates a fresh PKI into `dir` (overwriting what is there). `extra_names` are further
+/// addresses the apiserver serves on (the host end of a node's link).
+pub fn generate(dir: &Path, service_ip: &str, extra_names: &[String]) -> Result<Pki> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
 
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
@@ -113,7 +125,7 @@ pub fn generate(dir: &Path, service_ip: &str) -> Result<Pki> {
     let serving = leaf(
         "kube-apiserver",
         None,
-        apiserver_names(service_ip),
+        apiserver_names(service_ip, extra_names),
         ExtendedKeyUsagePurpose::ServerAuth,
         "apiserver",
     )?;
@@ -147,6 +159,28 @@ pub fn generate(dir: &Path, service_ip: &str) -> Result<Pki> {
         "front-proxy-client",
     )?;
 
+    let kubelet = leaf(
+        &format!("system:node:{NODE_NAME}"),
+        Some("system:nodes"),
+        vec![],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        "kubelet",
+    )?;
+    let kube_proxy = leaf(
+        "system:kube-proxy",
+        None,
+        vec![],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        "kube-proxy",
+    )?;
+    let scheduler = leaf(
+        "system:kube-scheduler",
+        None,
+        vec![],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        "kube-scheduler",
+    )?;
+
     let sa_key = KeyPair::generate()?;
     let service_account_key = write("sa.key", sa_key.serialize_pem())?;
     let service_account_pub = write("sa.pub", sa_key.public_key_pem())?;
@@ -162,7 +196,18 @@ pub fn generate(dir: &Path, service_ip: &str) -> Result<Pki> {
         front_proxy_client,
         service_account_key,
         service_account_pub,
+        kubelet,
+        kube_proxy,
+        scheduler,
     })
+}
+
+/// The certificate pair `generate` wrote as `<stem>.crt`/`<stem>.key` in `pki_dir`.
+pub fn client_cert(pki_dir: &Path, stem: &str) -> ClientCert {
+    ClientCert {
+        cert: pki_dir.join(format!("{stem}.crt")),
+        key: pki_dir.join(format!("{stem}.key")),
+    }
 }
 
 /// A kubeconfig that reaches `server` as the holder of `client`. File paths rather than inline
@@ -202,7 +247,7 @@ mod tests {
     #[test]
     fn generates_every_file_and_a_kubeconfig_pointing_at_them() {
         let dir = std::env::temp_dir().join(format!("fjord-pki-test-{}", std::process::id()));
-        let pki = generate(&dir, "10.0.0.1").unwrap();
+        let pki = generate(&dir, "10.96.0.1", &["10.250.0.1".into()]).unwrap();
         for path in [
             &pki.ca_cert,
             &pki.apiserver_cert,

@@ -15,6 +15,9 @@ pub struct Ports {
     pub etcd_client: u16,
     pub etcd_peer: u16,
     pub controller_manager: u16,
+    /// kube-scheduler's secure port (only used when a node runs).
+    #[serde(default)]
+    pub scheduler: u16,
 }
 
 /// A port the user asked for, with the flag that chose it (for the error message).
@@ -48,6 +51,7 @@ impl Ports {
             etcd_client: pick(etcd_client.port)?,
             etcd_peer: pick(None)?,
             controller_manager: pick(None)?,
+            scheduler: pick(None)?,
         })
     }
 }

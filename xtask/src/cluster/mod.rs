@@ -1,14 +1,18 @@
-//! `cargo xtask cluster up --control-plane | down | status`: a local Kubernetes control plane
-//! (etcd, kube-apiserver, kube-controller-manager) started by hand, which integration tests reuse
-//! while it runs. The engine is `fjord_e2e::control_plane`, shared with the test fixture.
+//! `cargo xtask cluster up [--control-plane] | down | status`: a local Kubernetes cluster started
+//! by hand, which tests reuse while it runs. `up` alone starts the control plane and a real node
+//! (containerd, kubelet, kube-proxy, CoreDNS, a local volume provisioner) in its own namespaces;
+//! `--control-plane` starts only etcd, kube-apiserver and kube-controller-manager. The engines
+//! are `fjord_e2e::cluster` and `fjord_e2e::control_plane`, shared with the test fixture.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use fjord_e2e::cluster::Cluster;
 use fjord_e2e::control_plane::{self, ControlPlane, Lifetime, Options, Requested};
 use fjord_e2e::tools::KUBERNETES_VERSION;
 
-const USAGE: &str = "usage: cargo xtask cluster up --control-plane [--dir DIR] [--apiserver-port PORT] [--etcd-port PORT]
+const USAGE: &str = "usage: cargo xtask cluster up [--dir DIR]   (control plane + a real node)
+       cargo xtask cluster up --control-plane [--dir DIR] [--apiserver-port PORT] [--etcd-port PORT]
        cargo xtask cluster down [--dir DIR]
        cargo xtask cluster status [--dir DIR]
 DIR defaults to $FJORD_CLUSTER_DIR, else target/fjord-cluster; ports default to free ones.";
@@ -71,8 +75,9 @@ impl Flags {
 
 fn up(flags: Flags) -> Result<()> {
     if !flags.control_plane {
-        // The full single-node cluster (kubelet, kube-proxy, CNI, containerd) is a later issue.
-        bail!("only the control plane can be started so far: run `cargo xtask cluster up --control-plane`");
+        let cluster = up_with_node(&flags.dir(), &[])?;
+        print_usage(&cluster.control_plane);
+        return Ok(());
     }
     let mut options = Options::new(flags.dir(), Lifetime::Detached);
     options.apiserver_port = Requested {
@@ -99,6 +104,33 @@ fn up(flags: Flags) -> Result<()> {
     Ok(())
 }
 
+/// Builds what the node needs (tools, the volume provisioner) and starts the whole cluster in
+/// `dir`, or returns the one already running there.
+pub fn up_with_node(dir: &std::path::Path, images: &[PathBuf]) -> Result<Cluster> {
+    crate::deps::ensure_system_packages()?;
+    crate::tools::run(&[])?;
+    crate::process::run(
+        "build the local volume provisioner",
+        crate::process::cargo().args([
+            "build",
+            "-p",
+            "fjord-e2e",
+            "--bin",
+            "fjord-local-provisioner",
+        ]),
+    )?;
+    let started = std::time::Instant::now();
+    let cluster = Cluster::up(dir, images)?;
+    println!(
+        "cluster ready: Kubernetes {KUBERNETES_VERSION} at {}, node {} at {} ({:.1?})",
+        cluster.control_plane.apiserver_url,
+        fjord_e2e::control_plane::pki::NODE_NAME,
+        cluster.node_address(),
+        started.elapsed()
+    );
+    Ok(cluster)
+}
+
 fn print_usage(control_plane: &ControlPlane) {
     let tools = fjord_e2e::tools::Tools::location();
     println!("  export KUBECONFIG={}", control_plane.kubeconfig.display());
@@ -120,7 +152,7 @@ fn print_usage(control_plane: &ControlPlane) {
 
 fn down(flags: Flags) -> Result<()> {
     let dir = flags.dir();
-    let stopped = ControlPlane::down(&dir)?;
+    let stopped = Cluster::down(&dir)?;
     if stopped.is_empty() {
         println!(
             "control plane in {}: nothing was running; data removed, logs kept in {}",
@@ -129,7 +161,7 @@ fn down(flags: Flags) -> Result<()> {
         );
     } else {
         println!(
-            "control plane in {}: stopped {}; logs kept in {}",
+            "cluster in {}: stopped {}; logs kept in {}",
             dir.display(),
             stopped.join(", "),
             dir.join("logs").display()
