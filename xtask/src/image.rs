@@ -107,6 +107,18 @@ pub fn run(args: &[String]) -> Result<()> {
             _ => bail!("unknown argument {arg:?}\n{USAGE}"),
         }
     }
+    let written = build_images(build, smoke)?;
+    if let Some(socket) = import_socket {
+        for (archive, image) in &written {
+            import(&ctr, &socket, archive, image)?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds the release binaries (unless `build` is false), writes both image archives, smoke-runs
+/// them (unless `smoke` is false) and returns each archive with what was written.
+pub fn build_images(build: bool, smoke: bool) -> Result<Vec<(PathBuf, WrittenImage)>> {
     if build {
         let mut command = cargo();
         command.args(["build", "--release"]);
@@ -147,12 +159,7 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         written.push((archive, image));
     }
-    if let Some(socket) = import_socket {
-        for (archive, image) in &written {
-            import(&ctr, &socket, archive, image)?;
-        }
-    }
-    Ok(())
+    Ok(written)
 }
 
 fn import(

@@ -4,6 +4,7 @@ mod cluster;
 mod deps;
 mod image;
 mod process;
+mod progress;
 mod test;
 mod tools;
 mod up;
@@ -11,14 +12,15 @@ mod up;
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("up") => up::run_broker(&args[1..]),
+        Some("up") => up::run_up(&args[1..]),
+        Some("down") => up::run_down(&args[1..]),
         Some("test") => test::run_all(&args[1..]),
         Some("bench") => bench::run_bench(&args[1..]),
         Some("tools") => tools::run(&args[1..]),
         Some("cluster") => cluster::run(&args[1..]),
         Some("image") => image::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <up|test|bench|tools|cluster|image>");
+            eprintln!("usage: cargo xtask <up|down|test|bench|tools|cluster|image>");
             std::process::exit(2);
         }
     };

@@ -1,10 +1,13 @@
 //! `cargo xtask test`: the whole suite, installing what it needs on the way.
 //!
-//! Stages: Debian packages, rustfmt check, clippy (-D warnings), Kubernetes tools for the
-//! control-plane tests, `cargo test --workspace` (unit, broker integration with librdkafka,
-//! control-plane integration against a real API server), then the real-client compatibility
-//! suite (confluent-kafka, kafka-python, Apache Kafka's CLI tools and Java client) against a
-//! release build of the broker.
+//! Stages: Debian packages, rustfmt check, clippy (-D warnings), the Kubernetes and node tools,
+//! our OCI images, then the local cluster with a real node (started once for the whole run, each
+//! scenario gets its own namespace) for the Kubernetes tiers (`fjord-e2e` and `fjord-operator`
+//! tests: control plane, operator, end-to-end on the node, host footprint), the cluster stopped
+//! again, the rest of `cargo test --workspace` (unit, broker integration with librdkafka and
+//! hostile input, chaos) without the node's load beside it, and finally the real-client
+//! compatibility suite (confluent-kafka, kafka-python, Apache Kafka's CLI tools and Java client)
+//! against a release build of the broker.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -27,13 +30,44 @@ pub fn run_all(args: &[String]) -> anyhow::Result<()> {
         "warnings",
     ];
     run("cargo clippy (-D warnings)", cargo().args(clippy))?;
+    crate::tools::run(&[])?;
+    let images: Vec<PathBuf> = crate::image::build_images(true, true)?
+        .into_iter()
+        .map(|(archive, _)| archive)
+        .collect();
+    let dir = fjord_e2e::control_plane::default_dir();
+    let already_running = fjord_e2e::cluster::Cluster::find_running(&dir).is_some();
+    crate::cluster::up_with_node(&dir, &images)?;
+    if already_running {
+        // Reused: make sure it runs the images just built.
+        let socket = fjord_e2e::node::Layout::new(&dir).containerd_socket();
+        let tools = fjord_e2e::tools::Tools::require_node()?;
+        for archive in &images {
+            fjord_e2e::node::images::import(&tools, &socket, archive)?;
+        }
+    }
+    let kubernetes_tiers = run(
+        "Kubernetes tiers on the local cluster (cargo test -p fjord-e2e -p fjord-operator)",
+        cargo().args(["test", "-p", "fjord-e2e", "-p", "fjord-operator"]),
+    );
+    if !already_running {
+        let stopped = fjord_e2e::cluster::Cluster::down(&dir);
+        eprintln!(
+            "==> local cluster stopped ({} processes)",
+            stopped.map(|s| s.len()).unwrap_or(0)
+        );
+    }
+    kubernetes_tiers?;
     run(
-        "Kubernetes tools (cached)",
-        cargo().args(["xtask", "tools"]),
-    )?;
-    run(
-        "cargo test --workspace",
-        cargo().args(["test", "--workspace"]),
+        "cargo test --workspace (all other crates)",
+        cargo().args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "fjord-e2e",
+            "--exclude",
+            "fjord-operator",
+        ]),
     )?;
     let env = prepare_client_env()?;
     let mut pytest = Command::new(env.python);
