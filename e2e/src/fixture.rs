@@ -211,7 +211,7 @@ where
 }
 
 /// `<test name as a DNS label>-<unique suffix>`, at most 63 characters.
-fn unique_namespace_name(test_name: &str) -> String {
+pub fn unique_namespace_name(test_name: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let mut base: String = test_name
         .to_ascii_lowercase()

@@ -9,4 +9,6 @@ pub mod control_plane;
 pub mod fixture;
 pub mod node;
 pub mod oci;
+#[cfg(feature = "fixture")]
+pub mod scenario;
 pub mod tools;

@@ -1,0 +1,123 @@
+//! The product end to end on a real node: the operator installed with Helm runs in a pod from
+//! our image, a `Kafka` resource becomes three broker pods running our broker image that come
+//! Ready, a `KafkaTopic` becomes a topic, and a librdkafka client on the host produces and
+//! consumes through the nodeport listener.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use common::*;
+use fjord_e2e::scenario::Scenario;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+
+#[tokio::test]
+async fn kafka_comes_ready_on_the_node_and_serves_clients_on_the_host() {
+    Scenario::run("kafka-on-node", |s| async move {
+        s.install_operator().await?;
+        let operator_pods = s
+            .api::<Pod>()
+            .list(&ListParams::default().labels("app.kubernetes.io/name=fjord-operator"))
+            .await?;
+        ensure!(
+            operator_pods.items.len() == 1,
+            "one operator pod, got {}",
+            operator_pods.items.len()
+        );
+
+        s.kubectl(&[
+            "apply",
+            "-f",
+            &fjord_e2e::scenario::repo_root()
+                .join(NODEPORT_EXAMPLE)
+                .display()
+                .to_string(),
+        ])?;
+        s.wait_kafka_ready("my-cluster", Duration::from_secs(240))
+            .await?;
+
+        // Three broker pods, Running and Ready, from our image (its digest in the pod status).
+        let pods = s
+            .api::<Pod>()
+            .list(&ListParams::default().labels("kafka.fjord.dev/cluster=my-cluster"))
+            .await?;
+        ensure!(
+            pods.items.len() == 3,
+            "3 broker pods, got {}",
+            pods.items.len()
+        );
+        for pod in &pods.items {
+            let status = pod.status.clone().context("pod status")?;
+            ensure!(
+                status.phase.as_deref() == Some("Running"),
+                "{:?} not running",
+                pod.metadata.name
+            );
+            let container = &status.container_statuses.clone().unwrap_or_default()[0];
+            ensure!(container.ready, "{:?} not ready", pod.metadata.name);
+            ensure!(
+                container.image.contains("fjord-broker"),
+                "image {}",
+                container.image
+            );
+            ensure!(
+                container.image_id.contains("sha256:"),
+                "image id {}",
+                container.image_id
+            );
+        }
+        // `kubectl logs` works against the node.
+        let logs = s.kubectl(&["logs", "my-cluster-kafka-0", "--tail=50"])?;
+        ensure!(!logs.trim().is_empty(), "kubectl logs returned nothing");
+
+        let topic = r#"apiVersion: kafka.fjord.dev/v1
+kind: KafkaTopic
+metadata:
+  name: e2e-orders
+  labels:
+    kafka.fjord.dev/cluster: my-cluster
+spec:
+  partitions: 3
+  replicas: 3
+"#;
+        let topic_file = std::env::temp_dir().join(format!("{}-topic.yaml", s.namespace));
+        std::fs::write(&topic_file, topic)?;
+        s.kubectl(&["apply", "-f", &topic_file.display().to_string()])?;
+        fjord_e2e::fixture::poll_until(
+            Duration::from_secs(60),
+            "KafkaTopic e2e-orders Ready",
+            || async {
+                let ready = s.kubectl(&[
+                    "get",
+                    "kafkatopic",
+                    "e2e-orders",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ])?;
+                Ok(ready.trim() == "True")
+            },
+        )
+        .await?;
+
+        let bootstrap = s.bootstrap_servers("my-cluster", "external")?;
+        ensure!(
+            bootstrap.starts_with(&s.cluster.node_address().to_string()),
+            "bootstrap {bootstrap} is not on the node address"
+        );
+        let producer = producer(&bootstrap, &[])?;
+        let acked = produce(&producer, "e2e-orders", "v", 100).await?;
+        ensure!(acked.len() == 100);
+        let seen = consume_all(&bootstrap, "e2e-orders", 100, Duration::from_secs(60), &[])?;
+        for value in acked.keys() {
+            ensure!(
+                seen.get(value) == Some(&1),
+                "{value} read {:?} times",
+                seen.get(value)
+            );
+        }
+        Ok(())
+    })
+    .await;
+}
