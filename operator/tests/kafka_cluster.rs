@@ -1,9 +1,12 @@
-//! The Kafka reconciler against the real control plane (etcd, kube-apiserver,
-//! kube-controller-manager): CRDs install, a `Kafka` becomes its objects, config edits change the
+//! The Kafka reconciler against the local cluster with a real node: CRDs install, a `Kafka`
+//! becomes its objects and its broker pods really run and come Ready (the operator, in this
+//! process on the host, reaches them through a nodeport listener), config edits change the
 //! ConfigMap and the pod-template hash, deleted objects come back, deleting the `Kafka`
-//! garbage-collects everything, and invalid resources are rejected at admission.
+//! garbage-collects everything, persistent storage gets claims bound by the cluster's default
+//! StorageClass that outlive the cluster, and invalid resources are rejected at admission.
 //!
-//! There is no node in this tier, so broker pods never run: the status must say so.
+//! The tests whose brokers run need `cargo xtask cluster up` (see `support::run_on_node`); the
+//! admission test needs only a control plane.
 
 mod support;
 
@@ -12,8 +15,9 @@ use std::time::Duration;
 use anyhow::{ensure, Context as _, Result};
 use fjord_e2e::fixture::{poll_until, TestNamespace};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
 use serde_json::json;
@@ -23,6 +27,17 @@ const HASH: &str = "kafka.fjord.dev/config-hash";
 
 fn example(name: &str) -> String {
     std::fs::read_to_string(repo_root().join("examples").join(name)).expect("example exists")
+}
+
+/// Metadata (no topics) from the broker at `address`.
+async fn metadata(address: &str) -> Result<MetadataResponse> {
+    let mut conn = tokio::time::timeout(WAIT, fjord_client::Connection::connect(address))
+        .await
+        .with_context(|| format!("connecting to {address}"))??;
+    let request = MetadataRequest::default().with_topics(Some(vec![]));
+    Ok(tokio::time::timeout(WAIT, conn.send(&request, 12))
+        .await
+        .with_context(|| format!("metadata from {address}"))??)
 }
 
 fn template_hash(sts: &StatefulSet) -> String {
@@ -41,10 +56,15 @@ fn template_hash(sts: &StatefulSet) -> String {
 
 #[tokio::test]
 async fn kafka_resource_becomes_a_statefulset_and_its_companions() {
-    TestNamespace::run("kafka-objects", |ns| async move {
+    run_on_node("kafka-objects", |ns, node_ip| async move {
         install_crds(&ns.client).await?;
         let _operator = start_operator(&ns);
-        apply_yaml(&ns, &example("kafka-ephemeral.yaml")).await?;
+        // The example plus a nodeport listener: the operator on the host reaches brokers only
+        // through node ports.
+        let base = node_ports::KAFKA_OBJECTS;
+        let kafka =
+            reachable_from_host(&ns, &node_ip, &example("kafka-ephemeral.yaml"), base).await?;
+        apply_yaml(&ns, &kafka).await?;
 
         let sts_api = ns.api::<StatefulSet>();
         poll_until(WAIT, "StatefulSet my-cluster-kafka", || async {
@@ -74,6 +94,26 @@ async fn kafka_resource_becomes_a_statefulset_and_its_companions() {
                 .await
                 .with_context(|| svc.to_string())?;
         }
+        // The nodeport listener's Services, on the node ports asked for.
+        for (svc, port) in [
+            ("my-cluster-kafka-external-bootstrap", base),
+            ("my-cluster-kafka-external-0", base + 1),
+            ("my-cluster-kafka-external-1", base + 2),
+            ("my-cluster-kafka-external-2", base + 3),
+        ] {
+            let spec = ns
+                .api::<Service>()
+                .get(svc)
+                .await
+                .with_context(|| svc.to_string())?
+                .spec
+                .unwrap_or_default();
+            ensure!(spec.type_.as_deref() == Some("NodePort"), "{svc}: {spec:?}");
+            ensure!(
+                spec.ports.unwrap_or_default()[0].node_port == Some(port),
+                "{svc} is not on node port {port}"
+            );
+        }
         ns.api::<PodDisruptionBudget>()
             .get("my-cluster-kafka")
             .await?;
@@ -93,21 +133,54 @@ async fn kafka_resource_becomes_a_statefulset_and_its_companions() {
         let pod = pods.get("my-cluster-kafka-1").await?;
         ensure!(pod.labels()["apps.kubernetes.io/pod-index"] == "1");
 
-        // No node runs them, and the status says exactly that.
+        // The node runs them: all three brokers come Ready and form one cluster.
         let kafkas = fjord_api(&ns, "Kafka");
-        let k = wait_condition(&kafkas, "my-cluster", "NotReady", Some("BrokersNotReady")).await?;
+        let started = std::time::Instant::now();
+        let k = wait_condition_for(&kafkas, "my-cluster", "Ready", None, READY_WAIT).await?;
+        eprintln!("my-cluster Ready after {:?}", started.elapsed());
         let status = &k.data["status"];
         ensure!(
-            status["brokers"] == json!({"ready": 0, "total": 3}),
+            status["brokers"] == json!({"ready": 3, "total": 3}),
             "{status}"
         );
-        ensure!(status["clusterId"]
-            .as_str()
-            .is_some_and(|id| id.len() == 22));
+        ensure!(
+            find_condition(&k, "NotReady", None).is_none(),
+            "Ready and NotReady at once: {status}"
+        );
+        ensure_pods_ready(&ns, "my-cluster", 3).await?;
+        let cluster_id = status["clusterId"].as_str().unwrap_or_default().to_string();
+        ensure!(cluster_id.len() == 22, "{status}");
         ensure!(status["observedGeneration"] == json!(1));
         ensure!(
             status["listeners"][0]["bootstrapServers"]
-                == json!(format!("my-cluster-kafka-bootstrap.{}.svc:9092", ns.name))
+                == json!(format!("my-cluster-kafka-bootstrap.{}.svc:9092", ns.name)),
+            "{status}"
+        );
+        ensure!(
+            status["listeners"][1]
+                == json!({"name": "external", "bootstrapServers": format!("{node_ip}:{base}")}),
+            "{status}"
+        );
+        // Through the bootstrap node port the brokers answer with the cluster id, an active
+        // controller and themselves at `<node address>:<own node port>`.
+        let metadata = metadata(&format!("{node_ip}:{base}")).await?;
+        ensure!(
+            metadata.cluster_id.as_deref() == Some(cluster_id.as_str()),
+            "{metadata:?}"
+        );
+        ensure!(metadata.controller_id.0 >= 0, "no controller: {metadata:?}");
+        let mut advertised: Vec<(i32, String)> = metadata
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
+            .collect();
+        advertised.sort();
+        ensure!(
+            advertised
+                == (0..3)
+                    .map(|n| (n, format!("{node_ip}:{}", base + 1 + n)))
+                    .collect::<Vec<_>>(),
+            "{advertised:?}"
         );
 
         // `kubectl get kafka` shows the printer columns.
@@ -179,19 +252,25 @@ async fn kafka_resource_becomes_a_statefulset_and_its_companions() {
             .delete("my-cluster", &DeleteParams::default())
             .await?;
         poll_until(
-            Duration::from_secs(90),
-            "garbage collection of the cluster's objects",
+            Duration::from_secs(120),
+            "garbage collection of the cluster's objects and pods",
             || async {
                 Ok(sts_api.get_opt("my-cluster-kafka").await?.is_none()
+                    && pods
+                        .list(&ListParams::default().labels("kafka.fjord.dev/cluster=my-cluster"))
+                        .await?
+                        .items
+                        .is_empty()
                     && ns
                         .api::<ConfigMap>()
                         .get_opt("my-cluster-kafka-config")
                         .await?
                         .is_none()
                     && services
-                        .get_opt("my-cluster-kafka-brokers")
+                        .list(&ListParams::default().labels("kafka.fjord.dev/cluster=my-cluster"))
                         .await?
-                        .is_none()
+                        .items
+                        .is_empty()
                     && ns
                         .api::<PodDisruptionBudget>()
                         .get_opt("my-cluster-kafka")
@@ -232,7 +311,7 @@ spec:
 
 #[tokio::test]
 async fn persistent_example_gets_claims_that_outlive_the_cluster() {
-    TestNamespace::run("kafka-persistent", |ns| async move {
+    run_on_node("kafka-persistent", |ns, _node_ip| async move {
         install_crds(&ns.client).await?;
         let _operator = start_operator(&ns);
         apply_yaml(&ns, &example("kafka-persistent.yaml")).await?;
@@ -263,6 +342,75 @@ async fn persistent_example_gets_claims_that_outlive_the_cluster() {
             .clone()
             .unwrap()
             .contains(&"broker.rack=$(BROKER_RACK)".to_string()));
+
+        // The StatefulSet controller makes one claim per broker (pods are created in parallel),
+        // and the cluster's default StorageClass provisions and binds them. Whether the pods
+        // fit on the node (1 CPU each requested, 2 cores) is not this test's business.
+        let pvcs = ns.api::<PersistentVolumeClaim>();
+        let claim_names: Vec<String> = (0..3)
+            .map(|n| {
+                format!(
+                    "{}-prod-cluster-kafka-{n}",
+                    claims[0].metadata.name.as_deref().unwrap()
+                )
+            })
+            .collect();
+        poll_until(Duration::from_secs(120), "three Bound claims", || async {
+            let list = pvcs.list(&ListParams::default()).await?.items;
+            let mut bound: Vec<String> = list
+                .iter()
+                .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
+                .map(|c| c.name_any())
+                .collect();
+            bound.sort();
+            Ok(bound == claim_names)
+        })
+        .await?;
+        for name in &claim_names {
+            let claim = pvcs.get(name).await?;
+            let spec = claim.spec.clone().unwrap_or_default();
+            ensure!(
+                spec.storage_class_name.as_deref() == Some("fjord-local"),
+                "{name}: {spec:?}"
+            );
+            ensure!(spec.volume_name.is_some(), "{name} has no volume");
+        }
+
+        // Deleting the Kafka removes the StatefulSet and its pods but keeps the claims
+        // (deleteClaim: false), still Bound to their volumes.
+        let kafkas = fjord_api(&ns, "Kafka");
+        kafkas
+            .delete("prod-cluster", &DeleteParams::default())
+            .await?;
+        let pods = ns.api::<Pod>();
+        poll_until(
+            Duration::from_secs(120),
+            "the StatefulSet and its pods to be gone",
+            || async {
+                Ok(sts_api.get_opt("prod-cluster-kafka").await?.is_none()
+                    && pods
+                        .list(&ListParams::default().labels("kafka.fjord.dev/cluster=prod-cluster"))
+                        .await?
+                        .items
+                        .is_empty())
+            },
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for name in &claim_names {
+            let claim = pvcs
+                .get(name)
+                .await
+                .with_context(|| format!("claim {name} was deleted"))?;
+            ensure!(
+                claim.metadata.deletion_timestamp.is_none(),
+                "claim {name} is being deleted"
+            );
+            ensure!(
+                claim.status.and_then(|s| s.phase).as_deref() == Some("Bound"),
+                "claim {name} is no longer Bound"
+            );
+        }
         Ok(())
     })
     .await;
