@@ -6,11 +6,15 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
+use fjord_e2e::scenario::Scenario;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::metadata::Metadata;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientContext;
 
 /// The 3-broker example with an `external` nodeport listener.
 pub const NODEPORT_EXAMPLE: &str = "examples/kafka-nodeport.yaml";
@@ -77,8 +81,10 @@ pub fn consume_all(
     extra: &[(&str, &str)],
 ) -> Result<BTreeMap<String, usize>> {
     let mut config = client_config(bootstrap, extra);
+    if config.get("group.id").is_none() {
+        config.set("group.id", format!("e2e-reader-{}", std::process::id()));
+    }
     config
-        .set("group.id", format!("e2e-reader-{}", std::process::id()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false");
     let consumer: BaseConsumer = config.create()?;
@@ -115,4 +121,108 @@ pub fn consume_all(
         }
     }
     Ok(seen)
+}
+
+/// Applies `yaml` in the scenario's namespace (through a file named after `what`).
+pub fn apply_yaml(s: &Scenario, what: &str, yaml: &str) -> Result<()> {
+    let file = std::env::temp_dir().join(format!("{}-{what}.yaml", s.namespace));
+    std::fs::write(&file, yaml)?;
+    s.kubectl(&["apply", "-f", &file.display().to_string()])?;
+    Ok(())
+}
+
+/// `status` of the condition `type_` of `kind/name` ("" when absent).
+pub fn condition(s: &Scenario, kind: &str, name: &str, type_: &str) -> Result<String> {
+    let jsonpath = format!("jsonpath={{.status.conditions[?(@.type==\"{type_}\")].status}}");
+    Ok(s.kubectl(&["get", kind, name, "-o", &jsonpath])?
+        .trim()
+        .to_string())
+}
+
+/// Waits until `kind/name` (kafkatopic, kafkauser, ...) reports Ready=True.
+pub async fn wait_ready(s: &Scenario, kind: &str, name: &str, timeout: Duration) -> Result<()> {
+    fjord_e2e::fixture::poll_until(timeout, &format!("{kind} {name} Ready"), || async {
+        Ok(condition(s, kind, name, "Ready")? == "True")
+    })
+    .await
+}
+
+/// A KafkaTopic of `cluster`.
+pub fn topic_yaml(cluster: &str, name: &str, partitions: i32, replicas: i32) -> String {
+    format!(
+        "apiVersion: kafka.fjord.dev/v1\nkind: KafkaTopic\nmetadata:\n  name: {name}\n  labels:\n    \
+         kafka.fjord.dev/cluster: {cluster}\nspec:\n  partitions: {partitions}\n  replicas: {replicas}\n"
+    )
+}
+
+/// A client context that keeps the errors librdkafka reports (authentication failures arrive
+/// only this way).
+#[derive(Default)]
+pub struct ErrorRecorder {
+    pub errors: std::sync::Mutex<Vec<KafkaError>>,
+}
+
+impl ClientContext for ErrorRecorder {
+    fn error(&self, error: KafkaError, reason: &str) {
+        eprintln!("librdkafka error: {error}: {reason}");
+        self.errors.lock().unwrap().push(error);
+    }
+}
+
+impl ConsumerContext for ErrorRecorder {}
+
+/// Metadata (for `topic`, or all topics) as a client with `extra` settings sees it, plus the
+/// errors librdkafka reported meanwhile.
+pub fn metadata(
+    bootstrap: &str,
+    topic: Option<&str>,
+    extra: &[(&str, &str)],
+    timeout: Duration,
+) -> (Result<Metadata>, Vec<KafkaError>) {
+    let consumer: BaseConsumer<ErrorRecorder> =
+        match client_config(bootstrap, extra).create_with_context(ErrorRecorder::default()) {
+            Ok(consumer) => consumer,
+            Err(error) => return (Err(error.into()), Vec::new()),
+        };
+    let result = consumer
+        .fetch_metadata(topic, timeout)
+        .map_err(anyhow::Error::from);
+    // A consumer gets librdkafka's errors (e.g. a failed SASL authentication) from `poll`.
+    let mut errors = Vec::new();
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        if let Some(Err(error)) = consumer.poll(Duration::from_millis(100)) {
+            errors.push(error);
+        }
+    }
+    errors.extend(consumer.context().errors.lock().unwrap().iter().cloned());
+    (result, errors)
+}
+
+/// The ISR of every partition of `topic`, by partition id.
+pub fn partition_isrs(
+    bootstrap: &str,
+    topic: &str,
+    extra: &[(&str, &str)],
+) -> Result<BTreeMap<i32, Vec<i32>>> {
+    let (metadata, _) = metadata(bootstrap, Some(topic), extra, Duration::from_secs(10));
+    let metadata = metadata?;
+    let topic_metadata = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .with_context(|| format!("no metadata for topic {topic}"))?;
+    ensure!(
+        topic_metadata.error().is_none(),
+        "topic {topic}: {:?}",
+        topic_metadata.error()
+    );
+    let mut isrs = BTreeMap::new();
+    for partition in topic_metadata.partitions() {
+        let mut isr = partition.isr().to_vec();
+        isr.sort_unstable();
+        isrs.insert(partition.id(), isr);
+    }
+    ensure!(!isrs.is_empty(), "topic {topic} has no partitions");
+    Ok(isrs)
 }

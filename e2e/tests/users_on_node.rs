@@ -1,0 +1,200 @@
+//! SCRAM-SHA-512 users and ACLs end to end on a real node: a Kafka whose nodeport listener wants
+//! `scram-sha-512` with `authorization: simple`, a KafkaUser whose Secret a librdkafka client on
+//! the host logs in with, ACLs that let it write and read its topic and refuse another one.
+//!
+//! `superUsers: [ANONYMOUS]` is needed today: the operator's admin connection and the brokers'
+//! replication connections use the plaintext `REPLICATION` listener (port 9091) and so act as
+//! `User:ANONYMOUS`. Without it the Kafka still comes Ready, but the operator cannot create
+//! topics (TOPIC_AUTHORIZATION_FAILED) or SCRAM credentials (CLUSTER_AUTHORIZATION_FAILED), and
+//! followers would be refused CLUSTER_ACTION. The status says so in the
+//! `OperatorHasNoCredentials` Warning. Clients on the SCRAM listener are never ANONYMOUS, so the
+//! super user does not widen what they may do (this Kafka has no plaintext client listener).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use common::*;
+use fjord_e2e::scenario::Scenario;
+use k8s_openapi::api::core::v1::Secret;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::FutureRecord;
+
+const KAFKA: &str = r#"apiVersion: kafka.fjord.dev/v1
+kind: Kafka
+metadata:
+  name: my-cluster
+spec:
+  kafka:
+    replicas: 3
+    listeners:
+      - name: external
+        port: 9094
+        type: nodeport
+        tls: false
+        authentication:
+          type: scram-sha-512
+    authorization:
+      type: simple
+      superUsers: [ANONYMOUS]
+    config:
+      default.replication.factor: 3
+      min.insync.replicas: 2
+      offsets.topic.replication.factor: 3
+      auto.create.topics.enable: false
+    storage:
+      type: ephemeral
+"#;
+
+const USER: &str = r#"apiVersion: kafka.fjord.dev/v1
+kind: KafkaUser
+metadata:
+  name: alice
+  labels:
+    kafka.fjord.dev/cluster: my-cluster
+spec:
+  authentication:
+    type: scram-sha-512
+  authorization:
+    type: simple
+    acls:
+      - resource: {type: topic, name: alice-orders, patternType: literal}
+        operations: [Write, Describe]
+      - resource: {type: topic, name: alice-orders, patternType: literal}
+        operations: [Read]
+      - resource: {type: group, name: alice-, patternType: prefix}
+        operations: [Read]
+"#;
+
+fn sasl<'a>(user: &'a str, password: &'a str) -> [(&'a str, &'a str); 4] {
+    [
+        ("security.protocol", "SASL_PLAINTEXT"),
+        ("sasl.mechanisms", "SCRAM-SHA-512"),
+        ("sasl.username", user),
+        ("sasl.password", password),
+    ]
+}
+
+#[tokio::test]
+async fn scram_user_with_acls_produces_and_consumes_from_the_host() {
+    Scenario::run("users-on-node", |s| async move {
+        let started = Instant::now();
+        s.install_operator().await?;
+        apply_yaml(&s, "kafka", KAFKA)?;
+        s.wait_kafka_ready("my-cluster", Duration::from_secs(180))
+            .await?;
+        eprintln!("Kafka Ready after {:?}", started.elapsed());
+        ensure!(
+            condition(&s, "kafka", "my-cluster", "Warning")? == "True",
+            "no Warning condition (OperatorHasNoCredentials) with authorization on"
+        );
+
+        apply_yaml(
+            &s,
+            "topics",
+            &format!(
+                "{}---\n{}",
+                topic_yaml("my-cluster", "alice-orders", 3, 3),
+                topic_yaml("my-cluster", "forbidden", 1, 3)
+            ),
+        )?;
+        apply_yaml(&s, "user", USER)?;
+        for topic in ["alice-orders", "forbidden"] {
+            wait_ready(&s, "kafkatopic", topic, Duration::from_secs(60)).await?;
+        }
+        wait_ready(&s, "kafkauser", "alice", Duration::from_secs(60)).await?;
+
+        // The Secret the operator wrote for the user.
+        let secret = s
+            .api::<Secret>()
+            .get("alice")
+            .await
+            .context("Secret alice")?;
+        let data = secret.data.unwrap_or_default();
+        let text = |key: &str| -> Result<String> {
+            let bytes = data
+                .get(key)
+                .with_context(|| format!("Secret alice has no {key}"))?;
+            Ok(String::from_utf8(bytes.0.clone())?)
+        };
+        let password = text("password")?;
+        let jaas = text("sasl.jaas.config")?;
+        ensure!(password.len() >= 12, "password too short: {password:?}");
+        ensure!(
+            jaas.contains("ScramLoginModule")
+                && jaas.contains("username=\"alice\"")
+                && jaas.contains(&format!("password=\"{password}\"")),
+            "sasl.jaas.config does not log in as alice with the Secret's password: {jaas}"
+        );
+
+        let bootstrap = s.bootstrap_servers("my-cluster", "external")?;
+        let alice = sasl("alice", &password);
+
+        // The user produces (idempotent, acks=all) and consumes in a group it may use.
+        let producer = producer(&bootstrap, &alice)?;
+        let acked = produce(&producer, "alice-orders", "a", 50).await?;
+        ensure!(acked.len() == 50, "{} of 50 acknowledged", acked.len());
+        let mut reader = alice.to_vec();
+        let group = format!("alice-readers-{}", std::process::id());
+        reader.push(("group.id", group.as_str()));
+        let seen = consume_all(
+            &bootstrap,
+            "alice-orders",
+            50,
+            Duration::from_secs(60),
+            &reader,
+        )?;
+        for value in acked.keys() {
+            ensure!(
+                seen.get(value) == Some(&1),
+                "{value} read {:?} times",
+                seen.get(value)
+            );
+        }
+        // Replication works with authorization on: every replica is in sync (followers fetch
+        // as the super user).
+        let isrs = partition_isrs(&bootstrap, "alice-orders", &alice)?;
+        ensure!(
+            isrs.values().all(|isr| isr == &vec![0, 1, 2]),
+            "alice-orders ISRs {isrs:?}"
+        );
+
+        // A wrong password is refused at authentication.
+        let wrong = sasl("alice", "not-the-password");
+        let (result, errors) = metadata(&bootstrap, None, &wrong, Duration::from_secs(10));
+        ensure!(result.is_err(), "metadata with a wrong password succeeded");
+        ensure!(
+            errors
+                .iter()
+                .any(|e| e.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication)),
+            "no authentication error reported for a wrong password: {errors:?}"
+        );
+        // A client without SASL gets nowhere on the SCRAM listener either.
+        let (result, _) = metadata(&bootstrap, None, &[], Duration::from_secs(5));
+        ensure!(result.is_err(), "a plaintext client got metadata");
+
+        // A topic the user has no ACL for is refused.
+        let delivery = producer
+            .send(
+                FutureRecord::to("forbidden").key("k").payload("v"),
+                Duration::from_secs(30),
+            )
+            .await;
+        match delivery {
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed), _)) => {
+            }
+            Err((error, _)) => bail!(
+                "writing to forbidden failed, but not with TOPIC_AUTHORIZATION_FAILED: {error}"
+            ),
+            Ok(delivered) => bail!(
+                "alice wrote to forbidden without an ACL (partition {}, offset {})",
+                delivered.partition,
+                delivered.offset
+            ),
+        }
+        eprintln!("done after {:?}", started.elapsed());
+        Ok(())
+    })
+    .await;
+}
