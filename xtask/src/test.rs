@@ -35,20 +35,16 @@ pub fn run_all(args: &[String]) -> anyhow::Result<()> {
         .into_iter()
         .map(|(archive, _)| archive)
         .collect();
-    let dir = fjord_e2e::control_plane::default_dir();
+    // Its own cluster directory: a cluster from `cargo xtask up` (with a cluster-wide operator
+    // that would reconcile the scenarios' resources too) is never reused by the suite.
+    let dir = crate::up::target_dir().join("fjord-cluster-e2e");
     let already_running = fjord_e2e::cluster::Cluster::find_running(&dir).is_some();
     crate::cluster::up_with_node(&dir, &images)?;
-    if already_running {
-        // Reused: make sure it runs the images just built.
-        let socket = fjord_e2e::node::Layout::new(&dir).containerd_socket();
-        let tools = fjord_e2e::tools::Tools::require_node()?;
-        for archive in &images {
-            fjord_e2e::node::images::import(&tools, &socket, archive)?;
-        }
-    }
     let kubernetes_tiers = run(
         "Kubernetes tiers on the local cluster (cargo test -p fjord-e2e -p fjord-operator)",
-        cargo().args(["test", "-p", "fjord-e2e", "-p", "fjord-operator"]),
+        cargo()
+            .args(["test", "-p", "fjord-e2e", "-p", "fjord-operator"])
+            .env("FJORD_CLUSTER_DIR", &dir),
     );
     if !already_running {
         let stopped = fjord_e2e::cluster::Cluster::down(&dir);

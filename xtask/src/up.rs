@@ -59,12 +59,6 @@ pub fn run_up(args: &[String]) -> Result<()> {
             progress.step("local cluster (control plane + node) and image import");
             let dir = control_plane::default_dir();
             let cluster = crate::cluster::up_with_node(&dir, &images)?;
-            // A cluster that was already running gets the freshly built images too.
-            let socket = fjord_e2e::node::Layout::new(&dir).containerd_socket();
-            let tools = Tools::require_node()?;
-            for archive in &images {
-                fjord_e2e::node::images::import(&tools, &socket, archive)?;
-            }
             Kube::Local {
                 kubeconfig: cluster.control_plane.kubeconfig.clone(),
             }

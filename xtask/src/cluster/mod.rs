@@ -105,7 +105,8 @@ fn up(flags: Flags) -> Result<()> {
 }
 
 /// Builds what the node needs (tools, the volume provisioner) and starts the whole cluster in
-/// `dir`, or returns the one already running there.
+/// `dir` with `images` imported, or returns the one already running there after importing
+/// `images` into it (so it runs what was just built).
 pub fn up_with_node(dir: &std::path::Path, images: &[PathBuf]) -> Result<Cluster> {
     crate::deps::ensure_system_packages()?;
     crate::tools::run(&[])?;
@@ -120,7 +121,15 @@ pub fn up_with_node(dir: &std::path::Path, images: &[PathBuf]) -> Result<Cluster
         ]),
     )?;
     let started = std::time::Instant::now();
+    let reused = Cluster::find_running(dir).is_some();
     let cluster = Cluster::up(dir, images)?;
+    if reused {
+        let socket = fjord_e2e::node::Layout::new(dir).containerd_socket();
+        let tools = fjord_e2e::tools::Tools::require_node()?;
+        for archive in images {
+            fjord_e2e::node::images::import(&tools, &socket, archive)?;
+        }
+    }
     println!(
         "cluster ready: Kubernetes {KUBERNETES_VERSION} at {}, node {} at {} ({:.1?})",
         cluster.control_plane.apiserver_url,
