@@ -226,3 +226,68 @@ pub fn partition_isrs(
     ensure!(!isrs.is_empty(), "topic {topic} has no partitions");
     Ok(isrs)
 }
+
+/// Reads every partition of `topic` from the beginning up to the high watermarks it has when
+/// called (partitions assigned directly, no group); returns value -> how many times it was read.
+pub fn consume_to_end(
+    bootstrap: &str,
+    topic: &str,
+    timeout: Duration,
+    extra: &[(&str, &str)],
+) -> Result<BTreeMap<String, usize>> {
+    let mut config = client_config(bootstrap, extra);
+    config
+        .set("group.id", format!("e2e-to-end-{}", std::process::id()))
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = config.create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .with_context(|| format!("no metadata for {topic}"))?
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    let mut remaining: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for partition in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+        if high > low {
+            remaining.insert(partition, high);
+        }
+        assignment.add_partition_offset(topic, partition, rdkafka::Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let deadline = Instant::now() + timeout;
+    while !remaining.is_empty() {
+        if Instant::now() >= deadline {
+            bail!(
+                "timed out reading {topic} to its end; partitions left (to offset): {remaining:?}"
+            );
+        }
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(message)) => {
+                let value = message
+                    .payload_view::<str>()
+                    .transpose()
+                    .context("non-UTF-8 value")?
+                    .unwrap_or_default()
+                    .to_string();
+                *seen.entry(value).or_default() += 1;
+                let partition = message.partition();
+                if remaining
+                    .get(&partition)
+                    .is_some_and(|high| message.offset() + 1 >= *high)
+                {
+                    remaining.remove(&partition);
+                }
+            }
+            Some(Err(error)) => eprintln!("consumer: {error}"),
+            None => {}
+        }
+    }
+    Ok(seen)
+}
