@@ -38,6 +38,11 @@ async fn kafka_comes_ready_on_the_node_and_serves_clients_on_the_host() {
         s.wait_kafka_ready("my-cluster", Duration::from_secs(240))
             .await?;
 
+        let broker_archive = fjord_e2e::scenario::image_archives()
+            .into_iter()
+            .find(|p| p.to_string_lossy().contains("fjord-broker"))
+            .context("no fjord-broker image archive in target/images")?;
+        let broker_image = fjord_e2e::oci::open_archive(&broker_archive)?.image;
         // Three broker pods, Running and Ready, from our image (its digest in the pod status).
         let pods = s
             .api::<Pod>()
@@ -62,10 +67,13 @@ async fn kafka_comes_ready_on_the_node_and_serves_clients_on_the_host() {
                 "image {}",
                 container.image
             );
+            // The image the kubelet runs is the one `cargo xtask image` wrote: containerd
+            // reports the image config's digest as the pod's image ID.
             ensure!(
-                container.image_id.contains("sha256:"),
-                "image id {}",
-                container.image_id
+                container.image_id == broker_image.config_digest,
+                "pod runs image {} but target/images holds {}",
+                container.image_id,
+                broker_image.config_digest
             );
         }
         // `kubectl logs` works against the node.
