@@ -184,8 +184,8 @@ async fn create_widget(widgets: &Api<DynamicObject>) -> Result<DynamicObject> {
     Ok(read)
 }
 
-/// kube-controller-manager's StatefulSet controller creates the pods; with no node they stay
-/// Pending.
+/// kube-controller-manager's StatefulSet controller creates the pods; their image can never be
+/// pulled (there is no registry), so they stay Pending whether or not the cluster has a node.
 async fn statefulset_controller_creates_pods(ns: &TestNamespace) -> Result<()> {
     let statefulsets: Api<StatefulSet> = ns.api();
     let statefulset: StatefulSet = serde_yaml::from_str(WEB_STATEFULSET_YAML)?;
@@ -214,7 +214,7 @@ async fn statefulset_controller_creates_pods(ns: &TestNamespace) -> Result<()> {
         let phase = pod.status.and_then(|s| s.phase).unwrap_or_default();
         ensure!(
             phase == "Pending",
-            "{name} should stay Pending without a node, is {phase:?}"
+            "{name} should stay Pending (its image cannot be pulled), is {phase:?}"
         );
     }
 
