@@ -289,14 +289,34 @@ impl Scenario {
 
 impl Drop for Scenario {
     fn drop(&mut self) {
-        // Releases first: a namespace-scoped release still owns a cluster-scoped role binding.
-        for release in self
-            .helm_releases
-            .lock()
-            .unwrap()
-            .drain(..)
-            .collect::<Vec<_>>()
-        {
+        let releases: Vec<String> = self.helm_releases.lock().unwrap().drain(..).collect();
+        // KafkaTopics and KafkaUsers carry the operator's finalizer: delete them while the
+        // operator still runs, and drop the finalizer of any it did not release in time, or the
+        // namespace stays Terminating for ever once the operator is gone.
+        if !releases.is_empty() {
+            let _ = self.kubectl(&[
+                "delete",
+                "kafkatopics,kafkausers",
+                "--all",
+                "--wait=true",
+                "--timeout=60s",
+            ]);
+        }
+        let left = self
+            .kubectl(&["get", "kafkatopics,kafkausers", "-o", "name"])
+            .unwrap_or_default();
+        for object in left.split_whitespace() {
+            let _ = self.kubectl(&[
+                "patch",
+                object,
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ]);
+        }
+        // Releases before the namespace: a namespace-scoped release still owns a cluster-scoped
+        // role binding.
+        for release in releases {
             let _ = self.helm(&["uninstall", &release]);
         }
         let _ = self.kubectl(&["delete", "namespace", &self.namespace, "--wait=false"]);

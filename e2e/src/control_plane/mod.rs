@@ -236,18 +236,23 @@ impl ControlPlane {
 
     /// Each component's log path and last `lines` lines, for printing when a test fails.
     pub fn log_report(&self, lines: usize) -> String {
-        let mut report = String::new();
-        for component in &self.components {
-            report += &format!(
-                "----- {} (pid {}), last {lines} lines of {} -----\n{}\n",
-                component.name,
-                component.pid,
-                component.log.display(),
-                process::log_tail(&component.log, lines)
-            );
-        }
-        report
+        components_report(&self.components, lines)
     }
+}
+
+/// Each component's name, pid, log path and last `lines` lines of its log.
+pub fn components_report(components: &[Component], lines: usize) -> String {
+    let mut report = String::new();
+    for component in components {
+        report += &format!(
+            "----- {} (pid {}), last {lines} lines of {} -----\n{}\n",
+            component.name,
+            component.pid,
+            component.log.display(),
+            process::log_tail(&component.log, lines)
+        );
+    }
+    report
 }
 
 enum Health {

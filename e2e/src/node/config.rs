@@ -62,6 +62,10 @@ impl Layout {
 pub struct Link {
     /// Which /30: `10.250.<index>.0/30`.
     pub index: u8,
+    /// Tells this node's cgroups apart from a later node that reuses the same index, so tearing
+    /// down a stale node can never touch another one's processes (the creating process's pid).
+    #[serde(default)]
+    pub instance: u32,
 }
 
 impl Link {
@@ -81,7 +85,7 @@ impl Link {
     }
     /// The cgroup (in every v1 hierarchy) holding the node's processes and all its pods.
     pub fn cgroup_root(&self) -> String {
-        format!("fjord-node-{}", self.index)
+        format!("fjord-node-{}-{}", self.index, self.instance)
     }
 }
 
@@ -415,12 +419,18 @@ mod tests {
 
     #[test]
     fn link_addresses_and_names() {
-        let link = Link { index: 7 };
+        let link = Link {
+            index: 7,
+            instance: 1,
+        };
         assert_eq!(link.host_ip().to_string(), "10.250.7.1");
         assert_eq!(link.node_ip().to_string(), "10.250.7.2");
         assert!(link.host_interface().len() <= 15);
         assert!(link.node_interface_on_host().len() <= 15);
-        let link = Link { index: 255 };
+        let link = Link {
+            index: 255,
+            instance: 1,
+        };
         assert!(link.node_interface_on_host().len() <= 15);
     }
 
@@ -444,13 +454,20 @@ mod tests {
 
     #[test]
     fn kubelet_never_writes_host_kernel_settings() {
-        let yaml = kubelet_yaml(&layout(), Link { index: 0 }, Path::new("/c/pki"));
+        let yaml = kubelet_yaml(
+            &layout(),
+            Link {
+                index: 0,
+                instance: 42,
+            },
+            Path::new("/c/pki"),
+        );
         for needle in [
             "protectKernelDefaults: true",
             "oomScoreAdj: 0",
             "failCgroupV1: false",
             "cgroupDriver: cgroupfs",
-            "cgroupRoot: \"/fjord-node-0\"",
+            "cgroupRoot: \"/fjord-node-0-42\"",
             "makeIPTablesUtilChains: false",
             "address: \"10.250.0.2\"",
             "readOnlyPort: 0",
@@ -461,7 +478,13 @@ mod tests {
 
     #[test]
     fn kube_proxy_leaves_host_conntrack_alone() {
-        let yaml = kube_proxy_yaml(Link { index: 3 }, Path::new("/k"));
+        let yaml = kube_proxy_yaml(
+            Link {
+                index: 3,
+                instance: 1,
+            },
+            Path::new("/k"),
+        );
         for needle in [
             "maxPerCore: 0",
             "min: 0",

@@ -1,7 +1,7 @@
 //! The node's footprint on the host, and how to remove it without a trace.
 //!
 //! A node is a set of namespaces (mount, network, UTS) held open by one small process, joined
-//! to the host by a veth pair, and a cgroup subtree (`/fjord-node-<n>` in every v1 hierarchy)
+//! to the host by a veth pair, and a cgroup subtree (`/fjord-node-<n>-<instance>` in every v1 hierarchy)
 //! that holds the holder, containerd, kubelet, kube-proxy and every pod. That is all it leaves
 //! on the host: killing every process in the subtree ends the namespaces (and with them every
 //! mount, interface and iptables rule made inside), then the empty cgroups and the host end of
@@ -182,7 +182,10 @@ pub fn free_link() -> Result<Link> {
     let addresses = sh("ip", &["-4", "-o", "addr", "show"])?;
     let links = sh("ip", &["-o", "link", "show"])?;
     for index in 0..=250u8 {
-        let link = Link { index };
+        let link = Link {
+            index,
+            instance: std::process::id(),
+        };
         let host_ip = format!(" {}/", link.host_ip());
         let name = format!(": {}@", link.host_interface());
         let name_bare = format!(": {}:", link.host_interface());

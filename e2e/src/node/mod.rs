@@ -375,8 +375,6 @@ impl NodeStarter<'_> {
         let mut command = Command::new(program);
         command
             .args(args)
-            // The marker `is_ours_and_alive` looks for, for helpers whose arguments lack it.
-            .env("FJORD_CLUSTER_DIR_MARKER", self.cluster_dir)
             .env("PATH", path)
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
@@ -436,16 +434,13 @@ pub fn stop(cluster_dir: &Path) -> Result<Vec<String>> {
         return Ok(Vec::new());
     };
     let mut stopped = Vec::new();
-    // Components first, gracefully (the kubelet stops pods' probes, containerd its shims) ...
     for component in state.components.iter().rev() {
-        if process::is_ours_and_alive(component.pid, cluster_dir)
-            || std::fs::read(format!("/proc/{}/environ", component.pid))
-                .is_ok_and(|env| contains(&env, cluster_dir))
-        {
+        if process::is_ours_and_alive(component.pid, cluster_dir) {
             stopped.push(format!("{} (pid {})", component.name, component.pid));
         }
     }
-    // ... then everything left in the subtree: pods, shims, the namespace holder.
+    // Everything in the node's cgroup subtree goes at once: the components, pods, shims and
+    // the namespace holder. Nothing is kept (a graceful stop would only cost time).
     host::kill_subtree(state.link, Duration::from_secs(30))?;
     host::remove_link(state.link);
     host::remove_cgroups(state.link)?;
@@ -464,37 +459,21 @@ pub fn stop(cluster_dir: &Path) -> Result<Vec<String>> {
     Ok(stopped)
 }
 
-fn contains(haystack: &[u8], needle: &Path) -> bool {
-    let needle = needle.as_os_str().as_encoded_bytes();
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 /// True when the node recorded in `cluster_dir` has every component alive and was ready.
 pub fn is_running(cluster_dir: &Path) -> bool {
     let Some(state) = read_state(cluster_dir) else {
         return false;
     };
     state.ready
-        && state.components.iter().all(|c| {
-            Path::new(&format!("/proc/{}", c.pid)).exists()
-                && !host::pids_in_subtree(state.link).is_empty()
-        })
+        && state
+            .components
+            .iter()
+            .all(|c| process::is_ours_and_alive(c.pid, cluster_dir))
 }
 
-/// Each node component's log tail, for a failing test's report.
+/// Each node component's log tail, for a failure report.
 pub fn log_report(cluster_dir: &Path, lines: usize) -> String {
-    let Some(state) = read_state(cluster_dir) else {
-        return String::new();
-    };
-    let mut report = String::new();
-    for component in &state.components {
-        report += &format!(
-            "----- {} (pid {}), last {lines} lines of {} -----\n{}\n",
-            component.name,
-            component.pid,
-            component.log.display(),
-            process::log_tail(&component.log, lines)
-        );
-    }
-    report
+    read_state(cluster_dir)
+        .map(|state| crate::control_plane::components_report(&state.components, lines))
+        .unwrap_or_default()
 }
