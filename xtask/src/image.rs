@@ -116,19 +116,26 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The release build of both binaries. Everything that needs a release broker (images, the
+/// compatibility suite, the benchmark, `up --broker`) builds through here: building
+/// `fjord-broker` alone would unify dependency features differently and compile it twice.
+pub fn release_build() -> Result<()> {
+    let mut command = cargo();
+    command.args(["build", "--release"]);
+    for component in COMPONENTS {
+        command.args(["-p", component.name, "--bin", component.name]);
+    }
+    process::run(
+        "build fjord-broker and fjord-operator (release)",
+        &mut command,
+    )
+}
+
 /// Builds the release binaries (unless `build` is false), writes both image archives, smoke-runs
 /// them (unless `smoke` is false) and returns each archive with what was written.
 pub fn build_images(build: bool, smoke: bool) -> Result<Vec<(PathBuf, WrittenImage)>> {
     if build {
-        let mut command = cargo();
-        command.args(["build", "--release"]);
-        for component in COMPONENTS {
-            command.args(["-p", component.name, "--bin", component.name]);
-        }
-        process::run(
-            "build fjord-broker and fjord-operator (release)",
-            &mut command,
-        )?;
+        release_build()?;
     }
     let out_dir = target_dir().join("images");
     let mut written = Vec::new();

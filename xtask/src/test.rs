@@ -88,8 +88,7 @@ pub struct ClientEnv {
 }
 
 pub fn prepare_client_env() -> anyhow::Result<ClientEnv> {
-    let build = ["build", "--release", "-p", "fjord-broker"];
-    run("build fjord-broker (release)", cargo().args(build))?;
+    crate::image::release_build()?;
     run(
         "Python test environment",
         Command::new("bash").arg("scripts/python-env.sh"),

@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use fjord_e2e::control_plane;
 use fjord_e2e::tools::Tools;
 
-use crate::process::{cargo, repo_root, run};
+use crate::process::repo_root;
 use crate::progress::Progress;
 
 const USAGE: &str = "usage: cargo xtask up [--kube-context NAME]   the whole product: cluster, images, operator, a 3-broker Kafka
@@ -377,10 +377,7 @@ fn smoke_test(kafka_bin: &Path, bootstrap: &str) -> Result<()> {
 /// The quick path: build the broker and run it in the foreground with the embedded defaults
 /// (127.0.0.1:9092, admin on 127.0.0.1:9644, data in ./data). Extra arguments are passed on.
 pub fn run_broker(args: &[String]) -> Result<()> {
-    run(
-        "build fjord-broker (release)",
-        cargo().args(["build", "--release", "-p", "fjord-broker"]),
-    )?;
+    crate::image::release_build()?;
     let bin = target_dir().join("release").join("fjord-broker");
     eprintln!("==> {} {}", bin.display(), args.join(" "));
     eprintln!("    Kafka: 127.0.0.1:9092   metrics: http://127.0.0.1:9644/metrics   data: ./data   (Ctrl-C stops)");
