@@ -1,13 +1,12 @@
 //! `cargo xtask test`: the whole suite, installing what it needs on the way.
 //!
 //! Stages: Debian packages, rustfmt check, clippy (-D warnings), the Kubernetes and node tools,
-//! our OCI images, then the local cluster with a real node (started once for the whole run, each
-//! scenario gets its own namespace) for the Kubernetes tiers (`fjord-e2e` and `fjord-operator`
-//! tests: control plane, operator, end-to-end on the node, host footprint), the cluster stopped
-//! again, the rest of `cargo test --workspace` (unit, broker integration with librdkafka and
-//! hostile input, chaos) without the node's load beside it, and finally the real-client
-//! compatibility suite (confluent-kafka, kafka-python, Apache Kafka's CLI tools and Java client)
-//! against a release build of the broker.
+//! our OCI images, every test compiled, then the local cluster with a real node (started once
+//! for the whole run in its own directory; each scenario gets its own namespace) while
+//! `cargo test --workspace` runs (unit, broker integration with librdkafka and hostile input,
+//! chaos, control plane, operator, end to end on the node, host footprint), the cluster stopped
+//! again, and finally the real-client compatibility suite (confluent-kafka, kafka-python, Apache
+//! Kafka's CLI tools and Java client) against a release build of the broker.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -38,12 +37,18 @@ pub fn run_all(args: &[String]) -> anyhow::Result<()> {
     // Its own cluster directory: a cluster from `cargo xtask up` (with a cluster-wide operator
     // that would reconcile the scenarios' resources too) is never reused by the suite.
     let dir = crate::up::target_dir().join("fjord-cluster-e2e");
+    // Compile every test first: the cluster then runs only while tests run, and the volume
+    // provisioner it needs is built with the same features as everything else.
+    run(
+        "build every test (cargo test --workspace --no-run)",
+        cargo().args(["test", "--workspace", "--no-run"]),
+    )?;
     let already_running = fjord_e2e::cluster::Cluster::find_running(&dir).is_some();
     crate::cluster::up_with_node(&dir, &images)?;
-    let kubernetes_tiers = run(
-        "Kubernetes tiers on the local cluster (cargo test -p fjord-e2e -p fjord-operator)",
+    let tests = run(
+        "cargo test --workspace (unit, broker integration and chaos, control plane, operator, end to end on the node)",
         cargo()
-            .args(["test", "-p", "fjord-e2e", "-p", "fjord-operator"])
+            .args(["test", "--workspace"])
             .env("FJORD_CLUSTER_DIR", &dir),
     );
     if !already_running {
@@ -53,18 +58,7 @@ pub fn run_all(args: &[String]) -> anyhow::Result<()> {
             stopped.map(|s| s.len()).unwrap_or(0)
         );
     }
-    kubernetes_tiers?;
-    run(
-        "cargo test --workspace (all other crates)",
-        cargo().args([
-            "test",
-            "--workspace",
-            "--exclude",
-            "fjord-e2e",
-            "--exclude",
-            "fjord-operator",
-        ]),
-    )?;
+    tests?;
     let env = prepare_client_env()?;
     let mut pytest = Command::new(env.python);
     pytest

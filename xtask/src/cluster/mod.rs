@@ -110,16 +110,23 @@ fn up(flags: Flags) -> Result<()> {
 pub fn up_with_node(dir: &std::path::Path, images: &[PathBuf]) -> Result<Cluster> {
     crate::deps::ensure_system_packages()?;
     crate::tools::run(&[])?;
-    crate::process::run(
-        "build the local volume provisioner",
-        crate::process::cargo().args([
-            "build",
-            "-p",
-            "fjord-e2e",
-            "--bin",
-            "fjord-local-provisioner",
-        ]),
-    )?;
+    // `cargo test --workspace` builds it too (with the whole workspace's features); only build
+    // it here when that has not happened.
+    let provisioner = crate::up::target_dir()
+        .join("debug")
+        .join("fjord-local-provisioner");
+    if !provisioner.is_file() {
+        crate::process::run(
+            "build the local volume provisioner",
+            crate::process::cargo().args([
+                "build",
+                "-p",
+                "fjord-e2e",
+                "--bin",
+                "fjord-local-provisioner",
+            ]),
+        )?;
+    }
     let started = std::time::Instant::now();
     let reused = Cluster::find_running(dir).is_some();
     let cluster = Cluster::up(dir, images)?;
