@@ -3,7 +3,7 @@
 #
 #   bash scripts/kafka-dist.sh          # installs once, then only prints the bin dir
 #
-# Layout (under ${FJORD_CACHE:-~/.cache/fjord}/kafka/<version>/):
+# Layout (under ${FJORD_CACHE_DIR:-~/.cache/fjord}/kafka/<version>/):
 #   libs/      every runtime jar (kafka_2.13, kafka-tools, kafka-clients, kafka-server, ... + log4j2)
 #   config/    log4j2 configs: tools-log4j2.properties (WARN to stderr), server-log4j2.properties (INFO)
 #   bin/       wrappers named like upstream's bin/*.sh without the suffix (kafka-topics, ...)
@@ -16,7 +16,7 @@ set -euo pipefail
 KAFKA_VERSION=4.3.1
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 POM="$HERE/kafka-dist/pom.xml"
-CACHE="${FJORD_CACHE:-$HOME/.cache/fjord}"
+CACHE="${FJORD_CACHE_DIR:-${FJORD_CACHE:-$HOME/.cache/fjord}}"
 DEST="$CACHE/kafka/$KAFKA_VERSION"
 MARKER="$DEST/.installed"
 

@@ -3,13 +3,13 @@
 #
 #   bash scripts/python-env.sh     # prints the venv's python on the last line
 #
-# The venv lives at ${FJORD_CACHE:-~/.cache/fjord}/venv. pip runs only when the sha256 of
+# The venv lives at ${FJORD_CACHE_DIR:-~/.cache/fjord}/venv. pip runs only when the sha256 of
 # tests/compat/requirements.txt differs from the stamp written after the last successful install.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REQ="$HERE/../tests/compat/requirements.txt"
-CACHE="${FJORD_CACHE:-$HOME/.cache/fjord}"
+CACHE="${FJORD_CACHE_DIR:-${FJORD_CACHE:-$HOME/.cache/fjord}}"
 VENV="$CACHE/venv"
 STAMP="$VENV/.requirements.sha256"
 PY="${PYTHON:-python3}"

@@ -13,12 +13,9 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `~/.cache/fjord`, where every downloaded or built tool is cached.
+/// `~/.cache/fjord` (or `$FJORD_CACHE_DIR`), where every downloaded or built tool is cached.
 pub fn cache_dir() -> PathBuf {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"));
-    home.join(".cache").join("fjord")
+    fjord_e2e::tools::cache_root()
 }
 
 /// Runs a command in the repository root, streaming its output; fails with `what` on non-zero exit.
