@@ -282,12 +282,21 @@ async fn update(
     Ok(())
 }
 
+/// The NotReady reason for an admin failure: the brokers were not reached, or they answered
+/// with an error (e.g. TOPIC_AUTHORIZATION_FAILED), as the KafkaUser reconciler says it.
+fn admin_failure_reason(error: &AdminError) -> &'static str {
+    match error {
+        AdminError::Kafka { .. } => "BrokerRefused",
+        _ => "BrokersUnreachable",
+    }
+}
+
 async fn unreachable(
     api: &Api<KafkaTopic>,
     topic: &KafkaTopic,
     error: AdminError,
 ) -> Result<Action, Error> {
-    let c = Condition::not_ready("BrokersUnreachable", error.to_string());
+    let c = Condition::not_ready(admin_failure_reason(&error), error.to_string());
     write_status(api, topic, vec![c], None).await?;
     Err(Error::Admin(error))
 }
@@ -321,6 +330,21 @@ async fn cleanup(topic: Arc<KafkaTopic>, ctx: &Context) -> Result<Action, Error>
 mod tests {
     use super::*;
     use crate::kafka_admin::TopicInfo;
+
+    #[test]
+    fn refusals_are_not_called_unreachable() {
+        let refused = AdminError::Kafka {
+            code: 29,
+            name: "TOPIC_AUTHORIZATION_FAILED".into(),
+            message: None,
+        };
+        assert_eq!(admin_failure_reason(&refused), "BrokerRefused");
+        let unreachable = AdminError::Unreachable {
+            address: "b:9091".into(),
+            reason: "connection refused".into(),
+        };
+        assert_eq!(admin_failure_reason(&unreachable), "BrokersUnreachable");
+    }
 
     fn topic(yaml: &str) -> KafkaTopic {
         KafkaTopic::new("orders", serde_yaml::from_str(yaml).unwrap())
