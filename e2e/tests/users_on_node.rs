@@ -9,6 +9,7 @@
 //! followers would be refused CLUSTER_ACTION. The status says so in the
 //! `OperatorHasNoCredentials` Warning. Clients on the SCRAM listener are never ANONYMOUS, so the
 //! super user does not widen what they may do (this Kafka has no plaintext client listener).
+//! The second scenario pins that behaviour without the super user, so the Warning stays true.
 
 mod common;
 
@@ -194,6 +195,91 @@ async fn scram_user_with_acls_produces_and_consumes_from_the_host() {
             ),
         }
         eprintln!("done after {:?}", started.elapsed());
+        Ok(())
+    })
+    .await;
+}
+
+/// The NotReady message of `kind/name` once it mentions `needle`.
+async fn wait_not_ready_with(s: &Scenario, kind: &str, name: &str, needle: &str) -> Result<String> {
+    let message = std::sync::Mutex::new(String::new());
+    fjord_e2e::fixture::poll_until(
+        Duration::from_secs(60),
+        &format!("{kind} {name} NotReady with {needle}"),
+        || async {
+            let text = s.kubectl(&[
+                "get",
+                kind,
+                name,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"NotReady\")].message}",
+            ])?;
+            let found = text.contains(needle);
+            *message.lock().unwrap() = text;
+            Ok(found)
+        },
+    )
+    .await
+    .with_context(|| format!("last NotReady message: {:?}", message.lock().unwrap()))?;
+    let text = message.lock().unwrap().clone();
+    Ok(text)
+}
+
+/// Without a super user for the operator's plaintext admin connection, authorization on means the
+/// operator may not create topics or SCRAM credentials: the Kafka is Ready with the
+/// `OperatorHasNoCredentials` Warning, and topics and users say what the brokers refused.
+#[tokio::test]
+async fn without_super_users_the_operator_is_refused_and_says_so() {
+    Scenario::run("users-no-super-users", |s| async move {
+        s.install_operator().await?;
+        let kafka = KAFKA
+            .replace("replicas: 3", "replicas: 1")
+            .replace("      superUsers: [ANONYMOUS]\n", "")
+            .replace(
+                "default.replication.factor: 3",
+                "default.replication.factor: 1",
+            )
+            .replace("min.insync.replicas: 2", "min.insync.replicas: 1")
+            .replace(
+                "offsets.topic.replication.factor: 3",
+                "offsets.topic.replication.factor: 1",
+            );
+        ensure!(!kafka.contains("superUsers"), "{kafka}");
+        apply_yaml(&s, "kafka", &kafka)?;
+        s.wait_kafka_ready("my-cluster", Duration::from_secs(180))
+            .await?;
+        let warning = s.kubectl(&[
+            "get",
+            "kafka",
+            "my-cluster",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Warning\")].reason}",
+        ])?;
+        ensure!(
+            warning.contains("OperatorHasNoCredentials"),
+            "Warning reasons {warning:?}"
+        );
+        apply_yaml(&s, "topic", &topic_yaml("my-cluster", "alice-orders", 1, 1))?;
+        apply_yaml(&s, "user", USER)?;
+        let topic = wait_not_ready_with(
+            &s,
+            "kafkatopic",
+            "alice-orders",
+            "TOPIC_AUTHORIZATION_FAILED",
+        )
+        .await?;
+        let user =
+            wait_not_ready_with(&s, "kafkauser", "alice", "CLUSTER_AUTHORIZATION_FAILED").await?;
+        eprintln!("KafkaTopic: {topic}\nKafkaUser: {user}");
+        // The operator cannot delete them at the brokers either; without the Kafka it lets
+        // them go, so the namespace is cleaned up at once.
+        s.kubectl(&[
+            "delete",
+            "kafka",
+            "my-cluster",
+            "--wait=true",
+            "--timeout=60s",
+        ])?;
         Ok(())
     })
     .await;
