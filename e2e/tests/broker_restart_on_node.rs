@@ -132,10 +132,18 @@ async fn deleted_broker_pod_comes_back_and_no_acknowledged_record_is_lost_or_dup
             eprintln!("deleted {VICTIM} ({old_uid}) after {acked_at_delete} acknowledgements");
 
             let pods = s.api::<Pod>();
+            // Whether broker 1 was seen out of some ISR while it was away (informational: a
+            // short outage may end before the leaders drop it).
+            let shrunk = AtomicBool::new(false);
             poll_until(
                 Duration::from_secs(120),
                 &format!("a new {VICTIM} Running and Ready"),
                 || async {
+                    if let Ok(isrs) = partition_isrs(&bootstrap, TOPIC, &[]) {
+                        if isrs.values().any(|isr| !isr.contains(&1)) {
+                            shrunk.store(true, Ordering::SeqCst);
+                        }
+                    }
                     Ok(pods.get_opt(VICTIM).await?.is_some_and(|pod| {
                         pod.metadata.uid.as_deref() != Some(old_uid.as_str())
                             && pod.metadata.deletion_timestamp.is_none()
@@ -146,8 +154,10 @@ async fn deleted_broker_pod_comes_back_and_no_acknowledged_record_is_lost_or_dup
             .await?;
             let acked_at_ready = acked_count.load(Ordering::SeqCst);
             eprintln!(
-                "new {VICTIM} Ready {:?} after the delete ({acked_at_ready} acknowledgements)",
-                deleted_at.elapsed()
+                "new {VICTIM} Ready {:?} after the delete ({acked_at_ready} acknowledgements); \
+                 broker 1 seen out of an ISR meanwhile: {}",
+                deleted_at.elapsed(),
+                shrunk.load(Ordering::SeqCst)
             );
 
             poll_until(
