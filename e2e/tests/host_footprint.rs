@@ -39,6 +39,29 @@ fn command(program: &str, args: &[&str]) -> String {
     }
 }
 
+/// True for a line about some local node's own link, addresses or cgroups (`fjord<n>`,
+/// `10.250.<n>.x`, `fjord-node-*`): other clusters may start or stop while this test runs (the
+/// suite's own, or one from `cargo xtask up`), so those are compared separately, for this
+/// cluster's link only.
+fn other_nodes(line: &str) -> bool {
+    line.contains("10.250.")
+        || line.contains("fjord-node-")
+        || line
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|word| {
+                word.strip_prefix("fjord").is_some_and(|n| {
+                    !n.is_empty() && n.chars().all(|c| c.is_ascii_digit() || c == 'n')
+                })
+            })
+}
+
+fn without_nodes(text: String) -> String {
+    text.lines()
+        .filter(|l| !other_nodes(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Everything the node could leave behind, as comparable text per aspect.
 fn snapshot(marker: &Path) -> BTreeMap<&'static str, String> {
     let mut snap = BTreeMap::new();
@@ -72,9 +95,15 @@ fn snapshot(marker: &Path) -> BTreeMap<&'static str, String> {
         .filter_map(|l| l.split(':').nth(1).map(|n| n.trim().to_string()))
         .collect();
     links.sort();
-    snap.insert("links", links.join("\n"));
-    snap.insert("addresses", command("ip", &["-o", "addr", "show"]));
-    snap.insert("routes", command("ip", &["route", "show", "table", "all"]));
+    snap.insert("links", without_nodes(links.join("\n")));
+    snap.insert(
+        "addresses",
+        without_nodes(command("ip", &["-o", "addr", "show"])),
+    );
+    snap.insert(
+        "routes",
+        without_nodes(command("ip", &["route", "show", "table", "all"])),
+    );
     let rules = |program: &str| -> String {
         command(program, &[])
             .lines()
@@ -112,7 +141,7 @@ fn snapshot(marker: &Path) -> BTreeMap<&'static str, String> {
         }
     }
     cgroups.sort();
-    snap.insert("cgroups", cgroups.join("\n"));
+    snap.insert("cgroups", without_nodes(cgroups.join("\n")));
     let mut etc = String::new();
     for file in ["/etc/hosts", "/etc/resolv.conf", "/etc/hostname"] {
         etc += &format!(
@@ -142,21 +171,28 @@ fn cluster_up_then_down_leaves_the_host_as_it_was() {
     let cluster = Cluster::up(&dir, &[]).expect("local cluster with a node starts");
 
     // While it runs, it really is there: its own cgroup with processes, its link, its node Ready.
+    let link = cluster.node.link;
+    let interface = Path::new("/sys/class/net").join(link.host_interface());
+    let cgroups: Vec<_> = host::cgroup_hierarchies()
+        .into_iter()
+        .map(|h| h.join(link.cgroup_root()))
+        .collect();
     let during = snapshot(&dir);
     assert!(
-        !host::pids_in_subtree(cluster.node.link).is_empty(),
+        !host::pids_in_subtree(link).is_empty(),
         "the node's cgroup holds no processes"
     );
-    assert_ne!(
-        before["links"], during["links"],
-        "no veth appeared for the node"
+    assert!(
+        interface.exists(),
+        "no veth {} for the node",
+        interface.display()
     );
-    assert_ne!(
-        before["cgroups"], during["cgroups"],
-        "no cgroup appeared for the node"
+    assert!(
+        cgroups.iter().all(|c| c.is_dir()),
+        "the node's cgroups are missing"
     );
     assert!(!during["processes of this cluster"].is_empty());
-    for aspect in ["sysctls", "iptables", "files", "mounts"] {
+    for aspect in ["sysctls", "iptables", "ip6tables", "files", "mounts"] {
         assert_eq!(
             before[aspect], during[aspect],
             "the running node changed the host's {aspect}"
@@ -167,5 +203,23 @@ fn cluster_up_then_down_leaves_the_host_as_it_was() {
     let after = snapshot(&dir);
     for (aspect, was) in &before {
         assert_eq!(was, &after[aspect], "the host's {aspect} differ after down");
+    }
+    assert!(
+        !interface.exists(),
+        "veth {} left behind",
+        interface.display()
+    );
+    for cgroup in &cgroups {
+        assert!(!cgroup.exists(), "cgroup {} left behind", cgroup.display());
+    }
+    let own_prefix = format!("10.250.{}.", link.index);
+    for (what, text) in [
+        ("address", command("ip", &["-o", "addr", "show"])),
+        ("route", command("ip", &["route", "show", "table", "all"])),
+    ] {
+        assert!(
+            !text.contains(&own_prefix),
+            "a {what} of the node's link {own_prefix}0/30 is left: {text}"
+        );
     }
 }
