@@ -227,19 +227,29 @@ fn consume_as_group(bootstrap: &str, topic: &str) -> usize {
     committed
 }
 
+/// A free port below the kernel's ephemeral range (32768 and up here). A port the kernel picks
+/// for `bind(0)` comes from that range, and once released it can become the source port of any
+/// outgoing connection before the broker binds it (seen in CI: "Address already in use" on a
+/// controller listener while other tests and a local Kubernetes node were busy).
+fn unused_port(host: &str) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..12_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (start.wrapping_add(n.wrapping_mul(97)) % 12_000) as u16;
+        if std::net::TcpListener::bind((host, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on {host} between 20000 and 31999");
+}
+
 #[test]
 fn three_brokers_share_metadata_and_survive_losing_the_quorum_leader() {
     let dir = tempfile::tempdir().unwrap();
     let client_rt = tokio::runtime::Runtime::new().unwrap();
-    let ports: Vec<u16> = (0..3)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .collect();
+    let ports: Vec<u16> = (0..3).map(|_| unused_port("127.0.0.1")).collect();
     let voters = (0..3)
         .map(|i| format!("{i}@127.0.0.1:{}", ports[i]))
         .collect::<Vec<_>>()

@@ -18,18 +18,28 @@ pub struct Node {
     pub addr: SocketAddr,
 }
 
+/// A free port below the kernel's ephemeral range (32768 and up here). A port the kernel picks
+/// for `bind(0)` comes from that range, and once released it can become the source port of any
+/// outgoing connection before the broker binds it (seen in CI: "Address already in use" on a
+/// controller listener while other tests and a local Kubernetes node were busy).
+fn unused_port(host: &str) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..12_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (start.wrapping_add(n.wrapping_mul(97)) % 12_000) as u16;
+        if std::net::TcpListener::bind((host, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on {host} between 20000 and 31999");
+}
+
 /// Free ports for `n` controller (quorum) listeners, and the matching
 /// `controller.quorum.voters` value (`0@127.0.0.1:p0,1@...`).
 pub fn voters(n: usize) -> (Vec<u16>, String) {
-    let ports: Vec<u16> = (0..n)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .collect();
+    let ports: Vec<u16> = (0..n).map(|_| unused_port("127.0.0.1")).collect();
     let voters = ports
         .iter()
         .enumerate()

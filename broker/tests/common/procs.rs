@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,12 +32,26 @@ pub struct ProcCluster {
     extra: Vec<(String, String)>,
 }
 
+/// A free port below the kernel's ephemeral range (32768 and up here). A port the kernel picks
+/// for `bind(0)` comes from that range, and once released it can become the source port of any
+/// outgoing connection before the broker binds it (seen in CI: "Address already in use" on a
+/// controller listener while other tests and a local Kubernetes node were busy).
+fn unused_port(host: &str) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..12_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (start.wrapping_add(n.wrapping_mul(97)) % 12_000) as u16;
+        if std::net::TcpListener::bind((host, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on {host} between 20000 and 31999");
+}
+
 fn free_port(host: &str) -> u16 {
-    TcpListener::bind((host, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    unused_port(host)
 }
 
 impl ProcCluster {
