@@ -77,8 +77,13 @@ fn sasl<'a>(user: &'a str, password: &'a str) -> [(&'a str, &'a str); 4] {
     ]
 }
 
+/// The two scenarios run one after the other: side by side on two shared cores (four brokers,
+/// two operators) the first one's bounded waits ran out once.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn scram_user_with_acls_produces_and_consumes_from_the_host() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     Scenario::run("users-on-node", |s| async move {
         let started = Instant::now();
         s.install_operator().await?;
@@ -230,6 +235,7 @@ async fn wait_not_ready_with(s: &Scenario, kind: &str, name: &str, needle: &str)
 /// `OperatorHasNoCredentials` Warning, and topics and users say what the brokers refused.
 #[tokio::test]
 async fn without_super_users_the_operator_is_refused_and_says_so() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     Scenario::run("users-no-super-users", |s| async move {
         s.install_operator().await?;
         let kafka = KAFKA
