@@ -1,6 +1,6 @@
 //! Turns one request frame into one response frame: header parsing, version checks, body decode,
-//! routing to the API handler, and response encoding. Malformed or unsupported requests close the
-//! connection (as Kafka does) and never reach a handler.
+//! routing to the API handler (the table in `apis`), and response encoding. Malformed or
+//! unsupported requests close the connection (as Kafka does) and never reach a handler.
 //!
 //! SASL requests (and raw SASL tokens after a v0 handshake) go to `network::session`, which owns
 //! the connection's authentication state; until a SASL listener's connection has authenticated,
@@ -13,6 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
+use super::apis::{self, Route};
 use super::errors::ErrorCode;
 use super::versions;
 use crate::api;
@@ -45,7 +46,7 @@ pub enum Reply {
     ResponseThenClose(Bytes, String),
 }
 
-fn encode_response<R: Encodable>(
+pub(super) fn encode_response<R: Encodable>(
     key: ApiKey,
     version: i16,
     correlation_id: i32,
@@ -68,12 +69,21 @@ fn encode_response<R: Encodable>(
     Reply::Response(buf.freeze())
 }
 
+/// Why a request body (or header) could not be decoded; the connection closes with this.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("{0:#}")]
+    Malformed(anyhow::Error),
+    #[error("decoder panicked")]
+    Panicked,
+}
+
 /// Decodes a body, treating a decoder panic like any other malformed input.
-fn decode_body<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, String> {
+pub(super) fn decode_body<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, DecodeError> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| T::decode(body, version))) {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{e:#}")),
-        Err(_) => Err("decoder panicked".into()),
+        Ok(Err(e)) => Err(DecodeError::Malformed(e)),
+        Err(_) => Err(DecodeError::Panicked),
     }
 }
 
@@ -81,22 +91,6 @@ fn decode_body<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, String
 fn unsupported_api_versions(correlation_id: i32) -> Reply {
     let resp = api::versions::response(ErrorCode::UnsupportedVersion);
     encode_response(ApiKey::ApiVersions, 0, correlation_id, &resp)
-}
-
-macro_rules! route {
-    ($broker:expr, $ctx:expr, $key:expr, $version:expr, $corr:expr, $body:expr, { $($api:ident => $req:ty => $handler:path,)* }) => {
-        match $key {
-            $(ApiKey::$api => {
-                let req: $req = match decode_body(&mut $body, $version) {
-                    Ok(r) => r,
-                    Err(e) => return Reply::Close(format!("malformed {:?} v{} request: {e}", $key, $version)),
-                };
-                let resp = $handler($broker, $ctx, req).await;
-                encode_response($key, $version, $corr, &resp)
-            })*
-            other => Reply::Close(format!("API {other:?} is not implemented")),
-        }
-    };
 }
 
 /// A raw SASL token answer: the token in a size-prefixed frame, no Kafka header.
@@ -188,75 +182,44 @@ pub async fn handle(broker: &Arc<Broker>, session: &mut Session, frame: Bytes) -
         api_version: version,
     };
     let started = Instant::now();
-    let api_name: &'static str = api_name(key);
+    let api_name = apis::name(key);
     broker
         .metrics
         .requests
         .with_label_values(&[api_name, &version.to_string()])
         .inc();
 
-    if matches!(key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
-        let reply = handle_sasl(broker, session, key, version, correlation_id, body).await;
-        observe(broker, api_name, started);
-        return reply;
-    }
-
-    if key == ApiKey::Produce {
-        let req: ProduceRequest = match decode_body(&mut body, version) {
-            Ok(r) => r,
-            Err(e) => return Reply::Close(format!("malformed Produce v{version} request: {e}")),
-        };
-        let acks = req.acks;
-        let resp = api::produce::handle(broker, &ctx, req).await;
-        observe(broker, api_name, started);
-        if acks == 0 {
-            return Reply::NoResponse;
+    let reply = match apis::route(key) {
+        Some(Route::Sasl) => handle_sasl(broker, session, key, version, correlation_id, body).await,
+        Some(Route::Produce) => {
+            let req: ProduceRequest = match decode_body(&mut body, version) {
+                Ok(r) => r,
+                Err(e) => return malformed(key, version, &e),
+            };
+            let acks = req.acks;
+            let resp = api::produce::handle(broker, &ctx, req).await;
+            if acks == 0 {
+                Reply::NoResponse
+            } else {
+                encode_response(key, version, correlation_id, &resp)
+            }
         }
-        return encode_response(key, version, correlation_id, &resp);
-    }
-
-    let reply = route!(broker, &ctx, key, version, correlation_id, body, {
-        Fetch => FetchRequest => api::fetch::handle,
-        ListOffsets => ListOffsetsRequest => api::list_offsets::handle,
-        Metadata => MetadataRequest => api::metadata::handle,
-        OffsetCommit => OffsetCommitRequest => api::offsets::commit,
-        OffsetFetch => OffsetFetchRequest => api::offsets::fetch,
-        OffsetDelete => OffsetDeleteRequest => api::offsets::delete,
-        FindCoordinator => FindCoordinatorRequest => api::groups::find_coordinator,
-        JoinGroup => JoinGroupRequest => api::groups::join,
-        SyncGroup => SyncGroupRequest => api::groups::sync,
-        Heartbeat => HeartbeatRequest => api::groups::heartbeat,
-        LeaveGroup => LeaveGroupRequest => api::groups::leave,
-        DescribeGroups => DescribeGroupsRequest => api::groups::describe,
-        ListGroups => ListGroupsRequest => api::groups::list,
-        DeleteGroups => DeleteGroupsRequest => api::groups::delete,
-        ApiVersions => ApiVersionsRequest => api::versions::handle,
-        CreateTopics => CreateTopicsRequest => api::topics::create,
-        DeleteTopics => DeleteTopicsRequest => api::topics::delete,
-        CreatePartitions => CreatePartitionsRequest => api::topics::create_partitions,
-        DescribeTopicPartitions => DescribeTopicPartitionsRequest => api::metadata::describe_topic_partitions,
-        DeleteRecords => DeleteRecordsRequest => api::list_offsets::delete_records,
-        InitProducerId => InitProducerIdRequest => api::producer_id::handle,
-        OffsetForLeaderEpoch => OffsetForLeaderEpochRequest => api::list_offsets::offset_for_leader_epoch,
-        DescribeConfigs => DescribeConfigsRequest => api::configs::describe,
-        IncrementalAlterConfigs => IncrementalAlterConfigsRequest => api::configs::incremental_alter,
-        AlterConfigs => AlterConfigsRequest => api::configs::alter,
-        DescribeCluster => DescribeClusterRequest => api::metadata::describe_cluster,
-        DescribeUserScramCredentials => DescribeUserScramCredentialsRequest => api::scram::describe,
-        AlterUserScramCredentials => AlterUserScramCredentialsRequest => api::scram::alter,
-        CreateAcls => CreateAclsRequest => api::acls::create,
-        DescribeAcls => DescribeAclsRequest => api::acls::describe,
-        DeleteAcls => DeleteAclsRequest => api::acls::delete,
-        DescribeClientQuotas => DescribeClientQuotasRequest => api::quotas::describe,
-        AlterClientQuotas => AlterClientQuotasRequest => api::quotas::alter,
-        DescribeQuorum => DescribeQuorumRequest => api::quorum::describe_quorum,
-        DescribeLogDirs => DescribeLogDirsRequest => api::log_dirs::describe,
-        AlterPartitionReassignments => AlterPartitionReassignmentsRequest => api::reassignments::alter,
-        ListPartitionReassignments => ListPartitionReassignmentsRequest => api::reassignments::list,
-        ElectLeaders => ElectLeadersRequest => api::elect_leaders::handle,
-    });
+        Some(Route::Handler) => {
+            match apis::call(broker, &ctx, key, version, correlation_id, body).await {
+                Ok(reply) => reply,
+                Err(e) => return malformed(key, version, &e),
+            }
+        }
+        // `accepts` above already refused APIs without a row.
+        None => return Reply::Close(format!("API {key:?} is not implemented")),
+    };
     observe(broker, api_name, started);
     reply
+}
+
+/// A request body that does not decode closes the connection (and is not timed as served).
+fn malformed(key: ApiKey, version: i16, e: &DecodeError) -> Reply {
+    Reply::Close(format!("malformed {key:?} v{version} request: {e}"))
 }
 
 fn observe(broker: &Broker, api: &'static str, started: Instant) {
@@ -265,52 +228,6 @@ fn observe(broker: &Broker, api: &'static str, started: Instant) {
         .request_seconds
         .with_label_values(&[api])
         .observe(started.elapsed().as_secs_f64());
-}
-
-fn api_name(key: ApiKey) -> &'static str {
-    macro_rules! names { ($($k:ident),*) => { match key { $(ApiKey::$k => stringify!($k),)* _ => "Other" } } }
-    names!(
-        Produce,
-        Fetch,
-        ListOffsets,
-        Metadata,
-        OffsetCommit,
-        OffsetFetch,
-        OffsetDelete,
-        FindCoordinator,
-        JoinGroup,
-        SyncGroup,
-        Heartbeat,
-        LeaveGroup,
-        DescribeGroups,
-        ListGroups,
-        DeleteGroups,
-        ApiVersions,
-        CreateTopics,
-        DeleteTopics,
-        CreatePartitions,
-        DescribeTopicPartitions,
-        DeleteRecords,
-        InitProducerId,
-        OffsetForLeaderEpoch,
-        DescribeConfigs,
-        IncrementalAlterConfigs,
-        DescribeCluster,
-        DescribeUserScramCredentials,
-        AlterUserScramCredentials,
-        CreateAcls,
-        DescribeAcls,
-        DeleteAcls,
-        DescribeClientQuotas,
-        AlterClientQuotas,
-        DescribeQuorum,
-        DescribeLogDirs,
-        AlterPartitionReassignments,
-        ListPartitionReassignments,
-        ElectLeaders,
-        SaslHandshake,
-        SaslAuthenticate
-    )
 }
 
 /// Shorthand used by handlers.

@@ -1,5 +1,6 @@
 //! The Kafka wire protocol: frames, request headers, version negotiation and dispatch.
 
+pub mod apis;
 pub mod dispatch;
 pub mod errors;
 pub mod frame;
