@@ -1,8 +1,34 @@
 //! Kafka error codes the broker returns (a subset of Kafka's `Errors.java`, same numbers).
+//!
+//! This is the broker's one mapping between error names and wire codes: the enum and its decoding
+//! ([`ErrorCode::from_code`], for codes a peer answers with) are generated from the single list
+//! below, so the two directions cannot disagree.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(i16)]
-pub enum ErrorCode {
+macro_rules! error_codes {
+    ($($name:ident = $code:literal,)*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(i16)]
+        pub enum ErrorCode {
+            $($name = $code,)*
+        }
+
+        impl ErrorCode {
+            /// Every code this broker knows, in wire-code order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$name,)*];
+
+            /// The code a peer answered with; codes this broker does not know map to
+            /// UNKNOWN_SERVER_ERROR.
+            pub fn from_code(code: i16) -> ErrorCode {
+                match code {
+                    $($code => ErrorCode::$name,)*
+                    _ => ErrorCode::UnknownServerError,
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
     UnknownServerError = -1,
     None = 0,
     OffsetOutOfRange = 1,
@@ -49,7 +75,7 @@ pub enum ErrorCode {
     InvalidTxnState = 48,
     TransactionalIdAuthorizationFailed = 53,
     SecurityDisabled = 54,
-    BrokerAuthorizationFailed = 55,
+    OperationNotAttempted = 55,
     SaslAuthenticationFailed = 58,
     UnknownProducerId = 59,
     ReassignmentInProgress = 60,
@@ -100,104 +126,44 @@ impl ErrorCode {
     pub fn is_ok(self) -> bool {
         self == ErrorCode::None
     }
-
-    /// The code a peer answered with; codes this broker does not know map to
-    /// UNKNOWN_SERVER_ERROR.
-    pub fn from_code(code: i16) -> ErrorCode {
-        match code {
-            0 => ErrorCode::None,
-            1 => ErrorCode::OffsetOutOfRange,
-            2 => ErrorCode::CorruptMessage,
-            3 => ErrorCode::UnknownTopicOrPartition,
-            5 => ErrorCode::LeaderNotAvailable,
-            6 => ErrorCode::NotLeaderOrFollower,
-            7 => ErrorCode::RequestTimedOut,
-            10 => ErrorCode::MessageTooLarge,
-            12 => ErrorCode::OffsetMetadataTooLarge,
-            14 => ErrorCode::CoordinatorLoadInProgress,
-            15 => ErrorCode::CoordinatorNotAvailable,
-            16 => ErrorCode::NotCoordinator,
-            17 => ErrorCode::InvalidTopicException,
-            18 => ErrorCode::RecordListTooLarge,
-            19 => ErrorCode::NotEnoughReplicas,
-            20 => ErrorCode::NotEnoughReplicasAfterAppend,
-            21 => ErrorCode::InvalidRequiredAcks,
-            22 => ErrorCode::IllegalGeneration,
-            23 => ErrorCode::InconsistentGroupProtocol,
-            24 => ErrorCode::InvalidGroupId,
-            25 => ErrorCode::UnknownMemberId,
-            26 => ErrorCode::InvalidSessionTimeout,
-            27 => ErrorCode::RebalanceInProgress,
-            28 => ErrorCode::InvalidCommitOffsetSize,
-            29 => ErrorCode::TopicAuthorizationFailed,
-            30 => ErrorCode::GroupAuthorizationFailed,
-            31 => ErrorCode::ClusterAuthorizationFailed,
-            32 => ErrorCode::InvalidTimestamp,
-            33 => ErrorCode::UnsupportedSaslMechanism,
-            34 => ErrorCode::IllegalSaslState,
-            35 => ErrorCode::UnsupportedVersion,
-            36 => ErrorCode::TopicAlreadyExists,
-            37 => ErrorCode::InvalidPartitions,
-            38 => ErrorCode::InvalidReplicationFactor,
-            39 => ErrorCode::InvalidReplicaAssignment,
-            40 => ErrorCode::InvalidConfig,
-            41 => ErrorCode::NotController,
-            42 => ErrorCode::InvalidRequest,
-            43 => ErrorCode::UnsupportedForMessageFormat,
-            45 => ErrorCode::OutOfOrderSequenceNumber,
-            46 => ErrorCode::DuplicateSequenceNumber,
-            47 => ErrorCode::InvalidProducerEpoch,
-            48 => ErrorCode::InvalidTxnState,
-            53 => ErrorCode::TransactionalIdAuthorizationFailed,
-            54 => ErrorCode::SecurityDisabled,
-            55 => ErrorCode::BrokerAuthorizationFailed,
-            58 => ErrorCode::SaslAuthenticationFailed,
-            59 => ErrorCode::UnknownProducerId,
-            60 => ErrorCode::ReassignmentInProgress,
-            68 => ErrorCode::NonEmptyGroup,
-            69 => ErrorCode::GroupIdNotFound,
-            70 => ErrorCode::FetchSessionIdNotFound,
-            71 => ErrorCode::InvalidFetchSessionEpoch,
-            74 => ErrorCode::FencedLeaderEpoch,
-            75 => ErrorCode::UnknownLeaderEpoch,
-            76 => ErrorCode::UnsupportedCompressionType,
-            77 => ErrorCode::StaleBrokerEpoch,
-            78 => ErrorCode::OffsetNotAvailable,
-            79 => ErrorCode::MemberIdRequired,
-            80 => ErrorCode::PreferredLeaderNotAvailable,
-            81 => ErrorCode::GroupMaxSizeReached,
-            82 => ErrorCode::FencedInstanceId,
-            83 => ErrorCode::EligibleLeadersNotAvailable,
-            84 => ErrorCode::ElectionNotNeeded,
-            85 => ErrorCode::NoReassignmentInProgress,
-            86 => ErrorCode::GroupSubscribedToTopic,
-            87 => ErrorCode::InvalidRecord,
-            88 => ErrorCode::UnstableOffsetCommit,
-            89 => ErrorCode::ThrottlingQuotaExceeded,
-            90 => ErrorCode::ProducerFenced,
-            91 => ErrorCode::ResourceNotFound,
-            92 => ErrorCode::DuplicateResource,
-            93 => ErrorCode::UnacceptableCredential,
-            94 => ErrorCode::InconsistentVoterSet,
-            95 => ErrorCode::InvalidUpdateVersion,
-            96 => ErrorCode::FeatureUpdateFailed,
-            97 => ErrorCode::PrincipalDeserializationFailure,
-            98 => ErrorCode::SnapshotNotFound,
-            99 => ErrorCode::PositionOutOfRange,
-            100 => ErrorCode::UnknownTopicId,
-            101 => ErrorCode::DuplicateBrokerRegistration,
-            102 => ErrorCode::BrokerIdNotRegistered,
-            103 => ErrorCode::InconsistentTopicId,
-            104 => ErrorCode::InconsistentClusterId,
-            105 => ErrorCode::TransactionalIdNotFound,
-            106 => ErrorCode::FetchSessionTopicIdError,
-            _ => ErrorCode::UnknownServerError,
-        }
-    }
 }
 
 impl From<ErrorCode> for i16 {
     fn from(e: ErrorCode) -> i16 {
         e as i16
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_unknown_codes_are_unknown_server_error() {
+        for e in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_code(e.code()), *e, "{e:?}");
+        }
+        let known: Vec<i16> = ErrorCode::ALL.iter().map(|e| e.code()).collect();
+        assert!(
+            known.windows(2).all(|w| w[0] < w[1]),
+            "codes listed in order, once"
+        );
+        assert_eq!(ErrorCode::from_code(4), ErrorCode::UnknownServerError);
+        assert_eq!(
+            ErrorCode::from_code(i16::MAX),
+            ErrorCode::UnknownServerError
+        );
+        assert_eq!(ErrorCode::NotLeaderOrFollower.code(), 6);
+        assert_eq!(ErrorCode::SaslAuthenticationFailed.code(), 58);
+    }
+
+    /// Same names and numbers as the protocol library's list (Kafka's `Errors.java`).
+    #[test]
+    fn codes_match_kafka() {
+        for e in ErrorCode::ALL.iter().filter(|e| !e.is_ok()) {
+            let theirs = kafka_protocol::error::ResponseError::try_from_code(e.code())
+                .unwrap_or_else(|| panic!("{e:?} = {} is not a Kafka error code", e.code()));
+            assert_eq!(format!("{theirs:?}"), format!("{e:?}"), "code {}", e.code());
+        }
     }
 }
