@@ -72,7 +72,7 @@ async fn handle(broker: Arc<Broker>, mut stream: TcpStream) -> std::io::Result<(
         ("GET", "/v1/test/fault") if broker.config.cluster.fault_hooks => {
             match crate::replication::faults::apply(query) {
                 Ok(state) => ("200 OK", "application/json", state),
-                Err(e) => ("400 Bad Request", "text/plain", e + "\n"),
+                Err(e) => ("400 Bad Request", "text/plain", format!("{e}\n")),
             }
         }
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),

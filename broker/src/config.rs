@@ -598,7 +598,7 @@ impl Config {
                     .find(|(_, t)| t == k)
                     .map(|(b, _)| *b)
                     .unwrap_or(k.as_str());
-                err(broker_key, reason)
+                err(broker_key, reason.to_string())
             })?;
         }
         let authorizer_enabled = match raw["authorizer.class.name"].trim() {
@@ -686,7 +686,10 @@ pub fn broker_key_to_topic_key(key: &str) -> Option<&'static str> {
 }
 
 /// Converts hour/minute-valued broker keys to the millisecond value of their topic key.
-pub fn dynamic_value_in_topic_units(key: &str, value: &str) -> Result<String, String> {
+pub fn dynamic_value_in_topic_units(
+    key: &str,
+    value: &str,
+) -> Result<String, crate::topic_config::ConfigValueError> {
     let factor = match key {
         "log.retention.hours" | "log.roll.hours" => 3_600_000,
         "log.retention.minutes" => 60_000,
@@ -695,7 +698,7 @@ pub fn dynamic_value_in_topic_units(key: &str, value: &str) -> Result<String, St
     let v: i64 = value
         .trim()
         .parse()
-        .map_err(|_| format!("Invalid value {value} for configuration {key}"))?;
+        .map_err(|_| crate::topic_config::ConfigValueError::invalid(key, value))?;
     Ok(if v < 0 {
         "-1".to_string()
     } else {

@@ -312,8 +312,7 @@ impl Broker {
             ));
         }
         for (k, v) in &configs {
-            topic_config::validate(k, v)
-                .map_err(|m| TopicError::new(ErrorCode::InvalidConfig, m))?;
+            topic_config::validate(k, v)?;
         }
         if self.metadata.read().topics.contains_key(name) {
             return Err(TopicError::new(
@@ -488,8 +487,7 @@ impl Broker {
     ) -> Result<(), TopicError> {
         for (k, v) in &changes {
             match v {
-                Some(v) => topic_config::validate(k, v)
-                    .map_err(|m| TopicError::new(ErrorCode::InvalidConfig, m))?,
+                Some(v) => topic_config::validate(k, v)?,
                 None if !topic_config::is_known(k) => {
                     return Err(TopicError::new(
                         ErrorCode::InvalidConfig,
@@ -527,8 +525,7 @@ impl Broker {
         for (k, v) in &changes {
             if crate::config::is_dynamic_broker_only_key(k) {
                 if let Some(v) = v {
-                    crate::replication::throttle::validate_rate(k, v)
-                        .map_err(|m| TopicError::new(ErrorCode::InvalidConfig, m))?;
+                    crate::replication::throttle::validate_rate(k, v)?;
                 }
                 continue;
             }
@@ -539,10 +536,8 @@ impl Broker {
                 ));
             };
             if let Some(v) = v {
-                let v = crate::config::dynamic_value_in_topic_units(k, v)
-                    .map_err(|m| TopicError::new(ErrorCode::InvalidConfig, m))?;
-                topic_config::validate(tk, &v)
-                    .map_err(|m| TopicError::new(ErrorCode::InvalidConfig, m))?;
+                let v = crate::config::dynamic_value_in_topic_units(k, v)?;
+                topic_config::validate(tk, &v)?;
             }
         }
         if validate_only {

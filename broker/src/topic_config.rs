@@ -3,6 +3,61 @@
 
 use std::collections::BTreeMap;
 
+use crate::protocol::errors::ErrorCode;
+use crate::replication::throttle::ThrottledReplicasError;
+use crate::state::TopicError;
+
+/// Why a config value is refused (topic keys, and the broker keys that map onto them). The
+/// message is Kafka's and is shown to the client; the code is INVALID_CONFIG.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigValueError {
+    #[error("Unknown topic config name: {0}")]
+    UnknownKey(String),
+    #[error("Invalid value {value} for configuration {key}")]
+    Invalid { key: String, value: String },
+    #[error("Invalid value {value} for configuration {key}: Value must be at least {min}")]
+    BelowMin {
+        key: String,
+        value: String,
+        min: i64,
+    },
+    #[error("Invalid value {value} for configuration {key} (must be one of {})", .options.join(", "))]
+    NotOneOf {
+        key: String,
+        value: String,
+        options: &'static [&'static str],
+    },
+    #[error("Invalid value {value} for configuration {key}: {reason}")]
+    ThrottledReplicas {
+        key: String,
+        value: String,
+        reason: ThrottledReplicasError,
+    },
+    #[error("Invalid value {value} for configuration {key} (must be a list of delete, compact)")]
+    CleanupPolicy { key: String, value: String },
+}
+
+impl ConfigValueError {
+    /// `Invalid value ... for configuration ...` without a further reason.
+    pub fn invalid(key: &str, value: &str) -> ConfigValueError {
+        ConfigValueError::Invalid {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    /// The error code every refused value is answered with.
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::InvalidConfig
+    }
+}
+
+impl From<ConfigValueError> for TopicError {
+    fn from(e: ConfigValueError) -> TopicError {
+        TopicError::new(e.code(), e.to_string())
+    }
+}
+
 /// How a topic config value is checked.
 #[derive(Clone, Copy)]
 enum Kind {
@@ -100,14 +155,14 @@ pub fn builtin_default(key: &str) -> Option<&'static str> {
         .map(|(_, _, d)| *d)
 }
 
-/// Checks one key/value; the error is a sentence for the client.
-pub fn validate(key: &str, value: &str) -> Result<(), String> {
+/// Checks one key/value; the error's message is a sentence for the client.
+pub fn validate(key: &str, value: &str) -> Result<(), ConfigValueError> {
     let kind = TOPIC_KEYS
         .iter()
         .find(|(k, _, _)| *k == key)
         .map(|(_, kind, _)| *kind)
-        .ok_or_else(|| format!("Unknown topic config name: {key}"))?;
-    let bad = || format!("Invalid value {value} for configuration {key}");
+        .ok_or_else(|| ConfigValueError::UnknownKey(key.into()))?;
+    let bad = || ConfigValueError::invalid(key, value);
     match kind {
         Kind::Long { min } | Kind::Int { min } => {
             let v: i64 = value.trim().parse().map_err(|_| bad())?;
@@ -115,9 +170,11 @@ pub fn validate(key: &str, value: &str) -> Result<(), String> {
                 return Err(bad());
             }
             if v < min {
-                return Err(format!(
-                    "Invalid value {value} for configuration {key}: Value must be at least {min}"
-                ));
+                return Err(ConfigValueError::BelowMin {
+                    key: key.into(),
+                    value: value.into(),
+                    min,
+                });
             }
         }
         Kind::Double => {
@@ -130,17 +187,29 @@ pub fn validate(key: &str, value: &str) -> Result<(), String> {
         }
         Kind::OneOf(options) => {
             if !options.is_empty() && !options.contains(&value.trim()) {
-                return Err(format!("{} (must be one of {})", bad(), options.join(", ")));
+                return Err(ConfigValueError::NotOneOf {
+                    key: key.into(),
+                    value: value.into(),
+                    options,
+                });
             }
         }
         Kind::ThrottledReplicas => {
-            crate::replication::throttle::parse_replicas(value)
-                .map_err(|why| format!("{}: {why}", bad()))?;
+            crate::replication::throttle::parse_replicas(value).map_err(|reason| {
+                ConfigValueError::ThrottledReplicas {
+                    key: key.into(),
+                    value: value.into(),
+                    reason,
+                }
+            })?;
         }
         Kind::CleanupPolicy => {
             for part in value.split(',').map(str::trim) {
                 if !matches!(part, "delete" | "compact") {
-                    return Err(format!("{} (must be a list of delete, compact)", bad()));
+                    return Err(ConfigValueError::CleanupPolicy {
+                        key: key.into(),
+                        value: value.into(),
+                    });
                 }
             }
         }
@@ -262,9 +331,34 @@ mod tests {
         assert!(validate("retention.ms", "soon").is_err());
         assert!(validate("cleanup.policy", "compact,delete").is_ok());
         assert!(validate("cleanup.policy", "shred").is_err());
-        assert!(validate("no.such.key", "1")
-            .unwrap_err()
-            .contains("Unknown topic config"));
+        assert_eq!(
+            validate("no.such.key", "1").unwrap_err().to_string(),
+            "Unknown topic config name: no.such.key"
+        );
+        assert_eq!(
+            validate("retention.ms", "soon").unwrap_err().to_string(),
+            "Invalid value soon for configuration retention.ms"
+        );
+        assert_eq!(
+            validate("compression.type", "brotli")
+                .unwrap_err()
+                .to_string(),
+            "Invalid value brotli for configuration compression.type \
+             (must be one of producer, uncompressed, gzip, snappy, lz4, zstd)"
+        );
+        assert_eq!(
+            validate("follower.replication.throttled.replicas", "0;1")
+                .unwrap_err()
+                .to_string(),
+            "Invalid value 0;1 for configuration follower.replication.throttled.replicas: \
+             '0;1' is not partition:broker; the value must be '*' or a list of partitionId:brokerId"
+        );
+        let e: TopicError = validate("cleanup.policy", "shred").unwrap_err().into();
+        assert_eq!(e.code, ErrorCode::InvalidConfig);
+        assert_eq!(
+            e.message,
+            "Invalid value shred for configuration cleanup.policy (must be a list of delete, compact)"
+        );
         assert!(validate("segment.bytes", "99999999999").is_err());
         assert!(validate("leader.replication.throttled.replicas", "0:1,1:2").is_ok());
         assert!(validate("follower.replication.throttled.replicas", "*").is_ok());

@@ -42,6 +42,9 @@ openraft::declare_raft_types!(
 pub type Raft = openraft::Raft<TypeConfig>;
 pub type LogId = openraft::LogId<u64>;
 
+/// Why an [`Applier`] cannot take a snapshot's state (any error type of the application).
+pub type RestoreError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The application state the log is applied to.
 pub trait Applier: Send + Sync + 'static {
     /// Applies one committed command; called in log order, exactly once per command per process
@@ -49,6 +52,6 @@ pub trait Applier: Send + Sync + 'static {
     fn apply(&self, command: &serde_json::Value);
     /// The whole application state, for a snapshot.
     fn snapshot(&self) -> serde_json::Value;
-    /// Replaces the application state with a snapshot's.
-    fn restore(&self, state: serde_json::Value) -> Result<(), String>;
+    /// Replaces the application state with a snapshot's; the error says why it cannot.
+    fn restore(&self, state: serde_json::Value) -> Result<(), RestoreError>;
 }

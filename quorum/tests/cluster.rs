@@ -23,7 +23,7 @@ impl Applier for Recorder {
     fn snapshot(&self) -> Value {
         Value::Array(self.0.lock().unwrap().clone())
     }
-    fn restore(&self, state: Value) -> Result<(), String> {
+    fn restore(&self, state: Value) -> Result<(), fjord_quorum::RestoreError> {
         let list = state.as_array().ok_or("snapshot is not a list")?.clone();
         *self.0.lock().unwrap() = list;
         Ok(())

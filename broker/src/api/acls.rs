@@ -19,7 +19,9 @@ use kafka_protocol::messages::*;
 use uuid::Uuid;
 
 use super::authz::Authz;
-use crate::auth::acl::{AclBinding, AclFilter, AclOperation, PatternType, RawAcl, ResourceType};
+use crate::auth::acl::{
+    AclBinding, AclError, AclFilter, AclOperation, PatternType, RawAcl, ResourceType,
+};
 use crate::metadata::MetadataRecord;
 use crate::protocol::dispatch::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
@@ -47,7 +49,7 @@ pub async fn create(
             .collect();
         return CreateAclsResponse::default().with_results(results);
     }
-    let parsed: Vec<Result<AclBinding, String>> = req
+    let parsed: Vec<Result<AclBinding, AclError>> = req
         .creations
         .into_iter()
         .map(|c| {
@@ -88,7 +90,7 @@ pub async fn create(
         .into_iter()
         .map(|p| {
             let failure = match p {
-                Err(msg) => Some((ErrorCode::InvalidRequest, msg)),
+                Err(e) => Some((e.code(), e.to_string())),
                 Ok(_) => stored
                     .clone()
                     .err()
@@ -142,10 +144,10 @@ pub async fn describe(
     });
     let filter = match filter {
         Ok(f) => f,
-        Err(msg) => {
+        Err(e) => {
             return DescribeAclsResponse::default()
-                .with_error_code(ErrorCode::InvalidRequest.code())
-                .with_error_message(Some(s(msg)))
+                .with_error_code(e.code().code())
+                .with_error_message(Some(s(e.to_string())))
         }
     };
     let img = broker.metadata.read();
@@ -200,7 +202,7 @@ pub async fn delete(
             .collect();
         return DeleteAclsResponse::default().with_filter_results(results);
     }
-    let filters: Vec<Result<AclFilter, String>> = req
+    let filters: Vec<Result<AclFilter, AclError>> = req
         .filters
         .into_iter()
         .map(|f| {
@@ -219,7 +221,7 @@ pub async fn delete(
     let guard = broker.security_changes();
     // Every filter sees the ACLs as they were before the request, as in Kafka: two filters
     // matching the same binding both report it; it is removed once.
-    let matched: Vec<Result<Vec<(Uuid, AclBinding)>, String>> = {
+    let matched: Vec<Result<Vec<(Uuid, AclBinding)>, AclError>> = {
         let img = broker.metadata.read();
         filters
             .into_iter()
@@ -252,9 +254,9 @@ pub async fn delete(
     let filter_results = matched
         .into_iter()
         .map(|m| match (m, &stored) {
-            (Err(msg), _) => DeleteAclsFilterResult::default()
-                .with_error_code(ErrorCode::InvalidRequest.code())
-                .with_error_message(Some(s(msg))),
+            (Err(e), _) => DeleteAclsFilterResult::default()
+                .with_error_code(e.code().code())
+                .with_error_message(Some(s(e.to_string()))),
             (Ok(found), Err(msg)) if !found.is_empty() => DeleteAclsFilterResult::default()
                 .with_error_code(ErrorCode::UnknownServerError.code())
                 .with_error_message(Some(s(msg.clone()))),

@@ -15,7 +15,7 @@ use kafka_protocol::messages::*;
 
 use super::authz::Authz;
 use crate::auth::acl::AclOperation;
-use crate::metadata::quota::{QuotaEntity, QuotaFilter};
+use crate::metadata::quota::{QuotaEntity, QuotaError, QuotaFilter};
 use crate::metadata::MetadataRecord;
 use crate::protocol::dispatch::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
@@ -45,15 +45,10 @@ pub async fn describe(
         .collect();
     let filter = match QuotaFilter::parse(components, req.strict) {
         Ok(f) => f,
-        Err((unsupported, msg)) => {
-            let code = if unsupported {
-                ErrorCode::UnsupportedVersion
-            } else {
-                ErrorCode::InvalidRequest
-            };
+        Err(e) => {
             return DescribeClientQuotasResponse::default()
-                .with_error_code(code.code())
-                .with_error_message(Some(s(msg)))
+                .with_error_code(e.code().code())
+                .with_error_message(Some(s(e.to_string())))
                 .with_entries(None);
         }
     };
@@ -85,11 +80,31 @@ pub async fn describe(
     DescribeClientQuotasResponse::default().with_entries(Some(entries))
 }
 
+/// Why one AlterClientQuotas entry is refused; the message goes to the client.
+#[derive(Debug, thiserror::Error)]
+enum AlterationError {
+    #[error(transparent)]
+    Quota(#[from] QuotaError),
+    #[error("Duplicate quota key {0} in the alteration of one entity")]
+    DuplicateKey(String),
+    #[error("Ignoring duplicate entity in the same request")]
+    DuplicateEntity,
+}
+
+impl AlterationError {
+    /// Every refused entry is INVALID_REQUEST.
+    fn code(&self) -> ErrorCode {
+        ErrorCode::InvalidRequest
+    }
+}
+
 /// An entity and its changes (`None` removes a key).
 type Alteration = (QuotaEntity, BTreeMap<String, Option<f64>>);
 
 /// Validates one AlterClientQuotas entry into the entity and its changes.
-fn validate_entry(entry: &alter_client_quotas_request::EntryData) -> Result<Alteration, String> {
+fn validate_entry(
+    entry: &alter_client_quotas_request::EntryData,
+) -> Result<Alteration, AlterationError> {
     let entity = QuotaEntity::from_parts(
         entry
             .entity
@@ -106,9 +121,7 @@ fn validate_entry(entry: &alter_client_quotas_request::EntryData) -> Result<Alte
     for op in &entry.ops {
         let key = op.key.to_string();
         if changes.contains_key(&key) {
-            return Err(format!(
-                "Duplicate quota key {key} in the alteration of one entity"
-            ));
+            return Err(AlterationError::DuplicateKey(key));
         }
         let value = if op.remove {
             None
@@ -148,14 +161,14 @@ pub async fn alter(
             .collect();
         return AlterClientQuotasResponse::default().with_entries(entries);
     }
-    let mut outcomes: Vec<Result<Alteration, String>> =
+    let mut outcomes: Vec<Result<Alteration, AlterationError>> =
         req.entries.iter().map(validate_entry).collect();
     // The same entity twice in one request is ambiguous: refuse the repeats.
     let mut seen = HashSet::new();
     for o in outcomes.iter_mut() {
         if let Ok((entity, _)) = o {
             if !seen.insert(entity.clone()) {
-                *o = Err("Ignoring duplicate entity in the same request".into());
+                *o = Err(AlterationError::DuplicateEntity);
             }
         }
     }
@@ -206,7 +219,7 @@ pub async fn alter(
                     .collect(),
             );
             let failure = match outcome {
-                Err(msg) => Some((ErrorCode::InvalidRequest, msg)),
+                Err(e) => Some((e.code(), e.to_string())),
                 Ok(_) => stored
                     .clone()
                     .err()

@@ -169,7 +169,7 @@ pub async fn alter(
             .and_then(|_| mechanism(u.mechanism))
             .and_then(|m| {
                 scram::validate_upsertion(m, u.iterations, &u.salt, &u.salted_password)
-                    .map_err(|msg| (ErrorCode::UnacceptableCredential, msg))?;
+                    .map_err(|e| (e.code(), e.to_string()))?;
                 Ok(Change::Upsert(
                     m,
                     ScramCredential::derive(m, &u.salt, &u.salted_password, u.iterations),

@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::protocol::errors::ErrorCode;
+
 /// The only name a CLUSTER resource may have.
 pub const CLUSTER_NAME: &str = "kafka-cluster";
 /// The wildcard resource name and host.
@@ -123,14 +125,35 @@ pub struct RawAcl {
     pub permission: i8,
 }
 
-fn invalid_code(what: &str, code: i8) -> String {
-    format!("Invalid {what} {code}")
+/// Why a CreateAcls entry or an ACL filter is refused. The message is Kafka's and goes to the
+/// client with [`AclError::code`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AclError {
+    #[error("Invalid {what} {code}")]
+    InvalidCode { what: &'static str, code: i8 },
+    #[error("The only valid name for the CLUSTER resource is {}", CLUSTER_NAME)]
+    ClusterName,
+    #[error("Invalid empty resource name")]
+    EmptyResourceName,
+    #[error("Could not parse principal from `{0}` (expected principalType:principalName, e.g. User:alice).")]
+    Principal(String),
+}
+
+impl AclError {
+    /// Kafka answers every refused binding or filter with INVALID_REQUEST.
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::InvalidRequest
+    }
+}
+
+fn invalid_code(what: &'static str, code: i8) -> AclError {
+    AclError::InvalidCode { what, code }
 }
 
 impl AclBinding {
     /// Validates a CreateAcls entry like Kafka (`AclApis.handleCreateAcls` and
-    /// `AclControlManager.validateNewAcl`); the error is the INVALID_REQUEST message.
-    pub fn from_raw(raw: RawAcl) -> Result<AclBinding, String> {
+    /// `AclControlManager.validateNewAcl`).
+    pub fn from_raw(raw: RawAcl) -> Result<AclBinding, AclError> {
         let resource_type = ResourceType::from_code(raw.resource_type)
             .filter(|t| *t != ResourceType::Any)
             .ok_or_else(|| invalid_code("resourceType", raw.resource_type))?;
@@ -145,12 +168,10 @@ impl AclBinding {
             .ok_or_else(|| invalid_code("permissionType", raw.permission))?;
         let resource_name = raw.resource_name.unwrap_or_default();
         if resource_type == ResourceType::Cluster && resource_name != CLUSTER_NAME {
-            return Err(format!(
-                "The only valid name for the CLUSTER resource is {CLUSTER_NAME}"
-            ));
+            return Err(AclError::ClusterName);
         }
         if resource_name.is_empty() {
-            return Err("Invalid empty resource name".into());
+            return Err(AclError::EmptyResourceName);
         }
         let principal = raw.principal.unwrap_or_default();
         validate_principal(&principal)?;
@@ -167,12 +188,10 @@ impl AclBinding {
 }
 
 /// `Type:name` with a non-empty type, as `SecurityUtils.parseKafkaPrincipal` requires.
-pub fn validate_principal(principal: &str) -> Result<(), String> {
+pub fn validate_principal(principal: &str) -> Result<(), AclError> {
     match principal.split_once(':') {
         Some((kind, _)) if !kind.is_empty() => Ok(()),
-        _ => Err(format!(
-            "Could not parse principal from `{principal}` (expected principalType:principalName, e.g. User:alice)."
-        )),
+        _ => Err(AclError::Principal(principal.into())),
     }
 }
 
@@ -202,8 +221,8 @@ impl AclFilter {
         }
     }
 
-    /// Parses wire codes; UNKNOWN or out-of-range codes are refused (INVALID_REQUEST message).
-    pub fn from_raw(raw: RawAcl) -> Result<AclFilter, String> {
+    /// Parses wire codes; UNKNOWN or out-of-range codes are refused (INVALID_REQUEST).
+    pub fn from_raw(raw: RawAcl) -> Result<AclFilter, AclError> {
         Ok(AclFilter {
             resource_type: ResourceType::from_code(raw.resource_type)
                 .ok_or_else(|| invalid_code("resource type filter", raw.resource_type))?,
@@ -348,7 +367,12 @@ mod tests {
     #[test]
     fn binding_validation() {
         assert!(AclBinding::from_raw(raw(2, Some("t"), 3, 3, 3)).is_ok());
-        let err = |r| AclBinding::from_raw(r).unwrap_err();
+        let err = |r| AclBinding::from_raw(r).unwrap_err().to_string();
+        assert_eq!(err(raw(99, Some("t"), 3, 3, 3)), "Invalid resourceType 99");
+        assert_eq!(
+            err(raw(4, Some("c"), 3, 3, 3)),
+            "The only valid name for the CLUSTER resource is kafka-cluster"
+        );
         assert!(err(raw(0, Some("t"), 3, 3, 3)).contains("resourceType"));
         assert!(err(raw(1, Some("t"), 3, 3, 3)).contains("resourceType"));
         assert!(err(raw(99, Some("t"), 3, 3, 3)).contains("resourceType"));

@@ -73,7 +73,7 @@ impl Authenticator {
                         user,
                         response: Vec::new(),
                     },
-                    Err(e) => Step::Failure(e),
+                    Err(e) => Step::Failure(e.to_string()),
                 }
             }
             Authenticator::Scram(s) => {

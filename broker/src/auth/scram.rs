@@ -9,6 +9,8 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha512};
 
+use crate::protocol::errors::ErrorCode;
+
 /// Kafka's lower bound for both mechanisms (`ScramMechanism.minIterations`).
 pub const MIN_ITERATIONS: i32 = 4096;
 /// Kafka's upper bound (`ScramControlManager.MAX_ITERATIONS`).
@@ -166,39 +168,64 @@ impl ScramCredential {
     }
 }
 
-/// Why an upsertion is refused (all map to UNACCEPTABLE_CREDENTIAL).
+/// Why an upsertion is refused; the message goes to the client with [`UpsertionError::code`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpsertionError {
+    #[error(
+        "Too few iterations: {iterations} is below the minimum of {} for {name}",
+        MIN_ITERATIONS
+    )]
+    TooFewIterations { iterations: i32, name: &'static str },
+    #[error(
+        "Too many iterations: {iterations} is above the maximum of {} for {name}",
+        MAX_ITERATIONS
+    )]
+    TooManyIterations { iterations: i32, name: &'static str },
+    #[error("Salt must not be empty")]
+    EmptySalt,
+    #[error("Salt of {0} bytes is longer than the maximum of {max}", max = MAX_SALT_LEN)]
+    SaltTooLong(usize),
+    #[error("Salted password must be {expected} bytes for {name}, got {got}")]
+    SaltedPasswordLength {
+        expected: usize,
+        got: usize,
+        name: &'static str,
+    },
+}
+
+impl UpsertionError {
+    /// All refusals are UNACCEPTABLE_CREDENTIAL, as in Kafka.
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::UnacceptableCredential
+    }
+}
+
+/// Checks an upsertion's parameters against the mechanism and the limits.
 pub fn validate_upsertion(
     mechanism: ScramMechanism,
     iterations: i32,
     salt: &[u8],
     salted_password: &[u8],
-) -> Result<(), String> {
+) -> Result<(), UpsertionError> {
     let name = mechanism.name();
     if iterations < MIN_ITERATIONS {
-        return Err(format!(
-            "Too few iterations: {iterations} is below the minimum of {MIN_ITERATIONS} for {name}"
-        ));
+        return Err(UpsertionError::TooFewIterations { iterations, name });
     }
     if iterations > MAX_ITERATIONS {
-        return Err(format!(
-            "Too many iterations: {iterations} is above the maximum of {MAX_ITERATIONS} for {name}"
-        ));
+        return Err(UpsertionError::TooManyIterations { iterations, name });
     }
     if salt.is_empty() {
-        return Err("Salt must not be empty".into());
+        return Err(UpsertionError::EmptySalt);
     }
     if salt.len() > MAX_SALT_LEN {
-        return Err(format!(
-            "Salt of {} bytes is longer than the maximum of {MAX_SALT_LEN}",
-            salt.len()
-        ));
+        return Err(UpsertionError::SaltTooLong(salt.len()));
     }
     if salted_password.len() != mechanism.digest_len() {
-        return Err(format!(
-            "Salted password must be {} bytes for {name}, got {}",
-            mechanism.digest_len(),
-            salted_password.len()
-        ));
+        return Err(UpsertionError::SaltedPasswordLength {
+            expected: mechanism.digest_len(),
+            got: salted_password.len(),
+            name,
+        });
     }
     Ok(())
 }
@@ -306,12 +333,24 @@ mod tests {
         let sp = [0u8; 64];
         assert!(validate_upsertion(m, 4096, b"s", &sp).is_ok());
         assert!(validate_upsertion(m, 16384, b"s", &sp).is_ok());
-        assert!(validate_upsertion(m, 4095, b"s", &sp)
-            .unwrap_err()
-            .contains("Too few iterations"));
-        assert!(validate_upsertion(m, 16385, b"s", &sp)
-            .unwrap_err()
-            .contains("Too many iterations"));
+        assert_eq!(
+            validate_upsertion(m, 4095, b"s", &sp)
+                .unwrap_err()
+                .to_string(),
+            "Too few iterations: 4095 is below the minimum of 4096 for SCRAM-SHA-512"
+        );
+        assert_eq!(
+            validate_upsertion(m, 16385, b"s", &sp)
+                .unwrap_err()
+                .to_string(),
+            "Too many iterations: 16385 is above the maximum of 16384 for SCRAM-SHA-512"
+        );
+        assert_eq!(
+            validate_upsertion(m, 8192, b"s", &sp[..32])
+                .unwrap_err()
+                .to_string(),
+            "Salted password must be 64 bytes for SCRAM-SHA-512, got 32"
+        );
         assert!(validate_upsertion(m, i32::MIN, b"s", &sp).is_err());
         assert!(validate_upsertion(m, 8192, b"", &sp).is_err());
         assert!(validate_upsertion(m, 8192, &[1; 1025], &sp).is_err());

@@ -13,6 +13,34 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
+/// What is wrong with a listener's TLS files; the message names the file or part at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("certificate chain: {0}")]
+    CertificateChain(rustls::pki_types::pem::Error),
+    #[error("certificate chain: no CERTIFICATE found in the PEM")]
+    NoCertificate,
+    #[error("private key: {0}")]
+    PrivateKey(rustls::pki_types::pem::Error),
+    #[error("TLS protocol versions: {0}")]
+    ProtocolVersions(rustls::Error),
+    #[error("truststore: {0}")]
+    Truststore(rustls::pki_types::pem::Error),
+    #[error("truststore certificate: {0}")]
+    TruststoreCertificate(rustls::Error),
+    #[error("truststore: no CERTIFICATE found in the PEM")]
+    EmptyTruststore,
+    #[error("truststore: {0}")]
+    ClientVerifier(rustls::server::VerifierBuilderError),
+    #[error("certificate and key: {0}")]
+    CertificateAndKey(rustls::Error),
+}
+
 /// `ssl.client.auth`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuth {
@@ -47,11 +75,12 @@ impl PemSource {
         }
     }
 
-    fn read(&self) -> Result<Vec<u8>, String> {
+    fn read(&self) -> Result<Vec<u8>, TlsError> {
         match self {
-            PemSource::File(p) => {
-                std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
-            }
+            PemSource::File(p) => std::fs::read(p).map_err(|source| TlsError::Read {
+                path: p.clone(),
+                source,
+            }),
             PemSource::Inline(t) => Ok(t.as_bytes().to_vec()),
         }
     }
@@ -205,7 +234,7 @@ pub struct ReloadingTls {
 
 impl ReloadingTls {
     /// Loads the files now; errors describe what is wrong with them.
-    pub fn new(settings: TlsSettings) -> Result<ReloadingTls, String> {
+    pub fn new(settings: TlsSettings) -> Result<ReloadingTls, TlsError> {
         let fp = fingerprint(&settings);
         let config = build(&settings)?;
         Ok(ReloadingTls {
@@ -248,17 +277,17 @@ fn fingerprint(s: &TlsSettings) -> Fingerprint {
     out
 }
 
-fn build(s: &TlsSettings) -> Result<Arc<ServerConfig>, String> {
+fn build(s: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain_pem = s.cert_chain.read()?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("certificate chain: {e}"))?;
+        .map_err(TlsError::CertificateChain)?;
     if chain.is_empty() {
-        return Err("certificate chain: no CERTIFICATE found in the PEM".into());
+        return Err(TlsError::NoCertificate);
     }
     let key_pem = s.key.read()?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| format!("private key: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(TlsError::PrivateKey)?;
     let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
     if s.tls13 {
         versions.push(&rustls::version::TLS13);
@@ -268,32 +297,30 @@ fn build(s: &TlsSettings) -> Result<Arc<ServerConfig>, String> {
     }
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
-        .map_err(|e| format!("TLS protocol versions: {e}"))?;
+        .map_err(TlsError::ProtocolVersions)?;
     let builder = match (&s.truststore, s.client_auth) {
         (Some(t), auth) if auth != ClientAuth::None => {
             let pem = t.read()?;
             let mut roots = RootCertStore::empty();
             for c in CertificateDer::pem_slice_iter(&pem) {
-                let c = c.map_err(|e| format!("truststore: {e}"))?;
-                roots
-                    .add(c)
-                    .map_err(|e| format!("truststore certificate: {e}"))?;
+                let c = c.map_err(TlsError::Truststore)?;
+                roots.add(c).map_err(TlsError::TruststoreCertificate)?;
             }
             if roots.is_empty() {
-                return Err("truststore: no CERTIFICATE found in the PEM".into());
+                return Err(TlsError::EmptyTruststore);
             }
             let mut v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             if auth == ClientAuth::Requested {
                 v = v.allow_unauthenticated();
             }
-            let verifier = v.build().map_err(|e| format!("truststore: {e}"))?;
+            let verifier = v.build().map_err(TlsError::ClientVerifier)?;
             builder.with_client_cert_verifier(verifier)
         }
         _ => builder.with_no_client_auth(),
     };
     let config = builder
         .with_single_cert(chain, key)
-        .map_err(|e| format!("certificate and key: {e}"))?;
+        .map_err(TlsError::CertificateAndKey)?;
     Ok(Arc::new(config))
 }
 

@@ -62,8 +62,7 @@ pub fn create_topic(
     validate_only: bool,
 ) -> Result<Uuid, TopicError> {
     for (k, v) in &configs {
-        crate::topic_config::validate(k, v)
-            .map_err(|m| TopicError::new(ErrorCode::InvalidConfig, m))?;
+        crate::topic_config::validate(k, v)?;
     }
     let replicas = place(broker, partitions, rf as i32, 0)?;
     let exists = || {

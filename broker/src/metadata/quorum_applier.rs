@@ -28,6 +28,11 @@ impl MetadataApplier {
     }
 }
 
+/// A snapshot whose state is not a list of metadata records.
+#[derive(Debug, thiserror::Error)]
+#[error("unreadable metadata snapshot: {0}")]
+struct UnreadableSnapshot(serde_json::Error);
+
 impl fjord_quorum::Applier for MetadataApplier {
     fn apply(&self, command: &serde_json::Value) {
         let records: Vec<MetadataRecord> = match serde_json::from_value(command.clone()) {
@@ -63,9 +68,9 @@ impl fjord_quorum::Applier for MetadataApplier {
         Self::command(&image_to_records(&self.image.read()))
     }
 
-    fn restore(&self, state: serde_json::Value) -> Result<(), String> {
-        let records: Vec<MetadataRecord> = serde_json::from_value(state)
-            .map_err(|e| format!("unreadable metadata snapshot: {e}"))?;
+    fn restore(&self, state: serde_json::Value) -> Result<(), fjord_quorum::RestoreError> {
+        let records: Vec<MetadataRecord> =
+            serde_json::from_value(state).map_err(UnreadableSnapshot)?;
         *self.image.write() = image_from_records(&records);
         if let Some(hook) = &self.on_applied {
             hook(&records);

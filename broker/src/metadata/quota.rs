@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::protocol::errors::ErrorCode;
+
 pub const USER: &str = "user";
 pub const CLIENT_ID: &str = "client-id";
 pub const IP: &str = "ip";
@@ -43,6 +45,62 @@ pub struct QuotaEntity {
     pub ip: Option<EntityName>,
 }
 
+/// Why a quota entity, value or filter is refused. The message is Kafka's, and is what the client
+/// reads in the response; [`QuotaError::code`] is the error code it comes with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuotaError {
+    #[error("Invalid empty client quota entity")]
+    EmptyEntity,
+    #[error("Empty {0} not supported")]
+    EmptyName(String),
+    #[error("Unhandled client quota entity type: {0}")]
+    UnhandledEntityType(String),
+    #[error("Duplicate entity type {0} in client quota entity")]
+    DuplicateEntityType(String),
+    #[error("Invalid quota entity combination: ip cannot be combined with user or client-id")]
+    IpCombined,
+    #[error("{0} is not a valid IP address.")]
+    InvalidIp(String),
+    #[error("Invalid configuration key {0}")]
+    UnknownKey(String),
+    #[error("Quota {0} must be a finite number")]
+    NotFinite(String),
+    #[error("Quota {0} must be greater than 0")]
+    NotPositive(String),
+    #[error("{0} cannot be a fractional value.")]
+    Fractional(String),
+    #[error("Quota {0} must be a Long value")]
+    NotLong(String),
+    #[error("Quota {0} must be an Int value")]
+    NotInt(String),
+    #[error("Unexpected empty filter component entity type")]
+    EmptyFilterEntityType,
+    /// An entity type Kafka does not know: UNSUPPORTED_VERSION, like Kafka.
+    #[error("Custom entity type {0} not supported")]
+    CustomFilterEntityType(String),
+    #[error("Duplicate {0} filter component entity type")]
+    DuplicateFilterEntityType(String),
+    #[error("Exact match on {0} needs a name")]
+    ExactMatchWithoutName(String),
+    #[error("Unexpected match value for {kind} filter component with match type {match_type}")]
+    UnexpectedMatchValue { kind: String, match_type: i8 },
+    #[error("Unexpected match type: {0}")]
+    UnknownMatchType(i8),
+    #[error("Invalid entity filter component combination, IP filter component should not be used with User or ClientId filter component.")]
+    IpFilterCombined,
+}
+
+impl QuotaError {
+    /// The error code Kafka answers with: UNSUPPORTED_VERSION for an unknown filter entity type,
+    /// INVALID_REQUEST for everything else.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            QuotaError::CustomFilterEntityType(_) => ErrorCode::UnsupportedVersion,
+            _ => ErrorCode::InvalidRequest,
+        }
+    }
+}
+
 /// How a quota value must look.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum KeyType {
@@ -61,10 +119,10 @@ const IP_KEYS: &[(&str, KeyType)] = &[("connection_creation_rate", KeyType::Int)
 
 impl QuotaEntity {
     /// Builds an entity from AlterClientQuotas parts (type, name; None = default), refusing what
-    /// Kafka refuses. The error is the INVALID_REQUEST message.
-    pub fn from_parts(parts: Vec<(String, Option<String>)>) -> Result<QuotaEntity, String> {
+    /// Kafka refuses (INVALID_REQUEST).
+    pub fn from_parts(parts: Vec<(String, Option<String>)>) -> Result<QuotaEntity, QuotaError> {
         if parts.is_empty() {
-            return Err("Invalid empty client quota entity".into());
+            return Err(QuotaError::EmptyEntity);
         }
         let mut e = QuotaEntity {
             user: None,
@@ -73,30 +131,25 @@ impl QuotaEntity {
         };
         for (kind, name) in parts {
             if name.as_deref() == Some("") {
-                return Err(format!("Empty {kind} not supported"));
+                return Err(QuotaError::EmptyName(kind));
             }
             let slot = match kind.as_str() {
                 USER => &mut e.user,
                 CLIENT_ID => &mut e.client_id,
                 IP => &mut e.ip,
-                _ => return Err(format!("Unhandled client quota entity type: {kind}")),
+                _ => return Err(QuotaError::UnhandledEntityType(kind)),
             };
             if slot.is_some() {
-                return Err(format!(
-                    "Duplicate entity type {kind} in client quota entity"
-                ));
+                return Err(QuotaError::DuplicateEntityType(kind));
             }
             *slot = Some(EntityName::from_wire(name));
         }
         if e.ip.is_some() && (e.user.is_some() || e.client_id.is_some()) {
-            return Err(
-                "Invalid quota entity combination: ip cannot be combined with user or client-id"
-                    .into(),
-            );
+            return Err(QuotaError::IpCombined);
         }
         if let Some(EntityName::Named(ip)) = &e.ip {
             if ip.parse::<std::net::IpAddr>().is_err() {
-                return Err(format!("{ip} is not a valid IP address."));
+                return Err(QuotaError::InvalidIp(ip.clone()));
             }
         }
         Ok(e)
@@ -117,34 +170,28 @@ impl QuotaEntity {
         out
     }
 
-    /// Checks a quota key and value for this kind of entity (INVALID_REQUEST message on error).
-    pub fn validate_value(&self, key: &str, value: f64) -> Result<(), String> {
+    /// Checks a quota key and value for this kind of entity (INVALID_REQUEST on error).
+    pub fn validate_value(&self, key: &str, value: f64) -> Result<(), QuotaError> {
         let keys = if self.ip.is_some() {
             IP_KEYS
         } else {
             USER_CLIENT_KEYS
         };
         let Some((_, ty)) = keys.iter().find(|(k, _)| *k == key) else {
-            return Err(format!("Invalid configuration key {key}"));
+            return Err(QuotaError::UnknownKey(key.into()));
         };
         // Messages as Kafka 4.3 words them.
         if !value.is_finite() {
-            return Err(format!("Quota {key} must be a finite number"));
+            return Err(QuotaError::NotFinite(key.into()));
         }
         if value <= 0.0 {
-            return Err(format!("Quota {key} must be greater than 0"));
+            return Err(QuotaError::NotPositive(key.into()));
         }
         let whole = (value - value.round()).abs() <= 1e-6;
         match ty {
-            KeyType::Long | KeyType::Int if !whole => {
-                Err(format!("{key} cannot be a fractional value."))
-            }
-            KeyType::Long if value > i64::MAX as f64 => {
-                Err(format!("Quota {key} must be a Long value"))
-            }
-            KeyType::Int if value > i32::MAX as f64 => {
-                Err(format!("Quota {key} must be an Int value"))
-            }
+            KeyType::Long | KeyType::Int if !whole => Err(QuotaError::Fractional(key.into())),
+            KeyType::Long if value > i64::MAX as f64 => Err(QuotaError::NotLong(key.into())),
+            KeyType::Int if value > i32::MAX as f64 => Err(QuotaError::NotInt(key.into())),
             _ => Ok(()),
         }
     }
@@ -185,12 +232,13 @@ const MATCH_DEFAULT: i8 = 1;
 const MATCH_SPECIFIED: i8 = 2;
 
 impl QuotaFilter {
-    /// Parses (entity type, match type, match) components. Err is (is_unsupported_type, message):
-    /// an unknown entity type is UNSUPPORTED_VERSION in Kafka, everything else INVALID_REQUEST.
+    /// Parses (entity type, match type, match) components; [`QuotaError::code`] tells the error
+    /// code (an unknown entity type is UNSUPPORTED_VERSION in Kafka, everything else
+    /// INVALID_REQUEST).
     pub fn parse(
         components: Vec<(String, i8, Option<String>)>,
         strict: bool,
-    ) -> Result<QuotaFilter, (bool, String)> {
+    ) -> Result<QuotaFilter, QuotaError> {
         let mut f = QuotaFilter {
             user: None,
             client_id: None,
@@ -199,39 +247,29 @@ impl QuotaFilter {
         };
         for (kind, match_type, value) in components {
             let slot = match kind.as_str() {
-                "" => {
-                    return Err((
-                        false,
-                        "Unexpected empty filter component entity type".into(),
-                    ))
-                }
+                "" => return Err(QuotaError::EmptyFilterEntityType),
                 USER => &mut f.user,
                 CLIENT_ID => &mut f.client_id,
                 IP => &mut f.ip,
-                _ => return Err((true, format!("Custom entity type {kind} not supported"))),
+                _ => return Err(QuotaError::CustomFilterEntityType(kind)),
             };
             if slot.is_some() {
-                return Err((
-                    false,
-                    format!("Duplicate {kind} filter component entity type"),
-                ));
+                return Err(QuotaError::DuplicateFilterEntityType(kind));
             }
             let m = match (match_type, value) {
                 (MATCH_EXACT, Some(v)) => QuotaMatch::Exact(v),
                 (MATCH_DEFAULT, None) => QuotaMatch::Default,
                 (MATCH_SPECIFIED, None) => QuotaMatch::AnyName,
-                (MATCH_EXACT, None) => {
-                    return Err((false, format!("Exact match on {kind} needs a name")))
-                }
+                (MATCH_EXACT, None) => return Err(QuotaError::ExactMatchWithoutName(kind)),
                 (MATCH_DEFAULT | MATCH_SPECIFIED, Some(_)) => {
-                    return Err((false, format!("Unexpected match value for {kind} filter component with match type {match_type}")))
+                    return Err(QuotaError::UnexpectedMatchValue { kind, match_type })
                 }
-                (other, _) => return Err((false, format!("Unexpected match type: {other}"))),
+                (other, _) => return Err(QuotaError::UnknownMatchType(other)),
             };
             *slot = Some(m);
         }
         if f.ip.is_some() && (f.user.is_some() || f.client_id.is_some()) {
-            return Err((false, "Invalid entity filter component combination, IP filter component should not be used with User or ClientId filter component.".into()));
+            return Err(QuotaError::IpFilterCombined);
         }
         Ok(f)
     }
@@ -291,6 +329,7 @@ mod tests {
                     .collect(),
             )
             .unwrap_err()
+            .to_string()
         };
         assert!(bad(&[("user", Some(""))]).contains("Empty user"));
         assert!(bad(&[("group", Some("g"))]).contains("Unhandled"));
@@ -313,6 +352,7 @@ mod tests {
         assert!(u
             .validate_value("bogus", 1.0)
             .unwrap_err()
+            .to_string()
             .contains("Invalid configuration key"));
         assert!(u.validate_value("connection_creation_rate", 5.0).is_err());
         assert!(u.validate_value("consumer_byte_rate", f64::NAN).is_err());
@@ -383,8 +423,19 @@ mod tests {
                 false,
             )
         };
-        assert!(!parse(vec![("", 2, None)]).unwrap_err().0);
-        assert!(parse(vec![("group", 2, None)]).unwrap_err().0);
+        let empty = parse(vec![("", 2, None)]).unwrap_err();
+        assert_eq!(empty.code(), ErrorCode::InvalidRequest);
+        assert_eq!(
+            empty.to_string(),
+            "Unexpected empty filter component entity type"
+        );
+        let custom = parse(vec![("group", 2, None)]).unwrap_err();
+        assert_eq!(custom.code(), ErrorCode::UnsupportedVersion);
+        assert_eq!(custom.to_string(), "Custom entity type group not supported");
+        assert_eq!(
+            parse(vec![("user", 1, Some("x"))]).unwrap_err().to_string(),
+            "Unexpected match value for user filter component with match type 1"
+        );
         assert!(parse(vec![("user", 2, None), ("user", 1, None)]).is_err());
         assert!(parse(vec![("user", 0, None)]).is_err());
         assert!(parse(vec![("user", 1, Some("x"))]).is_err());

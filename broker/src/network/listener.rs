@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
 use super::security::ListenerSecurity;
-use crate::auth::tls::ReloadingTls;
+use crate::auth::tls::{ReloadingTls, TlsError};
 
 /// Authentication outcome counters for one listener.
 pub struct AuthCounters {
@@ -88,7 +88,7 @@ pub struct ListenerRuntime {
 
 impl ListenerRuntime {
     /// Loads the TLS files of a TLS listener (errors describe what is wrong with them).
-    pub fn new(security: ListenerSecurity, failed_auth_delay: Duration) -> Result<Self, String> {
+    pub fn new(security: ListenerSecurity, failed_auth_delay: Duration) -> Result<Self, TlsError> {
         let tls = match &security.tls {
             Some(t) => Some(ReloadingTls::new(t.clone())?),
             None => None,

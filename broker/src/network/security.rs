@@ -221,7 +221,7 @@ pub fn parse(
             if mechanisms.contains(&SaslMechanism::Plain) {
                 let key = key_for(raw, &l.name, "sasl.plain.users");
                 plain_users = PlainUsers::parse(&get("sasl.plain.users").unwrap_or_default())
-                    .map_err(|r| err(&key, r))?;
+                    .map_err(|r| err(&key, r.to_string()))?;
                 if plain_users.is_empty() {
                     return Err(err(
                         &key,

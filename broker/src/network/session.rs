@@ -224,12 +224,32 @@ pub async fn authenticate(
             SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(bytes)),
             false,
         ),
-        Err(message) => (
+        Err(e) => (
             SaslAuthenticateResponse::default()
-                .with_error_code(ErrorCode::SaslAuthenticationFailed as i16)
-                .with_error_message(Some(s(message))),
+                .with_error_code(e.code().code())
+                .with_error_message(Some(s(e.to_string()))),
             true,
         ),
+    }
+}
+
+/// Why a SASL token was not accepted; the message is what the client is told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SaslStepError {
+    #[error("no SASL exchange in progress")]
+    NoExchange,
+    /// Refused credentials (the reason itself is only logged).
+    #[error("{}", .0.failure_message())]
+    Failed(SaslMechanism),
+}
+
+impl SaslStepError {
+    /// The SaslAuthenticate error code for this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SaslStepError::NoExchange => ErrorCode::IllegalSaslState,
+            SaslStepError::Failed(_) => ErrorCode::SaslAuthenticationFailed,
+        }
     }
 }
 
@@ -239,18 +259,22 @@ pub async fn raw_token(
     broker: &Broker,
     session: &mut Session,
     token: &[u8],
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, SaslStepError> {
     step(broker, session, token).await
 }
 
 /// Feeds one token to the authenticator. On failure: log, count, wait, and return the client
 /// message.
-async fn step(broker: &Broker, session: &mut Session, token: &[u8]) -> Result<Vec<u8>, String> {
+async fn step(
+    broker: &Broker,
+    session: &mut Session,
+    token: &[u8],
+) -> Result<Vec<u8>, SaslStepError> {
     let SaslState::Authenticating {
         mechanism, auth, ..
     } = &mut session.state
     else {
-        return Err("no SASL exchange in progress".into());
+        return Err(SaslStepError::NoExchange);
     };
     let mechanism = *mechanism;
     let creds = BrokerCredentials {
@@ -278,7 +302,7 @@ async fn step(broker: &Broker, session: &mut Session, token: &[u8]) -> Result<Ve
                 mechanism = mechanism.name(), %reason, delay_ms = delay.as_millis() as u64,
                 "failed authentication");
             tokio::time::sleep(delay).await;
-            Err(mechanism.failure_message())
+            Err(SaslStepError::Failed(mechanism))
         }
     }
 }

@@ -17,21 +17,32 @@ pub fn isolated() -> bool {
     fjord_quorum::rpc::is_isolated()
 }
 
+/// Why a fault query is refused (the admin endpoint answers 400 with this message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FaultQueryError {
+    #[error("'{0}' is not name=0|1")]
+    NotPair(String),
+    #[error("'{0}' is not 0 or 1")]
+    NotSwitch(String),
+    #[error("unknown fault '{0}'")]
+    UnknownFault(String),
+}
+
 /// Applies `?name=0|1` pairs; returns the resulting state or why the query is wrong.
-pub fn apply(query: &str) -> Result<String, String> {
+pub fn apply(query: &str) -> Result<String, FaultQueryError> {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair
             .split_once('=')
-            .ok_or(format!("'{pair}' is not name=0|1"))?;
+            .ok_or_else(|| FaultQueryError::NotPair(pair.into()))?;
         let on = match v {
             "1" | "true" => true,
             "0" | "false" => false,
-            _ => return Err(format!("'{v}' is not 0 or 1")),
+            _ => return Err(FaultQueryError::NotSwitch(v.into())),
         };
         match k {
             "pause-fetchers" => FETCHERS_PAUSED.store(on, Ordering::Release),
             "isolate" => fjord_quorum::rpc::set_isolated(on),
-            _ => return Err(format!("unknown fault '{k}'")),
+            _ => return Err(FaultQueryError::UnknownFault(k.into())),
         }
     }
     Ok(format!(

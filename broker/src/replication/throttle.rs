@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use parking_lot::Mutex;
 
 use crate::metadata::MetadataImage;
+use crate::topic_config::ConfigValueError;
 
 pub const LEADER_RATE: &str = "leader.replication.throttled.rate";
 pub const FOLLOWER_RATE: &str = "follower.replication.throttled.rate";
@@ -100,8 +101,13 @@ impl ThrottledReplicas {
     }
 }
 
+/// An item of a throttled-replicas list that is not `partition:broker`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not partition:broker; the value must be '*' or a list of partitionId:brokerId")]
+pub struct ThrottledReplicasError(pub String);
+
 /// Parses `*` or `partition:broker,...` (empty = none), as Kafka's validator accepts them.
-pub fn parse_replicas(value: &str) -> Result<ThrottledReplicas, String> {
+pub fn parse_replicas(value: &str) -> Result<ThrottledReplicas, ThrottledReplicasError> {
     let value = value.trim();
     if value == "*" {
         return Ok(ThrottledReplicas::All);
@@ -113,24 +119,22 @@ pub fn parse_replicas(value: &str) -> Result<ThrottledReplicas, String> {
         });
         match parsed {
             Some((p, b)) if p >= 0 && b >= 0 => out.push((p, b)),
-            _ => {
-                return Err(format!(
-                    "'{item}' is not partition:broker; the value must be '*' or a list of partitionId:brokerId"
-                ))
-            }
+            _ => return Err(ThrottledReplicasError(item.to_string())),
         }
     }
     Ok(ThrottledReplicas::Listed(out))
 }
 
 /// Checks a dynamic broker rate value (a long >= 0, as in Kafka).
-pub fn validate_rate(key: &str, value: &str) -> Result<(), String> {
+pub fn validate_rate(key: &str, value: &str) -> Result<(), ConfigValueError> {
     match value.trim().parse::<i64>() {
         Ok(v) if v >= 0 => Ok(()),
-        Ok(_) => Err(format!(
-            "Invalid value {value} for configuration {key}: Value must be at least 0"
-        )),
-        Err(_) => Err(format!("Invalid value {value} for configuration {key}")),
+        Ok(_) => Err(ConfigValueError::BelowMin {
+            key: key.into(),
+            value: value.into(),
+            min: 0,
+        }),
+        Err(_) => Err(ConfigValueError::invalid(key, value)),
     }
 }
 
@@ -201,9 +205,15 @@ mod tests {
         assert!(l.contains(0, 1) && l.contains(1, 2) && !l.contains(0, 2));
         assert_eq!(parse_replicas(""), Ok(ThrottledReplicas::Listed(vec![])));
         assert!(parse_replicas("0-1").is_err());
-        assert!(parse_replicas("a:1").is_err());
+        assert_eq!(
+            parse_replicas("0:1,a:1").unwrap_err().to_string(),
+            "'a:1' is not partition:broker; the value must be '*' or a list of partitionId:brokerId"
+        );
         assert!(validate_rate(LEADER_RATE, "1024").is_ok());
-        assert!(validate_rate(LEADER_RATE, "-1").is_err());
+        assert_eq!(
+            validate_rate(LEADER_RATE, "-1").unwrap_err().to_string(),
+            format!("Invalid value -1 for configuration {LEADER_RATE}: Value must be at least 0")
+        );
         assert!(validate_rate(LEADER_RATE, "fast").is_err());
     }
 
