@@ -19,28 +19,38 @@ fn lazy(layout: &Layout) -> bool {
     layout.size() >= LAZY_THRESHOLD && layout.align() <= PAGE
 }
 
-unsafe fn map(size: usize) -> *mut u8 {
-    let p = libc::mmap(
-        std::ptr::null_mut(),
-        size,
-        libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-        -1,
-        0,
-    );
+/// A fresh lazily committed anonymous mapping of `size` bytes, or null when the kernel refuses.
+fn map(size: usize) -> *mut u8 {
+    // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
+    // existing memory; the result is checked for MAP_FAILED before use.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
     if p == libc::MAP_FAILED {
         std::ptr::null_mut()
     } else {
-        p as *mut u8
+        p.cast::<u8>()
     }
 }
 
+// SAFETY: every block handed out is either the system allocator's (small layouts, returned to
+// it) or a private mapping of at least `layout.size()` bytes, page-aligned (so aligned for any
+// layout `lazy` accepts), returned with munmap/mremap; `lazy` sends a layout the same way on
+// allocation and deallocation, so each block goes back to where it came from.
 unsafe impl GlobalAlloc for GuardedAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if lazy(&layout) {
             map(layout.size())
         } else {
-            System.alloc(layout)
+            // SAFETY: the caller's contract for `alloc` (non-zero size) is passed on unchanged.
+            unsafe { System.alloc(layout) }
         }
     }
 
@@ -49,41 +59,58 @@ unsafe impl GlobalAlloc for GuardedAlloc {
             // Fresh anonymous mappings are already zeroed.
             map(layout.size())
         } else {
-            System.alloc_zeroed(layout)
+            // SAFETY: the caller's contract for `alloc_zeroed` is passed on unchanged.
+            unsafe { System.alloc_zeroed(layout) }
         }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if lazy(&layout) {
-            libc::munmap(ptr as *mut libc::c_void, layout.size());
+            // SAFETY: the caller gives back a block this allocator returned for `layout`; lazy
+            // layouts were mapped by `map` with exactly `layout.size()` bytes.
+            unsafe { libc::munmap(ptr.cast::<libc::c_void>(), layout.size()) };
         } else {
-            System.dealloc(ptr, layout)
+            // SAFETY: small layouts came from `System` with this layout.
+            unsafe { System.dealloc(ptr, layout) }
         }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
+        // SAFETY: the caller guarantees `new_size`, rounded up to `layout.align()`, does not
+        // overflow isize, and the alignment is a valid layout's.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
         if !lazy(&layout) && !lazy(&new_layout) {
-            return System.realloc(ptr, layout, new_size);
+            // SAFETY: both layouts are small: the block came from `System`, the caller's
+            // contract for `realloc` is passed on.
+            return unsafe { System.realloc(ptr, layout, new_size) };
         }
         if lazy(&layout) && lazy(&new_layout) {
             // Move the mapping instead of copying (untouched pages cost nothing).
-            let p = libc::mremap(
-                ptr as *mut libc::c_void,
-                layout.size(),
-                new_size,
-                libc::MREMAP_MAYMOVE,
-            );
+            // SAFETY: `ptr` is a mapping of `layout.size()` bytes made by `map`; MREMAP_MAYMOVE
+            // returns a new mapping (or MAP_FAILED, leaving the old one intact).
+            let p = unsafe {
+                libc::mremap(
+                    ptr.cast::<libc::c_void>(),
+                    layout.size(),
+                    new_size,
+                    libc::MREMAP_MAYMOVE,
+                )
+            };
             return if p == libc::MAP_FAILED {
                 std::ptr::null_mut()
             } else {
-                p as *mut u8
+                p.cast::<u8>()
             };
         }
-        let new_ptr = self.alloc(new_layout);
+        // SAFETY: `new_layout` has a non-zero size (realloc's contract).
+        let new_ptr = unsafe { self.alloc(new_layout) };
         if !new_ptr.is_null() {
-            std::ptr::copy_nonoverlapping(ptr, new_ptr, layout.size().min(new_size));
-            self.dealloc(ptr, layout);
+            // SAFETY: both blocks are live, distinct, and at least `min(old, new)` bytes long;
+            // the old block is then freed with the layout it was allocated with.
+            unsafe {
+                std::ptr::copy_nonoverlapping(ptr, new_ptr, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
         }
         new_ptr
     }
@@ -96,6 +123,8 @@ mod tests {
     #[test]
     fn huge_lazy_allocation_round_trips() {
         let a = GuardedAlloc;
+        // SAFETY: every pointer is used within the layout it was allocated with and freed once
+        // with its current layout.
         unsafe {
             let layout = Layout::from_size_align(200 << 30, 8).unwrap();
             let p = a.alloc(layout);

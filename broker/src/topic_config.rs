@@ -269,7 +269,7 @@ pub fn type_code(key: &str) -> i8 {
         Some(Kind::Int { .. }) => 3,
         Some(Kind::Long { .. }) => 5,
         Some(Kind::Double) => 6,
-        Some(Kind::CleanupPolicy) | Some(Kind::ThrottledReplicas) => 7,
+        Some(Kind::CleanupPolicy | Kind::ThrottledReplicas) => 7,
         None => 0,
     }
 }

@@ -56,7 +56,7 @@ impl ClientContext for Ctx {
 }
 impl ProducerContext for Ctx {
     type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, (): ()) {
         match result {
             Ok(_) => self.0.delivered.fetch_add(1, Ordering::Relaxed),
             Err(_) => self.0.failed.fetch_add(1, Ordering::Relaxed),

@@ -61,7 +61,7 @@ struct CountingContext(Arc<Deliveries>);
 impl ClientContext for CountingContext {}
 impl ProducerContext for CountingContext {
     type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, (): ()) {
         match result {
             Ok(_) => self.0.ok.fetch_add(1, Ordering::Relaxed),
             Err(_) => self.0.failed.fetch_add(1, Ordering::Relaxed),

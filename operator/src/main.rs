@@ -62,8 +62,8 @@ async fn main() -> anyhow::Result<()> {
     let controllers = tokio::spawn(controllers::run(ctx, watch_namespace, stop));
 
     let why = tokio::select! {
-        _ = shutdown_signal() => "signal",
-        _ = elector.hold(), if leader_election => "lost the leader lease",
+        () = shutdown_signal() => "signal",
+        () = elector.hold(), if leader_election => "lost the leader lease",
     };
     tracing::info!(reason = why, "stopping controllers");
     metrics.leader.set(0);

@@ -229,7 +229,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let written = inner
             .file
             .write_all(&buf)
-            .and_then(|_| inner.file.sync_data());
+            .and_then(|()| inner.file.sync_data());
         if let Err(e) = &written {
             let err = io_err(ErrorSubject::Logs, ErrorVerb::Write, e);
             callback.log_io_completed(Err(std::io::Error::other(e.to_string())));

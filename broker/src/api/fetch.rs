@@ -122,7 +122,7 @@ pub async fn handle(
         let sleep = tokio::time::sleep_until(deadline.into());
         tokio::select! {
             _ = futures::future::select_all(notified) => {}
-            _ = sleep => {}
+            () = sleep => {}
         }
     };
 

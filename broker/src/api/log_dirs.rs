@@ -92,7 +92,7 @@ fn disk_space(dir: &Path) -> Option<(i64, i64)> {
     // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `path` is NUL-terminated and `st` is a valid, writable statvfs.
-    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+    if unsafe { libc::statvfs(path.as_ptr(), &raw mut st) } != 0 {
         return None;
     }
     // The field types are platform aliases (u64 on 64-bit Linux, u32 on some 32-bit targets).

@@ -154,8 +154,8 @@ async fn await_commit(w: &CommitWait, deadline: tokio::time::Instant) -> ErrorCo
             AckDecision::Wait | AckDecision::RejectBeforeAppend => {}
         }
         tokio::select! {
-            _ = notified => {}
-            _ = tokio::time::sleep_until(deadline) => return ErrorCode::RequestTimedOut,
+            () = notified => {}
+            () = tokio::time::sleep_until(deadline) => return ErrorCode::RequestTimedOut,
         }
     }
 }

@@ -150,7 +150,7 @@ pub async fn alter(
         let img = broker.metadata.read();
         for d in &req.deletions {
             let name = d.name.to_string();
-            let outcome = check_name(&name).and_then(|_| mechanism(d.mechanism)).and_then(|m| {
+            let outcome = check_name(&name).and_then(|()| mechanism(d.mechanism)).and_then(|m| {
                 if img.scram_credential(&name, m).is_none() {
                     Err((
                         ErrorCode::ResourceNotFound,
@@ -166,7 +166,7 @@ pub async fn alter(
     for u in &req.upsertions {
         let name = u.name.to_string();
         let outcome = check_name(&name)
-            .and_then(|_| mechanism(u.mechanism))
+            .and_then(|()| mechanism(u.mechanism))
             .and_then(|m| {
                 scram::validate_upsertion(m, u.iterations, &u.salt, &u.salted_password)
                     .map_err(|e| (e.code(), e.to_string()))?;

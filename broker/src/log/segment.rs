@@ -155,13 +155,11 @@ impl Segment {
     /// Loads `.index`/`.timeindex` written when this segment was sealed. Returns false when they
     /// are missing or inconsistent with the log file (then the caller rescans).
     fn load_sealed_indexes(&mut self, log_len: u64) -> io::Result<bool> {
-        let idx = match std::fs::read(self.path.with_extension("index")) {
-            Ok(b) => b,
-            Err(_) => return Ok(false),
+        let Ok(idx) = std::fs::read(self.path.with_extension("index")) else {
+            return Ok(false);
         };
-        let tidx = match std::fs::read(self.path.with_extension("timeindex")) {
-            Ok(b) => b,
-            Err(_) => return Ok(false),
+        let Ok(tidx) = std::fs::read(self.path.with_extension("timeindex")) else {
+            return Ok(false);
         };
         // Trailer of the .index file: next_offset (8) + size (8) + max_timestamp (8).
         if idx.len() < 24 || (idx.len() - 24) % 12 != 0 || tidx.len() % 16 != 0 {

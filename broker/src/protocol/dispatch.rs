@@ -60,7 +60,7 @@ pub(super) fn encode_response<R: Encodable>(
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     if let Err(e) = header
         .encode(&mut buf, header_version)
-        .and_then(|_| body.encode(&mut buf, version))
+        .and_then(|()| body.encode(&mut buf, version))
     {
         return Reply::Close(format!("could not encode {key:?} v{version} response: {e}"));
     }

@@ -259,7 +259,7 @@ async fn fetch_once(
     };
     match ErrorCode::from_code(data.error_code) {
         ErrorCode::None => {}
-        ErrorCode::OffsetOutOfRange => return out_of_range(p, data, leader_epoch).await,
+        ErrorCode::OffsetOutOfRange => return out_of_range(p, data, leader_epoch),
         ErrorCode::FencedLeaderEpoch | ErrorCode::NotLeaderOrFollower => {
             // Metadata on this node is behind or ahead; wait for it to settle.
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -295,7 +295,7 @@ async fn fetch_once(
 
 /// The leader does not have our fetch offset: behind its log start we restart the log there;
 /// ahead of its end we truncate again through the epoch protocol.
-async fn out_of_range(
+fn out_of_range(
     p: &Partition,
     data: &kafka_protocol::messages::fetch_response::PartitionData,
     leader_epoch: i32,

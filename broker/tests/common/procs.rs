@@ -194,6 +194,7 @@ impl ProcCluster {
     pub fn terminate(&mut self, i: usize) -> Duration {
         let started = Instant::now();
         if let Some(mut c) = self.nodes[i].child.take() {
+            // SAFETY: kill only sends a signal to our own child process; no memory is involved.
             unsafe {
                 libc::kill(c.id() as i32, libc::SIGTERM);
             }

@@ -300,7 +300,7 @@ pub async fn closed<S: AsyncRead + Unpin>(s: &mut S) -> bool {
     let mut b = [0u8; 1];
     matches!(
         tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut b)).await,
-        Ok(Ok(0)) | Ok(Err(_))
+        Ok(Ok(0) | Err(_))
     )
 }
 

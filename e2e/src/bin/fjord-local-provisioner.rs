@@ -68,7 +68,7 @@ async fn pass(client: &Client, volumes: &Path) -> Result<()> {
             .and_then(|a| a.get(PROVISIONED_BY))
             .is_some_and(|p| p == PROVISIONER);
         let phase = pv.status.as_ref().and_then(|s| s.phase.as_deref());
-        if ours && matches!(phase, Some("Released") | Some("Failed")) {
+        if ours && matches!(phase, Some("Released" | "Failed")) {
             reclaim(&pvs, &pv, volumes).await?;
         }
     }
@@ -77,9 +77,8 @@ async fn pass(client: &Client, volumes: &Path) -> Result<()> {
 
 /// A claim of our class that is pending and not yet given a volume.
 fn wants_volume(claim: &PersistentVolumeClaim) -> bool {
-    let spec = match &claim.spec {
-        Some(spec) => spec,
-        None => return false,
+    let Some(spec) = &claim.spec else {
+        return false;
     };
     let phase = claim.status.as_ref().and_then(|s| s.phase.as_deref());
     spec.storage_class_name.as_deref() == Some(STORAGE_CLASS)

@@ -228,7 +228,7 @@ async fn apply(topic: Arc<KafkaTopic>, ctx: &Context) -> Result<Action, Error> {
             delete,
         }) => update(&mut admin, &name, grow_partitions_to, &set, &delete)
             .await
-            .map(|_| {
+            .map(|()| {
                 tracing::info!(topic = %name, ?grow_partitions_to, ?set, ?delete, "topic updated");
             }),
     };
