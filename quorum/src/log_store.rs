@@ -1,6 +1,13 @@
 //! The Raft log and vote on disk: `log.jsonl` (one entry per line, fsynced before Raft is told
-//! the entries are durable), `vote.json` and `committed.json` (written atomically), and
+//! the entries are durable), `vote.json` (written atomically), `committed.json` and
 //! `purged.json` (the last entry compacted into a snapshot).
+//!
+//! `committed.json` is only a start-up hint (how far the state machine may replay before a
+//! leader confirms the commit index), so it is replaced without fsync: every metadata write
+//! commits, and an fsync'd rename per commit tripled a single node's commit latency. After a
+//! crash it may be stale or unreadable; it is then ignored (the state machine replays from the
+//! snapshot and catches up when the leader commits), which Raft allows: the commit index is
+//! never taken from it beyond what the durable log holds.
 //!
 //! Metadata logs are small (records per topic/partition change), so the whole log lives in memory
 //! too and a truncation or purge rewrites the file.
@@ -42,6 +49,14 @@ pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> std::io
         File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// Replaces `path` with `value` as JSON (temp file and rename, no fsync): for hints that may be
+/// lost in a crash.
+fn write_json_replace<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, serde_json::to_vec(value)?)?;
+    fs::rename(&tmp, path)
 }
 
 pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> std::io::Result<Option<T>> {
@@ -124,7 +139,10 @@ impl LogStore {
             dir: dir.to_path_buf(),
             entries,
             vote: read_json(&dir.join("vote.json"))?,
-            committed: read_json(&dir.join("committed.json"))?,
+            committed: read_json(&dir.join("committed.json")).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "ignoring an unreadable committed.json (a hint only)");
+                None
+            }),
             last_purged: read_json(&dir.join("purged.json"))?,
             file,
         };
@@ -202,7 +220,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<()> {
         let mut inner = self.lock();
-        write_json_atomic(&inner.dir.join("committed.json"), &committed)
+        write_json_replace(&inner.dir.join("committed.json"), &committed)
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
         inner.committed = committed;
         Ok(())
@@ -304,6 +322,24 @@ mod tests {
         );
         assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
         assert!(!store.is_pristine());
+    }
+
+    #[tokio::test]
+    async fn the_committed_hint_survives_reopen_and_a_lost_one_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(dir.path()).unwrap();
+        append_now(&store, (1..=3).map(|i| entry(1, i)).collect());
+        let committed = Some(LogId::new(CommittedLeaderId::new(1, 0), 2));
+        store.save_committed(committed).await.unwrap();
+        drop(store);
+        let mut store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), committed);
+        drop(store);
+        // A crash can leave the unsynced file empty: the store still opens, without the hint.
+        std::fs::write(dir.path().join("committed.json"), b"").unwrap();
+        let mut store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), None);
+        assert_eq!(store.try_get_log_entries(0..).await.unwrap().len(), 3);
     }
 
     #[tokio::test]
