@@ -96,11 +96,6 @@ fn refresh_gauges(broker: &Broker) {
     let size: u64 = parts.iter().map(|p| p.log.read().size_bytes()).sum();
     broker.metrics.log_size_bytes.set(size as i64);
     broker.metrics.partitions.set(parts.len() as i64);
-    if broker.cluster.is_some() {
-        // Leaders, ISR health and the controller flag (set by the controller task).
-        crate::cluster::isr::refresh_gauges(broker);
-    } else {
-        broker.metrics.leader_count.set(parts.len() as i64);
-        broker.metrics.active_controller.set(1);
-    }
+    // Leaders, ISR health and the controller flag (set by the controller task).
+    crate::cluster::isr::refresh_gauges(broker);
 }

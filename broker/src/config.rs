@@ -533,7 +533,11 @@ impl Config {
             &mut advertised_listeners,
         )?;
         let listener_security = crate::network::security::parse(&raw, &listeners)?;
-        if let Some(c) = cluster.controller_listener.clone() {
+        if let Some(c) = cluster
+            .controller_listener
+            .clone()
+            .filter(|_| !cluster.local_controller)
+        {
             // Only the listener's own keys matter here: the inter-broker listener is checked
             // against the client listeners above.
             let mut own = raw.clone();

@@ -1,7 +1,9 @@
 //! fjord-broker: a Kafka-wire-compatible broker.
 //!
-//! `run` opens the data directory (recovering logs), binds the listeners and the admin endpoint,
-//! starts background tasks (group coordinator tick, retention), and serves until SIGTERM/SIGINT.
+//! `start` binds the listeners and the admin endpoint, starts the node's metadata quorum member
+//! (a one-voter quorum when no voters are configured), opens the data directory (recovering
+//! logs), starts background tasks (group coordinator tick, retention, controller duties) and
+//! serves; `main` runs it until SIGTERM/SIGINT.
 
 pub mod admin_http;
 pub mod alloc_guard;
@@ -52,11 +54,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             }
         }
     }
-    let broker = if config.cluster.enabled() {
-        open_clustered(config).await?
-    } else {
-        tokio::task::spawn_blocking(move || Broker::open(config)).await??
-    };
+    let broker = open(config).await?;
     network::server::spawn_all(&broker, listeners);
     tokio::spawn(admin_http::serve(broker.clone(), admin));
     let b = broker.clone();
@@ -85,9 +83,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     })
 }
 
-/// Cluster mode: checks the identity, starts the quorum member on the controller listener,
-/// opens the broker around the quorum's image, opens hosted logs and registers the broker.
-async fn open_clustered(config: Config) -> anyhow::Result<Arc<Broker>> {
+/// Checks the identity, starts the quorum member on the controller listener, opens the broker
+/// around the quorum's image, imports an old single-node data directory once, opens hosted
+/// logs and registers the broker.
+async fn open(mut config: Config) -> anyhow::Result<Arc<Broker>> {
     let dir = config.data_dir().clone();
     let (node_id, configured) = (config.node_id, config.cluster_id.clone());
     tokio::task::spawn_blocking(move || {
@@ -95,13 +94,6 @@ async fn open_clustered(config: Config) -> anyhow::Result<Arc<Broker>> {
         identity::load_or_format(&dir, node_id, configured.as_deref())
     })
     .await??;
-    let single_node_store = config.data_dir().join("__fjord_metadata/metadata.log");
-    if std::fs::metadata(&single_node_store).is_ok_and(|m| m.len() > 0) {
-        tracing::warn!(
-            path = %single_node_store.display(),
-            "single-node metadata found; cluster mode does not migrate it (its topics are not in the quorum)"
-        );
-    }
     let Some(controller) = config.cluster.controller_listener.clone() else {
         anyhow::bail!("controller.listener.names: no controller listener");
     };
@@ -112,21 +104,30 @@ async fn open_clustered(config: Config) -> anyhow::Result<Arc<Broker>> {
             controller.name
         )
     })?;
-    tracing::info!(listener = %controller.name, %addr, "quorum listening");
+    config.cluster.local_controller_bound(tcp.local_addr()?);
+    tracing::info!(listener = %controller.name, addr = %tcp.local_addr()?, "quorum listening");
+    let sole_voter =
+        config.cluster.voters.len() == 1 && config.cluster.voters.contains_key(&config.node_id);
     let slot: cluster::BrokerSlot = Arc::default();
     let (quorum, image) = cluster::Cluster::start(&config, tcp, slot.clone()).await?;
-    let broker =
-        tokio::task::spawn_blocking(move || Broker::open_with(config, Some((quorum, image))))
-            .await??;
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config, quorum, image)).await??;
     let _ = slot.set(Arc::downgrade(&broker));
     let b = broker.clone();
     tokio::task::spawn_blocking(move || {
+        cluster::migrate::import_single_node_store(&b)?;
         cluster::hosted::sync(&b);
         cluster::hosted::remove_strays(&b);
+        anyhow::Ok(())
     })
-    .await?;
+    .await??;
     tokio::spawn(cluster::controller::heartbeat(broker.clone()));
-    tokio::spawn(cluster::registration::register(broker.clone()));
+    if sole_voter {
+        // Nothing else can elect this node: it leads at once, so it is registered (and ready)
+        // when `start` returns, as a broker without a quorum always was.
+        cluster::registration::register(broker.clone()).await;
+    } else {
+        tokio::spawn(cluster::registration::register(broker.clone()));
+    }
     tokio::spawn(cluster::controller::run(broker.clone()));
     tokio::spawn(cluster::isr::run(broker.clone()));
     tokio::spawn(cluster::reassignment::run(broker.clone()));

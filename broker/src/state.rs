@@ -1,5 +1,6 @@
-//! The broker's shared state: identity, metadata image and store, hosted partitions, the group
-//! coordinator and metrics. Handlers get an `Arc<Broker>`.
+//! The broker's shared state: identity, the metadata image (kept by the metadata quorum's
+//! applier), the quorum itself, hosted partitions, the group coordinator and metrics. Handlers
+//! get an `Arc<Broker>`. Every metadata change is a quorum command, on a single node too.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -12,8 +13,7 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::group::GroupCoordinator;
-use crate::log::PartitionLog;
-use crate::metadata::{MetadataImage, MetadataRecord, MetadataStore};
+use crate::metadata::{MetadataImage, MetadataRecord};
 use crate::metrics::Metrics;
 use crate::partition::Partition;
 use crate::protocol::errors::ErrorCode;
@@ -26,14 +26,12 @@ const PRODUCER_ID_BLOCK: i64 = 1000;
 pub struct Broker {
     pub config: Config,
     pub cluster_id: String,
-    /// Shared with the quorum applier in cluster mode (which alone updates it there).
+    /// Shared with the quorum applier, which alone updates it.
     pub metadata: Arc<RwLock<MetadataImage>>,
-    /// The file store (single-node mode); `None` in cluster mode.
-    store: Mutex<Option<MetadataStore>>,
     /// Hosted partitions by topic, then partition index.
     pub(crate) partitions: RwLock<HashMap<String, BTreeMap<i32, Arc<Partition>>>>,
-    /// Cluster mode: the Raft quorum carrying metadata (`None` on a single node).
-    pub cluster: Option<crate::cluster::Cluster>,
+    /// The Raft quorum carrying metadata (a one-voter quorum on a single node).
+    pub cluster: crate::cluster::Cluster,
     pub groups: GroupCoordinator,
     pub metrics: Metrics,
     /// Client quota rates and throttling (`quota`).
@@ -68,29 +66,17 @@ pub fn now_ms() -> i64 {
 }
 
 impl Broker {
-    /// Opens the data directory: identity, metadata, and every partition log (with recovery).
-    pub fn open(config: Config) -> anyhow::Result<Arc<Broker>> {
-        Self::open_with(config, None)
-    }
-
-    /// Opens the broker; in cluster mode `cluster` carries the started quorum and the image its
-    /// applier updates (partition logs are then opened by `cluster::hosted::sync`).
-    pub fn open_with(
+    /// Opens the broker around the started quorum and the image its applier updates
+    /// (partition logs are opened by `cluster::hosted::sync`).
+    pub fn open(
         config: Config,
-        cluster: Option<(crate::cluster::Cluster, Arc<RwLock<MetadataImage>>)>,
+        cluster: crate::cluster::Cluster,
+        image: Arc<RwLock<MetadataImage>>,
     ) -> anyhow::Result<Arc<Broker>> {
         let dir = config.data_dir().clone();
         std::fs::create_dir_all(&dir)?;
         let cluster_id =
             crate::identity::load_or_format(&dir, config.node_id, config.cluster_id.as_deref())?;
-        let (store, image, cluster) = match cluster {
-            None => {
-                let (store, image) = MetadataStore::open(&dir)?;
-                (Some(store), Arc::new(RwLock::new(image)), None)
-            }
-            Some((c, image)) => (None, image, Some(c)),
-        };
-        let clustered = cluster.is_some();
         let groups = GroupCoordinator::open(&dir, &config)?;
         let next_pid = image.read().next_producer_id;
         let metrics = Metrics::new();
@@ -102,7 +88,6 @@ impl Broker {
         let broker = Arc::new(Broker {
             cluster_id,
             metadata: image,
-            store: Mutex::new(store),
             partitions: RwLock::new(HashMap::new()),
             cluster,
             groups,
@@ -113,39 +98,31 @@ impl Broker {
             stopping: AtomicBool::new(false),
             config,
         });
-        if !clustered {
-            broker.open_all_partitions()?;
-        } else {
-            let weak = Arc::downgrade(&broker);
-            broker
-                .groups
-                .set_replicator(Box::new(move |group, offsets| {
-                    let broker = weak
-                        .upgrade()
-                        .ok_or_else(|| io::Error::other("the broker is shutting down"))?;
-                    let cluster = broker
-                        .cluster
-                        .as_ref()
-                        .ok_or_else(|| io::Error::other("not in cluster mode"))?;
-                    cluster.write_blocking(&[MetadataRecord::GroupOffsets {
+        let weak = Arc::downgrade(&broker);
+        broker
+            .groups
+            .set_replicator(Box::new(move |group, offsets| {
+                let broker = weak
+                    .upgrade()
+                    .ok_or_else(|| io::Error::other("the broker is shutting down"))?;
+                broker
+                    .cluster
+                    .write_blocking(&[MetadataRecord::GroupOffsets {
                         group: group.to_string(),
                         offsets,
                     }])
-                }));
-        }
+            }));
         broker.ready.store(true, Ordering::Release);
         Ok(broker)
     }
 
-    /// Logs recovered and opened; in cluster mode also: a quorum leader is known and this
-    /// process's registration is in the metadata, unfenced (so it serves current metadata).
+    /// Logs recovered and opened, a quorum leader is known and this process's registration is
+    /// in the metadata, unfenced (so it serves current metadata).
     pub fn is_ready(&self) -> bool {
         if !self.ready.load(Ordering::Acquire) {
             return false;
         }
-        let Some(cluster) = &self.cluster else {
-            return true;
-        };
+        let cluster = &self.cluster;
         cluster.leader().is_some()
             && self
                 .metadata
@@ -183,50 +160,18 @@ impl Broker {
         TopicSettings::resolve(topic_configs, &self.topic_defaults())
     }
 
-    fn open_all_partitions(&self) -> anyhow::Result<()> {
-        let topics: Vec<_> = self.metadata.read().topics.values().cloned().collect();
-        let now = now_ms();
-        let mut map = self.partitions.write();
-        for t in topics {
-            let settings = self.settings_for(&t.configs);
-            let name: Arc<str> = Arc::from(t.name.as_str());
-            let mut parts = BTreeMap::new();
-            for (i, pm) in t.partitions.iter().enumerate() {
-                let dir = self.partition_dir(&t.name, i as i32);
-                let log = PartitionLog::open(&dir, settings.clone(), now)
-                    .map_err(|e| anyhow::anyhow!("opening log {}: {e}", dir.display()))?;
-                let p = Partition::new(name.clone(), i as i32, log, pm.leader_epoch);
-                parts.insert(i as i32, Arc::new(p));
-            }
-            map.insert(t.name.clone(), parts);
-        }
-        Ok(())
-    }
-
     fn commit(&self, record: MetadataRecord) -> io::Result<()> {
         self.commit_all(std::slice::from_ref(&record))
     }
 
-    /// Persists records with one write and fsync, then applies them in order. Callers that
-    /// check the image before committing hold `security_changes()` across both steps.
+    /// Commits records as one quorum command and returns once this node applied them (so the
+    /// caller reads its own write). Callers that check the image before committing hold
+    /// `security_changes()` across both steps.
     pub(crate) fn commit_all(&self, records: &[MetadataRecord]) -> io::Result<()> {
         if records.is_empty() {
             return Ok(());
         }
-        if let Some(cluster) = &self.cluster {
-            // Committed through the quorum; the applier updates the image (here too).
-            return cluster.write_blocking(records);
-        }
-        let mut store = self.store.lock();
-        let Some(store) = store.as_mut() else {
-            return Err(io::Error::other("no metadata store"));
-        };
-        store.append_all(records)?;
-        let mut img = self.metadata.write();
-        for r in records {
-            img.apply(r);
-        }
-        Ok(())
+        self.cluster.write_blocking(records)
     }
 
     /// Serialises SCRAM, ACL and quota changes with each other.
@@ -295,67 +240,7 @@ impl Broker {
                 "Replication factor must be larger than 0.",
             ));
         }
-        if self.cluster.is_some() {
-            return crate::cluster::topics::create_topic(
-                self,
-                name,
-                partitions,
-                rf,
-                configs,
-                validate_only,
-            );
-        }
-        if rf > 1 {
-            return Err(TopicError::new(
-                ErrorCode::InvalidReplicationFactor,
-                format!("Replication factor: {rf} larger than available brokers: 1."),
-            ));
-        }
-        for (k, v) in &configs {
-            topic_config::validate(k, v)?;
-        }
-        if self.metadata.read().topics.contains_key(name) {
-            return Err(TopicError::new(
-                ErrorCode::TopicAlreadyExists,
-                format!("Topic '{name}' already exists."),
-            ));
-        }
-        if validate_only {
-            return Ok(Uuid::nil());
-        }
-        let _guard = self.store_guard();
-        if self.metadata.read().topics.contains_key(name) {
-            return Err(TopicError::new(
-                ErrorCode::TopicAlreadyExists,
-                format!("Topic '{name}' already exists."),
-            ));
-        }
-        let id = Uuid::new_v4();
-        let replicas = vec![vec![self.config.node_id]; partitions as usize];
-        let settings = self.settings_for(&configs);
-        let now = now_ms();
-        let mut parts = BTreeMap::new();
-        let name_arc: Arc<str> = Arc::from(name);
-        for i in 0..partitions {
-            let dir = self.partition_dir(name, i);
-            // A stale directory from an earlier topic of the same name must not leak old data.
-            let _ = std::fs::remove_dir_all(&dir);
-            let log = PartitionLog::open(&dir, settings.clone(), now).map_err(storage_error)?;
-            parts.insert(i, Arc::new(Partition::new(name_arc.clone(), i, log, 0)));
-        }
-        self.commit(MetadataRecord::CreateTopic {
-            name: name.to_string(),
-            id,
-            replicas,
-            configs,
-        })
-        .map_err(storage_error)?;
-        self.partitions.write().insert(name.to_string(), parts);
-        self.metrics
-            .partitions
-            .set(self.all_partitions().len() as i64);
-        tracing::info!(topic = name, partitions, "created topic");
-        Ok(id)
+        crate::cluster::topics::create_topic(self, name, partitions, rf, configs, validate_only)
     }
 
     /// Serialises topic-changing operations (create/delete/alter) with each other.
@@ -388,24 +273,7 @@ impl Broker {
             name: name.to_string(),
         })
         .map_err(storage_error)?;
-        if self.cluster.is_some() {
-            // The applier's hook removed the logs (on every node).
-            tracing::info!(topic = name, "deleted topic");
-            return Ok(id);
-        }
-        if let Some(parts) = self.partitions.write().remove(name) {
-            for p in parts.into_values() {
-                let dir = p.log.read().dir().to_path_buf();
-                p.advance_high_watermark(i64::MAX);
-                if let Err(e) = std::fs::remove_dir_all(&dir) {
-                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove deleted topic's directory");
-                }
-            }
-        }
-        self.groups.forget_topic(name);
-        self.metrics
-            .partitions
-            .set(self.all_partitions().len() as i64);
+        // The applier's hook removed the logs (on every node).
         tracing::info!(topic = name, "deleted topic");
         Ok(id)
     }
@@ -417,7 +285,7 @@ impl Broker {
         validate_only: bool,
     ) -> Result<(), TopicError> {
         let _guard = self.store_guard();
-        let (current, configs) = {
+        let current = {
             let img = self.metadata.read();
             let t = img.topics.get(name).ok_or_else(|| {
                 TopicError::new(
@@ -425,7 +293,7 @@ impl Broker {
                     format!("Topic '{name}' does not exist."),
                 )
             })?;
-            (t.partitions.len() as i32, t.configs.clone())
+            t.partitions.len() as i32
         };
         if count <= current {
             return Err(TopicError::new(
@@ -439,43 +307,7 @@ impl Broker {
                 "Number of partitions is above the limit of 100000.",
             ));
         }
-        if self.cluster.is_some() {
-            return crate::cluster::topics::add_partitions(
-                self,
-                name,
-                current,
-                count,
-                validate_only,
-            );
-        }
-        if validate_only {
-            return Ok(());
-        }
-        let settings = self.settings_for(&configs);
-        let now = now_ms();
-        let name_arc: Arc<str> = Arc::from(name);
-        let mut new_parts = BTreeMap::new();
-        for i in current..count {
-            let dir = self.partition_dir(name, i);
-            let _ = std::fs::remove_dir_all(&dir);
-            let log = PartitionLog::open(&dir, settings.clone(), now).map_err(storage_error)?;
-            new_parts.insert(i, Arc::new(Partition::new(name_arc.clone(), i, log, 0)));
-        }
-        let replicas = vec![vec![self.config.node_id]; (count - current) as usize];
-        self.commit(MetadataRecord::AddPartitions {
-            name: name.to_string(),
-            replicas,
-        })
-        .map_err(storage_error)?;
-        self.partitions
-            .write()
-            .entry(name.to_string())
-            .or_default()
-            .extend(new_parts);
-        self.metrics
-            .partitions
-            .set(self.all_partitions().len() as i64);
-        Ok(())
+        crate::cluster::topics::add_partitions(self, name, current, count, validate_only)
     }
 
     /// Applies topic config changes (already computed as set/remove) and re-resolves settings.
@@ -578,17 +410,8 @@ impl Broker {
     /// Hands out a new producer id, reserving a new block in metadata when the current one is used up.
     pub fn next_producer_id(&self) -> io::Result<i64> {
         let mut ids = self.producer_ids.lock();
-        if ids.0 >= ids.1 && self.cluster.is_some() {
-            *ids = crate::cluster::allocate_producer_ids(self, PRODUCER_ID_BLOCK)?;
-        }
         if ids.0 >= ids.1 {
-            let next_block_end =
-                ids.0.max(self.metadata.read().next_producer_id) + PRODUCER_ID_BLOCK;
-            self.commit(MetadataRecord::ProducerIdBlock {
-                next: next_block_end,
-            })?;
-            ids.0 = next_block_end - PRODUCER_ID_BLOCK;
-            ids.1 = next_block_end;
+            *ids = crate::cluster::allocate_producer_ids(self, PRODUCER_ID_BLOCK)?;
         }
         let id = ids.0;
         ids.0 += 1;

@@ -391,27 +391,14 @@ fn three_brokers_share_metadata_and_survive_losing_the_quorum_leader() {
     drop(all);
 
     // Stop the quorum leader's broker: the survivors elect a new leader and create topics.
-    let leader = nodes[0]
-        .as_ref()
-        .unwrap()
-        .broker
-        .cluster
-        .as_ref()
-        .unwrap()
-        .leader()
-        .unwrap();
+    let leader = nodes[0].as_ref().unwrap().broker.cluster.leader().unwrap();
     let stopped = nodes[leader as usize].take().unwrap();
     stop(stopped);
     let survivors: Vec<&Node> = nodes.iter().flatten().collect();
     assert_eq!(survivors.len(), 2);
     for n in &survivors {
         wait_until("a new quorum leader", || {
-            n.broker
-                .cluster
-                .as_ref()
-                .unwrap()
-                .leader()
-                .is_some_and(|l| l != leader)
+            n.broker.cluster.leader().is_some_and(|l| l != leader)
         });
     }
     create_topic(&client_rt, &bootstrap(&survivors[1..]), "after-failover", 3);

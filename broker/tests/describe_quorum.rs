@@ -79,7 +79,7 @@ fn describe_log_dirs(
 }
 
 fn quorum_leader(node: &Node) -> i32 {
-    node.broker.cluster.as_ref().unwrap().leader().unwrap()
+    node.broker.cluster.leader().unwrap()
 }
 
 /// `Key:   value` lines of `kafka-metadata-quorum describe --status`.

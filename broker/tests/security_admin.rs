@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use fjord_broker::auth::acl::{AclOperation, AclPermission, PatternType, ResourceType};
 use fjord_broker::auth::scram::ScramMechanism;
-use fjord_broker::metadata::MetadataStore;
+use fjord_broker::metadata::{MetadataImage, MetadataRecord};
 use fjord_client::Connection;
 use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
 use kafka_protocol::messages::alter_user_scram_credentials_request::{
@@ -559,8 +559,8 @@ async fn security_admin_apis() {
         2
     );
 
-    // ---- The metadata log replays to the same state; no salted password in it ----
-    let (_store, img) = MetadataStore::open(dir.path()).unwrap();
+    // ---- The metadata (quorum) log replays to the same state; no salted password in it ----
+    let (img, log) = replay_metadata_log(dir.path());
     let live = running.broker.metadata.read().clone();
     assert_eq!(img.scram, live.scram);
     assert_eq!(img.acls, live.acls);
@@ -576,7 +576,6 @@ async fn security_admin_apis() {
         && b.operation == AclOperation::Write
         && b.permission == AclPermission::Deny
         && b.host == "10.0.0.1"));
-    let log = std::fs::read_to_string(dir.path().join("__fjord_metadata/metadata.log")).unwrap();
     for salted in [&salted256, &salted512] {
         let hex: String = salted.iter().map(|b| format!("{b:02x}")).collect();
         assert!(
@@ -585,4 +584,25 @@ async fn security_admin_apis() {
         );
     }
     assert!(log.contains("stored_key"));
+}
+
+/// Replays the metadata quorum's log file (`__fjord_quorum/log.jsonl`: one Raft entry per line,
+/// a normal entry's payload being one command, a list of metadata records) into a fresh image;
+/// also returns the file's text.
+fn replay_metadata_log(data_dir: &std::path::Path) -> (MetadataImage, String) {
+    let log = std::fs::read_to_string(data_dir.join("__fjord_quorum/log.jsonl")).unwrap();
+    let mut img = MetadataImage::default();
+    let mut commands = 0;
+    for line in log.lines() {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(command) = entry["payload"].get("Normal") {
+            let records: Vec<MetadataRecord> = serde_json::from_value(command.clone()).unwrap();
+            for r in &records {
+                img.apply(r);
+            }
+            commands += 1;
+        }
+    }
+    assert!(commands > 0, "no metadata command in the quorum log");
+    (img, log)
 }

@@ -23,11 +23,18 @@ fn env() -> &'static Env {
         let dir = tempfile::tempdir().unwrap();
         let overrides = vec![
             ("log.dirs".to_string(), dir.path().display().to_string()),
+            ("listeners".to_string(), "PLAINTEXT://127.0.0.1:0".to_string()),
+            ("admin.listener".to_string(), "127.0.0.1:0".to_string()),
             ("group.initial.rebalance.delay.ms".to_string(), "0".to_string()),
         ];
         let (config, _) = fjord_broker::Config::load(None, &overrides).unwrap();
-        let broker = fjord_broker::Broker::open(config).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        // Metadata changes are quorum writes, which need the multi-thread runtime.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let broker = rt.block_on(fjord_broker::start(config)).unwrap().broker;
         Env { rt, broker, _dir: dir }
     })
 }

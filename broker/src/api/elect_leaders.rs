@@ -145,12 +145,7 @@ fn every_partition(img: &MetadataImage) -> Vec<Key> {
 }
 
 /// What an election of one partition comes to, without writing anything.
-fn decide(
-    img: &MetadataImage,
-    key: &Key,
-    unclean: bool,
-    clustered: bool,
-) -> Result<Election, Outcome> {
+fn decide(img: &MetadataImage, key: &Key, unclean: bool) -> Result<Election, Outcome> {
     let (topic, partition) = key;
     let Some(t) = img.topics.get(topic) else {
         return Err((
@@ -167,9 +162,6 @@ fn decide(
             Some(format!("No such partition as {topic}-{partition}")),
         ));
     };
-    if !clustered {
-        return Ok(Election::NotNeeded);
-    }
     let live = |id| leadership::is_live(img, id);
     Ok(if unclean {
         leadership::unclean_election(p, live)
@@ -212,7 +204,7 @@ async fn elect(
         {
             let img = broker.metadata.read();
             for key in pending.drain(..) {
-                let decision = decide(&img, &key, unclean, broker.cluster.is_some());
+                let decision = decide(&img, &key, unclean);
                 let leader_now = img.topics.get(&key.0).and_then(|t| {
                     t.partitions
                         .get(usize::try_from(key.1).ok()?)
@@ -248,10 +240,7 @@ async fn elect(
             break;
         }
         pending = still;
-        let cluster = broker
-            .cluster
-            .as_ref()
-            .expect("elections are only written in cluster mode");
+        let cluster = &broker.cluster;
         let failure = match tokio::time::timeout_at(deadline, cluster.write(&records)).await {
             Ok(Ok(())) => continue,
             Ok(Err(e)) => format!("The election was not committed: {e}"),

@@ -41,20 +41,11 @@ pub async fn find_coordinator(
                 .then_some(ErrorCode::GroupAuthorizationFailed)
         }
     };
-    // The coordinator: this node alone; in cluster mode a registered broker by key hash.
+    // The coordinator: a live registered broker chosen by key hash.
     let coordinator = |key: &str| -> Option<(BrokerId, String, i32)> {
-        if broker.cluster.is_some() {
-            let id = crate::cluster::coordinator_for(broker, key)?;
-            let (host, port) =
-                crate::cluster::registration::endpoint_of(broker, id, &ctx.listener)?;
-            return Some((BrokerId(id), host, port as i32));
-        }
-        let l = broker.config.advertised_for(&ctx.listener);
-        Some((
-            BrokerId(broker.config.node_id),
-            l.host.clone(),
-            l.port as i32,
-        ))
+        let id = crate::cluster::coordinator_for(broker, key)?;
+        let (host, port) = crate::cluster::registration::endpoint_of(broker, id, &ctx.listener)?;
+        Some((BrokerId(id), host, port as i32))
     };
     if ctx.api_version >= 4 {
         let coordinators = req

@@ -27,32 +27,21 @@ use super::authz::{Authz, OPS_NOT_REQUESTED as OPERATIONS_NOT_REQUESTED};
 use crate::auth::acl::AclOperation;
 
 fn brokers(broker: &Broker, listener: &str) -> Vec<MetadataResponseBroker> {
-    if broker.cluster.is_some() {
-        return crate::cluster::registration::brokers_for(broker, listener)
-            .into_iter()
-            .map(|(id, host, port, rack)| {
-                MetadataResponseBroker::default()
-                    .with_node_id(BrokerId(id))
-                    .with_host(s(host))
-                    .with_port(port as i32)
-                    .with_rack(rack.map(s))
-            })
-            .collect();
-    }
-    let l = broker.config.advertised_for(listener);
-    vec![MetadataResponseBroker::default()
-        .with_node_id(BrokerId(broker.config.node_id))
-        .with_host(s(l.host.clone()))
-        .with_port(l.port as i32)
-        .with_rack(broker.config.broker_rack.clone().map(s))]
+    crate::cluster::registration::brokers_for(broker, listener)
+        .into_iter()
+        .map(|(id, host, port, rack)| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(id))
+                .with_host(s(host))
+                .with_port(port as i32)
+                .with_rack(rack.map(s))
+        })
+        .collect()
 }
 
-/// The controller: the quorum leader in cluster mode (-1 while unknown), else this node.
+/// The controller: the quorum leader (-1 while unknown).
 fn controller_id(broker: &Broker) -> BrokerId {
-    BrokerId(match &broker.cluster {
-        Some(c) => c.leader().unwrap_or(-1),
-        None => broker.config.node_id,
-    })
+    BrokerId(broker.cluster.leader().unwrap_or(-1))
 }
 
 fn describe_topic(t: &TopicMeta, ops: Option<&Authz<'_>>) -> MetadataResponseTopic {

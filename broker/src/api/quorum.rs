@@ -4,7 +4,7 @@
 //! Needs DESCRIBE on the cluster (CLUSTER_AUTHORIZATION_FAILED otherwise), as in Kafka. A request
 //! for anything but exactly `__cluster_metadata`-0 is INVALID_REQUEST, as in Kafka.
 //!
-//! Cluster mode: the Raft log of fjord-quorum stands in for the metadata log. A Raft log index `i`
+//! The Raft log of fjord-quorum stands in for the metadata log. A Raft log index `i`
 //! is Kafka offset `i`, so a log end offset is the last index + 1 and the high watermark is the
 //! committed index + 1; the leader epoch is the Raft term. Only the quorum leader knows every
 //! voter's log end offset (openraft's replication progress), so a follower forwards the request
@@ -19,9 +19,9 @@
 //! -1 (unknown) for followers; `lastCaughtUpTimestamp` is now for a follower whose replicated log
 //! reaches the leader's end, else -1. The leader reports now for both, as Kafka does.
 //!
-//! Single node (no quorum): the node is its own controller, so it answers as the leader and only
-//! voter, epoch 0, with -1 (unknown) offsets since the local metadata file has no offsets. The
-//! CLI then prints a sensible one-voter quorum instead of failing.
+//! A single node (no voters configured) is a one-voter quorum answered the same way; its
+//! controller listener is a loopback one nobody else knows, so the voter's node entry shows the
+//! listener the request came in on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,9 +100,7 @@ async fn answer(
             "only __cluster_metadata partition 0 can be described",
         );
     }
-    let Some(cluster) = &broker.cluster else {
-        return single_node(broker, ctx);
-    };
+    let cluster = &broker.cluster;
     let me = broker.config.node_id;
     let leader = cluster.leader();
     if let Some(leader) = leader.filter(|l| *l != me) {
@@ -118,7 +116,7 @@ async fn answer(
             "no metadata quorum leader is known yet",
         );
     }
-    local_view(broker, cluster)
+    local_view(broker, cluster, &ctx.listener)
 }
 
 fn asks_for_metadata_partition(req: &DescribeQuorumRequest) -> bool {
@@ -172,27 +170,12 @@ fn listener(name: &str, address: &str) -> Option<Listener> {
     )
 }
 
-fn single_node(broker: &Broker, ctx: &RequestContext) -> DescribeQuorumResponse {
-    let me = broker.config.node_id;
-    let now = now_ms();
-    let l = broker.config.advertised_for(&ctx.listener);
-    let node = Node::default().with_node_id(BrokerId(me)).with_listeners(
-        listener(&l.name, &format!("{}:{}", l.host, l.port))
-            .into_iter()
-            .collect(),
-    );
-    respond(
-        PartitionData::default()
-            .with_leader_id(BrokerId(me))
-            .with_leader_epoch(0)
-            .with_high_watermark(-1)
-            .with_current_voters(vec![replica(me, -1, now, now)]),
-        vec![node],
-    )
-}
-
 /// What this node's Raft metrics say about the quorum (complete on the leader).
-fn local_view(broker: &Broker, cluster: &Cluster) -> DescribeQuorumResponse {
+fn local_view(
+    broker: &Broker,
+    cluster: &Cluster,
+    request_listener: &str,
+) -> DescribeQuorumResponse {
     let me = broker.config.node_id;
     let m = cluster.quorum.metrics().borrow().clone();
     let leader = m
@@ -245,6 +228,20 @@ fn local_view(broker: &Broker, cluster: &Cluster) -> DescribeQuorumResponse {
     let nodes = voters
         .iter()
         .filter_map(|v| {
+            if broker.config.cluster.local_controller {
+                // The only voter's controller listener is a loopback one nobody else knows:
+                // it is shown with the listener the request came in on.
+                let l = broker.config.advertised_for(request_listener);
+                return Some(
+                    Node::default()
+                        .with_node_id(BrokerId(i32::try_from(*v).ok()?))
+                        .with_listeners(
+                            listener(&l.name, &format!("{}:{}", l.host, l.port))
+                                .into_iter()
+                                .collect(),
+                        ),
+                );
+            }
             let address = membership.get_node(v).map(|n| n.addr.clone()).or_else(|| {
                 let id = i32::try_from(*v).ok()?;
                 broker.config.cluster.voters.get(&id).cloned()

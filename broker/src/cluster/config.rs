@@ -1,5 +1,8 @@
-//! Cluster-mode configuration: `controller.quorum.voters`, `process.roles` and
-//! `controller.listener.names`. With no voters the broker runs alone (file metadata store).
+//! Metadata-quorum configuration: `controller.quorum.voters`, `process.roles` and
+//! `controller.listener.names`. Every broker runs the metadata quorum. With no voters
+//! configured the node is the quorum's only voter: a controller listener is synthesized on
+//! loopback (`127.0.0.1:0`, bound to an ephemeral port, never advertised), as in Kafka's
+//! combined mode with a single controller.
 //! With voters, a `broker,controller` node is a voter of the metadata quorum, and a `broker`
 //! node (not among the voters) is a Raft learner: it receives the metadata log but never
 //! votes. Both serve fjord-quorum RPC on their controller listener instead of the Kafka
@@ -14,10 +17,14 @@ use crate::config::{ConfigError, Listener};
 /// What the cluster keys resolved to.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterConfig {
-    /// Voter id -> `host:port` of its quorum listener; empty in single-node mode.
+    /// Voter id -> `host:port` of its quorum listener. With no voters configured: this node
+    /// alone, on its synthesized loopback listener (port filled in once bound).
     pub voters: BTreeMap<i32, String>,
-    /// This node's quorum listener (taken out of `listeners`), in cluster mode.
+    /// This node's quorum listener (taken out of `listeners`, or synthesized).
     pub controller_listener: Option<Listener>,
+    /// No voters were configured: this node is the only voter and its controller listener is
+    /// the synthesized loopback one, known to nobody else.
+    pub local_controller: bool,
     /// Where other quorum members reach this node (used by broker-only learners).
     pub controller_address: String,
     /// The controller listener's security (PLAINTEXT, or SSL: mutual TLS between members).
@@ -65,10 +72,52 @@ fn num<T: std::str::FromStr>(
     }
 }
 
+/// Name of the synthesized controller listener of a node without configured voters.
+pub const LOCAL_CONTROLLER_LISTENER: &str = "FJORD_LOCAL_CONTROLLER";
+
 impl ClusterConfig {
-    pub fn enabled(&self) -> bool {
-        !self.voters.is_empty()
+    /// The synthesized controller listener was bound to `addr`: this is where the only voter
+    /// listens.
+    pub fn local_controller_bound(&mut self, addr: std::net::SocketAddr) {
+        if self.local_controller {
+            self.controller_address = addr.to_string();
+            for a in self.voters.values_mut() {
+                *a = addr.to_string();
+            }
+        }
     }
+}
+
+/// The keys tuning replication, liveness and rebalancing (with Kafka's defaults).
+fn with_tuning(
+    raw: &BTreeMap<String, String>,
+    base: ClusterConfig,
+) -> Result<ClusterConfig, ConfigError> {
+    Ok(ClusterConfig {
+        replica_lag_time_max_ms: num(raw, "replica.lag.time.max.ms", 30_000, |n| *n > 0)?,
+        replica_fetch_max_bytes: num(raw, "replica.fetch.max.bytes", 1 << 20, |n| *n > 0)?,
+        replica_fetch_wait_max_ms: num(raw, "replica.fetch.wait.max.ms", 500, |n| *n >= 0)?,
+        broker_session_timeout_ms: num(raw, "broker.session.timeout.ms", 9_000, |n| *n > 0)?,
+        broker_heartbeat_interval_ms: num(raw, "broker.heartbeat.interval.ms", 2_000, |n| *n > 0)?,
+        controlled_shutdown_timeout_ms: num(raw, "controlled.shutdown.timeout.ms", 30_000, |n| {
+            *n > 0
+        })?,
+        fault_hooks: num(raw, "fjord.test.fault.hooks", false, |_| true)?,
+        auto_leader_rebalance_enable: num(raw, "auto.leader.rebalance.enable", true, |_| true)?,
+        leader_imbalance_check_interval_seconds: num(
+            raw,
+            "leader.imbalance.check.interval.seconds",
+            300,
+            |n| *n > 0,
+        )?,
+        leader_imbalance_per_broker_percentage: num(
+            raw,
+            "leader.imbalance.per.broker.percentage",
+            10,
+            |n| *n <= 100,
+        )?,
+        ..base
+    })
 }
 
 fn err(key: &str, reason: impl Into<String>) -> ConfigError {
@@ -97,8 +146,9 @@ pub fn parse_voters(value: &str) -> Result<BTreeMap<i32, String>, ConfigError> {
     Ok(out)
 }
 
-/// Validates the cluster keys and, in cluster mode, moves the controller listener out of
-/// `listeners` and `advertised_listeners` (it is never advertised to clients).
+/// Validates the quorum keys and moves the controller listener out of `listeners` and
+/// `advertised_listeners` (it is never advertised to clients). Without voters, this node is
+/// the only voter on a synthesized loopback controller listener.
 pub fn resolve(
     raw: &BTreeMap<String, String>,
     node_id: i32,
@@ -107,7 +157,26 @@ pub fn resolve(
 ) -> Result<ClusterConfig, ConfigError> {
     let voters = parse_voters(raw.get("controller.quorum.voters").map_or("", |s| s))?;
     if voters.is_empty() {
-        return Ok(ClusterConfig::default());
+        let local = Listener {
+            name: LOCAL_CONTROLLER_LISTENER.into(),
+            host: "127.0.0.1".into(),
+            port: 0,
+        };
+        let address = format!("{}:{}", local.host, local.port);
+        return with_tuning(
+            raw,
+            ClusterConfig {
+                voters: BTreeMap::from([(node_id, address.clone())]),
+                controller_listener: Some(local),
+                local_controller: true,
+                controller_address: address,
+                inter_broker_listener: advertised
+                    .first()
+                    .map(|l| l.name.clone())
+                    .unwrap_or_default(),
+                ..ClusterConfig::default()
+            },
+        );
     }
     let roles: Vec<&str> = raw
         .get("process.roles")
@@ -208,36 +277,17 @@ pub fn resolve(
         format!("{host}:{}", controller.port)
     });
     let inter_broker_sasl = super::inter_broker::sasl_settings(raw, &inter_broker_listener)?;
-    Ok(ClusterConfig {
-        voters,
-        controller_security: None,
-        inter_broker_sasl,
-        controller_address,
-        controller_listener: Some(controller),
-        inter_broker_listener,
-        replica_lag_time_max_ms: num(raw, "replica.lag.time.max.ms", 30_000, |n| *n > 0)?,
-        replica_fetch_max_bytes: num(raw, "replica.fetch.max.bytes", 1 << 20, |n| *n > 0)?,
-        replica_fetch_wait_max_ms: num(raw, "replica.fetch.wait.max.ms", 500, |n| *n >= 0)?,
-        broker_session_timeout_ms: num(raw, "broker.session.timeout.ms", 9_000, |n| *n > 0)?,
-        broker_heartbeat_interval_ms: num(raw, "broker.heartbeat.interval.ms", 2_000, |n| *n > 0)?,
-        controlled_shutdown_timeout_ms: num(raw, "controlled.shutdown.timeout.ms", 30_000, |n| {
-            *n > 0
-        })?,
-        fault_hooks: num(raw, "fjord.test.fault.hooks", false, |_| true)?,
-        auto_leader_rebalance_enable: num(raw, "auto.leader.rebalance.enable", true, |_| true)?,
-        leader_imbalance_check_interval_seconds: num(
-            raw,
-            "leader.imbalance.check.interval.seconds",
-            300,
-            |n| *n > 0,
-        )?,
-        leader_imbalance_per_broker_percentage: num(
-            raw,
-            "leader.imbalance.per.broker.percentage",
-            10,
-            |n| *n <= 100,
-        )?,
-    })
+    with_tuning(
+        raw,
+        ClusterConfig {
+            voters,
+            inter_broker_sasl,
+            controller_address,
+            controller_listener: Some(controller),
+            inter_broker_listener,
+            ..ClusterConfig::default()
+        },
+    )
 }
 
 #[cfg(test)]
@@ -264,6 +314,28 @@ mod tests {
         )?;
         let mut advertised = listeners.clone();
         resolve(&raw, 1, &mut listeners, &mut advertised)
+    }
+
+    #[test]
+    fn without_voters_the_node_is_the_only_voter_on_a_loopback_listener() {
+        let mut listeners = parse_listeners("listeners", "PLAINTEXT://0.0.0.0:9092").unwrap();
+        let mut advertised = listeners.clone();
+        let mut c = resolve(&BTreeMap::new(), 3, &mut listeners, &mut advertised).unwrap();
+        assert!(c.local_controller);
+        let l = c.controller_listener.clone().unwrap();
+        assert_eq!((l.host.as_str(), l.port), ("127.0.0.1", 0));
+        assert_eq!(listeners.len(), 1, "client listeners are left alone");
+        assert_eq!(advertised.len(), 1);
+        assert_eq!(c.inter_broker_listener, "PLAINTEXT");
+        assert_eq!(c.broker_heartbeat_interval_ms, 2_000);
+        c.local_controller_bound("127.0.0.1:40000".parse().unwrap());
+        assert_eq!(
+            c.voters,
+            BTreeMap::from([(3, "127.0.0.1:40000".to_string())])
+        );
+        assert_eq!(c.controller_address, "127.0.0.1:40000");
+        let configured = resolve_with(&[]).unwrap();
+        assert!(!configured.local_controller);
     }
 
     #[test]

@@ -100,9 +100,7 @@ pub fn decide(
 
 /// Sends this broker's heartbeats to the controller until the process stops.
 pub async fn heartbeat(broker: Arc<Broker>) {
-    let Some(cluster) = &broker.cluster else {
-        return;
-    };
+    let cluster = &broker.cluster;
     let every = Duration::from_millis(broker.config.cluster.broker_heartbeat_interval_ms);
     let mut tick = tokio::time::interval(every);
     loop {
@@ -123,9 +121,7 @@ pub async fn heartbeat(broker: Arc<Broker>) {
 
 /// The controller duty: on the quorum leader, fence silent brokers and unfence returning ones.
 pub async fn run(broker: Arc<Broker>) {
-    let Some(cluster) = &broker.cluster else {
-        return;
-    };
+    let cluster = &broker.cluster;
     let me = broker.config.node_id;
     let timeout = Duration::from_millis(broker.config.cluster.broker_session_timeout_ms);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -207,9 +203,7 @@ pub async fn run(broker: Arc<Broker>) {
 /// leaves the ISRs), then wait until no hosted partition still names it leader. Bounded by
 /// `controlled.shutdown.timeout.ms`.
 pub async fn controlled_shutdown(broker: &Arc<Broker>) {
-    let Some(cluster) = &broker.cluster else {
-        return;
-    };
+    let cluster = &broker.cluster;
     cluster.begin_shutdown();
     let me = broker.config.node_id;
     let limit = Duration::from_millis(broker.config.cluster.controlled_shutdown_timeout_ms);

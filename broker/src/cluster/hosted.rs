@@ -1,4 +1,4 @@
-//! Which partition logs this node hosts in cluster mode: after every applied metadata batch the
+//! Which partition logs this node hosts: after every applied metadata batch the
 //! hosted set is reconciled with the image — logs are opened for partitions whose replica list
 //! contains this node and removed (with their directories) for deleted topics and for
 //! partitions reassigned away from this node (once it is no longer in the replica list: its
@@ -63,6 +63,11 @@ fn topic_id_in(dir: &Path) -> Option<Uuid> {
         .and_then(|id| Uuid::parse_str(id.trim()).ok())
 }
 
+/// Marks `dir` as a partition directory of topic `id` (kept across restarts by `open_partition`).
+pub(crate) fn write_marker(dir: &Path, id: Uuid) -> std::io::Result<()> {
+    std::fs::write(dir.join(MARKER), format!("version: 0\ntopic_id: {id}\n"))
+}
+
 fn open_partition(
     broker: &Broker,
     topic: &Arc<str>,
@@ -77,7 +82,7 @@ fn open_partition(
     }
     let log = PartitionLog::open(&dir, settings.clone(), now_ms())?;
     if topic_id_in(&dir) != Some(id) {
-        std::fs::write(dir.join(MARKER), format!("version: 0\ntopic_id: {id}\n"))?;
+        write_marker(&dir, id)?;
     }
     Ok(Arc::new(Partition::replicated(topic.clone(), index, log)))
 }
@@ -106,9 +111,7 @@ pub fn sync(broker: &Arc<Broker>) {
 /// list no longer contains this node: a reassignment moved them away. `apply_roles` ran first,
 /// so the partition has no role any more and its fetcher stops.
 fn remove_unassigned(broker: &Broker) {
-    let Some(cluster) = &broker.cluster else {
-        return;
-    };
+    let cluster = &broker.cluster;
     let me = broker.config.node_id;
     let mut hosted = cluster.hosted_ids.lock();
     let gone: Vec<Arc<Partition>> = {
@@ -164,9 +167,6 @@ fn remove_unassigned(broker: &Broker) {
 /// replicate (left by a reassignment completed while it was down, or interrupted removal).
 /// Only directories whose `partition.metadata` names the topic's current id are touched.
 pub fn remove_strays(broker: &Broker) {
-    if broker.cluster.is_none() {
-        return;
-    }
     let me = broker.config.node_id;
     let Ok(entries) = std::fs::read_dir(broker.config.data_dir()) else {
         return;
@@ -212,9 +212,7 @@ pub fn remove_strays(broker: &Broker) {
 
 /// Gives each hosted partition its role from the image.
 fn apply_roles(broker: &Arc<Broker>) {
-    let Some(cluster) = &broker.cluster else {
-        return;
-    };
+    let cluster = &broker.cluster;
     let me = broker.config.node_id;
     let now = now_ms();
     let img = broker.metadata.read().clone_partitions();
@@ -248,9 +246,7 @@ fn apply_roles(broker: &Arc<Broker>) {
 
 /// Opens logs for newly hosted partitions and removes those of deleted topics.
 fn open_and_remove(broker: &Broker) {
-    let Some(cluster) = &broker.cluster else {
-        return;
-    };
+    let cluster = &broker.cluster;
     let mut hosted = cluster.hosted_ids.lock();
     let me = broker.config.node_id;
     // (name, id, configs, [(index, leader epoch)]) of every topic with a replica here.

@@ -18,9 +18,7 @@ pub fn request_change(
     proposal: IsrProposal,
     partition_epoch: i32,
 ) {
-    let Some(cluster) = &broker.cluster else {
-        return;
-    };
+    let cluster = &broker.cluster;
     let (shrink, isr) = match proposal {
         IsrProposal::Shrink(isr) => (true, isr),
         IsrProposal::Expand(isr) => (false, isr),
@@ -34,7 +32,7 @@ pub fn request_change(
     };
     let b = broker.clone();
     cluster.handle.spawn(async move {
-        let Some(cluster) = &b.cluster else { return };
+        let cluster = &b.cluster;
         match cluster.write(std::slice::from_ref(&record)).await {
             Ok(()) => {
                 let applied = partition.replica.lock().isr == isr;
@@ -67,9 +65,6 @@ pub fn request_change(
 
 /// Periodically checks every led partition for lagging followers and refreshes the gauges.
 pub async fn run(broker: Arc<Broker>) {
-    if broker.cluster.is_none() {
-        return;
-    }
     let lag_max = cluster_lag_max(&broker);
     let every = Duration::from_millis((lag_max as u64 / 4).clamp(100, 2_000));
     let mut tick = tokio::time::interval(every);
@@ -131,10 +126,7 @@ pub fn refresh_gauges(broker: &Broker) {
         .filter(|p| p.leader < 0)
         .count();
     // Kafka reports offline partitions on the active controller only.
-    let controller = broker
-        .cluster
-        .as_ref()
-        .is_some_and(|c| c.leader() == Some(broker.config.node_id));
+    let controller = broker.cluster.leader() == Some(broker.config.node_id);
     m.offline_partitions
         .set(if controller { offline as i64 } else { 0 });
     m.fenced_brokers

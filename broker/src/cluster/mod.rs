@@ -1,18 +1,23 @@
-//! Cluster mode (issue 5, first step): several brokers share their metadata through the
-//! fjord-quorum Raft log instead of the local file store.
+//! The metadata quorum every broker runs (issue 5; issue 13: one broker, not two): brokers
+//! share their metadata through the fjord-quorum Raft log. A node without configured voters
+//! is a one-voter quorum on a loopback controller listener ([`config`]) running the same code.
 //!
-//! Every node is a voter (combined `broker,controller` mode). A metadata change is written as
-//! one quorum command ([`MetadataApplier::command`]); every node applies committed commands to
-//! its image in log order, and a hook ([`hosted::sync`]) opens or removes the partition logs the
-//! node hosts. Each node registers itself ([`registration`]) so Metadata answers with every
-//! broker. The preferred (first) replica leads; data replication is not there yet, so a new
-//! partition's ISR is its leader alone.
+//! A voter runs combined `broker,controller`; a `broker`-only node is a Raft learner. A
+//! metadata change is written as one quorum command ([`MetadataApplier::command`]) and the
+//! writer waits (notified, not polling) until its own node applied it; every node applies
+//! committed commands to its image in log order, and a hook ([`hosted::on_applied`]) opens or
+//! removes the partition logs the node hosts and stores replicated group offsets. Each node
+//! registers itself ([`registration`]) so Metadata answers with every broker; the active
+//! controller fences silent brokers ([`controller`]), keeps ISRs ([`isr`]) and moves
+//! leaderships ([`reassignment`], [`rebalance`]). A data directory written by the old
+//! single-node file store is imported once on first start ([`migrate`]).
 
 pub mod config;
 pub mod controller;
 pub mod hosted;
 pub mod inter_broker;
 pub mod isr;
+pub mod migrate;
 pub mod reassignment;
 pub mod rebalance;
 pub mod registration;
@@ -38,7 +43,7 @@ use crate::state::Broker;
 /// How long a writer waits for its own committed write to be applied locally.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The quorum side of a broker in cluster mode.
+/// The quorum side of a broker.
 pub struct Cluster {
     pub quorum: QuorumNode,
     pub(crate) handle: Handle,
@@ -176,17 +181,31 @@ impl Cluster {
         self.wait_applied(index).await
     }
 
+    /// Waits until this node applied log entry `index`: woken by Raft's metrics (which change
+    /// as entries are applied), no polling. On the leader `client_write` answers after the
+    /// local apply, so this usually returns at once.
     async fn wait_applied(&self, index: u64) -> io::Result<()> {
-        let deadline = tokio::time::Instant::now() + APPLY_TIMEOUT;
-        while self.quorum.last_applied_index().is_none_or(|i| i < index) {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(io::Error::other(
-                    "the metadata change was committed but not yet applied on this broker",
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        let applied = || self.quorum.last_applied_index().is_some_and(|i| i >= index);
+        if applied() {
+            return Ok(());
         }
-        Ok(())
+        let mut metrics = self.quorum.metrics();
+        let wait = async {
+            loop {
+                if applied() {
+                    return Ok(());
+                }
+                if metrics.changed().await.is_err() {
+                    return Err(io::Error::other("the metadata quorum stopped"));
+                }
+            }
+        };
+        match tokio::time::timeout(APPLY_TIMEOUT, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::other(
+                "the metadata change was committed but not yet applied on this broker",
+            )),
+        }
     }
 
     /// [`Cluster::write`] for the synchronous broker code paths. Handlers run on the
@@ -226,9 +245,9 @@ impl Broker {
         leader_check(self, topic, index)
     }
 
-    /// Is this node the coordinator of `group` (always, on a single node)?
+    /// Is this node the coordinator of `group`?
     pub fn is_group_coordinator(&self, group: &str) -> bool {
-        self.cluster.is_none() || coordinator_for(self, group) == Some(self.config.node_id)
+        coordinator_for(self, group) == Some(self.config.node_id)
     }
 
     /// Does the metadata know this partition (hosted here or not)?
@@ -267,19 +286,16 @@ fn leader_check(broker: &Broker, topic: &str, index: i32) -> Result<Arc<Partitio
     let Some(p) = broker.partition(topic, index) else {
         return Err(led_elsewhere());
     };
-    if broker.cluster.is_some() {
-        let leader = broker.metadata.read().topics.get(topic).and_then(|t| {
-            t.partitions
-                .get(usize::try_from(index).ok()?)
-                .map(|p| p.leader)
-        });
-        match leader {
-            Some(l) if l == broker.config.node_id => {}
-            Some(_) => return Err(ErrorCode::NotLeaderOrFollower),
-            None => return Err(ErrorCode::UnknownTopicOrPartition),
-        }
+    let leader = broker.metadata.read().topics.get(topic).and_then(|t| {
+        t.partitions
+            .get(usize::try_from(index).ok()?)
+            .map(|p| p.leader)
+    });
+    match leader {
+        Some(l) if l == broker.config.node_id => Ok(p),
+        Some(_) => Err(ErrorCode::NotLeaderOrFollower),
+        None => Err(ErrorCode::UnknownTopicOrPartition),
     }
-    Ok(p)
 }
 
 /// Java's `String.hashCode`, so the coordinator choice matches Kafka's `abs(hash) % n` style.

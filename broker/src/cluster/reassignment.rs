@@ -242,7 +242,6 @@ pub async fn alter(
             format!("Unable to find partition {topic}:{index}."),
         )
     };
-    let me = broker.config.node_id;
     for _ in 0..ATTEMPTS {
         let (step, epoch) = {
             let img = broker.metadata.read();
@@ -256,14 +255,7 @@ pub async fn alter(
                 .ok()
                 .and_then(|i| t.partitions.get(i))
                 .ok_or_else(unknown)?;
-            let clustered = broker.cluster.is_some();
-            let registered = |id: i32| {
-                if clustered {
-                    img.brokers.contains_key(&id)
-                } else {
-                    id == me
-                }
-            };
+            let registered = |id: i32| img.brokers.contains_key(&id);
             let live = |id: i32| is_live(&img, id);
             let step = match target {
                 Some(target) => {
@@ -277,10 +269,7 @@ pub async fn alter(
         let Some(step) = step else {
             return Ok(());
         };
-        let Some(cluster) = &broker.cluster else {
-            // A single node has nothing to move; only a no-op target passes validation.
-            return Ok(());
-        };
+        let cluster = &broker.cluster;
         let record = step.record(topic, index, epoch);
         cluster
             .write(std::slice::from_ref(&record))
@@ -362,9 +351,7 @@ fn refresh_gauges(broker: &Broker) {
 /// The controller duty: on the quorum leader, completes reassignments whose target replicas
 /// are all in sync.
 pub async fn run(broker: Arc<Broker>) {
-    let Some(cluster) = &broker.cluster else {
-        return;
-    };
+    let cluster = &broker.cluster;
     let me = broker.config.node_id;
     let mut tick = tokio::time::interval(CHECK_EVERY);
     loop {

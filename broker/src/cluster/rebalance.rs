@@ -62,9 +62,7 @@ pub fn plan(image: &MetadataImage, percentage: u32) -> Vec<MetadataRecord> {
 
 /// The rebalance duty: on the quorum leader, every check interval, write [`plan`].
 pub async fn run(broker: Arc<Broker>) {
-    let Some(cluster) = &broker.cluster else {
-        return;
-    };
+    let cluster = &broker.cluster;
     let config = &broker.config.cluster;
     if !config.auto_leader_rebalance_enable {
         return;

@@ -40,19 +40,14 @@ pub fn record(broker: &Broker) -> MetadataRecord {
         node_id: config.node_id,
         rack: config.broker_rack.clone(),
         endpoints,
-        incarnation: broker
-            .cluster
-            .as_ref()
-            .map_or(uuid::Uuid::nil(), |c| c.incarnation),
+        incarnation: broker.cluster.incarnation,
     }
 }
 
 /// Registers this node, retrying until the quorum accepts the write (a leader needs a
 /// majority of voters up).
 pub async fn register(broker: Arc<Broker>) {
-    let Some(cluster) = &broker.cluster else {
-        return;
-    };
+    let cluster = &broker.cluster;
     let record = record(&broker);
     loop {
         if broker.metadata.read().brokers.get(&broker.config.node_id)

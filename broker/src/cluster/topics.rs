@@ -1,4 +1,4 @@
-//! CreateTopics and CreatePartitions in cluster mode: replicas are placed over the registered
+//! CreateTopics and CreatePartitions: replicas are placed over the registered
 //! brokers with Kafka's assignment (random start and shift), and the records go through the
 //! quorum. Only live (unfenced) brokers get new replicas; every replica of a new partition
 //! starts in the ISR (its log is as empty as the leader's), as in Kafka.

@@ -18,8 +18,8 @@ use crate::config::Config;
 use crate::metadata::ReplicatedOffset;
 use crate::protocol::errors::ErrorCode;
 
-/// Writes offset changes through the cluster's metadata log (cluster mode); the change reaches
-/// every node's store through [`GroupCoordinator::apply_replicated`].
+/// Writes offset changes through the metadata log; the change reaches every node's store
+/// through [`GroupCoordinator::apply_replicated`].
 pub type OffsetReplicator =
     Box<dyn Fn(&str, Vec<ReplicatedOffset>) -> std::io::Result<()> + Send + Sync>;
 
@@ -54,7 +54,8 @@ impl GroupCoordinator {
         })
     }
 
-    /// Cluster mode: offset changes go through `replicator` instead of straight to the store.
+    /// Offset changes go through `replicator` (the metadata quorum) instead of straight to the
+    /// store; set once the broker is open.
     pub fn set_replicator(&self, replicator: OffsetReplicator) {
         let _ = self.replicator.set(replicator);
     }
@@ -85,7 +86,8 @@ impl GroupCoordinator {
         }
     }
 
-    /// Stores offset changes: through the metadata log in cluster mode, locally otherwise.
+    /// Stores offset changes: through the metadata log once the replicator is set, locally
+    /// before that.
     /// The caller must not hold the offsets lock.
     fn store(
         &self,
@@ -269,6 +271,16 @@ impl GroupCoordinator {
                 ErrorCode::UnknownServerError
             }
         }
+    }
+
+    /// Every group's committed offsets (what this node's offset store holds).
+    pub fn all_committed(&self) -> Vec<(String, GroupOffsets)> {
+        self.offsets
+            .lock()
+            .offsets
+            .iter()
+            .map(|(g, o)| (g.clone(), o.clone()))
+            .collect()
     }
 
     pub fn committed(&self, group_id: &str) -> GroupOffsets {

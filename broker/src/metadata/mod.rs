@@ -1,8 +1,8 @@
-//! Cluster metadata: records, the in-memory image they build, and the store that persists them.
-//!
-//! Today the store is a local append-only file (single node). The cluster issue replaces the store
-//! with a Raft log; records and image stay the same, which is why every change goes through a
-//! record instead of mutating the image directly.
+//! Cluster metadata: records and the in-memory image they build. Records are persisted and
+//! ordered by the metadata quorum's Raft log (`crate::cluster`, also on a single node, as a
+//! one-voter quorum) and applied to the image by [`quorum_applier`]; every change goes through
+//! a record instead of mutating the image directly. (The old single-node file store is only
+//! read once, to import it: `crate::cluster::migrate`.)
 
 pub mod image;
 pub mod leadership;
@@ -12,8 +12,6 @@ pub mod quota;
 pub mod reassignment;
 pub mod record;
 pub mod snapshot;
-pub mod store;
 
 pub use image::{MetadataImage, PartitionMeta, RegisteredBroker, TopicMeta};
 pub use record::{BrokerEndpoint, MetadataRecord, ReplicatedOffset};
-pub use store::MetadataStore;

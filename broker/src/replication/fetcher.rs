@@ -97,8 +97,12 @@ fn throttled_rate(broker: &Broker, p: &Partition) -> Option<u64> {
 
 /// How long the next throttled fetch must wait (`None`: fetch now).
 fn throttle_wait(broker: &Broker, rate: u64) -> Option<u64> {
-    let cluster = broker.cluster.as_ref()?;
-    let wait = cluster.throttles.follower.lock().wait_ms(rate, now_ms());
+    let wait = broker
+        .cluster
+        .throttles
+        .follower
+        .lock()
+        .wait_ms(rate, now_ms());
     (wait > 0).then_some(wait)
 }
 
@@ -279,8 +283,13 @@ async fn fetch_once(
         match log.append_replica(records, now_ms()) {
             Ok(a) => {
                 broker.metrics.replication_bytes_in.inc_by(a.bytes as u64);
-                if let (Some(rate), Some(c)) = (throttle, &broker.cluster) {
-                    c.throttles.follower.lock().consume(rate, a.bytes, now_ms());
+                if let Some(rate) = throttle {
+                    broker
+                        .cluster
+                        .throttles
+                        .follower
+                        .lock()
+                        .consume(rate, a.bytes, now_ms());
                 }
             }
             Err(e) => {

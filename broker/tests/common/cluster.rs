@@ -111,7 +111,7 @@ pub fn start_cluster(dir: &Path, n: usize) -> Vec<Node> {
         .collect();
     for node in &nodes {
         wait_until("every node knows the quorum leader", || {
-            node.broker.cluster.as_ref().unwrap().leader().is_some()
+            node.broker.cluster.leader().is_some()
         });
         wait_until("every broker registered on every node", || {
             node.broker.metadata.read().brokers.len() == n
