@@ -162,6 +162,17 @@ def test_scram_credentials(broker, kafka_bin):
     assert scram_of(kafka_bin, broker, bob) == {"SCRAM-SHA-256": 16384}
 
 
+def json_objects(value):
+    """Every JSON object nested anywhere in `value`, depth first."""
+    if isinstance(value, dict):
+        yield value
+        for v in value.values():
+            yield from json_objects(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from json_objects(v)
+
+
 @pytest.mark.skipif(TARGET != "fjord", reason="reads fjord's metadata log; Apache Kafka stores credentials differently")
 def test_scram_stores_only_derived_keys(broker, kafka_bin):
     """The Java client's salted password reaches the broker intact, and only StoredKey/ServerKey
@@ -171,10 +182,14 @@ def test_scram_stores_only_derived_keys(broker, kafka_bin):
             "--entity-type", "users", "--entity-name", user)
     configs(kafka_bin, broker, "--alter", "--add-config", f"SCRAM-SHA-256=[iterations=4096,password={password}]",
             "--entity-type", "users", "--entity-name", user)
-    log = (broker.data_dir / "__fjord_metadata" / "metadata.log").read_text()
-    records = [json.loads(line) for line in log.splitlines()]
-    creds = {r["mechanism"]: r["credential"] for r in records
-             if r.get("type") == "UserScramCredential" and r["name"] == user}
+    # Metadata lives in the Raft quorum's directory (a single node is a one-voter quorum): the
+    # records sit inside the log's entries, and a snapshot may hold them too, so every file there
+    # is searched for secrets.
+    quorum = broker.data_dir / "__fjord_quorum"
+    log = "\n".join(p.read_text(errors="replace") for p in sorted(quorum.rglob("*")) if p.is_file())
+    entries = [json.loads(line) for line in (quorum / "log.jsonl").read_text().splitlines() if line.strip()]
+    creds = {r["mechanism"]: r["credential"] for r in json_objects(entries)
+             if r.get("type") == "UserScramCredential" and r.get("name") == user}
     assert set(creds) == {"SCRAM-SHA-256", "SCRAM-SHA-512"}, creds
     for mech, algo in (("SCRAM-SHA-256", "sha256"), ("SCRAM-SHA-512", "sha512")):
         c = creds[mech]
