@@ -23,7 +23,7 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
             continue;
         };
         let b = broker.clone();
-        tokio::spawn(async move {
+        broker.tasks.spawn(async move {
             let _ =
                 tokio::time::timeout(std::time::Duration::from_secs(10), handle(b, stream)).await;
         });

@@ -45,6 +45,8 @@ pub struct Config {
     pub default_replication_factor: i16,
     pub auto_create_topics_enable: bool,
     pub socket_request_max_bytes: usize,
+    /// `max.connections`, `max.connections.per.ip` and its overrides.
+    pub connection_limits: crate::network::limits::LimitsConfig,
     pub group_initial_rebalance_delay_ms: u64,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
@@ -490,6 +492,7 @@ impl Config {
                 && !is_topic_key(&k)
                 && !is_config_provider_key(&k)
                 && !crate::network::security::is_known_key(&k)
+                && !crate::network::limits::KEYS.contains(&k.as_str())
             {
                 warnings.push(format!("unknown configuration key '{k}' (ignored)"));
             }
@@ -589,6 +592,9 @@ impl Config {
         if socket_request_max_bytes < 1024 {
             return Err(err("socket.request.max.bytes", "must be >= 1024"));
         }
+        let connection_limits =
+            crate::network::limits::LimitsConfig::parse(|k| raw.get(k).cloned())
+                .map_err(|e| err(e.key, e.reason))?;
         let mut topic_defaults = BTreeMap::new();
         for (bk, tk) in BROKER_TO_TOPIC_KEYS {
             topic_defaults.insert(tk.to_string(), raw[*bk].clone());
@@ -638,6 +644,7 @@ impl Config {
             default_replication_factor,
             auto_create_topics_enable: parse_bool(&raw, "auto.create.topics.enable")?,
             socket_request_max_bytes,
+            connection_limits,
             group_initial_rebalance_delay_ms: parse_num(&raw, "group.initial.rebalance.delay.ms")?,
             group_min_session_timeout_ms: parse_num(&raw, "group.min.session.timeout.ms")?,
             group_max_session_timeout_ms: parse_num(&raw, "group.max.session.timeout.ms")?,

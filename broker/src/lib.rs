@@ -3,7 +3,8 @@
 //! `start` binds the listeners and the admin endpoint, starts the node's metadata quorum member
 //! (a one-voter quorum when no voters are configured), opens the data directory (recovering
 //! logs), starts background tasks (group coordinator tick, retention, controller duties) and
-//! serves; `main` runs it until SIGTERM/SIGINT.
+//! serves; `main` runs it until SIGTERM/SIGINT. Every task is spawned through the broker's
+//! [`tasks::Tasks`], so [`Broker::shutdown`] stops them all.
 
 pub mod admin_http;
 pub mod alloc_guard;
@@ -22,6 +23,7 @@ pub mod protocol;
 pub mod quota;
 pub mod replication;
 pub mod state;
+pub mod tasks;
 pub mod topic_config;
 
 use std::sync::Arc;
@@ -56,9 +58,9 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     }
     let broker = open(config).await?;
     network::server::spawn_all(&broker, listeners);
-    tokio::spawn(admin_http::serve(broker.clone(), admin));
+    broker.tasks.spawn(admin_http::serve(broker.clone(), admin));
     let b = broker.clone();
-    tokio::spawn(async move {
+    broker.tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tick.tick().await;
@@ -67,13 +69,15 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     });
     let b = broker.clone();
     let every = Duration::from_millis(b.config.log_retention_check_interval_ms.max(1000));
-    tokio::spawn(async move {
+    broker.tasks.spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
         loop {
             tick.tick().await;
-            let b = b.clone();
-            let _ = tokio::task::spawn_blocking(move || b.enforce_retention()).await;
+            let retention = b.clone();
+            b.tasks
+                .run_blocking(move || retention.enforce_retention())
+                .await;
         }
     });
     Ok(Running {
@@ -120,17 +124,18 @@ async fn open(mut config: Config) -> anyhow::Result<Arc<Broker>> {
         anyhow::Ok(())
     })
     .await??;
-    tokio::spawn(cluster::controller::heartbeat(broker.clone()));
+    let tasks = &broker.tasks;
+    tasks.spawn(cluster::controller::heartbeat(broker.clone()));
     if sole_voter {
         // Nothing else can elect this node: it leads at once, so it is registered (and ready)
         // when `start` returns, as a broker without a quorum always was.
         cluster::registration::register(broker.clone()).await;
     } else {
-        tokio::spawn(cluster::registration::register(broker.clone()));
+        tasks.spawn(cluster::registration::register(broker.clone()));
     }
-    tokio::spawn(cluster::controller::run(broker.clone()));
-    tokio::spawn(cluster::isr::run(broker.clone()));
-    tokio::spawn(cluster::reassignment::run(broker.clone()));
-    tokio::spawn(cluster::rebalance::run(broker.clone()));
+    tasks.spawn(cluster::controller::run(broker.clone()));
+    tasks.spawn(cluster::isr::run(broker.clone()));
+    tasks.spawn(cluster::reassignment::run(broker.clone()));
+    tasks.spawn(cluster::rebalance::run(broker.clone()));
     Ok(broker)
 }

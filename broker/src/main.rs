@@ -136,7 +136,9 @@ fn main() -> ExitCode {
         wait_for_signal().await;
         tracing::info!("shutting down");
         fjord_broker::cluster::controller::controlled_shutdown(&running.broker).await;
-        running.broker.shutdown();
+        let started = std::time::Instant::now();
+        let abandoned = running.broker.shutdown().await;
+        tracing::info!(elapsed = ?started.elapsed(), abandoned_tasks = abandoned, "stopped");
         ExitCode::SUCCESS
     })
 }

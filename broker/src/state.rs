@@ -38,9 +38,13 @@ pub struct Broker {
     pub quotas: crate::quota::QuotaManager,
     producer_ids: Mutex<(i64, i64)>,
     ready: AtomicBool,
-    /// Set when shutdown starts: background replication tasks stop.
-    stopping: AtomicBool,
+    /// Every task the broker spawned; cancelled and awaited on shutdown.
+    pub tasks: crate::tasks::Tasks,
 }
+
+/// Shutdown gives the broker's tasks this long to end; SIGTERM's whole path stays well inside
+/// Kubernetes' default 30 s grace period.
+pub const SHUTDOWN_BOUND: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// A topic-level failure with the message to show the client.
 #[derive(Debug, Clone)]
@@ -95,7 +99,7 @@ impl Broker {
             quotas,
             producer_ids: Mutex::new((next_pid, next_pid)),
             ready: AtomicBool::new(false),
-            stopping: AtomicBool::new(false),
+            tasks: crate::tasks::Tasks::new(tokio::runtime::Handle::current()),
             config,
         });
         let weak = Arc::downgrade(&broker);
@@ -133,7 +137,7 @@ impl Broker {
     }
 
     pub fn is_stopping(&self) -> bool {
-        self.stopping.load(Ordering::Acquire)
+        self.tasks.is_stopping()
     }
 
     pub(crate) fn partition_dir(&self, topic: &str, p: i32) -> PathBuf {
@@ -435,16 +439,32 @@ impl Broker {
         }
     }
 
-    /// Flushes all logs and group state; called on orderly shutdown.
-    pub fn shutdown(&self) {
+    /// Orderly shutdown: stops every task (accept loops, connections, fetchers, controller
+    /// duties) within [`SHUTDOWN_BOUND`], then flushes logs and group state and stops the
+    /// quorum member. Returns how many tasks had to be abandoned (0 when all ended).
+    pub async fn shutdown(self: &Arc<Self>) -> usize {
         self.ready.store(false, Ordering::Release);
-        self.stopping.store(true, Ordering::Release);
-        for p in self.all_partitions() {
-            if let Err(e) = p.log.read().flush() {
-                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush failed");
+        let abandoned = match self.tasks.shutdown(SHUTDOWN_BOUND).await {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::warn!(error = %e, "shutdown went on without them");
+                e.running
             }
+        };
+        let b = self.clone();
+        let flushed = tokio::task::spawn_blocking(move || {
+            for p in b.all_partitions() {
+                if let Err(e) = p.log.read().flush() {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush failed");
+                }
+            }
+            b.groups.flush();
+        });
+        if let Err(e) = flushed.await {
+            tracing::error!(error = %e, "flushing logs failed");
         }
-        self.groups.flush();
+        self.cluster.shutdown().await;
+        abandoned
     }
 }
 

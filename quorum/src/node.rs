@@ -296,7 +296,7 @@ impl QuorumNode {
     }
 
     /// Stops Raft and the RPC server.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         self.server.abort();
         let _ = self.raft.shutdown().await;
     }

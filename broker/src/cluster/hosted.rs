@@ -212,7 +212,6 @@ pub fn remove_strays(broker: &Broker) {
 
 /// Gives each hosted partition its role from the image.
 fn apply_roles(broker: &Arc<Broker>) {
-    let cluster = &broker.cluster;
     let me = broker.config.node_id;
     let now = now_ms();
     let img = broker.metadata.read().clone_partitions();
@@ -229,7 +228,7 @@ fn apply_roles(broker: &Arc<Broker>) {
                 leader_epoch,
             } => {
                 tracing::debug!(topic = %p.topic, partition = p.index, leader, leader_epoch, "following");
-                cluster.handle.spawn(crate::replication::fetcher::run(
+                broker.tasks.spawn(crate::replication::fetcher::run(
                     broker.clone(),
                     p.clone(),
                     leader,

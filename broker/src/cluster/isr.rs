@@ -18,7 +18,6 @@ pub fn request_change(
     proposal: IsrProposal,
     partition_epoch: i32,
 ) {
-    let cluster = &broker.cluster;
     let (shrink, isr) = match proposal {
         IsrProposal::Shrink(isr) => (true, isr),
         IsrProposal::Expand(isr) => (false, isr),
@@ -31,7 +30,7 @@ pub fn request_change(
         leader: None,
     };
     let b = broker.clone();
-    cluster.handle.spawn(async move {
+    broker.tasks.spawn(async move {
         let cluster = &b.cluster;
         match cluster.write(std::slice::from_ref(&record)).await {
             Ok(()) => {

@@ -232,7 +232,7 @@ impl Cluster {
     }
 
     /// Stops the quorum member.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         self.quorum.shutdown().await;
     }
 }

@@ -1,8 +1,11 @@
 //! One client connection: a reader task parses frames while the handler loop answers them in
 //! order (Kafka's per-connection ordering), so pipelined requests overlap I/O with work. The
 //! stream is plain TCP or TLS; the `Session` carries the connection's authentication state.
+//! When shutdown starts the loop takes no new request, gives the one in hand [`IN_FLIGHT_GRACE`]
+//! to be answered, and closes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -14,6 +17,10 @@ use crate::state::Broker;
 
 /// Requests read ahead of the one being handled.
 const PIPELINE_DEPTH: usize = 16;
+
+/// How long a request being handled when shutdown starts may take to be answered (a long-poll
+/// fetch or an `acks=all` produce); well inside the broker's shutdown bound.
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(3);
 
 pub async fn serve<S>(broker: Arc<Broker>, stream: S, mut session: Session)
 where
@@ -42,13 +49,35 @@ where
             }
         }
     });
-    while let Some(frame) = rx.recv().await {
+    let stop = broker.tasks.cancelled().clone();
+    let grace = async {
+        stop.cancelled().await;
+        tokio::time::sleep(IN_FLIGHT_GRACE).await;
+    };
+    tokio::pin!(grace);
+    loop {
+        let frame = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            frame = rx.recv() => match frame {
+                Some(frame) => frame,
+                None => break,
+            },
+        };
         // `quota::track` times the request and says how long a throttled client stays muted.
         let handled = dispatch::handle(&broker, &mut session, frame);
-        let (reply, mute) = crate::quota::track(&broker, handled).await;
+        let (reply, mute) = tokio::select! {
+            r = crate::quota::track(&broker, handled) => r,
+            () = &mut grace => break,
+        };
         match reply {
             Reply::Response(bytes) => {
-                if wr.write_all(&bytes).await.is_err() {
+                // A client that stops reading must not hold shutdown up either.
+                let written = tokio::select! {
+                    r = wr.write_all(&bytes) => r.is_ok(),
+                    () = &mut grace => false,
+                };
+                if !written {
                     break;
                 }
             }
@@ -66,7 +95,10 @@ where
             }
         }
         if !mute.is_zero() {
-            tokio::time::sleep(mute).await;
+            tokio::select! {
+                () = tokio::time::sleep(mute) => {}
+                () = stop.cancelled() => break,
+            }
         }
     }
     reader.abort();

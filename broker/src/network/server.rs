@@ -1,12 +1,14 @@
 //! Accept loops for the Kafka listeners; each connection gets its own task. On TLS listeners the
 //! handshake runs in that task (bounded by a timeout), with the listener's current certificate;
-//! a verified client certificate names the connection's principal.
+//! a verified client certificate names the connection's principal. Connections are counted
+//! against `limits` and owned by the broker's `Tasks`, so shutdown ends them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
+use super::limits::ConnectionLimits;
 use super::listener::{register_auth_metrics, AuthCounters, ListenerRuntime};
 use super::session::Session;
 use crate::auth::tls::principal_from_cert;
@@ -45,6 +47,7 @@ pub async fn bind_all(config: &Config) -> anyhow::Result<Vec<BoundListener>> {
 /// Registers the listeners' metrics and starts their accept loops.
 pub fn spawn_all(broker: &Arc<Broker>, listeners: Vec<BoundListener>) {
     let metrics = register_auth_metrics(&broker.metrics.registry);
+    let limits = ConnectionLimits::new(broker.config.connection_limits.clone());
     for l in listeners {
         if let Some((failed, ok)) = &metrics {
             let name = l.runtime.security.name.as_str();
@@ -53,17 +56,43 @@ pub fn spawn_all(broker: &Arc<Broker>, listeners: Vec<BoundListener>) {
                 successful: ok.with_label_values(&[name]),
             });
         }
-        tokio::spawn(accept_loop(broker.clone(), l));
+        let protected = is_protected(&broker.config, &l.runtime.security.name);
+        broker
+            .tasks
+            .spawn(accept_loop(broker.clone(), l, limits.clone(), protected));
     }
 }
 
-pub async fn accept_loop(broker: Arc<Broker>, listener: BoundListener) {
+/// Kafka's rule: the inter-broker listener is exempt from connection limits when clients have
+/// a listener of their own, so a client storm cannot stop replication.
+fn is_protected(config: &Config, listener: &str) -> bool {
+    config.listeners.len() > 1 && config.cluster.inter_broker_listener == listener
+}
+
+async fn accept_loop(
+    broker: Arc<Broker>,
+    listener: BoundListener,
+    limits: Arc<ConnectionLimits>,
+    protected: bool,
+) {
     loop {
+        if !protected {
+            limits.wait_for_slot().await;
+        }
         match listener.tcp.accept().await {
             Ok((stream, peer)) => {
+                let Ok(admitted) = limits.admit(peer.ip(), protected) else {
+                    // Closed at once, as Kafka does; `admit` logged it (rate-limited).
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let rt = listener.runtime.clone();
-                tokio::spawn(start_connection(broker.clone(), rt, stream, peer));
+                let b = broker.clone();
+                broker.tasks.spawn_graceful(async move {
+                    start_connection(b, rt, stream, peer).await;
+                    drop(admitted);
+                });
             }
             Err(e) => {
                 // Usually EMFILE: back off instead of spinning.
@@ -86,7 +115,12 @@ async fn start_connection(
         return;
     };
     let acceptor = tls.acceptor();
-    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+    let handshake = tokio::select! {
+        r = handshake => r,
+        () = broker.tasks.cancelled().cancelled() => return,
+    };
+    let stream = match handshake {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             // A plain EOF is a port probe, not a failed authentication.

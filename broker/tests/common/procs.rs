@@ -192,7 +192,17 @@ impl ProcCluster {
 
     /// SIGTERM and wait for the process to exit (controlled shutdown).
     pub fn terminate(&mut self, i: usize) -> Duration {
+        self.terminate_with_status(i).0
+    }
+
+    /// [`ProcCluster::terminate`], also returning how the process exited (`None` if it was
+    /// not running).
+    pub fn terminate_with_status(
+        &mut self,
+        i: usize,
+    ) -> (Duration, Option<std::process::ExitStatus>) {
         let started = Instant::now();
+        let mut status = None;
         if let Some(mut c) = self.nodes[i].child.take() {
             // SAFETY: kill only sends a signal to our own child process; no memory is involved.
             unsafe {
@@ -200,7 +210,8 @@ impl ProcCluster {
             }
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
-                if c.try_wait().unwrap().is_some() {
+                if let Some(s) = c.try_wait().unwrap() {
+                    status = Some(s);
                     break;
                 }
                 if Instant::now() > deadline {
@@ -211,7 +222,7 @@ impl ProcCluster {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        started.elapsed()
+        (started.elapsed(), status)
     }
 
     pub fn is_running(&self, i: usize) -> bool {
