@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::state::Broker;
+use crate::state::{Broker, NotReady};
 
 const MAX_REQUEST_HEAD: usize = 8192;
 
@@ -54,16 +54,26 @@ async fn handle(broker: Arc<Broker>, mut stream: TcpStream) -> std::io::Result<(
                 broker.metrics.render(),
             )
         }
-        ("GET", "/v1/ready") if broker.is_ready() => (
-            "200 OK",
-            "application/json",
-            "{\"ready\":true}\n".to_string(),
-        ),
-        ("GET", "/v1/ready") => (
-            "503 Service Unavailable",
-            "application/json",
-            "{\"ready\":false}\n".to_string(),
-        ),
+        ("GET", "/v1/ready") => {
+            // The check may probe a failed log dir with a file write: off the async workers.
+            let b = broker.clone();
+            let readiness = tokio::task::spawn_blocking(move || b.readiness())
+                .await
+                .unwrap_or(Err(NotReady::Interrupted));
+            match readiness {
+                Ok(()) => (
+                    "200 OK",
+                    "application/json",
+                    "{\"ready\":true}\n".to_string(),
+                ),
+                Err(reason) => (
+                    "503 Service Unavailable",
+                    "application/json",
+                    serde_json::json!({"ready": false, "reason": reason.to_string()}).to_string()
+                        + "\n",
+                ),
+            }
+        }
         ("GET", "/v1/restart-safety") => {
             let answer = crate::replication::view::restart_safety(&broker);
             let body = serde_json::to_string(&answer).unwrap_or_default() + "\n";

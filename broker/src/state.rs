@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::group::GroupCoordinator;
+use crate::log::dir_health::{LogDirFailed, LogDirHealth};
 use crate::metadata::{MetadataImage, MetadataRecord};
 use crate::metrics::Metrics;
 use crate::partition::Partition;
@@ -37,6 +38,8 @@ pub struct Broker {
     /// Client quota rates and throttling (`quota`).
     pub quotas: crate::quota::QuotaManager,
     producer_ids: Mutex<(i64, i64)>,
+    /// Whether the log directory takes writes (a full disk does not); part of readiness.
+    pub log_dir_health: LogDirHealth,
     ready: AtomicBool,
     /// Every task the broker spawned; cancelled and awaited on shutdown.
     pub tasks: crate::tasks::Tasks,
@@ -45,6 +48,21 @@ pub struct Broker {
 /// Shutdown gives the broker's tasks this long to end; SIGTERM's whole path stays well inside
 /// Kubernetes' default 30 s grace period.
 pub const SHUTDOWN_BOUND: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// Why `/v1/ready` answers 503.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotReady {
+    #[error("the broker is still starting")]
+    Starting,
+    #[error("the readiness check did not finish (the broker is stopping)")]
+    Interrupted,
+    #[error("no metadata quorum leader is known")]
+    NoQuorumLeader,
+    #[error("this broker is not registered in the metadata, or is fenced")]
+    NotRegistered,
+    #[error(transparent)]
+    LogDir(#[from] LogDirFailed),
+}
 
 /// A topic-level failure with the message to show the client.
 #[derive(Debug, Clone)]
@@ -98,6 +116,7 @@ impl Broker {
             metrics,
             quotas,
             producer_ids: Mutex::new((next_pid, next_pid)),
+            log_dir_health: LogDirHealth::new(&dir),
             ready: AtomicBool::new(false),
             tasks: crate::tasks::Tasks::new(tokio::runtime::Handle::current()),
             config,
@@ -120,20 +139,28 @@ impl Broker {
         Ok(broker)
     }
 
-    /// Logs recovered and opened, a quorum leader is known and this process's registration is
-    /// in the metadata, unfenced (so it serves current metadata).
-    pub fn is_ready(&self) -> bool {
+    /// Logs recovered and opened, a quorum leader is known, this process's registration is
+    /// in the metadata, unfenced (so it serves current metadata), and the log dir takes writes.
+    /// May probe a failed log dir: blocking file I/O.
+    pub fn readiness(&self) -> Result<(), NotReady> {
         if !self.ready.load(Ordering::Acquire) {
-            return false;
+            return Err(NotReady::Starting);
         }
         let cluster = &self.cluster;
-        cluster.leader().is_some()
-            && self
-                .metadata
-                .read()
-                .brokers
-                .get(&self.config.node_id)
-                .is_some_and(|b| b.incarnation == cluster.incarnation && !b.fenced)
+        if cluster.leader().is_none() {
+            return Err(NotReady::NoQuorumLeader);
+        }
+        let registered = self
+            .metadata
+            .read()
+            .brokers
+            .get(&self.config.node_id)
+            .is_some_and(|b| b.incarnation == cluster.incarnation && !b.fenced);
+        if !registered {
+            return Err(NotReady::NotRegistered);
+        }
+        self.log_dir_health.check()?;
+        Ok(())
     }
 
     pub fn is_stopping(&self) -> bool {

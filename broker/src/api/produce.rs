@@ -222,6 +222,7 @@ fn produce_partition(
     match outcome {
         Ok(o) => {
             if !o.duplicate {
+                broker.log_dir_health.record_success(o.bytes);
                 partition.on_leader_append();
                 broker.metrics.bytes_in.inc_by(o.bytes as u64);
                 broker
@@ -257,12 +258,21 @@ fn produce_partition(
             Outcome::Done(error(index, code, None))
         }
         Err(AppendError::Io(e)) => {
-            tracing::error!(topic, partition = index, error = %e, "append failed");
-            Outcome::Done(error(
-                index,
-                ErrorCode::UnknownServerError,
-                Some(format!("storage error: {e}")),
-            ))
+            // As Kafka: the client may retry (elsewhere, after a metadata refresh). Nothing of
+            // the batch was kept (the log cut its partial write), so a retry cannot duplicate.
+            let code = ErrorCode::KafkaStorageError;
+            broker
+                .metrics
+                .request_errors
+                .with_label_values(&["Produce", &format!("{code:?}")])
+                .inc();
+            let message = format!(
+                "cannot write to log dir {}: {e}",
+                broker.log_dir_health.dir().display()
+            );
+            // Logged there once per failure episode, not once per request.
+            broker.log_dir_health.record_failure(e, records.len());
+            Outcome::Done(error(index, code, Some(message)))
         }
     }
 }

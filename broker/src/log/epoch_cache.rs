@@ -50,7 +50,12 @@ impl EpochCache {
             epoch,
             start_offset: offset,
         });
-        self.persist()
+        let persisted = self.persist();
+        if persisted.is_err() {
+            // Not on disk, so not known: the next append of this epoch tries again.
+            self.entries.pop();
+        }
+        persisted
     }
 
     /// Forgets epochs that start at or after `end` (after truncating the log to `end`).

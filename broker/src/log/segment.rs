@@ -3,6 +3,10 @@
 //! The indexes live in memory while the segment is active and are written to `.index` /
 //! `.timeindex` when it is sealed (rolled), so a restart loads sealed segments without scanning
 //! them. The active segment is always rescanned on open, which is also where a torn tail is cut.
+//!
+//! Appends are positional writes at `size` (the file is not opened `O_APPEND`): when a write
+//! fails part-way (a full disk, EIO) the partial tail is cut off again, and even if that cut
+//! fails the next append overwrites it, so acknowledged data never has a half batch inside it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -31,6 +35,7 @@ pub struct Segment {
     pub base_offset: i64,
     pub path: PathBuf,
     pub file: Arc<File>,
+    /// Bytes of whole batches; reads never go past it and the next append writes here.
     pub size: u64,
     /// One past the last offset stored in this segment.
     pub next_offset: i64,
@@ -40,6 +45,8 @@ pub struct Segment {
     time_index: Vec<TimeEntry>,
     bytes_since_index: u64,
     index_interval: u64,
+    /// A failed append left bytes past `size` that could not be cut off yet.
+    tail_dirty: bool,
 }
 
 pub fn file_name(base_offset: i64, ext: &str) -> String {
@@ -61,10 +68,13 @@ impl Segment {
         now_ms: i64,
     ) -> io::Result<Segment> {
         let path = dir.join(file_name(base_offset, "log"));
+        // A new segment starts empty: a file left under its name (a roll that failed after
+        // creating it) holds nothing the log tracks.
         let file = OpenOptions::new()
             .create(true)
+            .truncate(true)
             .read(true)
-            .append(true)
+            .write(true)
             .open(&path)?;
         Ok(Segment::empty(
             path,
@@ -95,6 +105,7 @@ impl Segment {
             time_index: Vec::new(),
             bytes_since_index: 0,
             index_interval,
+            tail_dirty: false,
         }
     }
 
@@ -107,7 +118,7 @@ impl Segment {
         verify: bool,
         now_ms: i64,
     ) -> io::Result<(Segment, ScanReport)> {
-        let file = OpenOptions::new().read(true).append(true).open(path)?;
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
         let len = file.metadata()?.len();
         let mut seg = Segment::empty(
             path.to_path_buf(),
@@ -232,26 +243,46 @@ impl Segment {
 
     /// Appends one already-validated batch (its base offset set) and updates the indexes.
     pub fn append(&mut self, batch_bytes: &[u8], header: &BatchHeader) -> io::Result<()> {
-        let pos = self.size;
-        (&*self.file).write_all(batch_bytes)?;
-        self.track_append(header, pos as u32);
-        self.size += batch_bytes.len() as u64;
-        Ok(())
+        self.append_many(batch_bytes, &[(0, *header)])
     }
 
     /// Appends several batches in one write; `batches` holds each batch's position in `bytes`.
+    /// On error nothing is tracked: `size`, `next_offset` and the indexes stay where they were.
     pub fn append_many(
         &mut self,
         bytes: &[u8],
         batches: &[(usize, BatchHeader)],
     ) -> io::Result<()> {
         let start = self.size;
-        (&*self.file).write_all(bytes)?;
+        self.write_at_end(bytes)?;
         for (pos, h) in batches {
             self.track_append(h, (start + *pos as u64) as u32);
         }
         self.size += bytes.len() as u64;
         Ok(())
+    }
+
+    /// Writes `bytes` at `size`. A failed write may have stored a prefix of them; it is cut off
+    /// so the file ends at the last whole batch (a later scan would cut it too, but the space it
+    /// holds is what a full disk needs back). A cut that fails is retried before the next write.
+    fn write_at_end(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.tail_dirty {
+            self.file.set_len(self.size)?;
+            self.tail_dirty = false;
+        }
+        let Err(e) = self.file.write_all_at(bytes, self.size) else {
+            return Ok(());
+        };
+        if let Err(cut) = self.file.set_len(self.size) {
+            tracing::warn!(
+                segment = %self.path.display(),
+                size = self.size,
+                error = %cut,
+                "could not cut a failed append off the segment; retried before the next one"
+            );
+            self.tail_dirty = true;
+        }
+        Err(e)
     }
 
     fn track_append(&mut self, h: &BatchHeader, pos: u32) {
@@ -352,10 +383,14 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
         "{}.tmp",
         path.extension().and_then(|e| e.to_str()).unwrap_or("")
     ));
-    {
-        let mut f = File::create(&tmp)?;
+    let written = File::create(&tmp).and_then(|mut f| {
         f.write_all(data)?;
-        f.sync_data()?;
+        f.sync_data()
+    });
+    let result = written.and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        // A half-written temporary file holds space a full disk needs back.
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path)
+    result
 }

@@ -76,6 +76,7 @@ error_codes! {
     TransactionalIdAuthorizationFailed = 53,
     SecurityDisabled = 54,
     OperationNotAttempted = 55,
+    KafkaStorageError = 56,
     SaslAuthenticationFailed = 58,
     UnknownProducerId = 59,
     ReassignmentInProgress = 60,

@@ -18,6 +18,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 use kafka_protocol::messages::{BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::log::AppendError;
 use crate::partition::{Partition, Role};
 use crate::protocol::errors::ErrorCode;
 use crate::state::{now_ms, Broker};
@@ -282,6 +283,7 @@ async fn fetch_once(
         }
         match log.append_replica(records, now_ms()) {
             Ok(a) => {
+                broker.log_dir_health.record_success(a.bytes);
                 broker.metrics.replication_bytes_in.inc_by(a.bytes as u64);
                 if let Some(rate) = throttle {
                     broker
@@ -291,6 +293,12 @@ async fn fetch_once(
                         .lock()
                         .consume(rate, a.bytes, now_ms());
                 }
+            }
+            Err(AppendError::Io(e)) => {
+                drop(log);
+                let message = format!("append of fetched data failed: {e}");
+                broker.log_dir_health.record_failure(e, records.len());
+                return Err(retry(message));
             }
             Err(e) => {
                 drop(log);

@@ -50,7 +50,7 @@ fn unused_port(host: &str) -> u16 {
     panic!("no free port on {host} between 20000 and 31999");
 }
 
-fn free_port(host: &str) -> u16 {
+pub fn free_port(host: &str) -> u16 {
     unused_port(host)
 }
 
