@@ -2,7 +2,12 @@
 //!
 //! Like `kafka-server-start.sh`: an optional properties file, then overrides. Without a file the
 //! embedded defaults apply (a single broker on 127.0.0.1:9092 with data under ./data).
+//!
+//! Logs go to stdout: `FJORD_LOG` is the tracing filter, `FJORD_LOG_FORMAT=json` switches to
+//! JSON lines carrying the current span and its parents. Text logs have ANSI colours only when
+//! stdout is a terminal.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use fjord_broker::Config;
@@ -12,7 +17,10 @@ static ALLOCATOR: fjord_broker::alloc_guard::GuardedAlloc = fjord_broker::alloc_
 
 fn usage() -> &'static str {
     "usage: fjord-broker [server.properties] [--override key=value]...\n\
-     With no file, the embedded defaults are used (listeners=PLAINTEXT://127.0.0.1:9092, log.dirs=./data)."
+     With no file, the embedded defaults are used (listeners=PLAINTEXT://127.0.0.1:9092, log.dirs=./data).\n\
+     Environment:\n  \
+       FJORD_LOG          log filter (default: info,openraft=warn; e.g. debug shows per-request spans)\n  \
+       FJORD_LOG_FORMAT   json for JSON lines with span fields (default: text, coloured only on a terminal)"
 }
 
 /// The command line: an optional properties file and `--override` pairs in order.
@@ -68,12 +76,20 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG")
         .unwrap_or_else(|_| "info,openraft=warn".into());
     if json {
+        // Each line names the innermost span and lists all entered ones with their fields, so a
+        // handler's event carries its request's api, client id, principal, ...
         tracing_subscriber::fmt()
             .json()
+            .with_current_span(true)
+            .with_span_list(true)
             .with_env_filter(filter)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        // Escape codes only help a terminal; in files and log collectors they are noise.
+        tracing_subscriber::fmt()
+            .with_ansi(std::io::stdout().is_terminal())
+            .with_env_filter(filter)
+            .init();
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (file, overrides) = match parse_args(&args) {

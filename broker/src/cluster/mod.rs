@@ -10,7 +10,8 @@
 //! registers itself ([`registration`]) so Metadata answers with every broker; the active
 //! controller fences silent brokers ([`controller`]), keeps ISRs ([`isr`]) and moves
 //! leaderships ([`reassignment`], [`rebalance`]). A data directory written by the old
-//! single-node file store is imported once on first start ([`migrate`]).
+//! single-node file store is imported once on first start ([`migrate`]). Each write runs in a
+//! debug `metadata_commit` span (record count and kind) and logs its log index at debug.
 
 pub mod config;
 pub mod controller;
@@ -32,6 +33,7 @@ use fjord_quorum::{QuorumConfig, QuorumNode};
 use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
 use tokio::runtime::{Handle, RuntimeFlavor};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::metadata::quorum_applier::MetadataApplier;
@@ -161,24 +163,38 @@ impl Cluster {
     /// Writes `records` as one quorum command and waits until this node applied it, so the
     /// caller reads its own write. Async version.
     pub async fn write(&self, records: &[MetadataRecord]) -> io::Result<()> {
-        let index = self
-            .quorum
-            .write(MetadataApplier::command(records))
-            .await
-            .map_err(io::Error::other)?;
-        self.wait_applied(index).await
+        async {
+            let index = self
+                .quorum
+                .write(MetadataApplier::command(records))
+                .await
+                .map_err(io::Error::other)?;
+            self.wait_applied(index).await?;
+            // In the commit span: at debug level each commit leaves a line saying what it was.
+            tracing::debug!(index, "metadata committed");
+            Ok(())
+        }
+        .instrument(commit_span(records, false))
+        .await
     }
 
     /// Writes `records` only while this node is the controller (quorum leader): controller
     /// decisions (fencing) made by a leader that was deposed meanwhile are dropped, never
     /// forwarded to the next one.
     pub async fn write_as_controller(&self, records: &[MetadataRecord]) -> io::Result<()> {
-        let index = self
-            .quorum
-            .write_as_leader(MetadataApplier::command(records))
-            .await
-            .map_err(io::Error::other)?;
-        self.wait_applied(index).await
+        async {
+            let index = self
+                .quorum
+                .write_as_leader(MetadataApplier::command(records))
+                .await
+                .map_err(io::Error::other)?;
+            self.wait_applied(index).await?;
+            // In the commit span: at debug level each commit leaves a line saying what it was.
+            tracing::debug!(index, "metadata committed");
+            Ok(())
+        }
+        .instrument(commit_span(records, true))
+        .await
     }
 
     /// Waits until this node applied log entry `index`: woken by Raft's metrics (which change
@@ -235,6 +251,18 @@ impl Cluster {
     pub async fn shutdown(&self) {
         self.quorum.shutdown().await;
     }
+}
+
+/// The debug span around one metadata commit (propose to the quorum, wait for the local
+/// apply): how many records and of which kind, so a slow or failed commit in the logs says
+/// what it was. `batch_kind` only runs when the span is enabled.
+fn commit_span(records: &[MetadataRecord], as_controller: bool) -> tracing::Span {
+    tracing::debug_span!(
+        "metadata_commit",
+        records = records.len(),
+        kind = MetadataRecord::batch_kind(records),
+        as_controller,
+    )
 }
 
 impl Broker {

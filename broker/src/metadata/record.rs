@@ -148,6 +148,43 @@ pub enum MetadataRecord {
     },
 }
 
+impl MetadataRecord {
+    /// The record's variant name (the serialized `type` tag), for logs and spans.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MetadataRecord::CreateTopic { .. } => "CreateTopic",
+            MetadataRecord::DeleteTopic { .. } => "DeleteTopic",
+            MetadataRecord::AddPartitions { .. } => "AddPartitions",
+            MetadataRecord::AlterTopicConfig { .. } => "AlterTopicConfig",
+            MetadataRecord::AlterBrokerConfig { .. } => "AlterBrokerConfig",
+            MetadataRecord::PartitionChange { .. } => "PartitionChange",
+            MetadataRecord::AlterPartition { .. } => "AlterPartition",
+            MetadataRecord::ReassignPartition { .. } => "ReassignPartition",
+            MetadataRecord::PartitionReassignmentState { .. } => "PartitionReassignmentState",
+            MetadataRecord::FenceBroker { .. } => "FenceBroker",
+            MetadataRecord::UnfenceBroker { .. } => "UnfenceBroker",
+            MetadataRecord::ProducerIdBlock { .. } => "ProducerIdBlock",
+            MetadataRecord::AllocateProducerIds { .. } => "AllocateProducerIds",
+            MetadataRecord::UserScramCredential { .. } => "UserScramCredential",
+            MetadataRecord::RemoveUserScramCredential { .. } => "RemoveUserScramCredential",
+            MetadataRecord::AccessControlEntry { .. } => "AccessControlEntry",
+            MetadataRecord::RemoveAccessControlEntry { .. } => "RemoveAccessControlEntry",
+            MetadataRecord::GroupOffsets { .. } => "GroupOffsets",
+            MetadataRecord::RegisterBroker { .. } => "RegisterBroker",
+            MetadataRecord::ClientQuota { .. } => "ClientQuota",
+        }
+    }
+
+    /// The kind shared by all of `records` (`"Mixed"` when they differ, `"None"` when empty).
+    pub fn batch_kind(records: &[MetadataRecord]) -> &'static str {
+        match records.split_first() {
+            None => "None",
+            Some((first, rest)) if rest.iter().all(|r| r.kind() == first.kind()) => first.kind(),
+            Some(_) => "Mixed",
+        }
+    }
+}
+
 /// One partition's committed offset in a [`MetadataRecord::GroupOffsets`] record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplicatedOffset {

@@ -5,13 +5,19 @@
 //! SASL requests (and raw SASL tokens after a v0 handshake) go to `network::session`, which owns
 //! the connection's authentication state; until a SASL listener's connection has authenticated,
 //! any other request except ApiVersions closes the connection.
+//!
+//! Each request that gets past header parsing is handled inside a debug-level `request` span
+//! (API name, version, correlation id, client id, principal, listener), so every event a handler
+//! logs carries them, and a served request ends with a debug `request served` event giving its
+//! duration. Below debug the span is disabled and its fields are never formatted.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use tracing::Instrument;
 
 use super::apis::{self, Route};
 use super::errors::ErrorCode;
@@ -181,6 +187,34 @@ pub async fn handle(broker: &Arc<Broker>, session: &mut Session, frame: Bytes) -
         listener: session.listener_name().to_string(),
         api_version: version,
     };
+    let api_name = apis::name(key);
+    // Field values are only evaluated when the span is enabled (`debug_span!` checks the level
+    // first), so at the default `info` filter this costs no formatting and no allocation.
+    let span = tracing::debug_span!(
+        "request",
+        api = api_name,
+        version,
+        correlation_id,
+        client_id = %ctx.client_id,
+        principal = %ctx.principal,
+        listener = %ctx.listener,
+    );
+    // Instrumented rather than entered: the span must follow the handler across its awaits.
+    serve(broker, session, &ctx, key, version, correlation_id, body)
+        .instrument(span)
+        .await
+}
+
+/// Decodes the body, runs the API's handler and encodes its response; times served requests.
+async fn serve(
+    broker: &Arc<Broker>,
+    session: &mut Session,
+    ctx: &RequestContext,
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    mut body: Bytes,
+) -> Reply {
     let started = Instant::now();
     let api_name = apis::name(key);
     broker
@@ -197,7 +231,7 @@ pub async fn handle(broker: &Arc<Broker>, session: &mut Session, frame: Bytes) -
                 Err(e) => return malformed(key, version, &e),
             };
             let acks = req.acks;
-            let resp = api::produce::handle(broker, &ctx, req).await;
+            let resp = api::produce::handle(broker, ctx, req).await;
             if acks == 0 {
                 Reply::NoResponse
             } else {
@@ -205,7 +239,7 @@ pub async fn handle(broker: &Arc<Broker>, session: &mut Session, frame: Bytes) -
             }
         }
         Some(Route::Handler) => {
-            match apis::call(broker, &ctx, key, version, correlation_id, body).await {
+            match apis::call(broker, ctx, key, version, correlation_id, body).await {
                 Ok(reply) => reply,
                 Err(e) => return malformed(key, version, &e),
             }
@@ -213,7 +247,11 @@ pub async fn handle(broker: &Arc<Broker>, session: &mut Session, frame: Bytes) -
         // `accepts` above already refused APIs without a row.
         None => return Reply::Close(format!("API {key:?} is not implemented")),
     };
-    observe(broker, api_name, started);
+    let elapsed = started.elapsed();
+    observe(broker, api_name, elapsed);
+    // Inside the request span: at debug level every served request leaves one line with its
+    // span fields and duration.
+    tracing::debug!(elapsed_us = elapsed.as_micros() as u64, "request served");
     reply
 }
 
@@ -222,12 +260,12 @@ fn malformed(key: ApiKey, version: i16, e: &DecodeError) -> Reply {
     Reply::Close(format!("malformed {key:?} v{version} request: {e}"))
 }
 
-fn observe(broker: &Broker, api: &'static str, started: Instant) {
+fn observe(broker: &Broker, api: &'static str, elapsed: Duration) {
     broker
         .metrics
         .request_seconds
         .with_label_values(&[api])
-        .observe(started.elapsed().as_secs_f64());
+        .observe(elapsed.as_secs_f64());
 }
 
 /// Shorthand used by handlers.

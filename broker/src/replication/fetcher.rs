@@ -5,7 +5,9 @@
 //! On every new leader epoch the task first asks the leader where this log's newest epoch ends
 //! (OffsetsForLeaderEpoch) and truncates anything past it: records the old leader appended but
 //! never committed, which the new leader does not have. A task exits when the partition's role
-//! or leader epoch changes; the metadata hook starts a new one for the new epoch.
+//! or leader epoch changes; the metadata hook starts a new one for the new epoch. Each round
+//! (connect, epoch check, fetch, append) runs in a debug `replication_fetch` span, which also
+//! carries a debug event for each append of fetched records.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use tracing::Instrument;
 
 use crate::log::AppendError;
 use crate::partition::{Partition, Role};
@@ -64,7 +67,16 @@ pub async fn run(broker: Arc<Broker>, partition: Arc<Partition>, leader: i32, le
             }
             fetch_once(&broker, c, &partition, leader, leader_epoch, throttle).await
         };
-        match round.await {
+        // One debug span per fetch round; `fetch_once` records the offset it asks for.
+        let span = tracing::debug_span!(
+            "replication_fetch",
+            leader,
+            leader_epoch,
+            topic = %partition.topic,
+            partition = partition.index,
+            fetch_offset = tracing::field::Empty,
+        );
+        match round.instrument(span).await {
             Ok(()) => failures = 0,
             Err(Stop::Superseded) => return,
             Err(Stop::Retry(why)) => {
@@ -230,6 +242,7 @@ async fn fetch_once(
         let log = p.log.read();
         (log.log_end_offset(), log.log_start_offset())
     };
+    tracing::Span::current().record("fetch_offset", fetch_offset);
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(broker.config.node_id))
         .with_max_wait_ms(cluster.replica_fetch_wait_max_ms)
@@ -284,6 +297,12 @@ async fn fetch_once(
         match log.append_replica(records, now_ms()) {
             Ok(a) => {
                 broker.log_dir_health.record_success(a.bytes);
+                // In the fetch span (leader, partition, fetch offset): what the round brought.
+                tracing::debug!(
+                    bytes = a.bytes,
+                    batches = a.batches,
+                    "appended fetched records"
+                );
                 broker.metrics.replication_bytes_in.inc_by(a.bytes as u64);
                 if let Some(rate) = throttle {
                     broker
