@@ -32,6 +32,15 @@ struct Wanted {
     missing_error: ErrorCode,
 }
 
+/// The record payloads of `resp`, which its encoding references instead of copying.
+pub fn payloads(resp: &FetchResponse) -> Vec<bytes::Bytes> {
+    resp.responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .filter_map(|p| p.records.clone())
+        .collect()
+}
+
 pub async fn handle(
     broker: &Arc<Broker>,
     ctx: &RequestContext,

@@ -4,7 +4,9 @@
 //! and the metric label names ([`name`]) are all generated from it, so they cannot drift apart.
 //!
 //! A row is `Key min..=max => handler(RequestType, path::to::handler)`: dispatch decodes the
-//! request as `RequestType`, awaits the handler and encodes its response. Rows marked
+//! request as `RequestType`, awaits the handler and encodes its response. A `sharing` row also
+//! names a function listing the response's record payloads, which the encoded response then
+//! references instead of copying (Fetch; see `chunked`). Rows marked
 //! `special(Produce)` or `special(Sasl)` are answered by dispatch itself (acks=0 Produce has no
 //! response; SASL goes through the connection's session), but take their versions and names from
 //! here like the others. `served from N` advertises versions that are refused below N.
@@ -15,7 +17,9 @@ use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::Request;
 
-use super::dispatch::{decode_body, encode_response, DecodeError, Reply, RequestContext};
+use super::dispatch::{
+    decode_body, encode_response, encode_response_sharing, DecodeError, Reply, RequestContext,
+};
 use crate::api;
 use crate::state::Broker;
 
@@ -91,6 +95,7 @@ macro_rules! api_table {
     (@floor $min:literal) => { $min };
     (@floor $min:literal $floor:literal) => { $floor };
     (@route handler $args:tt) => { Route::Handler };
+    (@route sharing $args:tt) => { Route::Handler };
     (@route special ($route:ident)) => { Route::$route };
     (@call $api:ident handler ($req:ty, $handler:path), $broker:ident, $ctx:ident, $key:ident, $version:ident, $corr:ident, $body:ident) => {{
         // A row whose request type belongs to another API does not compile.
@@ -98,6 +103,12 @@ macro_rules! api_table {
         let req: $req = decode_body(&mut $body, $version)?;
         let resp: <$req as Request>::Response = $handler($broker, $ctx, req).await;
         Ok(encode_response($key, $version, $corr, &resp))
+    }};
+    (@call $api:ident sharing ($req:ty, $handler:path, $payloads:path), $broker:ident, $ctx:ident, $key:ident, $version:ident, $corr:ident, $body:ident) => {{
+        const { assert!(<$req as Request>::KEY == ApiKey::$api as i16, "request type of another API") };
+        let req: $req = decode_body(&mut $body, $version)?;
+        let resp: <$req as Request>::Response = $handler($broker, $ctx, req).await;
+        Ok(encode_response_sharing($key, $version, $corr, &resp, &$payloads(&resp)))
     }};
     (@call $api:ident special $args:tt, $broker:ident, $ctx:ident, $key:ident, $version:ident, $corr:ident, $body:ident) => {
         Ok(Reply::Close(format!("{:?} is answered by dispatch, not by a table handler", $key)))
@@ -109,7 +120,7 @@ api_table! {
     // Advertised from v0 even though v0-2 requests are refused, because librdkafka misbehaves
     // otherwise (KAFKA-18659).
     Produce 0..=12 served from 3 => special(Produce),
-    Fetch 4..=17 => handler(FetchRequest, api::fetch::handle),
+    Fetch 4..=17 => sharing(FetchRequest, api::fetch::handle, api::fetch::payloads),
     ListOffsets 1..=9 => handler(ListOffsetsRequest, api::list_offsets::handle),
     Metadata 0..=12 => handler(MetadataRequest, api::metadata::handle),
     OffsetCommit 2..=9 => handler(OffsetCommitRequest, api::offsets::commit),

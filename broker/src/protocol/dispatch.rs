@@ -45,6 +45,9 @@ pub const ANONYMOUS: &str = "User:ANONYMOUS";
 /// What the connection should do with a request.
 pub enum Reply {
     Response(Bytes),
+    /// A response in pieces (frame size first), some sharing log memory; written with one
+    /// vectored write (see `chunked`).
+    Chunks(Vec<Bytes>),
     /// Produce with acks=0 gets no response at all.
     NoResponse,
     Close(String),
@@ -73,6 +76,44 @@ pub(super) fn encode_response<R: Encodable>(
     let len = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&len.to_be_bytes());
     Reply::Response(buf.freeze())
+}
+
+/// [`encode_response`] for responses carrying record payloads: slices of `payloads` are
+/// referenced, not copied (see [`super::chunked`]).
+pub(super) fn encode_response_sharing<R: Encodable>(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+    payloads: &[Bytes],
+) -> Reply {
+    if payloads.is_empty() {
+        return encode_response(key, version, correlation_id, body);
+    }
+    let header_version = key.response_header_version(version);
+    let shared: usize = payloads.iter().map(Bytes::len).sum();
+    let copied = body
+        .compute_size(version)
+        .unwrap_or(0)
+        .saturating_sub(shared);
+    let mut buf = super::chunked::ChunkedBuf::new(payloads, 64 + copied);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    if let Err(e) = header
+        .encode(&mut buf, header_version)
+        .and_then(|()| body.encode(&mut buf, version))
+    {
+        return Reply::Close(format!("could not encode {key:?} v{version} response: {e}"));
+    }
+    let Ok(len) = i32::try_from(buf.len()) else {
+        return Reply::Close(format!("{key:?} v{version} response too large"));
+    };
+    let Some(mut chunks) = buf.finish() else {
+        return Reply::Close(format!(
+            "{key:?} v{version} response: encoder rewrote shared bytes"
+        ));
+    };
+    chunks.insert(0, Bytes::copy_from_slice(&len.to_be_bytes()));
+    Reply::Chunks(chunks)
 }
 
 /// Why a request body (or header) could not be decoded; the connection closes with this.
