@@ -116,14 +116,13 @@ async fn open(mut config: Config) -> anyhow::Result<Arc<Broker>> {
     let (quorum, image) = cluster::Cluster::start(&config, tcp, slot.clone()).await?;
     let broker = tokio::task::spawn_blocking(move || Broker::open(config, quorum, image)).await??;
     let _ = slot.set(Arc::downgrade(&broker));
+    cluster::migrate::import_single_node_store(&broker).await?;
     let b = broker.clone();
     tokio::task::spawn_blocking(move || {
-        cluster::migrate::import_single_node_store(&b)?;
         cluster::hosted::sync(&b);
         cluster::hosted::remove_strays(&b);
-        anyhow::Ok(())
     })
-    .await??;
+    .await?;
     let tasks = &broker.tasks;
     tasks.spawn(cluster::controller::heartbeat(broker.clone()));
     if sole_voter {

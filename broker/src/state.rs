@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -37,7 +37,14 @@ pub struct Broker {
     pub metrics: Metrics,
     /// Client quota rates and throttling (`quota`).
     pub quotas: crate::quota::QuotaManager,
-    producer_ids: Mutex<(i64, i64)>,
+    /// The current block of producer ids (next, end). An async lock: taking a new block is a
+    /// quorum write, awaited while it is held.
+    producer_ids: tokio::sync::Mutex<(i64, i64)>,
+    /// Serialises SCRAM, ACL and quota changes with each other, each from its check against
+    /// the image to its commit: an async lock, held across the awaited quorum write.
+    security_changes: tokio::sync::Mutex<()>,
+    /// Serialises topic-changing operations (create/delete/alter) the same way.
+    topic_changes: tokio::sync::Mutex<()>,
     /// Whether the log directory takes writes (a full disk does not); part of readiness.
     pub log_dir_health: LogDirHealth,
     ready: AtomicBool,
@@ -115,7 +122,9 @@ impl Broker {
             groups,
             metrics,
             quotas,
-            producer_ids: Mutex::new((next_pid, next_pid)),
+            producer_ids: tokio::sync::Mutex::new((next_pid, next_pid)),
+            security_changes: tokio::sync::Mutex::new(()),
+            topic_changes: tokio::sync::Mutex::new(()),
             log_dir_health: LogDirHealth::new(&dir),
             ready: AtomicBool::new(false),
             tasks: crate::tasks::Tasks::new(tokio::runtime::Handle::current()),
@@ -125,15 +134,16 @@ impl Broker {
         broker
             .groups
             .set_replicator(Box::new(move |group, offsets| {
-                let broker = weak
-                    .upgrade()
-                    .ok_or_else(|| io::Error::other("the broker is shutting down"))?;
-                broker
-                    .cluster
-                    .write_blocking(&[MetadataRecord::GroupOffsets {
-                        group: group.to_string(),
-                        offsets,
-                    }])
+                let broker = weak.upgrade();
+                let record = MetadataRecord::GroupOffsets {
+                    group: group.to_string(),
+                    offsets,
+                };
+                Box::pin(async move {
+                    let broker =
+                        broker.ok_or_else(|| io::Error::other("the broker is shutting down"))?;
+                    broker.cluster.write(&[record]).await
+                })
             }));
         broker.ready.store(true, Ordering::Release);
         Ok(broker)
@@ -191,24 +201,24 @@ impl Broker {
         TopicSettings::resolve(topic_configs, &self.topic_defaults())
     }
 
-    fn commit(&self, record: MetadataRecord) -> io::Result<()> {
-        self.commit_all(std::slice::from_ref(&record))
+    async fn commit(&self, record: MetadataRecord) -> io::Result<()> {
+        self.commit_all(std::slice::from_ref(&record)).await
     }
 
     /// Commits records as one quorum command and returns once this node applied them (so the
-    /// caller reads its own write). Callers that check the image before committing hold
-    /// `security_changes()` across both steps.
-    pub(crate) fn commit_all(&self, records: &[MetadataRecord]) -> io::Result<()> {
+    /// caller reads its own write). Awaited, never blocking a runtime worker through the Raft
+    /// round trip. Callers that check the image before committing hold
+    /// `security_changes()` (or `topic_changes()`) across both steps.
+    pub(crate) async fn commit_all(&self, records: &[MetadataRecord]) -> io::Result<()> {
         if records.is_empty() {
             return Ok(());
         }
-        self.cluster.write_blocking(records)
+        self.cluster.write(records).await
     }
 
-    /// Serialises SCRAM, ACL and quota changes with each other.
-    pub(crate) fn security_changes(&self) -> parking_lot::MutexGuard<'_, ()> {
-        static SECURITY_CHANGES: Mutex<()> = Mutex::new(());
-        SECURITY_CHANGES.lock()
+    /// Serialises SCRAM, ACL and quota changes with each other (held across the commit).
+    pub(crate) async fn security_changes(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.security_changes.lock().await
     }
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
@@ -234,7 +244,7 @@ impl Broker {
     }
 
     /// Creates a topic. `validate_only` checks everything without changing anything.
-    pub fn create_topic(
+    pub async fn create_topic(
         &self,
         name: &str,
         num_partitions: i32,
@@ -272,22 +282,23 @@ impl Broker {
             ));
         }
         crate::cluster::topics::create_topic(self, name, partitions, rf, configs, validate_only)
+            .await
     }
 
-    /// Serialises topic-changing operations (create/delete/alter) with each other.
-    pub(crate) fn store_guard(&self) -> parking_lot::MutexGuard<'_, ()> {
-        static TOPIC_CHANGES: Mutex<()> = Mutex::new(());
-        TOPIC_CHANGES.lock()
+    /// Serialises topic-changing operations (create/delete/alter) with each other (held
+    /// across the commit).
+    pub(crate) async fn topic_changes(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.topic_changes.lock().await
     }
 
-    pub fn delete_topic(&self, name: &str) -> Result<Uuid, TopicError> {
+    pub async fn delete_topic(&self, name: &str) -> Result<Uuid, TopicError> {
         if !self.config.delete_topic_enable {
             return Err(TopicError::new(
                 ErrorCode::TopicAuthorizationFailed,
                 "Topic deletion is disabled.",
             ));
         }
-        let _guard = self.store_guard();
+        let _guard = self.topic_changes().await;
         let id = self
             .metadata
             .read()
@@ -303,19 +314,20 @@ impl Broker {
         self.commit(MetadataRecord::DeleteTopic {
             name: name.to_string(),
         })
+        .await
         .map_err(storage_error)?;
         // The applier's hook removed the logs (on every node).
         tracing::info!(topic = name, "deleted topic");
         Ok(id)
     }
 
-    pub fn create_partitions(
+    pub async fn create_partitions(
         &self,
         name: &str,
         count: i32,
         validate_only: bool,
     ) -> Result<(), TopicError> {
-        let _guard = self.store_guard();
+        let _guard = self.topic_changes().await;
         let current = {
             let img = self.metadata.read();
             let t = img.topics.get(name).ok_or_else(|| {
@@ -338,11 +350,11 @@ impl Broker {
                 "Number of partitions is above the limit of 100000.",
             ));
         }
-        crate::cluster::topics::add_partitions(self, name, current, count, validate_only)
+        crate::cluster::topics::add_partitions(self, name, current, count, validate_only).await
     }
 
     /// Applies topic config changes (already computed as set/remove) and re-resolves settings.
-    pub fn alter_topic_config(
+    pub async fn alter_topic_config(
         &self,
         name: &str,
         changes: BTreeMap<String, Option<String>>,
@@ -360,7 +372,7 @@ impl Broker {
                 None => {}
             }
         }
-        let _guard = self.store_guard();
+        let _guard = self.topic_changes().await;
         if !self.metadata.read().topics.contains_key(name) {
             return Err(TopicError::new(
                 ErrorCode::UnknownTopicOrPartition,
@@ -374,12 +386,13 @@ impl Broker {
             name: name.to_string(),
             changes,
         })
+        .await
         .map_err(storage_error)?;
         self.refresh_settings(Some(name));
         Ok(())
     }
 
-    pub fn alter_broker_config(
+    pub async fn alter_broker_config(
         &self,
         node: Option<i32>,
         changes: BTreeMap<String, Option<String>>,
@@ -406,7 +419,7 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
-        let _guard = self.store_guard();
+        let _guard = self.topic_changes().await;
         let changes = changes
             .into_iter()
             .map(|(k, v)| {
@@ -415,6 +428,7 @@ impl Broker {
             })
             .collect();
         self.commit(MetadataRecord::AlterBrokerConfig { node, changes })
+            .await
             .map_err(storage_error)?;
         self.refresh_settings(None);
         Ok(())
@@ -439,10 +453,10 @@ impl Broker {
     }
 
     /// Hands out a new producer id, reserving a new block in metadata when the current one is used up.
-    pub fn next_producer_id(&self) -> io::Result<i64> {
-        let mut ids = self.producer_ids.lock();
+    pub async fn next_producer_id(&self) -> io::Result<i64> {
+        let mut ids = self.producer_ids.lock().await;
         if ids.0 >= ids.1 {
-            *ids = crate::cluster::allocate_producer_ids(self, PRODUCER_ID_BLOCK)?;
+            *ids = crate::cluster::allocate_producer_ids(self, PRODUCER_ID_BLOCK).await?;
         }
         let id = ids.0;
         ids.0 += 1;

@@ -28,7 +28,8 @@ fn env() -> &'static Env {
             ("group.initial.rebalance.delay.ms".to_string(), "0".to_string()),
         ];
         let (config, _) = fjord_broker::Config::load(None, &overrides).unwrap();
-        // Metadata changes are quorum writes, which need the multi-thread runtime.
+        // Worker threads keep the broker's background tasks (the metadata quorum among them)
+        // running between inputs, not only while an input is handled.
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -65,7 +65,7 @@ pub async fn create(
         })
         .collect();
 
-    let guard = broker.security_changes();
+    let guard = broker.security_changes().await;
     let mut records = Vec::new();
     {
         let img = broker.metadata.read();
@@ -80,7 +80,10 @@ pub async fn create(
             }
         }
     }
-    let stored = broker.commit_all(&records).map_err(|e| storage_message(&e));
+    let stored = broker
+        .commit_all(&records)
+        .await
+        .map_err(|e| storage_message(&e));
     drop(guard);
     if !records.is_empty() && stored.is_ok() {
         tracing::info!(count = records.len(), "created ACLs");
@@ -218,7 +221,7 @@ pub async fn delete(
         })
         .collect();
 
-    let guard = broker.security_changes();
+    let guard = broker.security_changes().await;
     // Every filter sees the ACLs as they were before the request, as in Kafka: two filters
     // matching the same binding both report it; it is removed once.
     let matched: Vec<Result<Vec<(Uuid, AclBinding)>, AclError>> = {
@@ -245,7 +248,10 @@ pub async fn delete(
         .iter()
         .map(|id| MetadataRecord::RemoveAccessControlEntry { id: *id })
         .collect();
-    let stored = broker.commit_all(&records).map_err(|e| storage_message(&e));
+    let stored = broker
+        .commit_all(&records)
+        .await
+        .map_err(|e| storage_message(&e));
     drop(guard);
     if !records.is_empty() && stored.is_ok() {
         tracing::info!(count = records.len(), "deleted ACLs");

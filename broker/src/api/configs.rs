@@ -318,10 +318,9 @@ pub async fn incremental_alter(
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let authz = Authz::new(broker, ctx);
-    let responses = req
-        .resources
-        .into_iter()
-        .map(|r| {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for r in req.resources {
+        let response = {
             let name = r.resource_name.to_string();
             let ops: Vec<(String, i8, Option<String>)> = r
                 .configs
@@ -351,22 +350,32 @@ pub async fn incremental_alter(
                         )),
                         Some(current) => {
                             let defaults = broker.topic_defaults();
-                            compute_changes(
+                            match compute_changes(
                                 &current,
                                 |k| defaults.get(k).cloned().unwrap_or_default(),
                                 &ops,
-                            )
-                            .and_then(|changes| {
-                                broker.alter_topic_config(&name, changes, req.validate_only)
-                            })
+                            ) {
+                                Ok(changes) => {
+                                    broker
+                                        .alter_topic_config(&name, changes, req.validate_only)
+                                        .await
+                                }
+                                Err(e) => Err(e),
+                            }
                         }
                     }
                 }
-                (RESOURCE_BROKER, None) => parse_broker_name(broker, &name).and_then(|node| {
-                    compute_changes(&BTreeMap::new(), |_| String::new(), &ops).and_then(|changes| {
-                        broker.alter_broker_config(node, changes, req.validate_only)
-                    })
-                }),
+                (RESOURCE_BROKER, None) => match parse_broker_name(broker, &name).and_then(|node| {
+                    compute_changes(&BTreeMap::new(), |_| String::new(), &ops)
+                        .map(|changes| (node, changes))
+                }) {
+                    Ok((node, changes)) => {
+                        broker
+                            .alter_broker_config(node, changes, req.validate_only)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                },
                 (other, None) => Err(unsupported_resource(other)),
             };
             let base = AlterConfigsResourceResponse::default()
@@ -378,8 +387,9 @@ pub async fn incremental_alter(
                     .with_error_code(e.code.code())
                     .with_error_message(Some(s(e.message))),
             }
-        })
-        .collect();
+        };
+        responses.push(response);
+    }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
@@ -391,10 +401,9 @@ pub async fn alter(
 ) -> AlterConfigsResponse {
     let authz = Authz::new(broker, ctx);
     use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse as Resp;
-    let responses = req
-        .resources
-        .into_iter()
-        .map(|r| {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for r in req.resources {
+        let response = {
             let name = r.resource_name.to_string();
             let wanted: BTreeMap<String, Option<String>> = r
                 .configs
@@ -402,7 +411,7 @@ pub async fn alter(
                 .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
                 .collect();
             let denial = denied(&authz, r.resource_type, &name, AclOperation::AlterConfigs);
-            let outcome = match (r.resource_type, denial) {
+            let target = match (r.resource_type, denial) {
                 (_, Some(e)) => Err(e),
                 (RESOURCE_TOPIC, None) => match broker
                     .metadata
@@ -428,18 +437,29 @@ pub async fn alter(
                     (Some(node), current)
                 }),
                 (other, None) => Err(unsupported_resource(other)),
-            }
-            .and_then(|(node, current)| {
-                let mut changes: BTreeMap<String, Option<String>> =
-                    current.keys().map(|k| (k.clone(), None)).collect();
-                for (k, v) in wanted {
-                    changes.insert(k, v);
+            };
+            let outcome = match target {
+                Err(e) => Err(e),
+                Ok((node, current)) => {
+                    let mut changes: BTreeMap<String, Option<String>> =
+                        current.keys().map(|k| (k.clone(), None)).collect();
+                    for (k, v) in wanted {
+                        changes.insert(k, v);
+                    }
+                    match node {
+                        None => {
+                            broker
+                                .alter_topic_config(&name, changes, req.validate_only)
+                                .await
+                        }
+                        Some(node) => {
+                            broker
+                                .alter_broker_config(node, changes, req.validate_only)
+                                .await
+                        }
+                    }
                 }
-                match node {
-                    None => broker.alter_topic_config(&name, changes, req.validate_only),
-                    Some(node) => broker.alter_broker_config(node, changes, req.validate_only),
-                }
-            });
+            };
             let base = Resp::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name);
@@ -449,8 +469,9 @@ pub async fn alter(
                     .with_error_code(e.code.code())
                     .with_error_message(Some(s(e.message))),
             }
-        })
-        .collect();
+        };
+        responses.push(response);
+    }
     AlterConfigsResponse::default().with_responses(responses)
 }
 

@@ -318,19 +318,18 @@ pub async fn delete(
     req: DeleteGroupsRequest,
 ) -> DeleteGroupsResponse {
     let authz = Authz::new(broker, ctx);
-    let results = req
-        .groups_names
-        .iter()
-        .map(|g| {
-            let code = if authz.group(AclOperation::Delete, &g.0) {
-                broker.groups.delete_group(&g.0)
-            } else {
-                ErrorCode::GroupAuthorizationFailed
-            };
+    let mut results = Vec::with_capacity(req.groups_names.len());
+    for g in &req.groups_names {
+        let code = if authz.group(AclOperation::Delete, &g.0) {
+            broker.groups.delete_group(&g.0).await
+        } else {
+            ErrorCode::GroupAuthorizationFailed
+        };
+        results.push(
             DeletableGroupResult::default()
                 .with_group_id(g.clone())
-                .with_error_code(code.code())
-        })
-        .collect();
+                .with_error_code(code.code()),
+        );
+    }
     DeleteGroupsResponse::default().with_results(results)
 }

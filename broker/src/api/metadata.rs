@@ -152,7 +152,10 @@ pub async fn handle(
                     ));
                     continue;
                 }
-                match broker.create_topic(&name, -1, -1, Default::default(), false) {
+                match broker
+                    .create_topic(&name, -1, -1, Default::default(), false)
+                    .await
+                {
                     Ok(_)
                     | Err(crate::state::TopicError {
                         code: ErrorCode::TopicAlreadyExists,

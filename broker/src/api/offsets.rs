@@ -73,12 +73,15 @@ pub async fn commit(
     let group_code = if items.is_empty() {
         ErrorCode::None
     } else {
-        broker.groups.commit_offsets(
-            &req.group_id.0,
-            &req.member_id,
-            req.generation_id_or_member_epoch,
-            items,
-        )
+        broker
+            .groups
+            .commit_offsets(
+                &req.group_id.0,
+                &req.member_id,
+                req.generation_id_or_member_epoch,
+                items,
+            )
+            .await
     };
     let topics = req
         .topics
@@ -301,7 +304,7 @@ pub async fn delete(
                 .map(|p| (t.name.0.to_string(), p.partition_index))
         })
         .collect();
-    match broker.groups.delete_offsets(&req.group_id.0, wanted) {
+    match broker.groups.delete_offsets(&req.group_id.0, wanted).await {
         Err(code) => OffsetDeleteResponse::default().with_error_code(code.code()),
         Ok(results) => {
             let topics = req

@@ -43,7 +43,7 @@ pub async fn handle(
             }
         }
     }
-    match broker.next_producer_id() {
+    match broker.next_producer_id().await {
         Ok(id) => InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),

@@ -173,7 +173,7 @@ pub async fn alter(
         }
     }
 
-    let guard = broker.security_changes();
+    let guard = broker.security_changes().await;
     let records: Vec<MetadataRecord> = if req.validate_only {
         Vec::new()
     } else {
@@ -196,7 +196,7 @@ pub async fn alter(
             })
             .collect()
     };
-    let stored = broker.commit_all(&records).map_err(|e| {
+    let stored = broker.commit_all(&records).await.map_err(|e| {
         tracing::error!(error = %e, "storing client quotas failed");
         format!("storage error: {e}")
     });

@@ -144,7 +144,7 @@ pub async fn alter(
         *c += 1;
     }
 
-    let _guard = broker.security_changes();
+    let _guard = broker.security_changes().await;
     let mut outcomes: BTreeMap<String, Result<Change, Failure>> = BTreeMap::new();
     {
         let img = broker.metadata.read();
@@ -206,7 +206,7 @@ pub async fn alter(
             Err(_) => None,
         })
         .collect();
-    let storage_failure = broker.commit_all(&records).err().map(|e| {
+    let storage_failure = broker.commit_all(&records).await.err().map(|e| {
         tracing::error!(error = %e, "storing SCRAM credentials failed");
         (ErrorCode::UnknownServerError, format!("storage error: {e}"))
     });

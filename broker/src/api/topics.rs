@@ -34,7 +34,7 @@ pub async fn create(
     for t in req.topics {
         let name = t.name.0.to_string();
         let result = CreatableTopicResult::default().with_name(t.name.clone());
-        let outcome = (|| {
+        let outcome = async {
             if !cluster_create && !authz.topic(AclOperation::Create, &name) {
                 return Err(TopicError::new(
                     ErrorCode::TopicAuthorizationFailed,
@@ -73,8 +73,11 @@ pub async fn create(
                     t.assignments[0].broker_ids.len() as i16,
                 )
             };
-            broker.create_topic(&name, partitions, rf, configs, req.validate_only)
-        })();
+            broker
+                .create_topic(&name, partitions, rf, configs, req.validate_only)
+                .await
+        }
+        .await;
         results.push(match outcome {
             Ok(id) => {
                 let img = broker.metadata.read();
@@ -155,9 +158,9 @@ pub async fn delete(
             .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
             .collect()
     };
-    let responses = targets
-        .into_iter()
-        .map(|(name, id)| {
+    let mut responses = Vec::with_capacity(targets.len());
+    for (name, id) in targets {
+        let response = async {
             let name = name.or_else(|| {
                 broker
                     .metadata
@@ -178,7 +181,7 @@ pub async fn delete(
                     .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
                     .with_error_message(Some(s("Authorization failed.")));
             }
-            match broker.delete_topic(&name) {
+            match broker.delete_topic(&name).await {
                 Ok(id) => DeletableTopicResult::default()
                     .with_name(Some(topic_name(&name)))
                     .with_topic_id(id),
@@ -188,8 +191,10 @@ pub async fn delete(
                     .with_error_code(e.code.code())
                     .with_error_message(Some(s(e.message))),
             }
-        })
-        .collect();
+        }
+        .await;
+        responses.push(response);
+    }
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
@@ -199,10 +204,9 @@ pub async fn create_partitions(
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let authz = Authz::new(broker, ctx);
-    let results = req
-        .topics
-        .into_iter()
-        .map(|t| {
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let result = async {
             let name = t.name.0.to_string();
             let bad_assignment = t.assignments.as_ref().is_some_and(|a| {
                 a.iter()
@@ -219,7 +223,9 @@ pub async fn create_partitions(
                     "Replica assignment names an unknown broker.",
                 ))
             } else {
-                broker.create_partitions(&name, t.count, req.validate_only)
+                broker
+                    .create_partitions(&name, t.count, req.validate_only)
+                    .await
             };
             match outcome {
                 Ok(()) => CreatePartitionsTopicResult::default().with_name(t.name),
@@ -228,7 +234,9 @@ pub async fn create_partitions(
                     .with_error_code(e.code.code())
                     .with_error_message(Some(s(e.message))),
             }
-        })
-        .collect();
+        }
+        .await;
+        results.push(result);
+    }
     CreatePartitionsResponse::default().with_results(results)
 }

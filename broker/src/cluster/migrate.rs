@@ -19,6 +19,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::metadata::snapshot::image_to_records;
 use crate::metadata::{MetadataImage, MetadataRecord, ReplicatedOffset};
@@ -50,11 +51,42 @@ pub fn read_legacy_store(path: &Path) -> io::Result<MetadataImage> {
 }
 
 /// Imports the old single-node metadata file (and the group offsets) into the quorum once; a
-/// no-op when there is none. Runs at start-up, before clients are served.
-pub fn import_single_node_store(broker: &Broker) -> anyhow::Result<()> {
+/// no-op when there is none. Runs at start-up, before clients are served. The file work runs
+/// on a blocking thread; the quorum write is awaited.
+pub async fn import_single_node_store(broker: &Arc<Broker>) -> anyhow::Result<()> {
+    let b = broker.clone();
+    let Some(import) = tokio::task::spawn_blocking(move || prepare_import(&b)).await?? else {
+        return Ok(());
+    };
+    // A leading `CreateTopic` of a taken name would make the applier drop the whole command;
+    // names were checked, so order does not matter beyond that.
+    broker.commit_all(&import.records).await?;
+    let done = import.path.with_extension("log.migrated");
+    tokio::fs::rename(&import.path, &done).await?;
+    tracing::info!(
+        topics = import.topics,
+        groups = import.groups,
+        records = import.records.len(),
+        renamed_to = %done.display(),
+        "imported the single-node metadata store into the metadata quorum"
+    );
+    Ok(())
+}
+
+/// What to commit for the import, read from the old files.
+struct Import {
+    path: PathBuf,
+    records: Vec<MetadataRecord>,
+    topics: usize,
+    groups: usize,
+}
+
+/// Reads the old store, checks it against the quorum's image, writes the partition markers and
+/// builds the records to commit; `None` when there is nothing to import. Blocking file I/O.
+fn prepare_import(broker: &Broker) -> anyhow::Result<Option<Import>> {
     let path = legacy_store_path(broker.config.data_dir());
     if !path.exists() {
-        return Ok(());
+        return Ok(None);
     }
     let legacy = read_legacy_store(&path)?;
     let me = broker.config.node_id;
@@ -123,17 +155,10 @@ pub fn import_single_node_store(broker: &Broker) -> anyhow::Result<()> {
                 .collect(),
         });
     }
-    // A leading `CreateTopic` of a taken name would make the applier drop the whole command;
-    // names were checked above, so order does not matter beyond that.
-    broker.commit_all(&records)?;
-    let done = path.with_extension("log.migrated");
-    std::fs::rename(&path, &done)?;
-    tracing::info!(
-        topics = legacy.topics.len(),
+    Ok(Some(Import {
+        path,
+        records,
+        topics: legacy.topics.len(),
         groups,
-        records = records.len(),
-        renamed_to = %done.display(),
-        "imported the single-node metadata store into the metadata quorum"
-    );
-    Ok(())
+    }))
 }

@@ -4,14 +4,15 @@
 //!
 //! A voter runs combined `broker,controller`; a `broker`-only node is a Raft learner. A
 //! metadata change is written as one quorum command ([`MetadataApplier::command`]) and the
-//! writer waits (notified, not polling) until its own node applied it; every node applies
-//! committed commands to its image in log order, and a hook ([`hosted::on_applied`]) opens or
-//! removes the partition logs the node hosts and stores replicated group offsets. Each node
-//! registers itself ([`registration`]) so Metadata answers with every broker; the active
-//! controller fences silent brokers ([`controller`]), keeps ISRs ([`isr`]) and moves
-//! leaderships ([`reassignment`], [`rebalance`]). A data directory written by the old
-//! single-node file store is imported once on first start ([`migrate`]). Each write runs in a
-//! debug `metadata_commit` span (record count and kind) and logs its log index at debug.
+//! writer awaits (notified, not polling, never blocking a runtime worker) until its own node
+//! applied it; every node applies committed commands to its image in log order, and a hook
+//! ([`hosted::on_applied`]) opens or removes the partition logs the node hosts and stores
+//! replicated group offsets. Each node registers itself ([`registration`]) so Metadata
+//! answers with every broker; the active controller fences silent brokers ([`controller`]),
+//! keeps ISRs ([`isr`]) and moves leaderships ([`reassignment`], [`rebalance`]). A data
+//! directory written by the old single-node file store is imported once on first start
+//! ([`migrate`]). Each write runs in a debug `metadata_commit` span (record count and kind)
+//! and logs its log index at debug.
 
 pub mod config;
 pub mod controller;
@@ -32,7 +33,6 @@ use std::time::Duration;
 use fjord_quorum::{QuorumConfig, QuorumNode};
 use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
-use tokio::runtime::{Handle, RuntimeFlavor};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -48,7 +48,6 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The quorum side of a broker.
 pub struct Cluster {
     pub quorum: QuorumNode,
-    pub(crate) handle: Handle,
     /// Serialises [`hosted::sync`] runs; holds the id of each hosted topic (a topic deleted and
     /// re-created under the same name has a new id).
     pub(crate) hosted_ids: Mutex<HashMap<String, Uuid>>,
@@ -137,7 +136,6 @@ impl Cluster {
         let quorum = QuorumNode::start(quorum_config, listener, applier).await?;
         let cluster = Cluster {
             quorum,
-            handle: Handle::current(),
             hosted_ids: Mutex::new(HashMap::new()),
             incarnation: Uuid::new_v4(),
             liveness: Arc::default(),
@@ -161,7 +159,8 @@ impl Cluster {
     }
 
     /// Writes `records` as one quorum command and waits until this node applied it, so the
-    /// caller reads its own write. Async version.
+    /// caller reads its own write. Every metadata change is awaited through it (never a
+    /// blocking wait), so it runs on any tokio runtime, a current-thread one included.
     pub async fn write(&self, records: &[MetadataRecord]) -> io::Result<()> {
         async {
             let index = self
@@ -224,18 +223,6 @@ impl Cluster {
         }
     }
 
-    /// [`Cluster::write`] for the synchronous broker code paths. Handlers run on the
-    /// multi-thread runtime, so the worker is handed off with `block_in_place` while waiting.
-    pub fn write_blocking(&self, records: &[MetadataRecord]) -> io::Result<()> {
-        match Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == RuntimeFlavor::CurrentThread => Err(io::Error::other(
-                "cluster metadata writes need the multi-thread runtime",
-            )),
-            Ok(_) => tokio::task::block_in_place(|| self.handle.block_on(self.write(records))),
-            Err(_) => self.handle.block_on(self.write(records)),
-        }
-    }
-
     /// Marks the start of a controlled shutdown (heartbeats then say "stopping").
     pub fn begin_shutdown(&self) {
         self.shutting_down
@@ -291,9 +278,11 @@ impl Broker {
 /// Reserves a block of `size` producer ids for this node through the quorum: the
 /// `AllocateProducerIds` record is applied in log order on every node, so two brokers
 /// reserving at once get disjoint blocks. Returns `(first, end)`.
-pub fn allocate_producer_ids(broker: &Broker, size: i64) -> io::Result<(i64, i64)> {
+pub async fn allocate_producer_ids(broker: &Broker, size: i64) -> io::Result<(i64, i64)> {
     let node = broker.config.node_id;
-    broker.commit_all(&[MetadataRecord::AllocateProducerIds { node, size }])?;
+    broker
+        .commit_all(&[MetadataRecord::AllocateProducerIds { node, size }])
+        .await?;
     broker
         .metadata
         .read()

@@ -53,7 +53,7 @@ fn place(
 }
 
 /// Creates a topic through the quorum (name, counts and configs already validated).
-pub fn create_topic(
+pub async fn create_topic(
     broker: &Broker,
     name: &str,
     partitions: i32,
@@ -79,7 +79,7 @@ pub fn create_topic(
     if validate_only {
         return Ok(Uuid::nil());
     }
-    let _guard = broker.store_guard();
+    let _guard = broker.topic_changes().await;
     // Another broker may create it at the same time: the quorum orders both commands and the
     // applier drops the later one, which this broker then reports below.
     if let Some(e) = exists() {
@@ -92,7 +92,7 @@ pub fn create_topic(
         replicas: replicas.clone(),
         configs,
     }];
-    broker.commit_all(&records).map_err(storage_error)?;
+    broker.commit_all(&records).await.map_err(storage_error)?;
     if broker.metadata.read().topics.get(name).map(|t| t.id) != Some(id) {
         return Err(TopicError::new(
             ErrorCode::TopicAlreadyExists,
@@ -104,7 +104,7 @@ pub fn create_topic(
 }
 
 /// Adds partitions `current..count` through the quorum.
-pub fn add_partitions(
+pub async fn add_partitions(
     broker: &Broker,
     name: &str,
     current: i32,
@@ -126,5 +126,5 @@ pub fn add_partitions(
         name: name.to_string(),
         replicas: replicas.clone(),
     }];
-    broker.commit_all(&records).map_err(storage_error)
+    broker.commit_all(&records).await.map_err(storage_error)
 }

@@ -1,8 +1,15 @@
 //! The group coordinator: all groups of this broker, their committed offsets, and the periodic
 //! tick that expires sessions and completes timed-out rebalances.
+//!
+//! Offset changes are quorum writes, awaited (never blocking a runtime worker): OffsetCommit,
+//! OffsetDelete and DeleteGroups answer only once the change is applied on this node. Group
+//! deletion runs alone (the `deletion` lock), so a group cannot gain members or offsets between
+//! its emptiness check and the durable removal of its offsets.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -19,14 +26,22 @@ use crate::metadata::ReplicatedOffset;
 use crate::protocol::errors::ErrorCode;
 
 /// Writes offset changes through the metadata log; the change reaches every node's store
-/// through [`GroupCoordinator::apply_replicated`].
-pub type OffsetReplicator =
-    Box<dyn Fn(&str, Vec<ReplicatedOffset>) -> std::io::Result<()> + Send + Sync>;
+/// through [`GroupCoordinator::apply_replicated`]. The returned future resolves once the write
+/// is committed and applied on this node.
+pub type OffsetReplicator = Box<
+    dyn Fn(&str, Vec<ReplicatedOffset>) -> Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>
+        + Send
+        + Sync,
+>;
 
 pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
     offsets: Mutex<OffsetStore>,
     replicator: OnceLock<OffsetReplicator>,
+    /// Group deletion takes it exclusively across its check and its (awaited) offset write;
+    /// joins, offset commits and offset deletions share it. An async lock: it is held across
+    /// quorum writes, where the `groups` mutex must never be.
+    deletion: tokio::sync::RwLock<()>,
     initial_delay: Duration,
     min_session_ms: i32,
     max_session_ms: i32,
@@ -48,6 +63,7 @@ impl GroupCoordinator {
             groups: Mutex::new(HashMap::new()),
             offsets: Mutex::new(OffsetStore::open(data_dir)?),
             replicator: OnceLock::new(),
+            deletion: tokio::sync::RwLock::new(()),
             initial_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
             min_session_ms: config.group_min_session_timeout_ms,
             max_session_ms: config.group_max_session_timeout_ms,
@@ -89,7 +105,7 @@ impl GroupCoordinator {
     /// Stores offset changes: through the metadata log once the replicator is set, locally
     /// before that.
     /// The caller must not hold the offsets lock.
-    fn store(
+    async fn store(
         &self,
         group: &str,
         changes: Vec<(String, i32, Option<CommittedOffset>)>,
@@ -103,7 +119,7 @@ impl GroupCoordinator {
                     committed,
                 })
                 .collect();
-            return replicate(group, offsets);
+            return replicate(group, offsets).await;
         }
         let mut store = self.offsets.lock();
         let (set, removed): (Vec<_>, Vec<_>) = changes.into_iter().partition(|c| c.2.is_some());
@@ -140,6 +156,9 @@ impl GroupCoordinator {
             };
         }
         let outcome = {
+            // Waits for a deletion of the group under way, as the `groups` lock did when the
+            // deletion held it.
+            let _shared = self.deletion.read().await;
             let mut groups = self.groups.lock();
             let g = groups
                 .entry(group_id.to_string())
@@ -225,8 +244,9 @@ impl GroupCoordinator {
         }
     }
 
-    /// Validates and stores offsets; returns one error for the whole request (per Kafka).
-    pub fn commit_offsets(
+    /// Validates and stores offsets; returns one error for the whole request (per Kafka), once
+    /// the offsets are durable in the metadata quorum.
+    pub async fn commit_offsets(
         &self,
         group_id: &str,
         member_id: &str,
@@ -236,6 +256,8 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return ErrorCode::InvalidGroupId;
         }
+        // Held until the offsets are stored: a deletion of the group comes wholly before or after.
+        let _shared = self.deletion.read().await;
         {
             let groups = self.groups.lock();
             let code = match groups.get(group_id) {
@@ -264,7 +286,7 @@ impl GroupCoordinator {
                 )
             })
             .collect();
-        match self.store(group_id, entries) {
+        match self.store(group_id, entries).await {
             Ok(()) => ErrorCode::None,
             Err(e) => {
                 tracing::error!(group = group_id, error = %e, "offset commit could not be stored");
@@ -344,26 +366,27 @@ impl GroupCoordinator {
         out
     }
 
-    pub fn delete_group(&self, group_id: &str) -> ErrorCode {
-        let mut groups = self.groups.lock();
-        let known_offsets = self.offsets.lock().offsets.contains_key(group_id);
-        match groups.get(group_id) {
-            Some(g) if !g.is_empty() => return ErrorCode::NonEmptyGroup,
-            None if !known_offsets => return ErrorCode::GroupIdNotFound,
-            _ => {}
-        }
-        groups.remove(group_id);
-        let keys: Vec<(String, i32, Option<CommittedOffset>)> = self
-            .offsets
-            .lock()
-            .offsets
-            .get(group_id)
-            .map(|g| g.keys().map(|(t, p)| (t.clone(), *p, None)).collect())
-            .unwrap_or_default();
+    pub async fn delete_group(&self, group_id: &str) -> ErrorCode {
+        // Alone until its offsets are deleted: no join or offset commit slips in between.
+        let _alone = self.deletion.write().await;
+        let keys: Vec<(String, i32, Option<CommittedOffset>)> = {
+            let mut groups = self.groups.lock();
+            let offsets = self.offsets.lock();
+            let known = offsets.offsets.get(group_id);
+            match groups.get(group_id) {
+                Some(g) if !g.is_empty() => return ErrorCode::NonEmptyGroup,
+                None if known.is_none() => return ErrorCode::GroupIdNotFound,
+                _ => {}
+            }
+            groups.remove(group_id);
+            known
+                .map(|g| g.keys().map(|(t, p)| (t.clone(), *p, None)).collect())
+                .unwrap_or_default()
+        };
         if keys.is_empty() {
             return ErrorCode::None;
         }
-        if let Err(e) = self.store(group_id, keys) {
+        if let Err(e) = self.store(group_id, keys).await {
             tracing::error!(group = group_id, error = %e, "deleting group offsets failed");
             return ErrorCode::UnknownServerError;
         }
@@ -371,11 +394,12 @@ impl GroupCoordinator {
     }
 
     /// Deletes offsets of partitions; refused for topics the active group subscribes to.
-    pub fn delete_offsets(
+    pub async fn delete_offsets(
         &self,
         group_id: &str,
         partitions: Vec<(String, i32)>,
     ) -> Result<Vec<(String, i32, ErrorCode)>, ErrorCode> {
+        let _shared = self.deletion.read().await;
         let subscribed: Vec<String> = {
             let groups = self.groups.lock();
             match groups.get(group_id) {
@@ -398,7 +422,7 @@ impl GroupCoordinator {
             }
         }
         if !to_delete.is_empty() {
-            if let Err(e) = self.store(group_id, to_delete) {
+            if let Err(e) = self.store(group_id, to_delete).await {
                 tracing::error!(group = group_id, error = %e, "deleting offsets failed");
                 return Err(ErrorCode::UnknownServerError);
             }
