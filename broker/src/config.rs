@@ -3,6 +3,10 @@
 //! Values are read from an optional properties file and `--override key=value` flags (later wins).
 //! Every known key is validated at start; an invalid value fails with the key and the reason, an
 //! unknown key only warns (Kafka does the same, and operators often carry extra keys around).
+//! Per-listener security (`security`) and connection limits (`limits`) are parsed by submodules.
+
+pub mod limits;
+pub mod security;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -35,7 +39,7 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub advertised_listeners: Vec<Listener>,
     /// Security of each listener, in `listeners` order (protocol, SASL mechanisms, TLS files).
-    pub listener_security: Vec<crate::network::security::ListenerSecurity>,
+    pub listener_security: Vec<security::ListenerSecurity>,
     /// `connection.failed.authentication.delay.ms`: base delay before a failed authentication is
     /// answered (doubling per recent failure from the same address).
     pub failed_authentication_delay_ms: u64,
@@ -46,7 +50,7 @@ pub struct Config {
     pub auto_create_topics_enable: bool,
     pub socket_request_max_bytes: usize,
     /// `max.connections`, `max.connections.per.ip` and its overrides.
-    pub connection_limits: crate::network::limits::LimitsConfig,
+    pub connection_limits: limits::LimitsConfig,
     pub group_initial_rebalance_delay_ms: u64,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
@@ -491,8 +495,8 @@ impl Config {
             if !KNOWN_KEYS.contains(&k.as_str())
                 && !is_topic_key(&k)
                 && !is_config_provider_key(&k)
-                && !crate::network::security::is_known_key(&k)
-                && !crate::network::limits::KEYS.contains(&k.as_str())
+                && !security::is_known_key(&k)
+                && !limits::KEYS.contains(&k.as_str())
             {
                 warnings.push(format!("unknown configuration key '{k}' (ignored)"));
             }
@@ -535,7 +539,7 @@ impl Config {
             &mut listeners,
             &mut advertised_listeners,
         )?;
-        let listener_security = crate::network::security::parse(&raw, &listeners)?;
+        let listener_security = security::parse(&raw, &listeners)?;
         if let Some(c) = cluster
             .controller_listener
             .clone()
@@ -546,7 +550,7 @@ impl Config {
             let mut own = raw.clone();
             own.remove("inter.broker.listener.name");
             own.remove("security.inter.broker.protocol");
-            let security = crate::network::security::parse(&own, std::slice::from_ref(&c))?.pop();
+            let security = security::parse(&own, std::slice::from_ref(&c))?.pop();
             if security.as_ref().is_some_and(|s| s.protocol.uses_sasl()) {
                 return Err(err(
                     "listener.security.protocol.map",
@@ -564,7 +568,7 @@ impl Config {
                 None => 100,
             };
         // Secrets (PLAIN passwords, inline keys) never reach DescribeConfigs.
-        raw.retain(|k, _| !crate::network::security::is_sensitive_key(k));
+        raw.retain(|k, _| !security::is_sensitive_key(k));
         let admin_listener: SocketAddr = raw["admin.listener"].parse().map_err(|_| {
             err(
                 "admin.listener",
@@ -592,9 +596,8 @@ impl Config {
         if socket_request_max_bytes < 1024 {
             return Err(err("socket.request.max.bytes", "must be >= 1024"));
         }
-        let connection_limits =
-            crate::network::limits::LimitsConfig::parse(|k| raw.get(k).cloned())
-                .map_err(|e| err(e.key, e.reason))?;
+        let connection_limits = limits::LimitsConfig::parse(|k| raw.get(k).cloned())
+            .map_err(|e| err(e.key, e.reason))?;
         let mut topic_defaults = BTreeMap::new();
         for (bk, tk) in BROKER_TO_TOPIC_KEYS {
             topic_defaults.insert(tk.to_string(), raw[*bk].clone());

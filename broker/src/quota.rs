@@ -35,7 +35,7 @@ use prometheus::{GaugeVec, Opts, Registry};
 
 use crate::metadata::quota::{EntityName, QuotaEntity};
 use crate::metadata::MetadataImage;
-use crate::protocol::dispatch::RequestContext;
+use crate::protocol::context::RequestContext;
 use crate::state::Broker;
 
 pub const PRODUCER_BYTE_RATE: &str = "producer_byte_rate";

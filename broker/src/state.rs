@@ -18,8 +18,8 @@ use crate::metadata::{MetadataImage, MetadataRecord};
 use crate::metrics::Metrics;
 use crate::partition::Partition;
 use crate::protocol::errors::ErrorCode;
-pub use crate::topic_config::validate_topic_name;
 use crate::topic_config::{self, TopicSettings};
+pub use crate::topic_config::{validate_topic_name, TopicError};
 
 /// Producer ids are reserved in blocks so a restart never reuses one.
 const PRODUCER_ID_BLOCK: i64 = 1000;
@@ -69,22 +69,6 @@ pub enum NotReady {
     NotRegistered,
     #[error(transparent)]
     LogDir(#[from] LogDirFailed),
-}
-
-/// A topic-level failure with the message to show the client.
-#[derive(Debug, Clone)]
-pub struct TopicError {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl TopicError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        TopicError {
-            code,
-            message: message.into(),
-        }
-    }
 }
 
 pub fn now_ms() -> i64 {

@@ -1,11 +1,66 @@
-//! Topic-level configuration keys: which exist, how they are validated, and how a topic's
-//! effective value is resolved (topic override, else the broker-level default).
+//! Topic-level configuration keys: which exist, how they are validated (throttled-replica lists
+//! included), and how a topic's effective value is resolved (topic override, else the
+//! broker-level default); topic name rules and [`TopicError`], the failure handed to clients.
 
 use std::collections::BTreeMap;
 
 use crate::protocol::errors::ErrorCode;
-use crate::replication::throttle::ThrottledReplicasError;
-use crate::state::TopicError;
+
+/// A topic-level failure with the message to show the client.
+#[derive(Debug, Clone)]
+pub struct TopicError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl TopicError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        TopicError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Which replicas a `*.replication.throttled.replicas` value names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThrottledReplicas {
+    All,
+    Listed(Vec<(i32, i32)>),
+}
+
+impl ThrottledReplicas {
+    pub fn contains(&self, partition: i32, broker: i32) -> bool {
+        match self {
+            ThrottledReplicas::All => true,
+            ThrottledReplicas::Listed(l) => l.contains(&(partition, broker)),
+        }
+    }
+}
+
+/// An item of a throttled-replicas list that is not `partition:broker`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not partition:broker; the value must be '*' or a list of partitionId:brokerId")]
+pub struct ThrottledReplicasError(pub String);
+
+/// Parses `*` or `partition:broker,...` (empty = none), as Kafka's validator accepts them.
+pub fn parse_replicas(value: &str) -> Result<ThrottledReplicas, ThrottledReplicasError> {
+    let value = value.trim();
+    if value == "*" {
+        return Ok(ThrottledReplicas::All);
+    }
+    let mut out = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let parsed = item.split_once(':').and_then(|(p, b)| {
+            Some((p.trim().parse::<i32>().ok()?, b.trim().parse::<i32>().ok()?))
+        });
+        match parsed {
+            Some((p, b)) if p >= 0 && b >= 0 => out.push((p, b)),
+            _ => return Err(ThrottledReplicasError(item.to_string())),
+        }
+    }
+    Ok(ThrottledReplicas::Listed(out))
+}
 
 /// Why a config value is refused (topic keys, and the broker keys that map onto them). The
 /// message is Kafka's and is shown to the client; the code is INVALID_CONFIG.
@@ -195,12 +250,10 @@ pub fn validate(key: &str, value: &str) -> Result<(), ConfigValueError> {
             }
         }
         Kind::ThrottledReplicas => {
-            crate::replication::throttle::parse_replicas(value).map_err(|reason| {
-                ConfigValueError::ThrottledReplicas {
-                    key: key.into(),
-                    value: value.into(),
-                    reason,
-                }
+            parse_replicas(value).map_err(|reason| ConfigValueError::ThrottledReplicas {
+                key: key.into(),
+                value: value.into(),
+                reason,
             })?;
         }
         Kind::CleanupPolicy => {
@@ -286,10 +339,10 @@ pub fn is_list(key: &str) -> bool {
 }
 
 /// Kafka's rules for topic names: 1..249 chars of [a-zA-Z0-9._-], not "." or "..".
-pub fn validate_topic_name(name: &str) -> Result<(), crate::state::TopicError> {
+pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     let bad = |why: &str| {
-        Err(crate::state::TopicError::new(
-            crate::protocol::errors::ErrorCode::InvalidTopicException,
+        Err(TopicError::new(
+            ErrorCode::InvalidTopicException,
             format!("Topic name \"{name}\" is illegal, {why}"),
         ))
     };
@@ -314,6 +367,19 @@ pub fn validate_topic_name(name: &str) -> Result<(), crate::state::TopicError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn throttled_replica_lists() {
+        assert_eq!(parse_replicas("*"), Ok(ThrottledReplicas::All));
+        let l = parse_replicas("0:1, 1:2,").unwrap();
+        assert!(l.contains(0, 1) && l.contains(1, 2) && !l.contains(0, 2));
+        assert_eq!(parse_replicas(""), Ok(ThrottledReplicas::Listed(vec![])));
+        assert!(parse_replicas("0-1").is_err());
+        assert_eq!(
+            parse_replicas("0:1,a:1").unwrap_err().to_string(),
+            "'a:1' is not partition:broker; the value must be '*' or a list of partitionId:brokerId"
+        );
+    }
 
     #[test]
     fn topic_names() {

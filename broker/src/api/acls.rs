@@ -23,7 +23,7 @@ use crate::auth::acl::{
     AclBinding, AclError, AclFilter, AclOperation, PatternType, RawAcl, ResourceType,
 };
 use crate::metadata::MetadataRecord;
-use crate::protocol::dispatch::{s, RequestContext};
+use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
 use crate::state::Broker;
 

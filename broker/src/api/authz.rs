@@ -5,7 +5,7 @@
 
 use crate::auth::acl::{AclOperation, ResourceType};
 use crate::auth::authorizer::{host_of, Authorizer, Resource};
-use crate::protocol::dispatch::RequestContext;
+use crate::protocol::context::RequestContext;
 use crate::state::Broker;
 
 /// Operations Kafka reports for a topic, cluster and group (`AclEntry.supportedOperations`).

@@ -15,7 +15,7 @@ use kafka_protocol::messages::*;
 
 use super::authz::Authz;
 use crate::auth::acl::AclOperation;
-use crate::protocol::dispatch::{s, RequestContext};
+use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
 use crate::state::{Broker, TopicError};
 use crate::topic_config;

@@ -22,7 +22,7 @@ use super::topic_name;
 use crate::auth::acl::AclOperation;
 use crate::metadata::leadership::{self, Election};
 use crate::metadata::MetadataImage;
-use crate::protocol::dispatch::{s, RequestContext};
+use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
 use crate::state::Broker;
 

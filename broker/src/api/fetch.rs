@@ -17,7 +17,7 @@ use super::authz::Authz;
 use super::topic_name;
 use crate::auth::acl::AclOperation;
 use crate::partition::Partition;
-use crate::protocol::dispatch::RequestContext;
+use crate::protocol::context::RequestContext;
 use crate::protocol::errors::ErrorCode;
 use crate::quota::QuotaType;
 use crate::state::Broker;

@@ -20,7 +20,7 @@ use super::authz::{Authz, OPS_NOT_REQUESTED};
 use crate::auth::acl::AclOperation;
 use crate::auth::authorizer::Resource;
 use crate::group::JoinRequest;
-use crate::protocol::dispatch::{s, RequestContext};
+use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
 
 use crate::state::Broker;

@@ -20,7 +20,7 @@ use kafka_protocol::messages::*;
 
 use super::authz::Authz;
 use crate::auth::acl::AclOperation;
-use crate::protocol::dispatch::RequestContext;
+use crate::protocol::context::RequestContext;
 use crate::protocol::errors::ErrorCode;
 use crate::state::Broker;
 

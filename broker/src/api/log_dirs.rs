@@ -22,7 +22,7 @@ use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse};
 use super::authz::Authz;
 use super::topic_name;
 use crate::auth::acl::AclOperation;
-use crate::protocol::dispatch::{s, RequestContext};
+use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
 use crate::state::Broker;
 

@@ -19,7 +19,7 @@ use kafka_protocol::messages::*;
 
 use super::topic_name;
 use crate::metadata::TopicMeta;
-use crate::protocol::dispatch::{s, RequestContext};
+use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
 use crate::state::{validate_topic_name, Broker};
 

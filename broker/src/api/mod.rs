@@ -18,11 +18,10 @@ pub mod quotas;
 pub mod reassignments;
 pub mod scram;
 pub mod topics;
-pub mod versions;
 
 use kafka_protocol::messages::TopicName;
 
-use crate::protocol::dispatch::s;
+use crate::protocol::context::s;
 
 pub(crate) fn topic_name(name: &str) -> TopicName {
     TopicName(s(name))

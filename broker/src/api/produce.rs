@@ -20,7 +20,7 @@ use crate::auth::authorizer::Resource;
 use crate::log::batch::{self, BatchError};
 use crate::log::AppendError;
 use crate::partition::Partition;
-use crate::protocol::dispatch::{s, RequestContext};
+use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
 use crate::replication::isr::{check_after_append, check_before_append, AckDecision};
 use crate::state::{now_ms, Broker};

@@ -12,7 +12,7 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 use super::authz::Authz;
 use crate::auth::acl::{AclOperation, ResourceType};
 use crate::auth::authorizer::Resource;
-use crate::protocol::dispatch::RequestContext;
+use crate::protocol::context::RequestContext;
 use crate::protocol::errors::ErrorCode;
 use crate::state::Broker;
 

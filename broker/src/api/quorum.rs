@@ -41,7 +41,7 @@ use super::authz::Authz;
 use super::topic_name;
 use crate::auth::acl::AclOperation;
 use crate::cluster::Cluster;
-use crate::protocol::dispatch::{s, RequestContext};
+use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
 use crate::state::{now_ms, Broker};
 

@@ -17,7 +17,7 @@ use super::authz::Authz;
 use crate::auth::acl::AclOperation;
 use crate::metadata::quota::{QuotaEntity, QuotaError, QuotaFilter};
 use crate::metadata::MetadataRecord;
-use crate::protocol::dispatch::{s, RequestContext};
+use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
 use crate::state::Broker;
 

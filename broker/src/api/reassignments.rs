@@ -28,7 +28,7 @@ use super::topic_name;
 use crate::auth::acl::AclOperation;
 use crate::cluster::reassignment::{self, is_reassigning};
 use crate::metadata::PartitionMeta;
-use crate::protocol::dispatch::{s, RequestContext};
+use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
 use crate::state::{Broker, TopicError};
 

@@ -19,7 +19,7 @@ use super::authz::Authz;
 use super::configs::topic_config_entries;
 use super::topic_name;
 use crate::auth::acl::AclOperation;
-use crate::protocol::dispatch::{s, RequestContext};
+use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
 use crate::state::{Broker, TopicError};
 

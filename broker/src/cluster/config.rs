@@ -28,7 +28,7 @@ pub struct ClusterConfig {
     /// Where other quorum members reach this node (used by broker-only learners).
     pub controller_address: String,
     /// The controller listener's security (PLAINTEXT, or SSL: mutual TLS between members).
-    pub controller_security: Option<crate::network::security::ListenerSecurity>,
+    pub controller_security: Option<crate::config::security::ListenerSecurity>,
     /// The listener followers fetch from (`inter.broker.listener.name`; the first advertised
     /// one by default).
     pub inter_broker_listener: String,

@@ -64,7 +64,7 @@ pub struct Cluster {
 /// keystore is both the server certificate and this node's client certificate, its truststore
 /// verifies the peers (set `ssl.client.auth=required` on it so unauthenticated peers are
 /// refused).
-fn quorum_tls(config: &crate::Config) -> anyhow::Result<Option<fjord_quorum::QuorumTls>> {
+fn quorum_tls(config: &crate::config::Config) -> anyhow::Result<Option<fjord_quorum::QuorumTls>> {
     let Some(tls) = config
         .cluster
         .controller_security
@@ -105,7 +105,7 @@ impl Cluster {
     /// applier updating the returned image. Log replay may call the hook before the broker is
     /// in `slot`; [`hosted::sync`] runs once after it is set to cover that.
     pub async fn start(
-        config: &crate::Config,
+        config: &crate::config::Config,
         listener: TcpListener,
         slot: BrokerSlot,
     ) -> anyhow::Result<(Cluster, Arc<RwLock<MetadataImage>>)> {

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::security::SecurityProtocol;
 use crate::metadata::{BrokerEndpoint, MetadataRecord};
-use crate::network::security::SecurityProtocol;
 use crate::state::Broker;
 
 /// This node's registration record.

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
-use super::security::ListenerSecurity;
 use crate::auth::tls::{ReloadingTls, TlsError};
+use crate::config::security::ListenerSecurity;
 
 /// Authentication outcome counters for one listener.
 pub struct AuthCounters {

@@ -20,12 +20,12 @@ use kafka_protocol::messages::{
 };
 
 use super::listener::ListenerRuntime;
-use super::security::ListenerSecurity;
 use crate::auth::plain::PlainUsers;
 use crate::auth::sasl::{Authenticator, Credentials, SaslMechanism};
 use crate::auth::scram::{ScramCredential, ScramMechanism};
 use crate::auth::scram_server::Step;
-use crate::protocol::dispatch::{s, ANONYMOUS};
+use crate::config::security::ListenerSecurity;
+use crate::protocol::context::{s, ANONYMOUS};
 use crate::protocol::errors::ErrorCode;
 use crate::state::Broker;
 

@@ -1,6 +1,6 @@
 //! The one table of the APIs this broker implements. Each row names the API, the versions
 //! ApiVersions advertises, and how a request is answered; the advertised list
-//! ([`APIS`], read by `versions` and the ApiVersions handler), the routing ([`route`], [`call`])
+//! ([`APIS`], read by `versions`, which also answers ApiVersions), the routing ([`route`], [`call`])
 //! and the metric label names ([`name`]) are all generated from it, so they cannot drift apart.
 //!
 //! A row is `Key min..=max => handler(RequestType, path::to::handler)`: dispatch decodes the
@@ -17,9 +17,9 @@ use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::Request;
 
-use super::dispatch::{
-    decode_body, encode_response, encode_response_sharing, DecodeError, Reply, RequestContext,
-};
+use super::context::RequestContext;
+use super::dispatch::{decode_body, encode_response, encode_response_sharing, DecodeError, Reply};
+use super::versions;
 use crate::api;
 use crate::state::Broker;
 
@@ -132,7 +132,7 @@ api_table! {
     SyncGroup 0..=5 => handler(SyncGroupRequest, api::groups::sync),
     DescribeGroups 0..=5 => handler(DescribeGroupsRequest, api::groups::describe),
     ListGroups 0..=5 => handler(ListGroupsRequest, api::groups::list),
-    ApiVersions 0..=4 => handler(ApiVersionsRequest, api::versions::handle),
+    ApiVersions 0..=4 => handler(ApiVersionsRequest, versions::handle),
     CreateTopics 2..=7 => handler(CreateTopicsRequest, api::topics::create),
     DeleteTopics 1..=6 => handler(DeleteTopicsRequest, api::topics::delete),
     DeleteRecords 0..=2 => handler(DeleteRecordsRequest, api::list_offsets::delete_records),

@@ -16,31 +16,16 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable};
 use tracing::Instrument;
 
 use super::apis::{self, Route};
+use super::context::RequestContext;
 use super::errors::ErrorCode;
 use super::versions;
 use crate::api;
 use crate::network::session::{self, Session};
 use crate::state::Broker;
-
-/// Who sent a request, for handlers that need it (group membership, logs).
-#[derive(Debug, Clone)]
-pub struct RequestContext {
-    pub client_id: String,
-    pub client_host: String,
-    pub api_version: i16,
-    /// The authenticated principal (`User:name`); `User:ANONYMOUS` on listeners without SASL
-    /// or mTLS. Authorization decisions use this.
-    pub principal: String,
-    /// The listener the request came in on (metadata answers with that listener's address).
-    pub listener: String,
-}
-
-/// Kafka's principal for unauthenticated connections.
-pub const ANONYMOUS: &str = "User:ANONYMOUS";
 
 /// What the connection should do with a request.
 pub enum Reply {
@@ -136,7 +121,7 @@ pub(super) fn decode_body<T: Decodable>(body: &mut Bytes, version: i16) -> Resul
 
 /// An ApiVersions answer for a version we do not know (KIP-511): v0 layout, error set, our ranges.
 fn unsupported_api_versions(correlation_id: i32) -> Reply {
-    let resp = api::versions::response(ErrorCode::UnsupportedVersion);
+    let resp = versions::response(ErrorCode::UnsupportedVersion);
     encode_response(ApiKey::ApiVersions, 0, correlation_id, &resp)
 }
 
@@ -307,9 +292,4 @@ fn observe(broker: &Broker, api: &'static str, elapsed: Duration) {
         .request_seconds
         .with_label_values(&[api])
         .observe(elapsed.as_secs_f64());
-}
-
-/// Shorthand used by handlers.
-pub fn s(text: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(text.into())
 }

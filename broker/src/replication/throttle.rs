@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use parking_lot::Mutex;
 
 use crate::metadata::MetadataImage;
-use crate::topic_config::ConfigValueError;
+use crate::topic_config::{parse_replicas, ConfigValueError};
 
 pub const LEADER_RATE: &str = "leader.replication.throttled.rate";
 pub const FOLLOWER_RATE: &str = "follower.replication.throttled.rate";
@@ -83,46 +83,6 @@ impl TokenBucket {
 pub struct Throttles {
     pub follower: Mutex<TokenBucket>,
     pub leader: Mutex<TokenBucket>,
-}
-
-/// Which replicas a `*.replication.throttled.replicas` value names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ThrottledReplicas {
-    All,
-    Listed(Vec<(i32, i32)>),
-}
-
-impl ThrottledReplicas {
-    pub fn contains(&self, partition: i32, broker: i32) -> bool {
-        match self {
-            ThrottledReplicas::All => true,
-            ThrottledReplicas::Listed(l) => l.contains(&(partition, broker)),
-        }
-    }
-}
-
-/// An item of a throttled-replicas list that is not `partition:broker`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("'{0}' is not partition:broker; the value must be '*' or a list of partitionId:brokerId")]
-pub struct ThrottledReplicasError(pub String);
-
-/// Parses `*` or `partition:broker,...` (empty = none), as Kafka's validator accepts them.
-pub fn parse_replicas(value: &str) -> Result<ThrottledReplicas, ThrottledReplicasError> {
-    let value = value.trim();
-    if value == "*" {
-        return Ok(ThrottledReplicas::All);
-    }
-    let mut out = Vec::new();
-    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let parsed = item.split_once(':').and_then(|(p, b)| {
-            Some((p.trim().parse::<i32>().ok()?, b.trim().parse::<i32>().ok()?))
-        });
-        match parsed {
-            Some((p, b)) if p >= 0 && b >= 0 => out.push((p, b)),
-            _ => return Err(ThrottledReplicasError(item.to_string())),
-        }
-    }
-    Ok(ThrottledReplicas::Listed(out))
 }
 
 /// Checks a dynamic broker rate value (a long >= 0, as in Kafka).
@@ -199,16 +159,7 @@ mod tests {
     }
 
     #[test]
-    fn throttled_replica_lists() {
-        assert_eq!(parse_replicas("*"), Ok(ThrottledReplicas::All));
-        let l = parse_replicas("0:1, 1:2,").unwrap();
-        assert!(l.contains(0, 1) && l.contains(1, 2) && !l.contains(0, 2));
-        assert_eq!(parse_replicas(""), Ok(ThrottledReplicas::Listed(vec![])));
-        assert!(parse_replicas("0-1").is_err());
-        assert_eq!(
-            parse_replicas("0:1,a:1").unwrap_err().to_string(),
-            "'a:1' is not partition:broker; the value must be '*' or a list of partitionId:brokerId"
-        );
+    fn throttled_rates() {
         assert!(validate_rate(LEADER_RATE, "1024").is_ok());
         assert_eq!(
             validate_rate(LEADER_RATE, "-1").unwrap_err().to_string(),

@@ -389,7 +389,7 @@ mod tests {
 
     #[test]
     fn secrets_stay_out_of_raw_config() {
-        let (c, warnings) = crate::Config::load(
+        let (c, warnings) = crate::config::Config::load(
             None,
             &[
                 ("listeners".into(), "SASL_PLAINTEXT://:1".into()),
