@@ -134,6 +134,7 @@ impl TestNamespace {
         let namespace = match TestNamespace::new(test_name).await {
             Ok(namespace) => namespace,
             Err(error) => {
+                eprintln!("{test_name}: test fixture FAILED: {error:#}");
                 if let Some(Ok(control_plane)) = CONTROL_PLANE.get() {
                     eprintln!("{}", control_plane.log_report(40));
                 }
@@ -143,6 +144,8 @@ impl TestNamespace {
         let control_plane = namespace.control_plane;
         let name = namespace.name.clone();
         if let Err(error) = body(namespace).await {
+            // The cause before the log tails too: CI excerpts keep a log's head and tail.
+            eprintln!("{test_name} FAILED in namespace {name}: {error:#}");
             eprintln!("{}", control_plane.log_report(40));
             panic!(
                 "{test_name} failed in namespace {name}: {error:#}\n(control plane: {}, logs in {})",

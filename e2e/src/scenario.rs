@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -135,6 +135,12 @@ impl Scenario {
         };
         let result = body(scenario.clone()).await;
         if let Err(error) = result {
+            // The cause first and last: CI excerpts keep a log's head and tail, and the
+            // diagnostics in between run to hundreds of lines.
+            eprintln!(
+                "{test_name} FAILED in namespace {}: {error:#}",
+                scenario.namespace
+            );
             eprintln!("{}", scenario.diagnostics());
             panic!(
                 "{test_name} failed in namespace {}: {error:#}\n(cluster: {})",
@@ -229,18 +235,28 @@ impl Scenario {
     }
 
     /// Waits until the Kafka resource `name` reports Ready=True.
+    /// On timeout the error carries the last Ready condition seen, which says what is missing.
     pub async fn wait_kafka_ready(&self, name: &str, timeout: Duration) -> Result<()> {
-        poll_until(timeout, &format!("Kafka {name} Ready"), || async {
-            let status = self.kubectl(&[
+        let last_seen = Mutex::new(String::new());
+        let waited = poll_until(timeout, &format!("Kafka {name} Ready"), || async {
+            let condition = self.kubectl(&[
                 "get",
                 "kafka",
                 name,
                 "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")]}",
             ])?;
-            Ok(status.trim() == "True")
+            let ready = condition.contains(r#""status":"True""#);
+            *last_seen.lock().unwrap() = condition;
+            Ok(ready)
         })
-        .await
+        .await;
+        waited.with_context(|| {
+            format!(
+                "last Ready condition of Kafka {name}: {}",
+                last_seen.lock().unwrap()
+            )
+        })
     }
 
     /// `bootstrapServers` of the Kafka's listener `listener` from its status.
@@ -259,10 +275,19 @@ impl Scenario {
         Ok(servers)
     }
 
-    /// Component logs, pods described, events and the operator's log.
+    /// Component logs, pods described, events, and the operator's and brokers' logs.
     pub fn diagnostics(&self) -> String {
-        let mut report = self.cluster.log_report(30);
+        let mut report = self.cluster.log_report(20);
         for (what, args) in [
+            (
+                "node conditions and taints",
+                vec![
+                    "get",
+                    "nodes",
+                    "-o",
+                    "jsonpath={range .items[*]}{.metadata.name} {.spec.taints} {range .status.conditions[*]}{.type}={.status} {end}{\"\\n\"}{end}",
+                ],
+            ),
             ("pods", vec!["get", "pods", "-o", "wide"]),
             (
                 "kafka",
@@ -277,6 +302,31 @@ impl Scenario {
                     "-l",
                     "app.kubernetes.io/name=fjord-operator",
                     "--tail=80",
+                ],
+            ),
+            (
+                "broker logs",
+                vec![
+                    "logs",
+                    "-l",
+                    "app.kubernetes.io/name=kafka",
+                    "--all-containers",
+                    "--prefix",
+                    "--max-log-requests=20",
+                    "--tail=40",
+                ],
+            ),
+            (
+                "logs of restarted broker containers",
+                vec![
+                    "logs",
+                    "-l",
+                    "app.kubernetes.io/name=kafka",
+                    "--all-containers",
+                    "--prefix",
+                    "--previous",
+                    "--max-log-requests=20",
+                    "--tail=20",
                 ],
             ),
         ] {

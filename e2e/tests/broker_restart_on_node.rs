@@ -87,9 +87,11 @@ async fn deleted_broker_pod_comes_back_and_no_acknowledged_record_is_lost_or_dup
     Scenario::run("broker-restart-on-node", |s| async move {
         let started = Instant::now();
         s.install_operator().await?;
+        eprintln!("operator installed after {:?}", started.elapsed());
         apply_yaml(&s, "kafka", &read_example(NODEPORT_EXAMPLE))?;
         s.wait_kafka_ready("my-cluster", Duration::from_secs(180))
             .await?;
+        eprintln!("Kafka my-cluster Ready after {:?}", started.elapsed());
         apply_yaml(&s, "topic", &topic_yaml("my-cluster", TOPIC, 3, 3))?;
         wait_ready(&s, "kafkatopic", TOPIC, Duration::from_secs(60)).await?;
         let bootstrap = s.bootstrap_servers("my-cluster", "external")?;

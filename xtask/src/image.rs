@@ -100,7 +100,8 @@ pub fn run(args: &[String]) -> Result<()> {
                 .with_context(|| format!("{name} needs a value\n{USAGE}"))
         };
         match name {
-            "--import" => import_socket = Some(PathBuf::from(value()?)),
+            // ctr reads a relative socket path as a URL with an authority: make it absolute.
+            "--import" => import_socket = Some(std::path::absolute(value()?)?),
             "--ctr" => ctr = PathBuf::from(value()?),
             "--no-build" => build = false,
             "--no-smoke" => smoke = false,
