@@ -184,6 +184,7 @@ const KNOWN_KEYS: &[&str] = &[
     "quota.window.size.seconds",
     "replica.lag.time.max.ms",
     "replica.fetch.max.bytes",
+    "replica.fetch.response.max.bytes",
     "replica.fetch.wait.max.ms",
     "broker.session.timeout.ms",
     "broker.heartbeat.interval.ms",

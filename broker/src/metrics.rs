@@ -27,6 +27,7 @@ pub struct Metrics {
     pub isr_expands: IntCounter,
     pub under_min_isr: IntGauge,
     pub replica_max_lag: IntGauge,
+    pub replica_fetchers: IntGauge,
     pub fenced_brokers: IntGauge,
     pub reassigning_partitions: IntGauge,
     pub reassignment_offsets_remaining: IntGauge,
@@ -166,6 +167,11 @@ impl Metrics {
                 &r,
                 "kafka_server_replicafetchermanager_maxlag",
                 "Largest follower lag in messages among the partitions this broker leads",
+            ),
+            replica_fetchers: gauge(
+                &r,
+                "fjord_replica_fetchers",
+                "Replica fetchers running: one per broker this node follows partitions at",
             ),
             fenced_brokers: gauge(
                 &r,

@@ -36,7 +36,11 @@ pub struct ClusterConfig {
     pub inter_broker_sasl: Option<fjord_client::SaslSettings>,
     /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
     pub replica_lag_time_max_ms: i64,
+    /// `replica.fetch.max.bytes`: what one partition brings per follower fetch (at least one
+    /// batch).
     pub replica_fetch_max_bytes: i32,
+    /// `replica.fetch.response.max.bytes`: what one follower fetch brings over all partitions.
+    pub replica_fetch_response_max_bytes: i32,
     pub replica_fetch_wait_max_ms: i32,
     /// `broker.session.timeout.ms`: a broker silent this long is fenced by the controller.
     pub broker_session_timeout_ms: u64,
@@ -96,6 +100,12 @@ fn with_tuning(
     Ok(ClusterConfig {
         replica_lag_time_max_ms: num(raw, "replica.lag.time.max.ms", 30_000, |n| *n > 0)?,
         replica_fetch_max_bytes: num(raw, "replica.fetch.max.bytes", 1 << 20, |n| *n > 0)?,
+        replica_fetch_response_max_bytes: num(
+            raw,
+            "replica.fetch.response.max.bytes",
+            10 << 20,
+            |n| *n > 0,
+        )?,
         replica_fetch_wait_max_ms: num(raw, "replica.fetch.wait.max.ms", 500, |n| *n >= 0)?,
         broker_session_timeout_ms: num(raw, "broker.session.timeout.ms", 9_000, |n| *n > 0)?,
         broker_heartbeat_interval_ms: num(raw, "broker.heartbeat.interval.ms", 2_000, |n| *n > 0)?,

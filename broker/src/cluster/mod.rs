@@ -57,6 +57,8 @@ pub struct Cluster {
     pub liveness: Arc<controller::Liveness>,
     /// Replication throttles (reassignments) of this broker.
     pub throttles: crate::replication::throttle::Throttles,
+    /// The replica fetchers: one per broker this node follows partitions at.
+    pub fetchers: crate::replication::fetcher::ReplicaFetchers,
     shutting_down: std::sync::atomic::AtomicBool,
 }
 
@@ -140,6 +142,7 @@ impl Cluster {
             incarnation: Uuid::new_v4(),
             liveness: Arc::default(),
             throttles: Default::default(),
+            fetchers: Default::default(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
         };
         let liveness = cluster.liveness.clone();

@@ -1,24 +1,32 @@
-//! The follower side of replication: one task per followed partition that fetches from the
-//! leader with the Kafka Fetch API (replica id set, so the leader counts the fetch position
-//! towards its ISR and high watermark) and appends the leader's batches as they are.
+//! The follower side of replication: one fetcher per source broker (Kafka's
+//! `ReplicaFetcherManager` and fetcher threads). Each fetcher owns one connection to its leader
+//! and asks for every partition this node follows there in one Fetch request (replica id set,
+//! so the leader counts the fetch positions towards its ISRs and high watermarks), then appends
+//! the leader's batches as they are. Per-partition fetchers cost a connection, a task and a
+//! long-poll per partition; with many partitions that is what capped replication.
 //!
-//! On every new leader epoch the task first asks the leader where this log's newest epoch ends
-//! (OffsetsForLeaderEpoch) and truncates anything past it: records the old leader appended but
-//! never committed, which the new leader does not have. A task exits when the partition's role
-//! or leader epoch changes; the metadata hook starts a new one for the new epoch. Each round
-//! (connect, epoch check, fetch, append) runs in a debug `replication_fetch` span, which also
-//! carries a debug event for each append of fetched records.
+//! On every new leader epoch a partition is first truncated to where its log stops agreeing
+//! with the leader's (OffsetsForLeaderEpoch): records the old leader appended but never
+//! committed, which the new leader does not have. A partition leaves its fetcher when its role
+//! or leader epoch changes; the metadata hook (`cluster::hosted`) hands it to the fetcher of the
+//! new leader, and a fetcher with nothing left to follow ends. A partition-level error delays
+//! only that partition; a connection error makes the whole fetcher reconnect with a backoff.
+//! Each round runs in a debug `replication_fetch` span.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use fjord_client::Connection;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use parking_lot::Mutex;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::log::AppendError;
@@ -28,22 +36,117 @@ use crate::state::{now_ms, Broker};
 
 const FETCH_VERSION: i16 = 12;
 const EPOCH_VERSION: i16 = 4;
+/// How long a partition sits out after its leader answered an error for it.
+const PARTITION_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Why one fetch round stopped.
-enum Stop {
-    /// The partition's role or epoch changed: this task is done.
-    Superseded,
-    /// Retry after a pause (leader unreachable, not ready yet, ...).
-    Retry(String),
+type PartitionKey = (Arc<str>, i32);
+
+/// This broker's replica fetchers, one per source broker.
+#[derive(Default)]
+pub struct ReplicaFetchers {
+    by_leader: Mutex<HashMap<i32, Arc<LeaderFetcher>>>,
 }
 
-/// Follows `partition` at `leader` for `leader_epoch` until superseded.
-pub async fn run(broker: Arc<Broker>, partition: Arc<Partition>, leader: i32, leader_epoch: i32) {
+/// What one fetcher follows at one leader.
+struct LeaderFetcher {
+    leader: i32,
+    partitions: Mutex<BTreeMap<PartitionKey, Followed>>,
+    /// Woken when a partition is added, so an idle fetcher starts at once.
+    added: tokio::sync::Notify,
+}
+
+struct Followed {
+    partition: Arc<Partition>,
+    leader_epoch: i32,
+    /// Whether the log was checked against the leader's epochs for `leader_epoch`.
+    truncated: bool,
+    /// Not fetched before this (after a partition-level error).
+    delayed_until: Option<Instant>,
+    failures: u32,
+}
+
+/// Why a step for one partition stopped.
+enum Stop {
+    /// The partition's role or epoch changed: it leaves this fetcher.
+    Superseded,
+    /// The leader answered an error for this partition: retry it after a pause.
+    Partition(String),
+    /// The connection failed or timed out: reconnect.
+    Connection(String),
+}
+
+impl ReplicaFetchers {
+    /// Starts following `partition` at `leader` for `leader_epoch`: the partition moves to that
+    /// leader's fetcher (started if there is none) and leaves any other.
+    pub fn follow(
+        &self,
+        broker: &Arc<Broker>,
+        partition: Arc<Partition>,
+        leader: i32,
+        leader_epoch: i32,
+    ) {
+        let key: PartitionKey = (partition.topic.clone(), partition.index);
+        let mut fetchers = self.by_leader.lock();
+        for fetcher in fetchers.values().filter(|f| f.leader != leader) {
+            fetcher.partitions.lock().remove(&key);
+        }
+        let fetcher = fetchers.entry(leader).or_insert_with(|| {
+            let fetcher = Arc::new(LeaderFetcher {
+                leader,
+                partitions: Mutex::default(),
+                added: tokio::sync::Notify::new(),
+            });
+            broker.tasks.spawn(run(broker.clone(), fetcher.clone()));
+            fetcher
+        });
+        fetcher.partitions.lock().insert(
+            key,
+            Followed {
+                partition,
+                leader_epoch,
+                truncated: false,
+                delayed_until: None,
+                failures: 0,
+            },
+        );
+        fetcher.added.notify_one();
+        broker.metrics.replica_fetchers.set(fetchers.len() as i64);
+    }
+
+    /// Ends `fetcher` if it follows nothing any more. Under the registry's lock, so a
+    /// concurrent `follow` either lands before (and the fetcher stays) or starts a new one.
+    fn retire_if_idle(&self, broker: &Broker, fetcher: &Arc<LeaderFetcher>) -> bool {
+        let mut fetchers = self.by_leader.lock();
+        if !fetcher.partitions.lock().is_empty() {
+            return false;
+        }
+        if fetchers
+            .get(&fetcher.leader)
+            .is_some_and(|f| Arc::ptr_eq(f, fetcher))
+        {
+            fetchers.remove(&fetcher.leader);
+        }
+        broker.metrics.replica_fetchers.set(fetchers.len() as i64);
+        true
+    }
+}
+
+/// One partition's part of the next fetch.
+struct Planned {
+    key: PartitionKey,
+    partition: Arc<Partition>,
+    leader_epoch: i32,
+    throttle: Option<u64>,
+}
+
+/// The fetcher's loop: until it follows nothing or the broker stops.
+async fn run(broker: Arc<Broker>, fetcher: Arc<LeaderFetcher>) {
+    let leader = fetcher.leader;
     let mut conn: Option<Connection> = None;
-    let mut truncated = false;
     let mut failures = 0u32;
+    let mut round = 0usize;
     loop {
-        if !still_following(&partition, leader, leader_epoch) || broker.is_stopping() {
+        if broker.is_stopping() {
             return;
         }
         if super::faults::fetchers_paused() {
@@ -51,50 +154,89 @@ pub async fn run(broker: Arc<Broker>, partition: Arc<Partition>, leader: i32, le
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
-        let throttle = throttled_rate(&broker, &partition);
-        if let Some(wait) = throttle.and_then(|rate| throttle_wait(&broker, rate)) {
-            tokio::time::sleep(Duration::from_millis(wait.min(1_000))).await;
+        drop_superseded(&fetcher);
+        if broker.cluster.fetchers.retire_if_idle(&broker, &fetcher) {
+            return;
+        }
+        let (planned, wake_at) = plan(&broker, &fetcher, round);
+        round = round.wrapping_add(1);
+        if planned.is_empty() {
+            let wake_at = wake_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            tokio::select! {
+                () = fetcher.added.notified() => {}
+                () = tokio::time::sleep_until(wake_at) => {}
+            }
             continue;
         }
-        let round = async {
+        let span = tracing::debug_span!(
+            "replication_fetch",
+            leader,
+            partitions = planned.len(),
+            appended_bytes = tracing::field::Empty,
+        );
+        let result = async {
             if conn.is_none() {
                 conn = Some(connect(&broker, leader).await?);
             }
             let c = conn.as_mut().expect("connected above");
-            if !truncated {
-                truncate_to_leader(&broker, c, &partition, leader_epoch).await?;
-                truncated = true;
-            }
-            fetch_once(&broker, c, &partition, leader, leader_epoch, throttle).await
-        };
-        // One debug span per fetch round; `fetch_once` records the offset it asks for.
-        let span = tracing::debug_span!(
-            "replication_fetch",
-            leader,
-            leader_epoch,
-            topic = %partition.topic,
-            partition = partition.index,
-            fetch_offset = tracing::field::Empty,
-        );
-        match round.instrument(span).await {
+            fetch_round(&broker, &fetcher, c, planned).await
+        }
+        .instrument(span)
+        .await;
+        match result {
             Ok(()) => failures = 0,
-            Err(Stop::Superseded) => return,
-            Err(Stop::Retry(why)) => {
+            Err(why) => {
                 conn = None;
                 failures += 1;
                 if failures == 1 || failures.is_multiple_of(50) {
-                    tracing::info!(
-                        topic = %partition.topic,
-                        partition = partition.index,
-                        leader,
-                        reason = %why,
-                        "follower fetch failed; retrying"
-                    );
+                    tracing::info!(leader, reason = %why, "follower fetch failed; retrying");
                 }
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(5)))).await;
             }
         }
     }
+}
+
+/// Removes the partitions whose role or leader epoch moved on.
+fn drop_superseded(fetcher: &LeaderFetcher) {
+    fetcher
+        .partitions
+        .lock()
+        .retain(|_, f| still_following(&f.partition, fetcher.leader, f.leader_epoch));
+}
+
+/// What to fetch this round, and when to look again if nothing can be fetched now (partitions
+/// delayed after errors, or throttled). The order rotates every round so a response filled to
+/// `replica.fetch.response.max.bytes` by the first partitions does not starve the last.
+fn plan(broker: &Broker, fetcher: &LeaderFetcher, round: usize) -> (Vec<Planned>, Option<Instant>) {
+    let now = Instant::now();
+    let mut wake_at: Option<Instant> = None;
+    let mut planned = Vec::new();
+    let partitions = fetcher.partitions.lock();
+    for (key, followed) in partitions.iter() {
+        if let Some(until) = followed.delayed_until.filter(|until| *until > now) {
+            wake_at = Some(wake_at.map_or(until, |w| w.min(until)));
+            continue;
+        }
+        let throttle = throttled_rate(broker, &followed.partition);
+        if let Some(wait) = throttle.and_then(|rate| throttle_wait(broker, rate)) {
+            let until = now + Duration::from_millis(wait.min(1_000));
+            wake_at = Some(wake_at.map_or(until, |w| w.min(until)));
+            continue;
+        }
+        planned.push(Planned {
+            key: key.clone(),
+            partition: followed.partition.clone(),
+            leader_epoch: followed.leader_epoch,
+            throttle,
+        });
+    }
+    drop(partitions);
+    if !planned.is_empty() {
+        let len = planned.len();
+        planned.rotate_left(round % len);
+    }
+    (planned, wake_at)
 }
 
 /// The follower replication rate limiting this partition's fetches now, if it is throttled
@@ -124,21 +266,170 @@ fn still_following(p: &Partition, leader: i32, leader_epoch: i32) -> bool {
     st.leader_epoch == leader_epoch && st.role == Role::Follower { leader }
 }
 
-async fn connect(broker: &Broker, leader: i32) -> Result<Connection, Stop> {
+async fn connect(broker: &Broker, leader: i32) -> Result<Connection, String> {
     let listener = &broker.config.cluster.inter_broker_listener;
     let (host, port) = crate::cluster::registration::endpoint_of(broker, leader, listener)
-        .ok_or_else(|| Stop::Retry(format!("broker {leader} has no {listener} endpoint")))?;
+        .ok_or_else(|| format!("broker {leader} has no {listener} endpoint"))?;
     let security = crate::cluster::inter_broker::client_security(&broker.config);
     let connect = Connection::connect_with((host.as_str(), port), &security);
     match tokio::time::timeout(Duration::from_secs(3), connect).await {
         Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(Stop::Retry(format!("connect {host}:{port}: {e}"))),
-        Err(_) => Err(Stop::Retry(format!("connect {host}:{port}: timed out"))),
+        Ok(Err(e)) => Err(format!("connect {host}:{port}: {e}")),
+        Err(_) => Err(format!("connect {host}:{port}: timed out")),
     }
 }
 
-fn retry(e: impl std::fmt::Display) -> Stop {
-    Stop::Retry(e.to_string())
+/// One round: truncation checks for partitions on a new epoch, then one Fetch for every
+/// partition ready, and the appends of what came back. `Err` only for the connection.
+async fn fetch_round(
+    broker: &Broker,
+    fetcher: &LeaderFetcher,
+    conn: &mut Connection,
+    planned: Vec<Planned>,
+) -> Result<(), String> {
+    let mut ready = Vec::with_capacity(planned.len());
+    for p in planned {
+        let truncated = fetcher
+            .partitions
+            .lock()
+            .get(&p.key)
+            .is_some_and(|f| f.truncated && f.leader_epoch == p.leader_epoch);
+        if truncated {
+            ready.push(p);
+            continue;
+        }
+        let outcome = truncate_to_leader(broker, conn, &p.partition, p.leader_epoch).await;
+        if settle(fetcher, &p, outcome, true)? {
+            ready.push(p);
+        }
+    }
+    if ready.is_empty() {
+        return Ok(());
+    }
+    let cluster = &broker.config.cluster;
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for p in &ready {
+        // A throttled fetch asks for about one second's worth (at least one batch comes back).
+        let partition_max_bytes = match p.throttle {
+            Some(rate) => cluster
+                .replica_fetch_max_bytes
+                .min(i32::try_from(rate.max(1)).unwrap_or(i32::MAX)),
+            None => cluster.replica_fetch_max_bytes,
+        };
+        let (fetch_offset, log_start) = {
+            let log = p.partition.log.read();
+            (log.log_end_offset(), log.log_start_offset())
+        };
+        let partition = FetchPartition::default()
+            .with_partition(p.partition.index)
+            .with_current_leader_epoch(p.leader_epoch)
+            .with_fetch_offset(fetch_offset)
+            .with_log_start_offset(log_start)
+            .with_partition_max_bytes(partition_max_bytes);
+        // Consecutive partitions of one topic share its entry (the plan is sorted by topic,
+        // then rotated, so a topic appears at most twice).
+        match topics.last_mut() {
+            Some(t) if t.topic.0.as_str() == p.partition.topic.as_ref() => {
+                t.partitions.push(partition);
+            }
+            _ => topics.push(
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(
+                        p.partition.topic.to_string(),
+                    )))
+                    .with_partitions(vec![partition]),
+            ),
+        }
+    }
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(broker.config.node_id))
+        .with_max_wait_ms(cluster.replica_fetch_wait_max_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(cluster.replica_fetch_response_max_bytes)
+        .with_isolation_level(0)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(topics);
+    let wait = Duration::from_millis(cluster.replica_fetch_wait_max_ms as u64 + 10_000);
+    let response = tokio::time::timeout(wait, conn.send(&request, FETCH_VERSION))
+        .await
+        .map_err(|_| "fetch timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let code = ErrorCode::from_code(response.error_code);
+    if code != ErrorCode::None {
+        return Err(format!("fetch answered {code:?}"));
+    }
+    let mut answers: HashMap<(&str, i32), &PartitionData> = HashMap::new();
+    for topic in &response.responses {
+        for data in &topic.partitions {
+            answers.insert((topic.topic.0.as_str(), data.partition_index), data);
+        }
+    }
+    let mut appended = 0usize;
+    for p in &ready {
+        let outcome = match answers.get(&(p.partition.topic.as_ref(), p.partition.index)) {
+            Some(data) => apply_fetched(broker, p, data, &mut appended),
+            None => Err(Stop::Partition("missing from the fetch response".into())),
+        };
+        settle(fetcher, p, outcome, false)?;
+    }
+    tracing::Span::current().record("appended_bytes", appended);
+    Ok(())
+}
+
+/// Records a partition step's outcome in the fetcher. `Ok(true)`: the partition goes on this
+/// round; a connection failure ends the round.
+fn settle(
+    fetcher: &LeaderFetcher,
+    p: &Planned,
+    outcome: Result<(), Stop>,
+    truncation: bool,
+) -> Result<bool, String> {
+    let mut partitions = fetcher.partitions.lock();
+    let current = partitions
+        .get_mut(&p.key)
+        .filter(|f| f.leader_epoch == p.leader_epoch);
+    match outcome {
+        Ok(()) => {
+            if let Some(f) = current {
+                f.truncated |= truncation;
+                f.failures = 0;
+                f.delayed_until = None;
+            }
+            Ok(true)
+        }
+        Err(Stop::Superseded) => {
+            if current.is_some() {
+                partitions.remove(&p.key);
+            }
+            Ok(false)
+        }
+        Err(Stop::Partition(why)) => {
+            if let Some(f) = current {
+                f.failures += 1;
+                if f.failures == 1 || f.failures.is_multiple_of(50) {
+                    tracing::info!(
+                        topic = %p.partition.topic,
+                        partition = p.partition.index,
+                        leader = fetcher.leader,
+                        reason = %why,
+                        "follower fetch of a partition failed; retrying"
+                    );
+                }
+                f.delayed_until = Some(Instant::now() + PARTITION_BACKOFF * f.failures.min(5));
+            }
+            Ok(false)
+        }
+        Err(Stop::Connection(why)) => Err(why),
+    }
+}
+
+fn connection(e: impl std::fmt::Display) -> Stop {
+    Stop::Connection(e.to_string())
+}
+
+fn partition_error(e: impl std::fmt::Display) -> Stop {
+    Stop::Partition(e.to_string())
 }
 
 /// Truncates this log to where it stops agreeing with the leader's.
@@ -158,7 +449,7 @@ async fn truncate_to_leader(
         if leo > 0 {
             let hw = p.high_watermark();
             let mut log = p.log.write();
-            log.truncate_to(hw, now_ms()).map_err(retry)?;
+            log.truncate_to(hw, now_ms()).map_err(partition_error)?;
         }
         return Ok(());
     };
@@ -173,16 +464,19 @@ async fn truncate_to_leader(
     let response =
         tokio::time::timeout(Duration::from_secs(10), conn.send(&request, EPOCH_VERSION))
             .await
-            .map_err(|_| retry("OffsetsForLeaderEpoch timed out"))?
-            .map_err(retry)?;
+            .map_err(|_| connection("OffsetsForLeaderEpoch timed out"))?
+            .map_err(connection)?;
     let answer = response
         .topics
         .first()
         .and_then(|t| t.partitions.first())
-        .ok_or_else(|| retry("empty OffsetsForLeaderEpoch response"))?;
+        .ok_or_else(|| partition_error("empty OffsetsForLeaderEpoch response"))?;
     let code = ErrorCode::from_code(answer.error_code);
     if code != ErrorCode::None {
-        return Err(epoch_error(code));
+        // Even NOT_LEADER_OR_FOLLOWER or a fenced epoch is retried: the new leader may simply
+        // not have applied the metadata that made it leader yet; if this node's own metadata
+        // moves on, the partition leaves the fetcher.
+        return Err(Stop::Partition(format!("leader answered {code:?}")));
     }
     let (their_epoch, their_end) = (answer.leader_epoch, answer.end_offset);
     let target = if their_epoch < 0 || their_end < 0 {
@@ -207,87 +501,37 @@ async fn truncate_to_leader(
             leader_epoch,
             "truncating a divergent log tail"
         );
-        log.truncate_to(target, now_ms()).map_err(retry)?;
+        log.truncate_to(target, now_ms()).map_err(partition_error)?;
         drop(log);
         p.set_follower_high_watermark(p.high_watermark());
     }
     Ok(())
 }
 
-/// The leader refused the epoch question. Even NOT_LEADER_OR_FOLLOWER or a fenced epoch is
-/// retried: the new leader may simply not have applied the metadata that made it leader yet;
-/// if this node's own metadata moves on, the loop's role check ends the task.
-fn epoch_error(code: ErrorCode) -> Stop {
-    Stop::Retry(format!("leader answered {code:?}"))
-}
-
-/// One fetch from the leader and the append of what it returned.
-async fn fetch_once(
+/// Appends what the leader returned for one partition and takes its high watermark.
+fn apply_fetched(
     broker: &Broker,
-    conn: &mut Connection,
-    p: &Partition,
-    leader: i32,
-    leader_epoch: i32,
-    throttle: Option<u64>,
+    planned: &Planned,
+    data: &PartitionData,
+    appended: &mut usize,
 ) -> Result<(), Stop> {
-    let cluster = &broker.config.cluster;
-    // A throttled fetch asks for about one second's worth (at least one batch comes back).
-    let partition_max_bytes = match throttle {
-        Some(rate) => cluster
-            .replica_fetch_max_bytes
-            .min(i32::try_from(rate.max(1)).unwrap_or(i32::MAX)),
-        None => cluster.replica_fetch_max_bytes,
-    };
-    let (fetch_offset, log_start) = {
-        let log = p.log.read();
-        (log.log_end_offset(), log.log_start_offset())
-    };
-    tracing::Span::current().record("fetch_offset", fetch_offset);
-    let request = FetchRequest::default()
-        .with_replica_id(BrokerId(broker.config.node_id))
-        .with_max_wait_ms(cluster.replica_fetch_wait_max_ms)
-        .with_min_bytes(1)
-        .with_max_bytes(cluster.replica_fetch_max_bytes.saturating_mul(4))
-        .with_isolation_level(0)
-        .with_session_id(0)
-        .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(TopicName(StrBytes::from_string(p.topic.to_string())))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(p.index)
-                .with_current_leader_epoch(leader_epoch)
-                .with_fetch_offset(fetch_offset)
-                .with_log_start_offset(log_start)
-                .with_partition_max_bytes(partition_max_bytes)])]);
-    let wait = Duration::from_millis(cluster.replica_fetch_wait_max_ms as u64 + 10_000);
-    let response = tokio::time::timeout(wait, conn.send(&request, FETCH_VERSION))
-        .await
-        .map_err(|_| retry("fetch timed out"))?
-        .map_err(retry)?;
-    let code = ErrorCode::from_code(response.error_code);
-    if code != ErrorCode::None {
-        return Err(retry(format!("fetch answered {code:?}")));
-    }
-    let Some(data) = response
-        .responses
-        .first()
-        .and_then(|t| t.partitions.first())
-    else {
-        return Err(retry("empty fetch response"));
-    };
+    let p = &planned.partition;
+    let leader_epoch = planned.leader_epoch;
     match ErrorCode::from_code(data.error_code) {
         ErrorCode::None => {}
         ErrorCode::OffsetOutOfRange => return out_of_range(p, data, leader_epoch),
         ErrorCode::FencedLeaderEpoch | ErrorCode::NotLeaderOrFollower => {
             // Metadata on this node is behind or ahead; wait for it to settle.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            return if still_following(p, leader, leader_epoch) {
-                Ok(())
+            return if p.leader_epoch() == leader_epoch {
+                Err(partition_error(format!(
+                    "leader answered {:?}",
+                    ErrorCode::from_code(data.error_code)
+                )))
             } else {
                 Err(Stop::Superseded)
             };
         }
-        other => return Err(retry(format!("partition fetch answered {other:?}"))),
+        other => return Err(partition_error(format!("leader answered {other:?}"))),
     }
     if let Some(records) = data.records.as_ref().filter(|r| !r.is_empty()) {
         let mut log = p.log.write();
@@ -296,15 +540,18 @@ async fn fetch_once(
         }
         match log.append_replica(records, now_ms()) {
             Ok(a) => {
+                drop(log);
                 broker.log_dir_health.record_success(a.bytes);
-                // In the fetch span (leader, partition, fetch offset): what the round brought.
                 tracing::debug!(
+                    topic = %p.topic,
+                    partition = p.index,
                     bytes = a.bytes,
                     batches = a.batches,
                     "appended fetched records"
                 );
+                *appended += a.bytes;
                 broker.metrics.replication_bytes_in.inc_by(a.bytes as u64);
-                if let Some(rate) = throttle {
+                if let Some(rate) = planned.throttle {
                     broker
                         .cluster
                         .throttles
@@ -317,11 +564,13 @@ async fn fetch_once(
                 drop(log);
                 let message = format!("append of fetched data failed: {e}");
                 broker.log_dir_health.record_failure(e, records.len());
-                return Err(retry(message));
+                return Err(Stop::Partition(message));
             }
             Err(e) => {
                 drop(log);
-                return Err(retry(format!("append of fetched data failed: {e}")));
+                return Err(partition_error(format!(
+                    "append of fetched data failed: {e}"
+                )));
             }
         }
     }
@@ -331,11 +580,7 @@ async fn fetch_once(
 
 /// The leader does not have our fetch offset: behind its log start we restart the log there;
 /// ahead of its end we truncate again through the epoch protocol.
-fn out_of_range(
-    p: &Partition,
-    data: &kafka_protocol::messages::fetch_response::PartitionData,
-    leader_epoch: i32,
-) -> Result<(), Stop> {
+fn out_of_range(p: &Partition, data: &PartitionData, leader_epoch: i32) -> Result<(), Stop> {
     let mut log = p.log.write();
     if p.leader_epoch() != leader_epoch {
         return Err(Stop::Superseded);
@@ -343,14 +588,14 @@ fn out_of_range(
     let leo = log.log_end_offset();
     if data.log_start_offset >= 0 && leo < data.log_start_offset {
         log.truncate_fully_and_start_at(data.log_start_offset, now_ms())
-            .map_err(retry)?;
+            .map_err(partition_error)?;
         return Ok(());
     }
     if data.high_watermark >= 0 && leo > data.high_watermark {
         // Ahead of what the leader committed and not matched by its epochs: drop to its HW.
         log.truncate_to(data.high_watermark, now_ms())
-            .map_err(retry)?;
+            .map_err(partition_error)?;
         return Ok(());
     }
-    Err(retry("fetch offset out of range"))
+    Err(partition_error("fetch offset out of range"))
 }
