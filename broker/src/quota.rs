@@ -346,7 +346,7 @@ pub async fn track<F: Future>(broker: &Broker, fut: F) -> (F::Output, Duration) 
             let state = REQUEST.with(|r| std::mem::take(&mut *r.borrow_mut()));
             let mut mute = state.throttle_ms;
             if let Some((principal, client_id)) = state.identity {
-                let img = broker.metadata.read();
+                let img = broker.metadata.snapshot();
                 let percent_seconds = busy.as_secs_f64() * 100.0;
                 mute = mute.max(broker.quotas.record(
                     &img,

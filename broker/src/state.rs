@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::group::GroupCoordinator;
 use crate::log::dir_health::{LogDirFailed, LogDirHealth};
-use crate::metadata::{MetadataImage, MetadataRecord};
+use crate::metadata::{MetadataCache, MetadataRecord};
 use crate::metrics::Metrics;
 use crate::partition::Partition;
 use crate::protocol::errors::ErrorCode;
@@ -28,7 +28,7 @@ pub struct Broker {
     pub config: Config,
     pub cluster_id: String,
     /// Shared with the quorum applier, which alone updates it.
-    pub metadata: Arc<RwLock<MetadataImage>>,
+    pub metadata: Arc<MetadataCache>,
     /// Hosted partitions by topic, then partition index.
     pub(crate) partitions: RwLock<HashMap<String, BTreeMap<i32, Arc<Partition>>>>,
     /// The Raft quorum carrying metadata (a one-voter quorum on a single node).
@@ -37,6 +37,8 @@ pub struct Broker {
     pub metrics: Metrics,
     /// Client quota rates and throttling (`quota`).
     pub quotas: crate::quota::QuotaManager,
+    /// Incremental fetch sessions (KIP-227) of consumers and followers fetching from here.
+    pub fetch_sessions: crate::fetch_session::FetchSessions,
     /// The current block of producer ids (next, end). An async lock: taking a new block is a
     /// quorum write, awaited while it is held.
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
@@ -84,14 +86,14 @@ impl Broker {
     pub fn open(
         config: Config,
         cluster: crate::cluster::Cluster,
-        image: Arc<RwLock<MetadataImage>>,
+        image: Arc<MetadataCache>,
     ) -> anyhow::Result<Arc<Broker>> {
         let dir = config.data_dir().clone();
         std::fs::create_dir_all(&dir)?;
         let cluster_id =
             crate::identity::load_or_format(&dir, config.node_id, config.cluster_id.as_deref())?;
         let groups = GroupCoordinator::open(&dir, &config)?;
-        let next_pid = image.read().next_producer_id;
+        let next_pid = image.snapshot().next_producer_id;
         let metrics = Metrics::new();
         let quotas = crate::quota::QuotaManager::new(
             &metrics.registry,
@@ -106,6 +108,7 @@ impl Broker {
             groups,
             metrics,
             quotas,
+            fetch_sessions: Default::default(),
             producer_ids: tokio::sync::Mutex::new((next_pid, next_pid)),
             security_changes: tokio::sync::Mutex::new(()),
             topic_changes: tokio::sync::Mutex::new(()),
@@ -146,7 +149,7 @@ impl Broker {
         }
         let registered = self
             .metadata
-            .read()
+            .snapshot()
             .brokers
             .get(&self.config.node_id)
             .is_some_and(|b| b.incarnation == cluster.incarnation && !b.fenced);
@@ -168,7 +171,7 @@ impl Broker {
     /// Effective broker-level topic defaults: static config overlaid with dynamic cluster configs.
     pub fn topic_defaults(&self) -> BTreeMap<String, String> {
         let mut d = self.config.topic_defaults.clone();
-        let img = self.metadata.read();
+        let img = self.metadata.snapshot();
         for node in [None, Some(self.config.node_id)] {
             if let Some(map) = img.broker_configs.get(&node) {
                 for (k, v) in map {
@@ -285,7 +288,7 @@ impl Broker {
         let _guard = self.topic_changes().await;
         let id = self
             .metadata
-            .read()
+            .snapshot()
             .topics
             .get(name)
             .map(|t| t.id)
@@ -313,7 +316,7 @@ impl Broker {
     ) -> Result<(), TopicError> {
         let _guard = self.topic_changes().await;
         let current = {
-            let img = self.metadata.read();
+            let img = self.metadata.snapshot();
             let t = img.topics.get(name).ok_or_else(|| {
                 TopicError::new(
                     ErrorCode::UnknownTopicOrPartition,
@@ -357,7 +360,7 @@ impl Broker {
             }
         }
         let _guard = self.topic_changes().await;
-        if !self.metadata.read().topics.contains_key(name) {
+        if !self.metadata.snapshot().topics.contains_key(name) {
             return Err(TopicError::new(
                 ErrorCode::UnknownTopicOrPartition,
                 format!("Topic '{name}' does not exist."),
@@ -420,7 +423,7 @@ impl Broker {
 
     /// Recomputes effective settings for one topic or all.
     pub(crate) fn refresh_settings(&self, only: Option<&str>) {
-        let img = self.metadata.read().clone();
+        let img = self.metadata.snapshot();
         let parts = self.partitions.read();
         for (name, list) in parts.iter() {
             if only.is_some_and(|o| o != name) {

@@ -61,6 +61,7 @@ const TABLE: &[(&str, Layer)] = &[
     ("replication::*", Layer::Services),
     ("group::*", Layer::Services),
     ("quota", Layer::Services),
+    ("fetch_session", Layer::Services),
     ("auth::*", Layer::Services),
     // API handlers.
     ("api::*", Layer::Api),

@@ -215,7 +215,12 @@ async fn phase_two_protocol(running: &fjord_broker::Running) {
             expect("h", TOPIC_AUTHORIZATION_FAILED),
         ]
     );
-    assert!(!running.broker.metadata.read().topics.contains_key("nope"));
+    assert!(!running
+        .broker
+        .metadata
+        .snapshot()
+        .topics
+        .contains_key("nope"));
 
     // Produce: READ on `a` is not WRITE; the prefix `pay-` covers `pay-in` but not `pay`; the
     // literal `a` does not cover `ab`; DENY WRITE on `d` beats ALLOW ALL; the ALLOW ALL on `h`
@@ -331,7 +336,7 @@ async fn phase_two_protocol(running: &fjord_broker::Running) {
         .await
         .unwrap();
     assert_eq!(r.error_code, 0);
-    assert!(running.broker.metadata.read().topics.contains_key("a"));
+    assert!(running.broker.metadata.snapshot().topics.contains_key("a"));
 }
 
 fn consumer(bootstrap: &str, group: &str) -> BaseConsumer {

@@ -259,7 +259,7 @@ fn three_brokers_share_metadata_and_survive_losing_the_quorum_leader() {
         .collect();
     for n in nodes.iter().flatten() {
         wait_until("every broker registered on every node", || {
-            n.broker.metadata.read().brokers.len() == 3
+            n.broker.metadata.snapshot().brokers.len() == 3
         });
     }
 
@@ -268,7 +268,7 @@ fn three_brokers_share_metadata_and_survive_losing_the_quorum_leader() {
     create_topic(&client_rt, &bootstrap(&all[..1]), "spread", 6);
     for n in &all {
         wait_until("the topic reached every node", || {
-            n.broker.metadata.read().topics.contains_key("spread")
+            n.broker.metadata.snapshot().topics.contains_key("spread")
                 && n.broker.topic_partitions("spread").map(|p| p.len()) == Some(6)
         });
     }
@@ -381,7 +381,7 @@ fn three_brokers_share_metadata_and_survive_losing_the_quorum_leader() {
             wait_until(
                 "the deleted topic and its directory are gone everywhere",
                 || {
-                    !n.broker.metadata.read().topics.contains_key("strict")
+                    !n.broker.metadata.snapshot().topics.contains_key("strict")
                         && n.broker.topic_partitions("strict").is_none()
                         && !dir.exists()
                 },
@@ -406,7 +406,7 @@ fn three_brokers_share_metadata_and_survive_losing_the_quorum_leader() {
         wait_until("the new topic reached the survivors", || {
             n.broker
                 .metadata
-                .read()
+                .snapshot()
                 .topics
                 .contains_key("after-failover")
         });
@@ -418,7 +418,7 @@ fn three_brokers_share_metadata_and_survive_losing_the_quorum_leader() {
     // The stopped node restarts, rejoins and sees every topic.
     let back = start(leader, dir.path(), &voters, ports[leader as usize]);
     wait_until("the restarted node caught up", || {
-        let img = back.broker.metadata.read();
+        let img = back.broker.metadata.snapshot();
         ["spread", "after-failover"]
             .iter()
             .all(|t| img.topics.contains_key(*t))
@@ -440,8 +440,8 @@ fn three_brokers_share_metadata_and_survive_losing_the_quorum_leader() {
         describe(&back, "spread") == describe(reference, "spread")
     });
     assert_eq!(
-        back.broker.metadata.read().topics,
-        reference.broker.metadata.read().topics
+        back.broker.metadata.snapshot().topics,
+        reference.broker.metadata.snapshot().topics
     );
     nodes[leader as usize] = Some(back);
     // Data written before the restart is still there on the partitions it leads.

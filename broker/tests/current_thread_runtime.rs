@@ -91,7 +91,7 @@ async fn metadata_changes() {
         r.responses[0].error_message
     );
     {
-        let img = broker.metadata.read();
+        let img = broker.metadata.snapshot();
         let t = img.topics.get("t").expect("topic t created");
         assert_eq!(t.partitions.len(), 2);
         assert_eq!(
@@ -145,7 +145,7 @@ async fn metadata_changes() {
         r.entries[0].error_message
     );
     {
-        let img = broker.metadata.read();
+        let img = broker.metadata.snapshot();
         assert_eq!(img.acls().count(), 1);
         assert!(img
             .scram_credential("alice", ScramMechanism::Sha256)
@@ -173,7 +173,7 @@ async fn metadata_changes() {
                 .with_committed_offset(42)])]);
     let r = c.send(&req, 8).await.unwrap();
     assert_eq!(r.topics[0].partitions[0].error_code, 0);
-    assert!(broker.metadata.read().group_offsets.contains_key("g"));
+    assert!(broker.metadata.snapshot().group_offsets.contains_key("g"));
     let req = OffsetFetchRequest::default()
         .with_group_id(GroupId(s("g")))
         .with_topics(Some(vec![OffsetFetchRequestTopic::default()
@@ -199,7 +199,7 @@ async fn metadata_changes() {
         "{:?}",
         r.responses[0].error_message
     );
-    assert!(!broker.metadata.read().topics.contains_key("t"));
+    assert!(!broker.metadata.snapshot().topics.contains_key("t"));
 
     drop(c);
     assert_eq!(broker.shutdown().await, 0, "every task ended");

@@ -275,7 +275,7 @@ fn kafka_cli_describes_the_quorum_and_log_dirs_of_a_three_node_cluster() {
     }
     produce_to_every_partition(&rt, &bootstrap(&all));
     let leaders: BTreeMap<i32, i32> = {
-        let image = all[0].broker.metadata.read();
+        let image = all[0].broker.metadata.snapshot();
         image.topics[TOPIC]
             .partitions
             .iter()

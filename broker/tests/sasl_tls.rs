@@ -140,7 +140,7 @@ fn rdkafka_with_a_wrong_password_gets_nothing() {
         .running
         .broker
         .metadata
-        .read()
+        .snapshot()
         .topics
         .contains_key("t-denied"));
 }
@@ -408,7 +408,7 @@ fn requests_before_authentication_close_the_connection() {
         .running
         .broker
         .metadata
-        .read()
+        .snapshot()
         .topics
         .contains_key("sneaky"));
 }

@@ -561,7 +561,7 @@ async fn security_admin_apis() {
 
     // ---- The metadata (quorum) log replays to the same state; no salted password in it ----
     let (img, log) = replay_metadata_log(dir.path());
-    let live = running.broker.metadata.read().clone();
+    let live = running.broker.metadata.snapshot().clone();
     assert_eq!(img.scram, live.scram);
     assert_eq!(img.acls, live.acls);
     assert_eq!(img.quotas, live.quotas);

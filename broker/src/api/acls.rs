@@ -68,7 +68,7 @@ pub async fn create(
     let guard = broker.security_changes().await;
     let mut records = Vec::new();
     {
-        let img = broker.metadata.read();
+        let img = broker.metadata.snapshot();
         // One pass over the stored bindings, so a large request stays linear.
         let mut known: HashSet<&AclBinding> = img.acls().collect();
         for acl in parsed.iter().flatten() {
@@ -153,7 +153,7 @@ pub async fn describe(
                 .with_error_message(Some(s(e.to_string())))
         }
     };
-    let img = broker.metadata.read();
+    let img = broker.metadata.snapshot();
     let resources = group_by_resource(img.acls().filter(|b| filter.matches(b)))
         .into_iter()
         .map(|((rt, name, pt), acls)| {
@@ -225,7 +225,7 @@ pub async fn delete(
     // Every filter sees the ACLs as they were before the request, as in Kafka: two filters
     // matching the same binding both report it; it is removed once.
     let matched: Vec<Result<Vec<(Uuid, AclBinding)>, AclError>> = {
-        let img = broker.metadata.read();
+        let img = broker.metadata.snapshot();
         filters
             .into_iter()
             .map(|f| {

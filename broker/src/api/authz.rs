@@ -71,7 +71,7 @@ impl<'a> Authz<'a> {
         if rules.is_super_user(self.principal) {
             return true;
         }
-        let img = self.broker.metadata.read();
+        let img = self.broker.metadata.snapshot();
         let ok = rules.authorize(img.acls.values(), self.principal, self.host, op, resource);
         drop(img);
         if !ok {
@@ -98,7 +98,7 @@ impl<'a> Authz<'a> {
         let Some(rules) = &self.rules else {
             return true;
         };
-        let img = self.broker.metadata.read();
+        let img = self.broker.metadata.snapshot();
         rules.authorize_any(img.acls.values(), self.principal, self.host, op, kind)
     }
 

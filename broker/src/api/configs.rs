@@ -45,7 +45,7 @@ pub fn topic_config_entries(
 ) -> Vec<ConfigEntry> {
     let defaults = broker.topic_defaults();
     let dynamic_keys: Vec<String> = {
-        let img = broker.metadata.read();
+        let img = broker.metadata.snapshot();
         img.broker_configs
             .values()
             .flat_map(|m| m.keys())
@@ -81,7 +81,7 @@ pub fn topic_config_entries(
 }
 
 fn broker_config_entries(broker: &Broker, node: Option<i32>) -> Vec<ConfigEntry> {
-    let img = broker.metadata.read();
+    let img = broker.metadata.snapshot();
     let cluster_dynamic = img.broker_configs.get(&None).cloned().unwrap_or_default();
     let node_dynamic = node
         .and_then(|n| img.broker_configs.get(&Some(n)).cloned())
@@ -203,7 +203,7 @@ pub async fn describe(
                     (_, Some(e)) => Err(e),
                     (RESOURCE_TOPIC, None) => match broker
                         .metadata
-                        .read()
+                        .snapshot()
                         .topics
                         .get(&name)
                         .map(|t| t.configs.clone())
@@ -339,7 +339,7 @@ pub async fn incremental_alter(
                 (RESOURCE_TOPIC, None) => {
                     let current = broker
                         .metadata
-                        .read()
+                        .snapshot()
                         .topics
                         .get(&name)
                         .map(|t| t.configs.clone());
@@ -415,7 +415,7 @@ pub async fn alter(
                 (_, Some(e)) => Err(e),
                 (RESOURCE_TOPIC, None) => match broker
                     .metadata
-                    .read()
+                    .snapshot()
                     .topics
                     .get(&name)
                     .map(|t| t.configs.clone())
@@ -429,7 +429,7 @@ pub async fn alter(
                 (RESOURCE_BROKER, None) => parse_broker_name(broker, &name).map(|node| {
                     let current = broker
                         .metadata
-                        .read()
+                        .snapshot()
                         .broker_configs
                         .get(&node)
                         .cloned()

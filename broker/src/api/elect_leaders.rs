@@ -75,7 +75,7 @@ pub async fn handle(
         }
     };
     let all = requested.is_none();
-    let targets = requested.unwrap_or_else(|| every_partition(&broker.metadata.read()));
+    let targets = requested.unwrap_or_else(|| every_partition(&broker.metadata.snapshot()));
     let timeout = u64::try_from(req.timeout_ms)
         .ok()
         .filter(|t| *t > 0)
@@ -202,7 +202,7 @@ async fn elect(
         let mut records = Vec::new();
         let mut still = Vec::new();
         {
-            let img = broker.metadata.read();
+            let img = broker.metadata.snapshot();
             for key in pending.drain(..) {
                 let decision = decide(&img, &key, unclean);
                 let leader_now = img.topics.get(&key.0).and_then(|t| {

@@ -1,6 +1,7 @@
 //! Fetch: read whole batches straight from segments (no decoding), long-poll until `min_bytes`
 //! are available or `max_wait_ms` passes, and respect `partition_max_bytes` and `max_bytes`.
-//! Fetch sessions (KIP-227) are declined with session id 0, which clients handle with full fetches.
+//! Fetch sessions (KIP-227): `fetch_session` turns an incremental request into the session's
+//! full partition list before reading, and trims the response to partitions with news after.
 //!
 //! Authorization: consumers need READ on each topic (TOPIC_AUTHORIZATION_FAILED per partition),
 //! followers (a replica id >= 0) CLUSTER_ACTION on the cluster. Bytes returned count against
@@ -16,6 +17,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use super::authz::Authz;
 use super::topic_name;
 use crate::auth::acl::AclOperation;
+use crate::fetch_session::Plan;
 use crate::partition::Partition;
 use crate::protocol::context::RequestContext;
 use crate::protocol::errors::ErrorCode;
@@ -54,11 +56,23 @@ pub async fn handle(
     };
     let follower_denied = replica >= 0 && !authz.cluster(AclOperation::ClusterAction);
     let use_ids = ctx.api_version >= 13;
+    let plan = match broker.fetch_sessions.open(&req, use_ids, Instant::now()) {
+        Ok(plan) => plan,
+        Err(code) => {
+            return FetchResponse::default()
+                .with_error_code(code.code())
+                .with_session_id(0)
+        }
+    };
+    let requested = match &plan {
+        Plan::Incremental { topics, .. } => topics.as_slice(),
+        Plan::Sessionless | Plan::New => req.topics.as_slice(),
+    };
     let mut topics_out: Vec<(String, uuid::Uuid)> = Vec::new();
     let mut wanted = Vec::new();
-    for t in &req.topics {
+    for t in requested {
         let (name, id) = if use_ids {
-            let img = broker.metadata.read();
+            let img = broker.metadata.snapshot();
             (
                 img.topic_by_id(&t.topic_id).map(|m| m.name.clone()),
                 t.topic_id,
@@ -67,7 +81,7 @@ pub async fn handle(
             let name = t.topic.0.to_string();
             let id = broker
                 .metadata
-                .read()
+                .snapshot()
                 .topics
                 .get(&name)
                 .map(|m| m.id)
@@ -140,7 +154,7 @@ pub async fn handle(
         .map(|r| r.records.as_ref().map_or(0, |b| b.len()))
         .sum();
     let throttle = if replica < 0 {
-        let img = broker.metadata.read();
+        let img = broker.metadata.snapshot();
         let (p, c) = (&ctx.principal, &ctx.client_id);
         let th = broker
             .quotas
@@ -156,8 +170,14 @@ pub async fn handle(
     };
     if throttle > 0 {
         crate::quota::throttle(throttle);
+        // An incremental session stays open (its epoch already moved on); a new one is not
+        // opened for an answer without data.
+        let session_id = match plan {
+            Plan::Incremental { id, .. } => id,
+            Plan::Sessionless | Plan::New => 0,
+        };
         return FetchResponse::default()
-            .with_session_id(0)
+            .with_session_id(session_id)
             .with_throttle_time_ms(throttle as i32);
     }
     if replica >= 0 {
@@ -172,7 +192,7 @@ pub async fn handle(
     for (w, r) in wanted.iter().zip(results) {
         by_topic[w.topic_index].push(r);
     }
-    let responses = topics_out
+    let mut responses: Vec<FetchableTopicResponse> = topics_out
         .into_iter()
         .zip(by_topic)
         .map(|((name, id), parts)| {
@@ -182,8 +202,17 @@ pub async fn handle(
                 .with_partitions(parts)
         })
         .collect();
+    let sessions = &broker.fetch_sessions;
+    let session_id = match plan {
+        Plan::Sessionless => 0,
+        Plan::New => sessions.close_full(&req, use_ids, replica >= 0, &responses, Instant::now()),
+        Plan::Incremental { id, .. } => {
+            sessions.close_incremental(id, use_ids, &mut responses);
+            id
+        }
+    };
     FetchResponse::default()
-        .with_session_id(0)
+        .with_session_id(session_id)
         .with_responses(responses)
 }
 

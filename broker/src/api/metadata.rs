@@ -93,8 +93,10 @@ pub async fn handle(
         && broker.config.auto_create_topics_enable;
     let topics = match requested {
         None => {
-            let all: Vec<TopicMeta> = broker.metadata.read().topics.values().cloned().collect();
-            all.iter()
+            let image = broker.metadata.snapshot();
+            image
+                .topics
+                .values()
                 .filter(|t| describable(&t.name))
                 .map(|t| describe_topic(t, ops))
                 .collect()
@@ -103,7 +105,11 @@ pub async fn handle(
             let mut out = Vec::with_capacity(list.len());
             for item in list {
                 let Some(name) = item.name.as_ref().map(|n| n.0.to_string()) else {
-                    let found = broker.metadata.read().topic_by_id(&item.topic_id).cloned();
+                    let found = broker
+                        .metadata
+                        .snapshot()
+                        .topic_by_id(&item.topic_id)
+                        .cloned();
                     out.push(match found {
                         Some(t) if describable(&t.name) => describe_topic(&t, ops),
                         // Topic ids are not secret (Kafka answers the same way).
@@ -122,7 +128,7 @@ pub async fn handle(
                     ));
                     continue;
                 }
-                let existing = broker.metadata.read().topics.get(&name).cloned();
+                let existing = broker.metadata.snapshot().topics.get(&name).cloned();
                 if let Some(t) = existing {
                     out.push(describe_topic(&t, ops));
                     continue;
@@ -161,7 +167,7 @@ pub async fn handle(
                         code: ErrorCode::TopicAlreadyExists,
                         ..
                     }) => {
-                        let created = broker.metadata.read().topics.get(&name).cloned();
+                        let created = broker.metadata.snapshot().topics.get(&name).cloned();
                         out.push(match created {
                             Some(t) => describe_topic(&t, ops),
                             None => topic_error(
@@ -238,8 +244,8 @@ pub async fn describe_topic_partitions(
 ) -> DescribeTopicPartitionsResponse {
     let authz = Authz::new(broker, ctx);
     let listing = req.topics.is_empty();
-    // A copy, so the authorizer can take the metadata lock itself.
-    let all = broker.metadata.read().topics.clone();
+    let image = broker.metadata.snapshot();
+    let all = &image.topics;
     let mut names: Vec<String> = if listing {
         all.keys().cloned().collect()
     } else {

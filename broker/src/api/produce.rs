@@ -57,7 +57,7 @@ pub async fn handle(
         let name = if topic.name.0.is_empty() {
             broker
                 .metadata
-                .read()
+                .snapshot()
                 .topic_by_id(&topic.topic_id)
                 .map(|t| t.name.clone())
                 .unwrap_or_default()
@@ -105,7 +105,7 @@ pub async fn handle(
         }
     }
     let throttle = broker.quotas.record(
-        &broker.metadata.read(),
+        &broker.metadata.snapshot(),
         crate::quota::QuotaType::Produce,
         &ctx.principal,
         &ctx.client_id,

@@ -272,7 +272,7 @@ async fn forward(
     version: i16,
 ) -> Option<DescribeQuorumResponse> {
     let address = {
-        let image = broker.metadata.read();
+        let image = broker.metadata.snapshot();
         let endpoints = &image.brokers.get(&leader)?.endpoints;
         let plaintext = |e: &&crate::metadata::BrokerEndpoint| e.security_protocol == "PLAINTEXT";
         let e = endpoints

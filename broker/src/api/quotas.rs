@@ -52,7 +52,7 @@ pub async fn describe(
                 .with_entries(None);
         }
     };
-    let img = broker.metadata.read();
+    let img = broker.metadata.snapshot();
     let entries = img
         .quotas
         .iter()
@@ -177,7 +177,7 @@ pub async fn alter(
     let records: Vec<MetadataRecord> = if req.validate_only {
         Vec::new()
     } else {
-        let img = broker.metadata.read();
+        let img = broker.metadata.snapshot();
         outcomes
             .iter()
             .flatten()

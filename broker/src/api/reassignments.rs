@@ -44,7 +44,7 @@ fn replication_factor_kept(
     index: i32,
     target: &[i32],
 ) -> Result<(), TopicError> {
-    let current = broker.metadata.read().topics.get(topic).and_then(|t| {
+    let current = broker.metadata.snapshot().topics.get(topic).and_then(|t| {
         let p = t.partitions.get(usize::try_from(index).ok()?)?;
         Some(reassignment::target(p).len())
     });
@@ -143,7 +143,7 @@ pub async fn list(
             .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
             .with_error_message(Some(s("Cluster authorization failed.")));
     }
-    let img = broker.metadata.read();
+    let img = broker.metadata.snapshot();
     let mut topics = Vec::new();
     let mut add = |name: &str, partitions: Vec<OngoingPartitionReassignment>| {
         if !partitions.is_empty() {

@@ -35,7 +35,7 @@ pub async fn describe(
             .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
             .with_error_message(Some(s("Authorization failed.")));
     }
-    let img = broker.metadata.read();
+    let img = broker.metadata.snapshot();
     let requested: Vec<String> = match req.users {
         Some(users) if !users.is_empty() => users.iter().map(|u| u.name.to_string()).collect(),
         // Null or empty: every user that has a credential.
@@ -147,7 +147,7 @@ pub async fn alter(
     let _guard = broker.security_changes().await;
     let mut outcomes: BTreeMap<String, Result<Change, Failure>> = BTreeMap::new();
     {
-        let img = broker.metadata.read();
+        let img = broker.metadata.snapshot();
         for d in &req.deletions {
             let name = d.name.to_string();
             let outcome = check_name(&name).and_then(|()| mechanism(d.mechanism)).and_then(|m| {

@@ -80,7 +80,7 @@ pub async fn create(
         .await;
         results.push(match outcome {
             Ok(id) => {
-                let img = broker.metadata.read();
+                let img = broker.metadata.snapshot();
                 let (parts, rf, overrides) = img
                     .topics
                     .get(&name)
@@ -164,7 +164,7 @@ pub async fn delete(
             let name = name.or_else(|| {
                 broker
                     .metadata
-                    .read()
+                    .snapshot()
                     .topic_by_id(&id)
                     .map(|t| t.name.clone())
             });

@@ -139,7 +139,7 @@ pub async fn run(broker: Arc<Broker>) {
         }
         let brokers: Vec<(i32, bool)> = broker
             .metadata
-            .read()
+            .snapshot()
             .brokers
             .values()
             .map(|b| (b.id, b.fenced))
@@ -221,7 +221,7 @@ pub async fn controlled_shutdown(broker: &Arc<Broker>) {
         }
         let led = broker
             .metadata
-            .read()
+            .snapshot()
             .topics
             .values()
             .flat_map(|t| t.partitions.iter())

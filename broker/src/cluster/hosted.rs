@@ -115,7 +115,7 @@ fn remove_unassigned(broker: &Broker) {
     let me = broker.config.node_id;
     let mut hosted = cluster.hosted_ids.lock();
     let gone: Vec<Arc<Partition>> = {
-        let img = broker.metadata.read();
+        let img = broker.metadata.snapshot();
         broker
             .all_partitions()
             .into_iter()
@@ -172,7 +172,7 @@ pub fn remove_strays(broker: &Broker) {
         return;
     };
     let strays: Vec<std::path::PathBuf> = {
-        let img = broker.metadata.read();
+        let img = broker.metadata.snapshot();
         entries
             .flatten()
             .map(|e| e.path())
@@ -214,7 +214,7 @@ pub fn remove_strays(broker: &Broker) {
 fn apply_roles(broker: &Arc<Broker>) {
     let me = broker.config.node_id;
     let now = now_ms();
-    let img = broker.metadata.read().clone_partitions();
+    let img = broker.metadata.snapshot().clone_partitions();
     for p in broker.all_partitions() {
         let Some(meta) = img
             .get(p.topic.as_ref())
@@ -249,7 +249,7 @@ fn open_and_remove(broker: &Broker) {
     // (name, id, configs, [(index, leader epoch)]) of every topic with a replica here.
     let wanted: Vec<_> = broker
         .metadata
-        .read()
+        .snapshot()
         .topics
         .values()
         .map(|t| {

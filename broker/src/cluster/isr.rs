@@ -117,7 +117,7 @@ pub fn refresh_gauges(broker: &Broker) {
     m.under_replicated.set(under);
     m.under_min_isr.set(under_min);
     m.replica_max_lag.set(lag);
-    let img = broker.metadata.read();
+    let img = broker.metadata.snapshot();
     let offline = img
         .topics
         .values()

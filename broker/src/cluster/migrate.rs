@@ -101,7 +101,7 @@ fn prepare_import(broker: &Broker) -> anyhow::Result<Option<Import>> {
             t.name
         );
     }
-    let current = broker.metadata.read().topics.clone();
+    let current = broker.metadata.snapshot().topics.clone();
     let mut records = Vec::new();
     for r in image_to_records(&legacy) {
         let known = |name: &str| {

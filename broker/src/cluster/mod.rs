@@ -31,13 +31,13 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use fjord_quorum::{QuorumConfig, QuorumNode};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::metadata::quorum_applier::MetadataApplier;
-use crate::metadata::{MetadataImage, MetadataRecord};
+use crate::metadata::{MetadataCache, MetadataRecord};
 use crate::partition::Partition;
 use crate::protocol::errors::ErrorCode;
 use crate::state::Broker;
@@ -110,8 +110,8 @@ impl Cluster {
         config: &crate::config::Config,
         listener: TcpListener,
         slot: BrokerSlot,
-    ) -> anyhow::Result<(Cluster, Arc<RwLock<MetadataImage>>)> {
-        let image = Arc::new(RwLock::new(MetadataImage::default()));
+    ) -> anyhow::Result<(Cluster, Arc<MetadataCache>)> {
+        let image = Arc::new(MetadataCache::default());
         let hook_slot = slot.clone();
         let hook: crate::metadata::quorum_applier::OnApplied = Box::new(move |records| {
             if let Some(broker) = hook_slot.get().and_then(Weak::upgrade) {
@@ -271,7 +271,7 @@ impl Broker {
     /// Does the metadata know this partition (hosted here or not)?
     pub fn partition_exists(&self, topic: &str, index: i32) -> bool {
         self.metadata
-            .read()
+            .snapshot()
             .topics
             .get(topic)
             .is_some_and(|t| usize::try_from(index).is_ok_and(|i| i < t.partitions.len()))
@@ -288,7 +288,7 @@ pub async fn allocate_producer_ids(broker: &Broker, size: i64) -> io::Result<(i6
         .await?;
     broker
         .metadata
-        .read()
+        .snapshot()
         .producer_id_blocks
         .get(&node)
         .copied()
@@ -306,7 +306,7 @@ fn leader_check(broker: &Broker, topic: &str, index: i32) -> Result<Arc<Partitio
     let Some(p) = broker.partition(topic, index) else {
         return Err(led_elsewhere());
     };
-    let leader = broker.metadata.read().topics.get(topic).and_then(|t| {
+    let leader = broker.metadata.snapshot().topics.get(topic).and_then(|t| {
         t.partitions
             .get(usize::try_from(index).ok()?)
             .map(|p| p.leader)
@@ -328,7 +328,7 @@ fn java_hash(s: &str) -> i32 {
 /// chosen by hash, the same on every node. `None` when no broker is live. When a broker is
 /// fenced its groups move to another broker; members rejoin there.
 pub fn coordinator_for(broker: &Broker, key: &str) -> Option<i32> {
-    let img = broker.metadata.read();
+    let img = broker.metadata.snapshot();
     let ids: Vec<i32> = img
         .brokers
         .values()

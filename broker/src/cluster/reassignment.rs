@@ -244,7 +244,7 @@ pub async fn alter(
     };
     for _ in 0..ATTEMPTS {
         let (step, epoch) = {
-            let img = broker.metadata.read();
+            let img = broker.metadata.snapshot();
             let t = img.topics.get(topic).ok_or_else(|| {
                 TopicError::new(
                     ErrorCode::UnknownTopicOrPartition,
@@ -278,7 +278,7 @@ pub async fn alter(
                 TopicError::new(ErrorCode::RequestTimedOut, format!("not committed: {e}"))
             })?;
         let done = {
-            let img = broker.metadata.read();
+            let img = broker.metadata.snapshot();
             let p = img
                 .topics
                 .get(topic)
@@ -315,7 +315,7 @@ pub async fn alter(
 /// still have to copy.
 fn refresh_gauges(broker: &Broker) {
     let adding: std::collections::HashMap<(String, i32), Vec<i32>> = {
-        let img = broker.metadata.read();
+        let img = broker.metadata.snapshot();
         img.topics
             .values()
             .flat_map(|t| {
@@ -363,7 +363,7 @@ pub async fn run(broker: Arc<Broker>) {
         if cluster.leader() != Some(me) {
             continue;
         }
-        let records = completions(&broker.metadata.read());
+        let records = completions(&broker.metadata.snapshot());
         for record in records {
             if let MetadataRecord::ReassignPartition {
                 topic,

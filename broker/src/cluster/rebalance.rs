@@ -81,7 +81,7 @@ pub async fn run(broker: Arc<Broker>) {
         if cluster.leader() != Some(me) {
             continue;
         }
-        let records = plan(&broker.metadata.read(), percentage);
+        let records = plan(&broker.metadata.snapshot(), percentage);
         if records.is_empty() {
             continue;
         }

@@ -50,7 +50,11 @@ pub async fn register(broker: Arc<Broker>) {
     let cluster = &broker.cluster;
     let record = record(&broker);
     loop {
-        if broker.metadata.read().brokers.get(&broker.config.node_id)
+        if broker
+            .metadata
+            .snapshot()
+            .brokers
+            .get(&broker.config.node_id)
             == image_entry(&record).as_ref()
         {
             return;
@@ -92,7 +96,7 @@ fn image_entry(record: &MetadataRecord) -> Option<crate::metadata::RegisteredBro
 pub fn brokers_for(broker: &Broker, listener: &str) -> Vec<(i32, String, u16, Option<String>)> {
     broker
         .metadata
-        .read()
+        .snapshot()
         .brokers
         .values()
         .filter(|b| !b.fenced)
@@ -105,7 +109,7 @@ pub fn brokers_for(broker: &Broker, listener: &str) -> Vec<(i32, String, u16, Op
 
 /// The endpoint of broker `id` for `listener`.
 pub fn endpoint_of(broker: &Broker, id: i32, listener: &str) -> Option<(String, u16)> {
-    let img = broker.metadata.read();
+    let img = broker.metadata.snapshot();
     let e = img
         .brokers
         .get(&id)?

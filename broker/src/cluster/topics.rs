@@ -15,7 +15,7 @@ use crate::state::{storage_error, Broker, TopicError};
 fn slots(broker: &Broker) -> Vec<BrokerSlot> {
     broker
         .metadata
-        .read()
+        .snapshot()
         .brokers
         .values()
         .filter(|b| !b.fenced)
@@ -66,12 +66,17 @@ pub async fn create_topic(
     }
     let replicas = place(broker, partitions, rf as i32, 0)?;
     let exists = || {
-        broker.metadata.read().topics.contains_key(name).then(|| {
-            TopicError::new(
-                ErrorCode::TopicAlreadyExists,
-                format!("Topic '{name}' already exists."),
-            )
-        })
+        broker
+            .metadata
+            .snapshot()
+            .topics
+            .contains_key(name)
+            .then(|| {
+                TopicError::new(
+                    ErrorCode::TopicAlreadyExists,
+                    format!("Topic '{name}' already exists."),
+                )
+            })
     };
     if let Some(e) = exists() {
         return Err(e);
@@ -93,7 +98,7 @@ pub async fn create_topic(
         configs,
     }];
     broker.commit_all(&records).await.map_err(storage_error)?;
-    if broker.metadata.read().topics.get(name).map(|t| t.id) != Some(id) {
+    if broker.metadata.snapshot().topics.get(name).map(|t| t.id) != Some(id) {
         return Err(TopicError::new(
             ErrorCode::TopicAlreadyExists,
             format!("Topic '{name}' already exists."),
@@ -113,7 +118,7 @@ pub async fn add_partitions(
 ) -> Result<(), TopicError> {
     let rf = broker
         .metadata
-        .read()
+        .snapshot()
         .topics
         .get(name)
         .and_then(|t| t.partitions.first().map(|p| p.replicas.len()))

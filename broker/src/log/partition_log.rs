@@ -211,7 +211,21 @@ impl PartitionLog {
                     duplicate: true,
                 });
             }
-            SequenceCheck::Reject(code) => return Err(AppendError::Protocol(code)),
+            SequenceCheck::Reject(code) => {
+                // Rare and consequential (an idempotent producer that gets it may start a new
+                // epoch and resend what could already be stored): say what was expected.
+                tracing::info!(
+                    dir = %self.dir.display(),
+                    producer_id = h.producer_id,
+                    producer_epoch = h.producer_epoch,
+                    base_sequence = h.base_sequence,
+                    last_sequence = h.last_sequence(),
+                    known = ?self.producers.describe(h.producer_id),
+                    error = ?code,
+                    "produce batch refused by the idempotence check"
+                );
+                return Err(AppendError::Protocol(code));
+            }
         }
         let total: usize = headers.iter().map(|h| h.total_len).sum();
         self.maybe_roll(total as u64, now_ms)?;

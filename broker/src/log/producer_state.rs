@@ -91,6 +91,20 @@ impl ProducerStateMap {
         }
     }
 
+    /// What is known of `producer_id`: its epoch and the (first, last) sequences of its
+    /// cached batches, for diagnostics.
+    pub fn describe(&self, producer_id: i64) -> Option<(i16, Vec<(i32, i32)>)> {
+        self.producers.get(&producer_id).map(|e| {
+            (
+                e.epoch,
+                e.batches
+                    .iter()
+                    .map(|b| (b.first_seq, b.last_seq))
+                    .collect(),
+            )
+        })
+    }
+
     /// Records an appended batch (its offsets already assigned).
     pub fn record(&mut self, h: &BatchHeader) {
         if !h.has_producer_id() {

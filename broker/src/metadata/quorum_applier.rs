@@ -4,21 +4,20 @@
 
 use std::sync::Arc;
 
-use parking_lot::RwLock;
-
+use super::cache::MetadataCache;
 use super::snapshot::{image_from_records, image_to_records};
-use super::{MetadataImage, MetadataRecord};
+use super::MetadataRecord;
 
 /// Called after each applied batch (e.g. to open logs of newly hosted partitions).
 pub type OnApplied = Box<dyn Fn(&[MetadataRecord]) + Send + Sync>;
 
 pub struct MetadataApplier {
-    image: Arc<RwLock<MetadataImage>>,
+    image: Arc<MetadataCache>,
     on_applied: Option<OnApplied>,
 }
 
 impl MetadataApplier {
-    pub fn new(image: Arc<RwLock<MetadataImage>>, on_applied: Option<OnApplied>) -> Self {
+    pub fn new(image: Arc<MetadataCache>, on_applied: Option<OnApplied>) -> Self {
         MetadataApplier { image, on_applied }
     }
 
@@ -44,20 +43,25 @@ impl fjord_quorum::Applier for MetadataApplier {
                 return;
             }
         };
-        {
-            let mut image = self.image.write();
+        let mut applied = false;
+        self.image.update(|image| {
             // A command is all or nothing: one creating a topic whose name another command
             // already took (two brokers creating it at once) is dropped whole, with the
             // records that came with it; the loser sees another id and reports the conflict.
             if let Some(MetadataRecord::CreateTopic { name, id, .. }) = records.first() {
                 if image.topics.get(name).is_some_and(|t| t.id != *id) {
                     tracing::info!(topic = %name, "dropping a create of an existing topic");
-                    return;
+                    return false;
                 }
             }
             for r in &records {
                 image.apply(r);
             }
+            applied = true;
+            true
+        });
+        if !applied {
+            return;
         }
         if let Some(hook) = &self.on_applied {
             hook(&records);
@@ -65,13 +69,13 @@ impl fjord_quorum::Applier for MetadataApplier {
     }
 
     fn snapshot(&self) -> serde_json::Value {
-        Self::command(&image_to_records(&self.image.read()))
+        Self::command(&image_to_records(&self.image.snapshot()))
     }
 
     fn restore(&self, state: serde_json::Value) -> Result<(), fjord_quorum::RestoreError> {
         let records: Vec<MetadataRecord> =
             serde_json::from_value(state).map_err(UnreadableSnapshot)?;
-        *self.image.write() = image_from_records(&records);
+        self.image.replace(image_from_records(&records));
         if let Some(hook) = &self.on_applied {
             hook(&records);
         }
@@ -89,6 +93,7 @@ mod tests {
 
     use super::*;
     use crate::metadata::snapshot::image_to_records;
+    use crate::metadata::MetadataImage;
 
     fn create(name: &str, replicas: Vec<Vec<i32>>) -> MetadataRecord {
         MetadataRecord::CreateTopic {
@@ -101,7 +106,7 @@ mod tests {
 
     #[test]
     fn snapshot_round_trips_every_kind_of_state() {
-        let image = Arc::new(RwLock::new(MetadataImage::default()));
+        let image = Arc::new(MetadataCache::default());
         let applier = MetadataApplier::new(image.clone(), None);
         let records = vec![
             create("a", vec![vec![1, 2, 3], vec![2, 3, 1]]),
@@ -122,11 +127,11 @@ mod tests {
         applier.apply(&MetadataApplier::command(&records));
         let snapshot = applier.snapshot();
 
-        let other = Arc::new(RwLock::new(MetadataImage::default()));
+        let other = Arc::new(MetadataCache::default());
         MetadataApplier::new(other.clone(), None)
             .restore(snapshot)
             .unwrap();
-        let (a, b) = (image.read(), other.read());
+        let (a, b) = (image.snapshot(), other.snapshot());
         assert_eq!(a.topics, b.topics);
         assert_eq!(a.broker_configs, b.broker_configs);
         assert_eq!(a.next_producer_id, 5000);
@@ -139,7 +144,7 @@ mod tests {
     /// (with its ISR record) is dropped.
     #[test]
     fn a_second_create_of_a_name_is_dropped_with_its_records() {
-        let image = Arc::new(RwLock::new(MetadataImage::default()));
+        let image = Arc::new(MetadataCache::default());
         let applier = MetadataApplier::new(image.clone(), None);
         let first = create("t", vec![vec![1, 2]]);
         applier.apply(&MetadataApplier::command(std::slice::from_ref(&first)));
@@ -155,7 +160,7 @@ mod tests {
             },
         ];
         applier.apply(&MetadataApplier::command(&second));
-        let img = image.read();
+        let img = image.snapshot();
         let MetadataRecord::CreateTopic { id, .. } = first else {
             unreachable!()
         };
@@ -194,7 +199,7 @@ mod tests {
         }
         let mut nodes = Vec::new();
         for (id, l) in listeners {
-            let image = Arc::new(RwLock::new(MetadataImage::default()));
+            let image = Arc::new(MetadataCache::default());
             let applier = Arc::new(MetadataApplier::new(image.clone(), None));
             let config = QuorumConfig {
                 node_id: id,
@@ -221,16 +226,16 @@ mod tests {
                 .unwrap();
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while nodes.iter().any(|(_, img)| img.read().topics.len() < 5) {
+        while nodes.iter().any(|(_, img)| img.snapshot().topics.len() < 5) {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "metadata did not replicate"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let first = nodes[0].1.read().topics.clone();
+        let first = nodes[0].1.snapshot().topics.clone();
         for (_, img) in &nodes {
-            assert_eq!(img.read().topics, first);
+            assert_eq!(img.snapshot().topics, first);
         }
         for (node, _) in nodes {
             node.shutdown().await;

@@ -127,7 +127,7 @@ impl Credentials for BrokerCredentials<'_> {
     fn scram(&self, user: &str, mechanism: ScramMechanism) -> Option<ScramCredential> {
         self.broker
             .metadata
-            .read()
+            .snapshot()
             .scram_credential(user, mechanism)
             .cloned()
     }

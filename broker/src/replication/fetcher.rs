@@ -11,6 +11,8 @@
 //! or leader epoch changes; the metadata hook (`cluster::hosted`) hands it to the fetcher of the
 //! new leader, and a fetcher with nothing left to follow ends. A partition-level error delays
 //! only that partition; a connection error makes the whole fetcher reconnect with a backoff.
+//! Fetches go through a fetch session (KIP-227, `super::session`): after the first, a request
+//! names only partitions whose position changed and the leader answers only those with news.
 //! Each round runs in a debug `replication_fetch` span.
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fjord_client::Connection;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
@@ -39,7 +41,7 @@ const EPOCH_VERSION: i16 = 4;
 /// How long a partition sits out after its leader answered an error for it.
 const PARTITION_BACKOFF: Duration = Duration::from_millis(100);
 
-type PartitionKey = (Arc<str>, i32);
+use super::session::{FollowerSession, PartitionKey};
 
 /// This broker's replica fetchers, one per source broker.
 #[derive(Default)]
@@ -143,6 +145,7 @@ struct Planned {
 async fn run(broker: Arc<Broker>, fetcher: Arc<LeaderFetcher>) {
     let leader = fetcher.leader;
     let mut conn: Option<Connection> = None;
+    let mut session = FollowerSession::default();
     let mut failures = 0u32;
     let mut round = 0usize;
     loop {
@@ -151,6 +154,7 @@ async fn run(broker: Arc<Broker>, fetcher: Arc<LeaderFetcher>) {
         }
         if super::faults::fetchers_paused() {
             conn = None;
+            session.restart();
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
@@ -179,7 +183,7 @@ async fn run(broker: Arc<Broker>, fetcher: Arc<LeaderFetcher>) {
                 conn = Some(connect(&broker, leader).await?);
             }
             let c = conn.as_mut().expect("connected above");
-            fetch_round(&broker, &fetcher, c, planned).await
+            fetch_round(&broker, &fetcher, c, &mut session, planned).await
         }
         .instrument(span)
         .await;
@@ -187,6 +191,7 @@ async fn run(broker: Arc<Broker>, fetcher: Arc<LeaderFetcher>) {
             Ok(()) => failures = 0,
             Err(why) => {
                 conn = None;
+                session.restart();
                 failures += 1;
                 if failures == 1 || failures.is_multiple_of(50) {
                     tracing::info!(leader, reason = %why, "follower fetch failed; retrying");
@@ -243,7 +248,7 @@ fn plan(broker: &Broker, fetcher: &LeaderFetcher, round: usize) -> (Vec<Planned>
 /// (see `super::throttle`).
 fn throttled_rate(broker: &Broker, p: &Partition) -> Option<u64> {
     super::throttle::follower_rate(
-        &broker.metadata.read(),
+        &broker.metadata.snapshot(),
         broker.config.node_id,
         &p.topic,
         p.index,
@@ -285,6 +290,7 @@ async fn fetch_round(
     broker: &Broker,
     fetcher: &LeaderFetcher,
     conn: &mut Connection,
+    session: &mut FollowerSession,
     planned: Vec<Planned>,
 ) -> Result<(), String> {
     let mut ready = Vec::with_capacity(planned.len());
@@ -307,7 +313,7 @@ async fn fetch_round(
         return Ok(());
     }
     let cluster = &broker.config.cluster;
-    let mut topics: Vec<FetchTopic> = Vec::new();
+    let mut partitions = Vec::with_capacity(ready.len());
     for p in &ready {
         // A throttled fetch asks for about one second's worth (at least one batch comes back).
         let partition_max_bytes = match p.throttle {
@@ -326,38 +332,34 @@ async fn fetch_round(
             .with_fetch_offset(fetch_offset)
             .with_log_start_offset(log_start)
             .with_partition_max_bytes(partition_max_bytes);
-        // Consecutive partitions of one topic share its entry (the plan is sorted by topic,
-        // then rotated, so a topic appears at most twice).
-        match topics.last_mut() {
-            Some(t) if t.topic.0.as_str() == p.partition.topic.as_ref() => {
-                t.partitions.push(partition);
-            }
-            _ => topics.push(
-                FetchTopic::default()
-                    .with_topic(TopicName(StrBytes::from_string(
-                        p.partition.topic.to_string(),
-                    )))
-                    .with_partitions(vec![partition]),
-            ),
-        }
+        partitions.push((p.key.clone(), partition));
     }
+    let fetch = session.next_fetch(partitions);
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(broker.config.node_id))
         .with_max_wait_ms(cluster.replica_fetch_wait_max_ms)
         .with_min_bytes(1)
         .with_max_bytes(cluster.replica_fetch_response_max_bytes)
         .with_isolation_level(0)
-        .with_session_id(0)
-        .with_session_epoch(-1)
-        .with_topics(topics);
+        .with_session_id(fetch.session_id)
+        .with_session_epoch(fetch.session_epoch)
+        .with_topics(fetch.topics)
+        .with_forgotten_topics_data(fetch.forgotten);
     let wait = Duration::from_millis(cluster.replica_fetch_wait_max_ms as u64 + 10_000);
     let response = tokio::time::timeout(wait, conn.send(&request, FETCH_VERSION))
         .await
         .map_err(|_| "fetch timed out".to_string())?
         .map_err(|e| e.to_string())?;
     let code = ErrorCode::from_code(response.error_code);
-    if code != ErrorCode::None {
-        return Err(format!("fetch answered {code:?}"));
+    session.answered(code, response.session_id);
+    match code {
+        ErrorCode::None => {}
+        // The session is started over on the next round, on the same connection.
+        ErrorCode::FetchSessionIdNotFound | ErrorCode::InvalidFetchSessionEpoch => {
+            tracing::debug!(leader = fetcher.leader, ?code, "fetch session restarted");
+            return Ok(());
+        }
+        other => return Err(format!("fetch answered {other:?}")),
     }
     let mut answers: HashMap<(&str, i32), &PartitionData> = HashMap::new();
     for topic in &response.responses {
@@ -369,6 +371,8 @@ async fn fetch_round(
     for p in &ready {
         let outcome = match answers.get(&(p.partition.topic.as_ref(), p.partition.index)) {
             Some(data) => apply_fetched(broker, p, data, &mut appended),
+            // An incremental response leaves out partitions with nothing new.
+            None if fetch.incremental => Ok(()),
             None => Err(Stop::Partition("missing from the fetch response".into())),
         };
         settle(fetcher, p, outcome, false)?;

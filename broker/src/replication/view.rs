@@ -15,7 +15,7 @@ pub struct RestartSafety {
 
 /// Every partition in the metadata image with its effective `min.insync.replicas`.
 pub fn partition_views(broker: &Broker) -> Vec<PartitionView> {
-    let image = broker.metadata.read();
+    let image = broker.metadata.snapshot();
     let mut out = Vec::new();
     for topic in image.topics.values() {
         let min_insync = broker

@@ -114,7 +114,7 @@ pub fn start_cluster(dir: &Path, n: usize) -> Vec<Node> {
             node.broker.cluster.leader().is_some()
         });
         wait_until("every broker registered on every node", || {
-            node.broker.metadata.read().brokers.len() == n
+            node.broker.metadata.snapshot().brokers.len() == n
         });
     }
     nodes
