@@ -20,11 +20,30 @@ use std::time::{Duration, Instant};
 
 use procs::{wait_for, ProcCluster};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
+
+/// Prints what librdkafka says at notice level or above (idempotence epoch bumps, fatal
+/// errors) with the producer's id: captured by the test harness and shown when a check fails,
+/// so a duplicate or a loss can be traced to what the client did.
+struct ProducerLog(usize);
+
+impl ClientContext for ProducerLog {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if (level as i32) <= (RDKafkaLogLevel::Notice as i32) {
+            println!("producer {} librdkafka {level:?} {fac}: {message}", self.0);
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        println!("producer {} librdkafka error {error}: {reason}", self.0);
+    }
+}
 
 const TOPIC: &str = "chaos";
 const PARTITIONS: i32 = 6;
@@ -291,7 +310,7 @@ fn produce_until(
         .enable_all()
         .build()
         .unwrap();
-    let producer: FutureProducer = clients
+    let producer: FutureProducer<ProducerLog> = clients
         .config(bootstrap)
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -301,7 +320,7 @@ fn produce_until(
         .set("retry.backoff.ms", "100")
         .set("metadata.max.age.ms", "5000")
         .set("topic.metadata.refresh.interval.ms", "1000")
-        .create()
+        .create_with_context(ProducerLog(id))
         .unwrap();
     rt.block_on(async {
         let mut in_flight = futures::stream::FuturesUnordered::new();
