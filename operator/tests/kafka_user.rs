@@ -166,7 +166,7 @@ fn secret_text(secret: &Secret, key: &str) -> Result<String> {
 fn stored_credential(broker: &Broker, user: &str) -> Option<ScramCredential> {
     broker
         .metadata
-        .read()
+        .snapshot()
         .scram_credential(user, ScramMechanism::Sha512)
         .cloned()
 }
@@ -463,7 +463,7 @@ spec:
             broker
                 .broker
                 .metadata
-                .read()
+                .snapshot()
                 .acls()
                 .all(|b| b.principal != "User:bob"),
             "ACLs were created although the user is NotReady"
@@ -548,7 +548,7 @@ spec:
         let acls: Vec<String> = broker
             .broker
             .metadata
-            .read()
+            .snapshot()
             .acls()
             .filter(|b| b.principal == "User:bob")
             .map(|b| format!("{b:?}"))
