@@ -9,6 +9,7 @@
 //!   caught up again;
 //! - a broker whose partition data is wiped rejoins and re-replicates everything.
 
+mod common;
 #[path = "common/procs.rs"]
 mod procs;
 
@@ -329,6 +330,72 @@ fn a_broker_with_wiped_partition_data_rejoins_and_re_replicates() {
 }
 
 /// Size in bytes of `TOPIC`-`partition` on broker `node`, from DescribeLogDirs.
+/// One `acks=1` record sent to broker `node` alone; whether it was acknowledged.
+fn produce_to_node(
+    rt: &tokio::runtime::Runtime,
+    cluster: &ProcCluster,
+    node: usize,
+    partition: i32,
+    value: &str,
+) -> bool {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    rt.block_on(async {
+        let Ok(mut conn) = fjord_client::Connection::connect(cluster.addr(node)).await else {
+            return false;
+        };
+        let request = ProduceRequest::default()
+            .with_acks(1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(common::record_batch(
+                        None,
+                        bytes::Bytes::from(value.to_string()),
+                        None,
+                    )))])]);
+        conn.send(&request, 9).await.is_ok_and(|r| {
+            r.responses
+                .iter()
+                .flat_map(|t| t.partition_responses.iter())
+                .all(|p| p.error_code == 0)
+        })
+    })
+}
+
+/// The leader of `partition` in broker `node`'s own metadata (asked of that broker alone; a
+/// client's metadata request may go to any broker it knows).
+fn leader_seen_by(
+    rt: &tokio::runtime::Runtime,
+    cluster: &ProcCluster,
+    node: usize,
+    partition: i32,
+) -> i32 {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{MetadataRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    rt.block_on(async {
+        let Ok(mut conn) = fjord_client::Connection::connect(cluster.addr(node)).await else {
+            return -1;
+        };
+        let request = MetadataRequest::default()
+            .with_topics(Some(vec![MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_static_str(TOPIC))))]));
+        let Ok(response) = conn.send(&request, 12).await else {
+            return -1;
+        };
+        response
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .find(|p| p.partition_index == partition)
+            .map_or(-1, |p| p.leader_id.0)
+    })
+}
+
 fn replica_size(
     rt: &tokio::runtime::Runtime,
     cluster: &ProcCluster,
@@ -386,28 +453,21 @@ fn a_partitioned_leader_truncates_its_divergent_records_when_it_returns() {
         let l = leader_of(&others_bootstrap, 0);
         l >= 0 && l != old as i32
     });
-    // The isolated broker still believes it leads: acks=1 writes land only on it.
-    let lonely: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", cluster.addr(old))
-        .set("acks", "1")
-        .set("message.timeout.ms", "10000")
-        .create()
-        .unwrap();
-    let mut diverged = 0;
-    for i in 0..50 {
-        let v = format!("diverged-{i}");
-        let sent = rt.block_on(
-            lonely.send(
-                FutureRecord::<(), String>::to(TOPIC)
-                    .partition(0)
-                    .payload(&v),
-                Duration::from_secs(10),
-            ),
-        );
-        if sent.is_ok() {
-            diverged += 1;
-        }
-    }
+    // Until a broker applies that election it may still fetch from the old leader as its
+    // follower, and whatever it copies is no longer divergent (Kafka behaves the same). Write
+    // only once every other broker's own metadata names the new leader.
+    let new = leader_of(&others_bootstrap, 0);
+    wait_for("every other broker applied the election", 30, || {
+        others
+            .iter()
+            .all(|i| leader_seen_by(&rt, &cluster, *i, 0) == new)
+    });
+    // The isolated broker still believes it leads: acks=1 writes sent to it alone land only
+    // on it. (Not through a Kafka client: one would learn the real leader from the other
+    // brokers' metadata and send the records there.)
+    let diverged = (0..50)
+        .filter(|i| produce_to_node(&rt, &cluster, old, 0, &format!("diverged-{i}")))
+        .count();
     assert!(diverged > 0, "the isolated leader took acks=1 writes");
     println!("{diverged} acks=1 records written to the isolated old leader only");
     let p2 = producer(&others_bootstrap);
