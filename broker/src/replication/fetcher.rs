@@ -74,7 +74,25 @@ enum Stop {
     /// The leader answered an error for this partition: retry it after a pause.
     Partition(String),
     /// The connection failed or timed out: reconnect.
-    Connection(String),
+    Connection(ConnectionLost),
+}
+
+/// Why a fetcher drops its connection to the leader (it reconnects after a backoff).
+#[derive(Debug, thiserror::Error)]
+enum ConnectionLost {
+    #[error("broker {leader} has no {listener} endpoint")]
+    NoEndpoint { leader: i32, listener: String },
+    #[error("connect {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: fjord_client::ClientError,
+    },
+    #[error("{0} timed out")]
+    TimedOut(&'static str),
+    #[error(transparent)]
+    Client(#[from] fjord_client::ClientError),
+    #[error("fetch answered {0:?}")]
+    FetchRefused(ErrorCode),
 }
 
 impl ReplicaFetchers {
@@ -271,16 +289,22 @@ fn still_following(p: &Partition, leader: i32, leader_epoch: i32) -> bool {
     st.leader_epoch == leader_epoch && st.role == Role::Follower { leader }
 }
 
-async fn connect(broker: &Broker, leader: i32) -> Result<Connection, String> {
+async fn connect(broker: &Broker, leader: i32) -> Result<Connection, ConnectionLost> {
     let listener = &broker.config.cluster.inter_broker_listener;
     let (host, port) = crate::cluster::registration::endpoint_of(broker, leader, listener)
-        .ok_or_else(|| format!("broker {leader} has no {listener} endpoint"))?;
+        .ok_or_else(|| ConnectionLost::NoEndpoint {
+            leader,
+            listener: listener.clone(),
+        })?;
     let security = crate::cluster::inter_broker::client_security(&broker.config);
     let connect = Connection::connect_with((host.as_str(), port), &security);
     match tokio::time::timeout(Duration::from_secs(3), connect).await {
         Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(format!("connect {host}:{port}: {e}")),
-        Err(_) => Err(format!("connect {host}:{port}: timed out")),
+        Ok(Err(source)) => Err(ConnectionLost::Connect {
+            addr: format!("{host}:{port}"),
+            source,
+        }),
+        Err(_) => Err(ConnectionLost::TimedOut("connect")),
     }
 }
 
@@ -292,7 +316,7 @@ async fn fetch_round(
     conn: &mut Connection,
     session: &mut FollowerSession,
     planned: Vec<Planned>,
-) -> Result<(), String> {
+) -> Result<(), ConnectionLost> {
     let mut ready = Vec::with_capacity(planned.len());
     for p in planned {
         let truncated = fetcher
@@ -348,8 +372,7 @@ async fn fetch_round(
     let wait = Duration::from_millis(cluster.replica_fetch_wait_max_ms as u64 + 10_000);
     let response = tokio::time::timeout(wait, conn.send(&request, FETCH_VERSION))
         .await
-        .map_err(|_| "fetch timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| ConnectionLost::TimedOut("fetch"))??;
     let code = ErrorCode::from_code(response.error_code);
     session.answered(code, response.session_id);
     match code {
@@ -359,7 +382,7 @@ async fn fetch_round(
             tracing::debug!(leader = fetcher.leader, ?code, "fetch session restarted");
             return Ok(());
         }
-        other => return Err(format!("fetch answered {other:?}")),
+        other => return Err(ConnectionLost::FetchRefused(other)),
     }
     let mut answers: HashMap<(&str, i32), &PartitionData> = HashMap::new();
     for topic in &response.responses {
@@ -388,7 +411,7 @@ fn settle(
     p: &Planned,
     outcome: Result<(), Stop>,
     truncation: bool,
-) -> Result<bool, String> {
+) -> Result<bool, ConnectionLost> {
     let mut partitions = fetcher.partitions.lock();
     let current = partitions
         .get_mut(&p.key)
@@ -428,10 +451,6 @@ fn settle(
     }
 }
 
-fn connection(e: impl std::fmt::Display) -> Stop {
-    Stop::Connection(e.to_string())
-}
-
 fn partition_error(e: impl std::fmt::Display) -> Stop {
     Stop::Partition(e.to_string())
 }
@@ -468,8 +487,8 @@ async fn truncate_to_leader(
     let response =
         tokio::time::timeout(Duration::from_secs(10), conn.send(&request, EPOCH_VERSION))
             .await
-            .map_err(|_| connection("OffsetsForLeaderEpoch timed out"))?
-            .map_err(connection)?;
+            .map_err(|_| Stop::Connection(ConnectionLost::TimedOut("OffsetsForLeaderEpoch")))?
+            .map_err(|e| Stop::Connection(e.into()))?;
     let answer = response
         .topics
         .first()
