@@ -247,11 +247,16 @@ async fn refusals_carry_kafka_error_codes_and_change_nothing() {
         "OUT_OF_ORDER_SEQUENCE_NUMBER"
     );
     assert_eq!(
-        produce_code(&mut c, "idem", batch(10, Some((id + 1000, 0, 3))))
+        produce_code(&mut c, "idem", batch(10, Some((id + 1000, 0, 3)))).await,
+        (0, 2),
+        "a producer the partition does not know may start at any sequence (as in Kafka)"
+    );
+    assert_eq!(
+        produce_code(&mut c, "idem", batch(10, Some((id + 1000, 0, 9))))
             .await
             .0,
         45,
-        "unknown producer, seq > 0"
+        "once known, its sequence must continue"
     );
 
     // acks=0 gets no response: the next response on the connection belongs to the next request.

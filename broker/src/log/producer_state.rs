@@ -54,11 +54,11 @@ impl ProducerStateMap {
             return SequenceCheck::Append;
         }
         let Some(entry) = self.producers.get(&h.producer_id) else {
-            return if h.base_sequence == 0 {
-                SequenceCheck::Append
-            } else {
-                SequenceCheck::Reject(ErrorCode::OutOfOrderSequenceNumber)
-            };
+            // Like Kafka: a producer this partition knows nothing of (its batches were deleted
+            // by retention, or never reached this replica) starts at whatever sequence it
+            // sends. Refusing would make the client bump its epoch and resend batches that
+            // may already be stored elsewhere.
+            return SequenceCheck::Append;
         };
         if h.producer_epoch < entry.epoch {
             return SequenceCheck::Reject(ErrorCode::InvalidProducerEpoch);
@@ -259,7 +259,8 @@ mod tests {
         );
         assert_eq!(
             s.check(&header(9, 0, 4, 1, 1)),
-            SequenceCheck::Reject(ErrorCode::OutOfOrderSequenceNumber)
+            SequenceCheck::Append,
+            "an unknown producer may start at any sequence"
         );
     }
 
