@@ -10,6 +10,9 @@
 //! matches no module, and when an [`ALLOWED`] exception no longer occurs. See
 //! `docs/architecture.md`.
 
+#[path = "common/source_files.rs"]
+mod source_files;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -422,23 +425,10 @@ fn target_module(path: &[String], known: &BTreeSet<String>) -> String {
         .unwrap_or_else(|| "crate".to_string())
 }
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("read broker/src") {
-        let path = entry.expect("dir entry").path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
-
 #[test]
 fn imports_only_point_down() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    files.sort();
+    let src = source_files::src_dir();
+    let files = source_files::broker_sources();
     let modules: BTreeMap<String, PathBuf> = files
         .iter()
         .map(|f| (module_of(f.strip_prefix(&src).unwrap()), f.clone()))

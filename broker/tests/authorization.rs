@@ -59,27 +59,11 @@ fn start(
         .enable_all()
         .build()
         .unwrap();
-    let mut overrides = vec![
-        (
-            "listeners".to_string(),
-            "PLAINTEXT://127.0.0.1:0".to_string(),
-        ),
-        ("admin.listener".to_string(), "127.0.0.1:0".to_string()),
-        ("log.dirs".to_string(), dir.display().to_string()),
-        (
-            "group.initial.rebalance.delay.ms".to_string(),
-            "0".to_string(),
-        ),
-    ];
+    let mut extra = vec![("group.initial.rebalance.delay.ms", "0")];
     if authorizer {
-        overrides.push((
-            "authorizer.class.name".into(),
-            "org.apache.kafka.metadata.authorizer.StandardAuthorizer".into(),
-        ));
-        overrides.push(("super.users".into(), "User:admin".into()));
+        extra.extend(common::STANDARD_AUTHORIZER_WITH_ADMIN);
     }
-    let (config, _) = fjord_broker::Config::load(None, &overrides).unwrap();
-    let running = rt.block_on(fjord_broker::start(config)).unwrap();
+    let running = rt.block_on(common::start_broker(dir, &extra));
     (rt, running)
 }
 

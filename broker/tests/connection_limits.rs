@@ -2,6 +2,8 @@
 //! a connection over its address's limit is closed at once, the broker-wide limit makes new
 //! connections wait for a slot, and everyone within the limits is served throughout.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -12,17 +14,7 @@ use kafka_protocol::protocol::Encodable;
 
 fn start(rt: &tokio::runtime::Runtime, limits: &[(&str, &str)]) -> (SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let mut overrides = vec![
-        (
-            "listeners".to_string(),
-            "PLAINTEXT://127.0.0.1:0".to_string(),
-        ),
-        ("admin.listener".to_string(), "127.0.0.1:0".to_string()),
-        ("log.dirs".to_string(), dir.path().display().to_string()),
-    ];
-    overrides.extend(limits.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let (config, _) = fjord_broker::Config::load(None, &overrides).unwrap();
-    let running = rt.block_on(fjord_broker::start(config)).unwrap();
+    let running = rt.block_on(common::start_broker(dir.path(), limits));
     let addr = running.kafka_addrs[0];
     std::mem::forget(running);
     (addr, dir)

@@ -5,6 +5,8 @@
 //! shows no handler blocks the only worker while its write goes through Raft: the quorum runs
 //! on that same thread.
 
+mod common;
+
 use bytes::Bytes;
 use fjord_broker::auth::scram::ScramMechanism;
 use fjord_client::Connection;
@@ -42,16 +44,7 @@ fn metadata_changes_on_a_current_thread_runtime() {
 
 async fn metadata_changes() {
     let dir = tempfile::tempdir().unwrap();
-    let overrides = vec![
-        (
-            "listeners".to_string(),
-            "PLAINTEXT://127.0.0.1:0".to_string(),
-        ),
-        ("admin.listener".to_string(), "127.0.0.1:0".to_string()),
-        ("log.dirs".to_string(), dir.path().display().to_string()),
-    ];
-    let (config, _) = fjord_broker::Config::load(None, &overrides).unwrap();
-    let running = fjord_broker::start(config).await.unwrap();
+    let running = common::start_broker(dir.path(), &[]).await;
     let broker = running.broker.clone();
     let mut c = Connection::connect(running.kafka_addrs[0]).await.unwrap();
 

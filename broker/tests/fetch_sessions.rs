@@ -84,16 +84,7 @@ fn answered(r: &FetchResponse) -> Vec<(i32, i64, bool)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_fetch_sessions_answer_only_what_changed() {
     let dir = tempfile::tempdir().unwrap();
-    let overrides = vec![
-        (
-            "listeners".to_string(),
-            "PLAINTEXT://127.0.0.1:0".to_string(),
-        ),
-        ("admin.listener".to_string(), "127.0.0.1:0".to_string()),
-        ("log.dirs".to_string(), dir.path().display().to_string()),
-    ];
-    let (config, _) = fjord_broker::Config::load(None, &overrides).unwrap();
-    let running = fjord_broker::start(config).await.unwrap();
+    let running = common::start_broker(dir.path(), &[]).await;
     let mut c = Connection::connect(running.kafka_addrs[0]).await.unwrap();
     let req = CreateTopicsRequest::default()
         .with_topics(vec![CreatableTopic::default()

@@ -1,6 +1,8 @@
 //! Hostile and malformed requests against a real in-process broker over TCP: the broker must
 //! close the offending connection (or answer with an error) and keep serving everyone else.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -14,20 +16,10 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 static ALLOCATOR: fjord_broker::alloc_guard::GuardedAlloc = fjord_broker::alloc_guard::GuardedAlloc;
 
 fn start_broker(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> SocketAddr {
-    let overrides = vec![
-        (
-            "listeners".to_string(),
-            "PLAINTEXT://127.0.0.1:0".to_string(),
-        ),
-        ("admin.listener".to_string(), "127.0.0.1:0".to_string()),
-        ("log.dirs".to_string(), dir.display().to_string()),
-        (
-            "socket.request.max.bytes".to_string(),
-            "1048576".to_string(),
-        ),
-    ];
-    let (config, _) = fjord_broker::Config::load(None, &overrides).unwrap();
-    let running = rt.block_on(fjord_broker::start(config)).unwrap();
+    let running = rt.block_on(common::start_broker(
+        dir,
+        &[("socket.request.max.bytes", "1048576")],
+    ));
     let addr = running.kafka_addrs[0];
     std::mem::forget(running);
     addr

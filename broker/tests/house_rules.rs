@@ -3,18 +3,8 @@
 //! aside) returns `Result<_, String>`. A stringly error cannot be matched on, mapped to a Kafka
 //! error code or carry its source, which is how two error-code tables grew before.
 
-use std::path::{Path, PathBuf};
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("read broker/src") {
-        let path = entry.expect("dir entry").path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
+#[path = "common/source_files.rs"]
+mod source_files;
 
 /// The error type of every `Result<T, E>` written on `line` whose `E` is exactly `String`
 /// (generic arguments are split at the top-level comma, so `Result<Map<K, String>, E>` is
@@ -51,9 +41,8 @@ fn string_errors(line: &str) -> usize {
 
 #[test]
 fn no_stringly_typed_errors_in_library_code() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
+    let src = source_files::src_dir();
+    let files = source_files::broker_sources();
     assert!(files.len() > 50, "found the broker's sources");
     let mut offenders = Vec::new();
     for file in files.iter().filter(|f| !f.ends_with("src/main.rs")) {

@@ -12,6 +12,8 @@
 //! - a single-node broker answers ELECTION_NOT_NEEDED / UNKNOWN_TOPIC_OR_PARTITION, and with the
 //!   authorizer on, a principal without ALTER on the cluster gets CLUSTER_AUTHORIZATION_FAILED.
 
+mod common;
+
 #[path = "common/kafka_cli.rs"]
 mod kafka_cli;
 #[path = "common/procs.rs"]
@@ -29,7 +31,7 @@ use kafka_protocol::messages::{
     CreateTopicsRequest, ElectLeadersRequest, ElectLeadersResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use procs::{wait_for, ProcCluster};
+use procs::{wait_for, Described, ProcCluster};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -59,31 +61,9 @@ fn create_topic(rt: &tokio::runtime::Runtime, bootstrap: &str, topic: &str) {
     assert!(results[0].is_ok(), "{results:?}");
 }
 
-/// A partition as described: (leader, replicas in assignment order, sorted ISR).
-type Described = (i32, Vec<i32>, Vec<i32>);
-
 /// The topic as librdkafka's metadata describes it.
 fn describe(bootstrap: &str, topic: &str) -> BTreeMap<i32, Described> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
-        return BTreeMap::new();
-    };
-    md.topics()
-        .first()
-        .map(|t| {
-            t.partitions()
-                .iter()
-                .map(|p| {
-                    let mut isr = p.isr().to_vec();
-                    isr.sort();
-                    (p.id(), (p.leader(), p.replicas().to_vec(), isr))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    procs::describe_topic(bootstrap, topic)
 }
 
 fn all_in_sync(bootstrap: &str, topic: &str) -> bool {
@@ -490,23 +470,12 @@ fn auto_leader_rebalance_moves_leadership_back_without_the_cli() {
 
 fn start_single(dir: &Path, authorizer: bool) -> (tokio::runtime::Runtime, fjord_broker::Running) {
     let rt = rt();
-    let mut overrides = vec![
-        (
-            "listeners".to_string(),
-            "PLAINTEXT://127.0.0.1:0".to_string(),
-        ),
-        ("admin.listener".to_string(), "127.0.0.1:0".to_string()),
-        ("log.dirs".to_string(), dir.display().to_string()),
-    ];
-    if authorizer {
-        overrides.push((
-            "authorizer.class.name".into(),
-            "org.apache.kafka.metadata.authorizer.StandardAuthorizer".into(),
-        ));
-        overrides.push(("super.users".into(), "User:admin".into()));
-    }
-    let (config, _) = fjord_broker::Config::load(None, &overrides).unwrap();
-    let running = rt.block_on(fjord_broker::start(config)).unwrap();
+    let extra: &[(&str, &str)] = if authorizer {
+        &common::STANDARD_AUTHORIZER_WITH_ADMIN
+    } else {
+        &[]
+    };
+    let running = rt.block_on(common::start_broker(dir, extra));
     (rt, running)
 }
 

@@ -92,18 +92,14 @@ async fn create(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_carry_kafka_error_codes_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let overrides = vec![
-        (
-            "listeners".to_string(),
-            "PLAINTEXT://127.0.0.1:0".to_string(),
-        ),
-        ("admin.listener".to_string(), "127.0.0.1:0".to_string()),
-        ("log.dirs".to_string(), dir.path().display().to_string()),
-        ("auto.create.topics.enable".to_string(), "false".to_string()),
-        ("message.max.bytes".to_string(), "10000".to_string()),
-    ];
-    let (config, _) = fjord_broker::Config::load(None, &overrides).unwrap();
-    let running = fjord_broker::start(config).await.unwrap();
+    let running = common::start_broker(
+        dir.path(),
+        &[
+            ("auto.create.topics.enable", "false"),
+            ("message.max.bytes", "10000"),
+        ],
+    )
+    .await;
     let mut c = Connection::connect(running.kafka_addrs[0]).await.unwrap();
 
     // Topic creation errors.

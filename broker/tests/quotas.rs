@@ -82,16 +82,7 @@ fn produce(len: usize) -> ProduceRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producer_byte_rate_is_enforced() {
     let dir = tempfile::tempdir().unwrap();
-    let overrides = vec![
-        (
-            "listeners".to_string(),
-            "PLAINTEXT://127.0.0.1:0".to_string(),
-        ),
-        ("admin.listener".to_string(), "127.0.0.1:0".to_string()),
-        ("log.dirs".to_string(), dir.path().display().to_string()),
-    ];
-    let (config, _) = fjord_broker::Config::load(None, &overrides).unwrap();
-    let running = fjord_broker::start(config).await.unwrap();
+    let running = common::start_broker(dir.path(), &[]).await;
     let addr = running.kafka_addrs[0];
     let broker = running.broker.clone();
     let mut c = Connection::connect(addr).await.unwrap();

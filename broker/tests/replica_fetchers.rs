@@ -5,43 +5,14 @@
 #[path = "common/procs.rs"]
 mod procs;
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
 use procs::{wait_for, ProcCluster};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const TOPIC: &str = "wide";
 const PARTITIONS: i32 = 12;
-
-/// (partition -> (leader, isr)) as the cluster describes it.
-fn describe(bootstrap: &str) -> BTreeMap<i32, (i32, Vec<i32>)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let Ok(md) = consumer.fetch_metadata(Some(TOPIC), Duration::from_secs(5)) else {
-        return BTreeMap::new();
-    };
-    md.topics()
-        .iter()
-        .flat_map(|t| t.partitions())
-        .map(|p| (p.id(), (p.leader(), p.isr().to_vec())))
-        .collect()
-}
-
-/// The value of the unlabelled metric `name` on node `i`.
-fn metric(cluster: &ProcCluster, i: usize, name: &str) -> Option<f64> {
-    let (_, body) = cluster.admin_get(i, "/metrics")?;
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
 
 /// Produces `per_partition` records to every partition with acks=all; panics on a failure.
 fn produce(rt: &tokio::runtime::Runtime, bootstrap: &str, prefix: &str, per_partition: usize) {
@@ -95,23 +66,29 @@ fn followers_fetch_once_per_source_broker_and_drop_fetchers_with_nothing_to_foll
         .unwrap();
     assert!(created[0].is_ok(), "{created:?}");
     let all_in_sync = |n: usize| {
-        let d = describe(&bootstrap);
-        d.len() == PARTITIONS as usize && d.values().all(|(l, isr)| *l >= 0 && isr.len() == n)
+        let d = procs::describe_topic(&bootstrap, TOPIC);
+        d.len() == PARTITIONS as usize && d.values().all(|(l, _, isr)| *l >= 0 && isr.len() == n)
     };
     wait_for("every replica in sync after create", 30, || all_in_sync(3));
     produce(&rt, &bootstrap, "first", 50);
-    assert!(all_in_sync(3), "{:?}", describe(&bootstrap));
+    assert!(
+        all_in_sync(3),
+        "{:?}",
+        procs::describe_topic(&bootstrap, TOPIC)
+    );
 
     // Twelve partitions led by three brokers: every broker follows partitions at both others,
     // with one fetcher each (the old design ran one per followed partition: eight).
-    let leaders: std::collections::BTreeSet<i32> =
-        describe(&bootstrap).values().map(|(l, _)| *l).collect();
+    let leaders: std::collections::BTreeSet<i32> = procs::describe_topic(&bootstrap, TOPIC)
+        .values()
+        .map(|(l, _, _)| *l)
+        .collect();
     assert_eq!(leaders.len(), 3, "leaders spread over the brokers");
     for node in 0..3 {
         wait_for(
             &format!("two replica fetchers on broker {node}"),
             15,
-            || metric(&cluster, node, "fjord_replica_fetchers") == Some(2.0),
+            || cluster.metric(node, "fjord_replica_fetchers") == Some(2.0),
         );
     }
 
@@ -119,20 +96,20 @@ fn followers_fetch_once_per_source_broker_and_drop_fetchers_with_nothing_to_foll
     // survivors keep exactly one fetcher (towards each other) while replication goes on.
     cluster.kill(2);
     wait_for("no partition led by the killed broker", 30, || {
-        let d = describe(&bootstrap);
-        d.len() == PARTITIONS as usize && d.values().all(|(l, _)| *l == 0 || *l == 1)
+        let d = procs::describe_topic(&bootstrap, TOPIC);
+        d.len() == PARTITIONS as usize && d.values().all(|(l, _, _)| *l == 0 || *l == 1)
     });
     for node in 0..2 {
         wait_for(
             &format!("one replica fetcher left on broker {node}"),
             15,
-            || metric(&cluster, node, "fjord_replica_fetchers") == Some(1.0),
+            || cluster.metric(node, "fjord_replica_fetchers") == Some(1.0),
         );
     }
     produce(&rt, &bootstrap, "second", 20);
     wait_for("both survivors in every ISR", 30, || {
-        describe(&bootstrap)
+        procs::describe_topic(&bootstrap, TOPIC)
             .values()
-            .all(|(_, isr)| isr.contains(&0) && isr.contains(&1))
+            .all(|(_, _, isr)| isr.contains(&0) && isr.contains(&1))
     });
 }

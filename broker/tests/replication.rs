@@ -50,27 +50,8 @@ fn create_topic(rt: &tokio::runtime::Runtime, bootstrap: &str) {
 }
 
 /// (partition -> (leader, replicas, isr)) as the cluster describes it.
-fn describe(bootstrap: &str) -> BTreeMap<i32, (i32, Vec<i32>, Vec<i32>)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let Ok(md) = consumer.fetch_metadata(Some(TOPIC), Duration::from_secs(5)) else {
-        return BTreeMap::new();
-    };
-    md.topics()
-        .first()
-        .map(|t| {
-            t.partitions()
-                .iter()
-                .map(|p| {
-                    let mut isr = p.isr().to_vec();
-                    isr.sort();
-                    (p.id(), (p.leader(), p.replicas().to_vec(), isr))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+fn describe(bootstrap: &str) -> BTreeMap<i32, procs::Described> {
+    procs::describe_topic(bootstrap, TOPIC)
 }
 
 fn all_in_sync(bootstrap: &str, n: usize) -> bool {
@@ -586,14 +567,6 @@ fn committed_offsets_survive_the_coordinators_death() {
 }
 
 /// The value of an unlabelled metric on node `i`'s `/metrics`.
-fn metric(cluster: &ProcCluster, i: usize, name: &str) -> Option<f64> {
-    let (_, body) = cluster.admin_get(i, "/metrics")?;
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
-
 /// Five brokers (five voters): with two of them down — one of them the active controller —
 /// the quorum still has a majority, leaders move, writes go on and nothing acknowledged is
 /// lost; the replication gauges say what is going on.
@@ -617,11 +590,8 @@ fn five_brokers_keep_serving_with_two_down() {
     let mut acked = produce(&rt, &p, "five", 1500);
     let controller = (0..5)
         .find(|i| {
-            metric(
-                &cluster,
-                *i,
-                "kafka_controller_kafkacontroller_activecontrollercount",
-            ) == Some(1.0)
+            cluster.metric(*i, "kafka_controller_kafkacontroller_activecontrollercount")
+                == Some(1.0)
         })
         .expect("one broker is the active controller");
     let other = (controller + 1) % 5;
@@ -657,20 +627,13 @@ fn five_brokers_keep_serving_with_two_down() {
     );
     let under: f64 = live
         .iter()
-        .filter_map(|i| {
-            metric(
-                &cluster,
-                *i,
-                "kafka_server_replicamanager_underreplicatedpartitions",
-            )
-        })
+        .filter_map(|i| cluster.metric(*i, "kafka_server_replicamanager_underreplicatedpartitions"))
         .sum();
     assert!(under >= 1.0, "under-replicated partitions are reported");
     let new_controller = live
         .iter()
         .filter(|i| {
-            metric(
-                &cluster,
+            cluster.metric(
                 **i,
                 "kafka_controller_kafkacontroller_activecontrollercount",
             ) == Some(1.0)
@@ -687,13 +650,7 @@ fn five_brokers_keep_serving_with_two_down() {
     cluster.wait_ready_all();
     wait_for("all back in sync", 60, || all_in_sync(&bootstrap, 3));
     let under: f64 = (0..5)
-        .filter_map(|i| {
-            metric(
-                &cluster,
-                i,
-                "kafka_server_replicamanager_underreplicatedpartitions",
-            )
-        })
+        .filter_map(|i| cluster.metric(i, "kafka_server_replicamanager_underreplicatedpartitions"))
         .sum();
     assert_eq!(under, 0.0, "nothing under-replicated once everyone is back");
 }

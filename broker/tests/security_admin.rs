@@ -2,6 +2,8 @@
 //! broker: Kafka's error codes for bad and hostile input, nothing stored by a refusal, only
 //! derived keys stored for SCRAM, and the metadata log replays to the same state.
 
+mod common;
+
 use bytes::Bytes;
 use fjord_broker::auth::acl::{AclOperation, AclPermission, PatternType, ResourceType};
 use fjord_broker::auth::scram::ScramMechanism;
@@ -184,16 +186,7 @@ type DescribedUser = (String, i16, Vec<(i8, i32)>);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn security_admin_apis() {
     let dir = tempfile::tempdir().unwrap();
-    let overrides = vec![
-        (
-            "listeners".to_string(),
-            "PLAINTEXT://127.0.0.1:0".to_string(),
-        ),
-        ("admin.listener".to_string(), "127.0.0.1:0".to_string()),
-        ("log.dirs".to_string(), dir.path().display().to_string()),
-    ];
-    let (config, _) = fjord_broker::Config::load(None, &overrides).unwrap();
-    let running = fjord_broker::start(config).await.unwrap();
+    let running = common::start_broker(dir.path(), &[]).await;
     let mut c = Connection::connect(running.kafka_addrs[0]).await.unwrap();
 
     // ---- SCRAM ----

@@ -1,4 +1,9 @@
-//! Helpers shared by the broker's integration tests that speak the protocol directly.
+//! Helpers shared by the broker's integration tests that speak the protocol directly or run a
+//! broker in the test's own process.
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
 use indexmap::IndexMap;
@@ -32,4 +37,31 @@ pub fn record_batch(key: Option<Bytes>, value: Bytes, producer: Option<(i64, i16
     };
     RecordBatchEncoder::encode(&mut buf, [&record], &options).expect("a test batch encodes");
     buf.freeze()
+}
+
+/// Settings that turn on Kafka's standard authorizer with `User:admin` as super user.
+pub const STANDARD_AUTHORIZER_WITH_ADMIN: [(&str, &str); 2] = [
+    (
+        "authorizer.class.name",
+        "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    ),
+    ("super.users", "User:admin"),
+];
+
+/// A broker in this process with one PLAINTEXT listener and its admin endpoint on ephemeral
+/// loopback ports, its data in `dir`, and `extra` settings on top (later ones win).
+pub async fn start_broker(dir: &Path, extra: &[(&str, &str)]) -> fjord_broker::Running {
+    let mut overrides = vec![
+        (
+            "listeners".to_string(),
+            "PLAINTEXT://127.0.0.1:0".to_string(),
+        ),
+        ("admin.listener".to_string(), "127.0.0.1:0".to_string()),
+        ("log.dirs".to_string(), dir.display().to_string()),
+    ];
+    overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let (config, _) = fjord_broker::Config::load(None, &overrides).expect("a valid test config");
+    fjord_broker::start(config)
+        .await
+        .expect("the test broker starts")
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -229,6 +230,15 @@ impl ProcCluster {
         self.nodes[i].child.is_some()
     }
 
+    /// The value of the unlabelled metric `name` on node `i` (from its `/metrics`).
+    pub fn metric(&self, i: usize, name: &str) -> Option<f64> {
+        let (_, body) = self.admin_get(i, "/metrics")?;
+        body.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    }
+
     /// GET on node `i`'s admin endpoint: (status code, body).
     pub fn admin_get(&self, i: usize, path: &str) -> Option<(u16, String)> {
         use std::io::Write;
@@ -327,6 +337,33 @@ impl TestDir {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// A partition as a client's metadata describes it: (leader, replicas in assignment order,
+/// sorted ISR).
+pub type Described = (i32, Vec<i32>, Vec<i32>);
+
+/// `topic`'s partitions as librdkafka's metadata from `bootstrap` describes them (empty when
+/// no metadata came back in 5 s).
+pub fn describe_topic(bootstrap: &str, topic: &str) -> BTreeMap<i32, Described> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("a librdkafka consumer");
+    let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
+        return BTreeMap::new();
+    };
+    md.topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions())
+        .map(|p| {
+            let mut isr = p.isr().to_vec();
+            isr.sort_unstable();
+            (p.id(), (p.leader(), p.replicas().to_vec(), isr))
+        })
+        .collect()
 }
 
 /// Polls `check` every 100 ms until it holds, for up to `secs` seconds.
