@@ -15,6 +15,7 @@ use crate::process::{cache_dir, cargo, repo_root, run};
 
 pub fn run_all(args: &[String]) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    report_free_disk("start");
     crate::deps::ensure_system_packages()?;
     run(
         "cargo fmt --check",
@@ -43,6 +44,7 @@ pub fn run_all(args: &[String]) -> anyhow::Result<()> {
         "build every test (cargo test --workspace --no-run)",
         cargo().args(["test", "--workspace", "--no-run"]),
     )?;
+    report_free_disk("every test built");
     let already_running = fjord_e2e::cluster::Cluster::find_running(&dir).is_some();
     crate::cluster::up_with_node(&dir, &images)?;
     let tests = run(
@@ -95,4 +97,23 @@ pub fn prepare_client_env() -> anyhow::Result<ClientEnv> {
         python: cache_dir().join("venv").join("bin").join("python"),
         broker: crate::up::target_dir().join("release").join("fjord-broker"),
     })
+}
+
+/// Prints the free space where the build writes: a CI machine once ran out while linking tests,
+/// and the log should say how close a run came.
+fn report_free_disk(stage: &str) {
+    let target = crate::up::target_dir();
+    let _ = std::fs::create_dir_all(&target);
+    let free = Command::new("df")
+        .args(["-h", "--output=avail"])
+        .arg(&target)
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.lines().nth(1).map(|l| l.trim().to_string()));
+    eprintln!(
+        "==> free disk at {stage}: {} ({})",
+        free.as_deref().unwrap_or("unknown"),
+        target.display()
+    );
 }
