@@ -13,6 +13,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod fetch_session;
+pub mod file_region;
 pub mod group;
 pub mod identity;
 pub mod log;

@@ -47,6 +47,7 @@ const TABLE: &[(&str, Layer)] = &[
     ("protocol::errors", Layer::Foundation),
     ("protocol::frame", Layer::Foundation),
     ("protocol::chunked", Layer::Foundation),
+    ("file_region", Layer::Foundation),
     ("protocol::context", Layer::Foundation),
     ("metrics", Layer::Foundation),
     ("tasks", Layer::Foundation),

@@ -1,5 +1,7 @@
-//! Fetch: read whole batches straight from segments (no decoding), long-poll until `min_bytes`
-//! are available or `max_wait_ms` passes, and respect `partition_max_bytes` and `max_bytes`.
+//! Fetch: find whole batches in the segments (no decoding, only batch headers are read),
+//! long-poll until `min_bytes` are available or `max_wait_ms` passes, and respect
+//! `partition_max_bytes` and `max_bytes`. Large reads stay in the log file and reach the socket
+//! through `sendfile` (see `file_region`); small ones are read into memory.
 //! Fetch sessions (KIP-227): `fetch_session` turns an incremental request into the session's
 //! full partition list before reading, and trims the response to partitions with news after.
 //!
@@ -18,7 +20,9 @@ use super::authz::Authz;
 use super::topic_name;
 use crate::auth::acl::AclOperation;
 use crate::fetch_session::Plan;
+use crate::file_region::{FileRegion, Placeholders};
 use crate::partition::Partition;
+use crate::protocol::chunked::{Payload, WithPayloads};
 use crate::protocol::context::RequestContext;
 use crate::protocol::errors::ErrorCode;
 use crate::quota::QuotaType;
@@ -34,20 +38,15 @@ struct Wanted {
     missing_error: ErrorCode,
 }
 
-/// The record payloads of `resp`, which its encoding references instead of copying.
-pub fn payloads(resp: &FetchResponse) -> Vec<bytes::Bytes> {
-    resp.responses
-        .iter()
-        .flat_map(|t| t.partitions.iter())
-        .filter_map(|p| p.records.clone())
-        .collect()
-}
+/// Regions at least this long are sent from the file; shorter ones cost less to read than a
+/// `sendfile` call of their own.
+const SEND_FROM_FILE_MIN: usize = 16 * 1024;
 
 pub async fn handle(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: FetchRequest,
-) -> FetchResponse {
+) -> WithPayloads<FetchResponse> {
     let authz = Authz::new(broker, ctx);
     let replica = if ctx.api_version >= 15 {
         req.replica_state.replica_id.0
@@ -59,9 +58,11 @@ pub async fn handle(
     let plan = match broker.fetch_sessions.open(&req, use_ids, Instant::now()) {
         Ok(plan) => plan,
         Err(code) => {
-            return FetchResponse::default()
-                .with_error_code(code.code())
-                .with_session_id(0)
+            return WithPayloads::plain(
+                FetchResponse::default()
+                    .with_error_code(code.code())
+                    .with_session_id(0),
+            )
         }
     };
     let requested = match &plan {
@@ -151,7 +152,7 @@ pub async fn handle(
 
     let total_out: usize = results
         .iter()
-        .map(|r| r.records.as_ref().map_or(0, |b| b.len()))
+        .map(|r| r.1.as_ref().map_or(0, |f| f.len))
         .sum();
     let throttle = if replica < 0 {
         let img = broker.metadata.snapshot();
@@ -176,9 +177,11 @@ pub async fn handle(
             Plan::Incremental { id, .. } => id,
             Plan::Sessionless | Plan::New => 0,
         };
-        return FetchResponse::default()
-            .with_session_id(session_id)
-            .with_throttle_time_ms(throttle as i32);
+        return WithPayloads::plain(
+            FetchResponse::default()
+                .with_session_id(session_id)
+                .with_throttle_time_ms(throttle as i32),
+        );
     }
     if replica >= 0 {
         broker
@@ -189,8 +192,24 @@ pub async fn handle(
         broker.metrics.bytes_out.inc_by(total_out as u64);
     }
     let mut by_topic: Vec<Vec<PartitionData>> = vec![Vec::new(); topics_out.len()];
-    for (w, r) in wanted.iter().zip(results) {
-        by_topic[w.topic_index].push(r);
+    let mut payloads = Vec::new();
+    let mut placeholders = Placeholders::default();
+    for (w, (data, found)) in wanted.iter().zip(results) {
+        let data = match found {
+            None => data,
+            Some(region) => match payload(region, &mut placeholders) {
+                Ok(payload) => {
+                    let data = data.with_records(Some(payload.bytes.clone()));
+                    payloads.push(payload);
+                    data
+                }
+                Err(e) => {
+                    tracing::error!(partition = w.partition, error = %e, "reading a fetched region failed");
+                    data.with_error_code(ErrorCode::KafkaStorageError.code())
+                }
+            },
+        };
+        by_topic[w.topic_index].push(data);
     }
     let mut responses: Vec<FetchableTopicResponse> = topics_out
         .into_iter()
@@ -211,9 +230,26 @@ pub async fn handle(
             id
         }
     };
-    FetchResponse::default()
-        .with_session_id(session_id)
-        .with_responses(responses)
+    WithPayloads {
+        response: FetchResponse::default()
+            .with_session_id(session_id)
+            .with_responses(responses),
+        payloads,
+    }
+}
+
+/// What carries a fetched region through the response: a placeholder for the file itself when
+/// it is large and this response still has placeholder space, otherwise its bytes.
+fn payload(region: FileRegion, placeholders: &mut Placeholders) -> std::io::Result<Payload> {
+    if region.len >= SEND_FROM_FILE_MIN {
+        if let Some(bytes) = placeholders.stand_in(&region) {
+            return Ok(Payload {
+                bytes,
+                file: Some(region),
+            });
+        }
+    }
+    Ok(Payload::memory(region.read()?))
 }
 
 /// A follower's fetch offset is its log end: the leader records it (moving the high watermark)
@@ -231,14 +267,14 @@ fn note_follower_positions(broker: &Arc<Broker>, replica: i32, wanted: &[Wanted]
     }
 }
 
-/// Reads every wanted partition once. Returns the partition results, the bytes read, and whether
-/// any partition has an error (which makes the fetch answer immediately, like Kafka). Consumers
-/// read up to the high watermark, followers up to the log end.
-fn read_all(
-    wanted: &[Wanted],
-    max_bytes: usize,
-    follower: bool,
-) -> (Vec<PartitionData>, usize, bool) {
+/// A partition's answer without its records, and where those records lie.
+type Found = (PartitionData, Option<FileRegion>);
+
+/// Finds what every wanted partition returns (only batch headers are read). Returns the
+/// partition results, the bytes found, and whether any partition has an error (which makes the
+/// fetch answer immediately, like Kafka). Consumers read up to the high watermark, followers up
+/// to the log end.
+fn read_all(wanted: &[Wanted], max_bytes: usize, follower: bool) -> (Vec<Found>, usize, bool) {
     let mut total = 0usize;
     let mut had_error = false;
     let mut out = Vec::with_capacity(wanted.len());
@@ -248,11 +284,12 @@ fn read_all(
             .with_aborted_transactions(Some(vec![]));
         let Some(p) = &w.resolved else {
             had_error = true;
-            out.push(
+            out.push((
                 base.with_error_code(w.missing_error.code())
                     .with_high_watermark(-1)
                     .with_log_start_offset(-1),
-            );
+                None,
+            ));
             continue;
         };
         if w.current_leader_epoch >= 0 && w.current_leader_epoch != p.leader_epoch() {
@@ -262,11 +299,12 @@ fn read_all(
             } else {
                 ErrorCode::FencedLeaderEpoch
             };
-            out.push(
+            out.push((
                 base.with_error_code(code.code())
                     .with_high_watermark(-1)
                     .with_log_start_offset(-1),
-            );
+                None,
+            ));
             continue;
         }
         let hw = p.high_watermark();
@@ -279,7 +317,10 @@ fn read_all(
             .with_log_start_offset(start);
         if w.fetch_offset < start || w.fetch_offset > leo {
             had_error = true;
-            out.push(base.with_error_code(ErrorCode::OffsetOutOfRange.code()));
+            out.push((
+                base.with_error_code(ErrorCode::OffsetOutOfRange.code()),
+                None,
+            ));
             continue;
         }
         let remaining = max_bytes.saturating_sub(total);
@@ -287,15 +328,19 @@ fn read_all(
         // The first partition with data may exceed the limits by one batch, so consumers always
         // make progress (KIP-74).
         let visible_end = if follower { leo } else { hw };
-        match log.read(w.fetch_offset, limit, visible_end, total == 0) {
-            Ok(r) => {
-                total += r.records.len();
-                out.push(base.with_records(Some(r.records)));
+        match log.locate(w.fetch_offset, limit, visible_end, total == 0) {
+            Ok(found) => {
+                total += found.as_ref().map_or(0, |r| r.len);
+                // An empty answer carries an empty record set, as before (never null).
+                out.push((base.with_records(Some(bytes::Bytes::new())), found));
             }
             Err(e) => {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "read failed");
                 had_error = true;
-                out.push(base.with_error_code(ErrorCode::UnknownServerError.code()));
+                out.push((
+                    base.with_error_code(ErrorCode::KafkaStorageError.code()),
+                    None,
+                ));
             }
         }
     }

@@ -9,10 +9,11 @@ use bytes::Bytes;
 
 mod replica;
 
-use super::batch::{self, BatchHeader, HEADER_LEN};
+use super::batch::{self, BatchHeader};
 use super::epoch_cache::EpochCache;
 use super::producer_state::{ProducerStateMap, SequenceCheck};
 use super::segment::{self, Segment};
+use crate::file_region::FileRegion;
 use crate::protocol::errors::ErrorCode;
 use crate::topic_config::TopicSettings;
 
@@ -309,18 +310,19 @@ impl PartitionLog {
         }
     }
 
-    /// Reads whole batches starting with the one containing `offset`, up to `max_bytes`
-    /// (at least one batch when `min_one`, so a large batch never blocks a consumer), never past
-    /// `max_offset` (exclusive; the high watermark).
-    pub fn read(
+    /// The stored batches a fetch at `offset` returns: whole batches starting with the one holding
+    /// `offset`, below `max_offset` (exclusive; the high watermark), at most `max_bytes` of them
+    /// unless `min_one` lets the first exceed it (so a large batch never blocks a consumer). Only headers are
+    /// read; the bytes stay in the file for the connection to send (see `file_region`).
+    pub fn locate(
         &self,
         offset: i64,
         max_bytes: usize,
         max_offset: i64,
         min_one: bool,
-    ) -> io::Result<ReadResult> {
+    ) -> io::Result<Option<FileRegion>> {
         if offset >= max_offset || offset >= self.log_end_offset() {
-            return Ok(ReadResult::default());
+            return Ok(None);
         }
         let idx = match self.segments.partition_point(|s| s.base_offset <= offset) {
             0 => 0,
@@ -330,9 +332,29 @@ impl PartitionLog {
             let Some(start) = seg.position_of(offset.max(seg.base_offset))? else {
                 continue;
             };
-            return read_batches(seg, start, max_bytes, max_offset, min_one);
+            let end = seg.read_end(start, max_bytes, max_offset, min_one)?;
+            return Ok((end > start).then(|| FileRegion {
+                file: seg.file.clone(),
+                position: start,
+                len: (end - start) as usize,
+            }));
         }
-        Ok(ReadResult::default())
+        Ok(None)
+    }
+
+    /// [`Self::locate`], read into memory.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one: bool,
+    ) -> io::Result<ReadResult> {
+        let records = match self.locate(offset, max_bytes, max_offset, min_one)? {
+            Some(region) => region.read()?,
+            None => Bytes::new(),
+        };
+        Ok(ReadResult { records })
     }
 
     /// The first offset whose record timestamp is >= `ts`, with that timestamp.
@@ -418,48 +440,6 @@ impl PartitionLog {
     }
 }
 
-fn read_batches(
-    seg: &Segment,
-    start: u64,
-    max_bytes: usize,
-    max_offset: i64,
-    min_one: bool,
-) -> io::Result<ReadResult> {
-    // One read of up to max_bytes, then trim to whole batches below max_offset by walking the
-    // headers in memory. Only a first batch larger than max_bytes needs a second read.
-    let available = seg.size.saturating_sub(start) as usize;
-    let want = max_bytes.min(available).max(HEADER_LEN.min(available));
-    let mut buf = read_at(seg, start, want)?;
-    let mut end = 0usize;
-    while end + HEADER_LEN <= buf.len() || (end == 0 && !buf.is_empty()) {
-        let h = BatchHeader::parse(&buf[end..])
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        if h.base_offset >= max_offset {
-            break;
-        }
-        if end + h.total_len > buf.len() {
-            if end == 0 && min_one && h.total_len <= available {
-                buf.resize(h.total_len, 0);
-                seg.file.read_exact_at(&mut buf, start)?;
-                end = h.total_len;
-            }
-            break;
-        }
-        end += h.total_len;
-    }
-    buf.truncate(end);
-    Ok(ReadResult {
-        records: Bytes::from(buf),
-    })
-}
-
-/// Reads `len` bytes at `pos` into a fresh buffer.
-fn read_at(seg: &Segment, pos: u64, len: usize) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
-    seg.file.read_exact_at(&mut buf, pos)?;
-    Ok(buf)
-}
-
 /// Finds the first record in a batch with timestamp >= ts by decoding it (compressed or not).
 /// Falls back to the batch's base offset if decoding fails (the batch CRC was checked on append).
 fn first_record_at_or_after(batch_bytes: &[u8], h: &BatchHeader, ts: i64) -> (i64, i64) {
@@ -523,6 +503,57 @@ mod tests {
         let r = log.read(0, 10, i64::MAX, true).unwrap();
         assert_eq!(batch::validate_all(&r.records).unwrap().len(), 1);
         assert!(log.read(0, 10, i64::MAX, false).unwrap().records.is_empty());
+    }
+
+    /// `locate` against a plain walk over the batches: every combination of start offset,
+    /// byte limit, high watermark and `min_one`, with a sparse index that skips batches.
+    #[test]
+    fn locate_finds_the_same_whole_batches_as_walking_every_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings();
+        s.index_interval_bytes = 700;
+        let mut log = PartitionLog::open(dir.path(), s, 0).unwrap();
+        // (base offset, position, length) of every batch, as appended.
+        let mut batches: Vec<(i64, u64, usize)> = Vec::new();
+        let mut position = 0u64;
+        for i in 0..40 {
+            let records = 1 + (i * 7) % 5;
+            let out = append(&mut log, records, None, 0).unwrap();
+            let len = make_batch(records, None, 0).len();
+            batches.push((out.base_offset, position, len));
+            position += len as u64;
+        }
+        let leo = log.log_end_offset();
+        for offset in 0..leo {
+            for max_offset in [offset, offset + 1, leo / 2, leo - 3, leo, i64::MAX] {
+                for max_bytes in [0, 1, 150, 600, 1500, 5000, usize::MAX] {
+                    for min_one in [false, true] {
+                        let got = log.locate(offset, max_bytes, max_offset, min_one).unwrap();
+                        let got = got.map(|r| (r.position, r.len));
+                        // The batch holding `offset`.
+                        let first = batches
+                            .iter()
+                            .rposition(|&(base, _, _)| base <= offset)
+                            .unwrap();
+                        let start = batches[first].1;
+                        let mut end = start;
+                        for &(base, pos, len) in &batches[first..] {
+                            let fits = (pos + len as u64 - start) as usize <= max_bytes;
+                            if base >= max_offset || !(fits || (pos == start && min_one)) {
+                                break;
+                            }
+                            end = pos + len as u64;
+                        }
+                        let expected = (offset < max_offset && end > start)
+                            .then(|| (start, (end - start) as usize));
+                        assert_eq!(
+                            got, expected,
+                            "offset {offset} max_offset {max_offset} max_bytes {max_bytes} min_one {min_one}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -335,6 +335,48 @@ impl Segment {
         self.scan_from(start, |h| h.max_timestamp >= ts)
     }
 
+    /// Where a read of whole batches starting at batch position `start` ends: below
+    /// `start + max_bytes`, before the first batch at or past `max_offset`, and (with `min_one`)
+    /// past at least the first batch whatever its size. Only headers are read: the sparse index
+    /// jumps close to the end and a few header reads find the exact batch boundary.
+    pub fn read_end(
+        &self,
+        start: u64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one: bool,
+    ) -> io::Result<u64> {
+        let byte_cap = start.saturating_add(max_bytes as u64).min(self.size);
+        // Every batch before an index entry at or below the cap, whose offset is below
+        // max_offset, is inside the read.
+        let below_cap = self
+            .index
+            .partition_point(|e| u64::from(e.position) <= byte_cap);
+        let below_offset = self.index.partition_point(|e| e.offset < max_offset);
+        let mut pos = match below_cap.min(below_offset) {
+            0 => start,
+            i => u64::from(self.index[i - 1].position).max(start),
+        };
+        let mut head = [0u8; HEADER_LEN];
+        while pos + HEADER_LEN as u64 <= self.size {
+            self.file.read_exact_at(&mut head, pos)?;
+            let h = BatchHeader::parse(&head)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let end = pos + h.total_len as u64;
+            if h.base_offset >= max_offset || end > self.size {
+                break;
+            }
+            if end > byte_cap {
+                if pos == start && min_one {
+                    pos = end;
+                }
+                break;
+            }
+            pos = end;
+        }
+        Ok(pos)
+    }
+
     /// Walks batch headers from byte `start` to the first batch for which `found` holds.
     fn scan_from(
         &self,

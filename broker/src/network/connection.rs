@@ -8,11 +8,13 @@ use std::io::{self, IoSlice};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use bytes::Buf;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::session::Session;
+use super::transport::{ResponseWriter, Transport};
+use crate::protocol::chunked::Chunk;
 use crate::protocol::dispatch::{self, Reply};
 use crate::protocol::frame::{read_frame, FrameError};
 use crate::state::Broker;
@@ -24,13 +26,10 @@ const PIPELINE_DEPTH: usize = 16;
 /// fetch or an `acks=all` produce); well inside the broker's shutdown bound.
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(3);
 
-pub async fn serve<S>(broker: Arc<Broker>, stream: S, mut session: Session)
-where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
+pub async fn serve<S: Transport>(broker: Arc<Broker>, stream: S, mut session: Session) {
     broker.metrics.connections.inc();
     let peer = session.peer;
-    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (mut rd, mut wr) = stream.into_halves();
     let max = broker.config.socket_request_max_bytes;
     let (tx, mut rx) = mpsc::channel(PIPELINE_DEPTH);
     let reader_broker = broker.clone();
@@ -117,25 +116,36 @@ where
     broker.metrics.connections.dec();
 }
 
-/// Writes `chunks` in order with vectored writes (one system call for a whole Fetch response
-/// when the socket takes it).
-async fn write_chunks<W: AsyncWrite + Unpin>(wr: &mut W, mut chunks: Vec<Bytes>) -> io::Result<()> {
+/// Writes `chunks` in order: runs of memory chunks with vectored writes (one system call for
+/// most responses), file regions with [`ResponseWriter::write_region`].
+async fn write_chunks<W: ResponseWriter>(wr: &mut W, mut chunks: Vec<Chunk>) -> io::Result<()> {
     /// Slices per system call (well under the kernel's `IOV_MAX` of 1024).
     const MAX_SLICES: usize = 64;
     chunks.retain(|c| !c.is_empty());
     let mut next = 0;
     while next < chunks.len() {
+        if let Chunk::File(region) = &chunks[next] {
+            wr.write_region(region).await?;
+            next += 1;
+            continue;
+        }
         let slices: Vec<IoSlice<'_>> = chunks[next..]
             .iter()
             .take(MAX_SLICES)
-            .map(|c| IoSlice::new(c))
+            .map_while(|c| match c {
+                Chunk::Memory(bytes) => Some(IoSlice::new(bytes)),
+                Chunk::File(_) => None,
+            })
             .collect();
         let mut n = wr.write_vectored(&slices).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
+        // Only memory chunks were written, so `n` is used up before a file chunk.
         while n > 0 {
-            let first = &mut chunks[next];
+            let Some(Chunk::Memory(first)) = chunks.get_mut(next) else {
+                break;
+            };
             if n >= first.len() {
                 n -= first.len();
                 next += 1;

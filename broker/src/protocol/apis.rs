@@ -4,9 +4,9 @@
 //! and the metric label names ([`name`]) are all generated from it, so they cannot drift apart.
 //!
 //! A row is `Key min..=max => handler(RequestType, path::to::handler)`: dispatch decodes the
-//! request as `RequestType`, awaits the handler and encodes its response. A `sharing` row also
-//! names a function listing the response's record payloads, which the encoded response then
-//! references instead of copying (Fetch; see `chunked`). Rows marked
+//! request as `RequestType`, awaits the handler and encodes its response. The handler of a
+//! `sharing` row also returns the response's record payloads ([`WithPayloads`]), which the
+//! encoded response then references instead of copying (Fetch; see `chunked`). Rows marked
 //! `special(Produce)` or `special(Sasl)` are answered by dispatch itself (acks=0 Produce has no
 //! response; SASL goes through the connection's session), but take their versions and names from
 //! here like the others. `served from N` advertises versions that are refused below N.
@@ -17,6 +17,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::Request;
 
+use super::chunked::WithPayloads;
 use super::context::RequestContext;
 use super::dispatch::{decode_body, encode_response, encode_response_sharing, DecodeError, Reply};
 use super::versions;
@@ -104,11 +105,11 @@ macro_rules! api_table {
         let resp: <$req as Request>::Response = $handler($broker, $ctx, req).await;
         Ok(encode_response($key, $version, $corr, &resp))
     }};
-    (@call $api:ident sharing ($req:ty, $handler:path, $payloads:path), $broker:ident, $ctx:ident, $key:ident, $version:ident, $corr:ident, $body:ident) => {{
+    (@call $api:ident sharing ($req:ty, $handler:path), $broker:ident, $ctx:ident, $key:ident, $version:ident, $corr:ident, $body:ident) => {{
         const { assert!(<$req as Request>::KEY == ApiKey::$api as i16, "request type of another API") };
         let req: $req = decode_body(&mut $body, $version)?;
-        let resp: <$req as Request>::Response = $handler($broker, $ctx, req).await;
-        Ok(encode_response_sharing($key, $version, $corr, &resp, &$payloads(&resp)))
+        let out: WithPayloads<<$req as Request>::Response> = $handler($broker, $ctx, req).await;
+        Ok(encode_response_sharing($key, $version, $corr, &out.response, &out.payloads))
     }};
     (@call $api:ident special $args:tt, $broker:ident, $ctx:ident, $key:ident, $version:ident, $corr:ident, $body:ident) => {
         Ok(Reply::Close(format!("{:?} is answered by dispatch, not by a table handler", $key)))
@@ -120,7 +121,7 @@ api_table! {
     // Advertised from v0 even though v0-2 requests are refused, because librdkafka misbehaves
     // otherwise (KAFKA-18659).
     Produce 0..=12 served from 3 => special(Produce),
-    Fetch 4..=17 => sharing(FetchRequest, api::fetch::handle, api::fetch::payloads),
+    Fetch 4..=17 => sharing(FetchRequest, api::fetch::handle),
     ListOffsets 1..=9 => handler(ListOffsetsRequest, api::list_offsets::handle),
     Metadata 0..=12 => handler(MetadataRequest, api::metadata::handle),
     OffsetCommit 2..=9 => handler(OffsetCommitRequest, api::offsets::commit),

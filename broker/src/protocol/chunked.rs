@@ -1,11 +1,13 @@
 //! A response buffer that references record payloads instead of copying them.
 //!
-//! A Fetch response is mostly record batches read from the log. Encoding it into one `BytesMut`
+//! A Fetch response is mostly record batches stored in the log. Encoding it into one `BytesMut`
 //! copies every fetched byte once more before the socket copies it again; profiles showed that
 //! copy as a large share of the consume path's CPU. [`ChunkedBuf`] is a [`ByteBufMut`] the
 //! generated encoders write into as usual, except that a slice lying inside one of the
-//! payloads it was given (the records `Bytes` of the response) becomes a chunk sharing that
-//! payload's memory. The result is a list of chunks written with one vectored write.
+//! [`Payload`]s it was given (the records of the response) becomes a chunk of its own: shared
+//! memory for a payload in memory, a file region for a placeholder standing in for stored
+//! batches (see `file_region`). The connection writes memory chunks with vectored writes and
+//! file chunks with `sendfile`.
 //!
 //! Message encoders only append (gaps with `seek`/`range` are used by the record-batch
 //! encoder, which never writes into this buffer); a seek backwards into an already frozen
@@ -17,29 +19,85 @@ use bytes::buf::UninitSlice;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::protocol::buf::ByteBufMut;
 
+use crate::file_region::FileRegion;
+
+/// A record payload of a response: `bytes` is what the response message holds, and, when it
+/// is a placeholder, `file` is where its real content lies.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    pub bytes: Bytes,
+    pub file: Option<FileRegion>,
+}
+
+impl Payload {
+    pub fn memory(bytes: Bytes) -> Payload {
+        Payload { bytes, file: None }
+    }
+}
+
+/// A handler's response with the payloads its encoding references (see [`Payload`]).
+#[derive(Debug)]
+pub struct WithPayloads<R> {
+    pub response: R,
+    pub payloads: Vec<Payload>,
+}
+
+impl<R> WithPayloads<R> {
+    /// A response that references no payloads (errors, throttled answers).
+    pub fn plain(response: R) -> WithPayloads<R> {
+        WithPayloads {
+            response,
+            payloads: Vec::new(),
+        }
+    }
+}
+
+/// One piece of an encoded response.
+#[derive(Debug, Clone)]
+pub enum Chunk {
+    Memory(Bytes),
+    File(FileRegion),
+}
+
+impl Chunk {
+    pub fn len(&self) -> usize {
+        match self {
+            Chunk::Memory(b) => b.len(),
+            Chunk::File(r) => r.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Slices shorter than this are copied: a separate chunk costs more than copying a few bytes.
 const MIN_SHARED: usize = 256;
 
 /// See the module documentation.
 pub struct ChunkedBuf<'a> {
-    payloads: &'a [Bytes],
-    chunks: Vec<Bytes>,
+    payloads: &'a [Payload],
+    chunks: Vec<Chunk>,
     /// Bytes in `chunks`.
     frozen_len: usize,
     tail: BytesMut,
     /// An encoder tried to move into frozen chunks (never expected; see the module doc).
     misused: bool,
+    /// Some payload is a placeholder, which must become a file chunk however short.
+    has_files: bool,
 }
 
 impl<'a> ChunkedBuf<'a> {
     /// A buffer sharing slices of `payloads`; `capacity` sizes the copied parts.
-    pub fn new(payloads: &'a [Bytes], capacity: usize) -> ChunkedBuf<'a> {
+    pub fn new(payloads: &'a [Payload], capacity: usize) -> ChunkedBuf<'a> {
         ChunkedBuf {
             payloads,
             chunks: Vec::with_capacity(2 * payloads.len() + 2),
             frozen_len: 0,
             tail: BytesMut::with_capacity(capacity),
             misused: false,
+            has_files: payloads.iter().any(|p| p.file.is_some()),
         }
     }
 
@@ -53,7 +111,7 @@ impl<'a> ChunkedBuf<'a> {
     }
 
     /// The chunks in order, or `None` if an encoder tried to rewrite frozen bytes.
-    pub fn finish(mut self) -> Option<Vec<Bytes>> {
+    pub fn finish(mut self) -> Option<Vec<Chunk>> {
         if self.misused {
             return None;
         }
@@ -65,17 +123,17 @@ impl<'a> ChunkedBuf<'a> {
         if !self.tail.is_empty() {
             let part = self.tail.split().freeze();
             self.frozen_len += part.len();
-            self.chunks.push(part);
+            self.chunks.push(Chunk::Memory(part));
         }
     }
 
     /// The payload `src` lies inside, if any.
-    fn owner_of(&self, src: &[u8]) -> Option<&'a Bytes> {
+    fn owner_of(&self, src: &[u8]) -> Option<&'a Payload> {
         let start = src.as_ptr() as usize;
         let end = start + src.len();
         self.payloads.iter().find(|p| {
-            let p_start = p.as_ptr() as usize;
-            start >= p_start && end <= p_start + p.len()
+            let p_start = p.bytes.as_ptr() as usize;
+            start >= p_start && end <= p_start + p.bytes.len()
         })
     }
 }
@@ -98,16 +156,30 @@ unsafe impl BufMut for ChunkedBuf<'_> {
     }
 
     fn put_slice(&mut self, src: &[u8]) {
-        if src.len() >= MIN_SHARED {
-            if let Some(owner) = self.owner_of(src) {
-                self.freeze_tail();
-                let shared = owner.slice_ref(src);
-                self.frozen_len += shared.len();
-                self.chunks.push(shared);
+        let owner = if src.len() >= MIN_SHARED || (self.has_files && !src.is_empty()) {
+            self.owner_of(src)
+        } else {
+            None
+        };
+        let chunk = match owner {
+            Some(Payload {
+                bytes,
+                file: Some(region),
+            }) => {
+                let offset = src.as_ptr() as usize - bytes.as_ptr() as usize;
+                Chunk::File(region.slice(offset, src.len()))
+            }
+            Some(Payload { bytes, file: None }) if src.len() >= MIN_SHARED => {
+                Chunk::Memory(bytes.slice_ref(src))
+            }
+            _ => {
+                self.tail.extend_from_slice(src);
                 return;
             }
-        }
-        self.tail.extend_from_slice(src);
+        };
+        self.freeze_tail();
+        self.frozen_len += src.len();
+        self.chunks.push(chunk);
     }
 }
 
@@ -140,7 +212,7 @@ mod tests {
     use kafka_protocol::messages::FetchResponse;
     use kafka_protocol::protocol::Encodable;
 
-    fn response(payloads: &[Bytes]) -> FetchResponse {
+    fn response(payloads: &[Payload]) -> FetchResponse {
         FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
             .with_partitions(
                 payloads
@@ -150,7 +222,7 @@ mod tests {
                         PartitionData::default()
                             .with_partition_index(i as i32)
                             .with_high_watermark(42)
-                            .with_records(Some(p.clone()))
+                            .with_records(Some(p.bytes.clone()))
                     })
                     .collect(),
             )])
@@ -158,11 +230,14 @@ mod tests {
 
     #[test]
     fn encodes_the_same_bytes_as_one_buffer_and_shares_the_payloads() {
-        let payloads = vec![
+        let payloads: Vec<Payload> = [
             Bytes::from(vec![7u8; 4096]),
             Bytes::from(vec![1u8; 10]),
             Bytes::from(vec![9u8; 1000]),
-        ];
+        ]
+        .into_iter()
+        .map(Payload::memory)
+        .collect();
         let resp = response(&payloads);
         for version in [4, 11, 12, 16, 17] {
             let mut flat = BytesMut::new();
@@ -171,9 +246,12 @@ mod tests {
             resp.encode(&mut chunked, version).unwrap();
             assert_eq!(chunked.len(), flat.len());
             let chunks = chunked.finish().unwrap();
-            let joined: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
-            assert_eq!(joined, flat.to_vec(), "v{version}");
-            let shares = |p: &Bytes| chunks.iter().any(|c| c.as_ptr() == p.as_ptr());
+            assert_eq!(joined(&chunks), flat.to_vec(), "v{version}");
+            let shares = |p: &Payload| {
+                chunks
+                    .iter()
+                    .any(|c| matches!(c, Chunk::Memory(m) if m.as_ptr() == p.bytes.as_ptr()))
+            };
             assert!(
                 shares(&payloads[0]) && shares(&payloads[2]),
                 "large payloads shared"
@@ -182,12 +260,72 @@ mod tests {
         }
     }
 
+    fn joined(chunks: &[Chunk]) -> Vec<u8> {
+        chunks
+            .iter()
+            .flat_map(|c| match c {
+                Chunk::Memory(m) => m.to_vec(),
+                Chunk::File(r) => r.read().unwrap().to_vec(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn placeholders_become_file_chunks_with_the_files_content_whatever_their_size() {
+        use crate::file_region::{FileRegion, Placeholders};
+        use std::io::Write;
+        let mut file = tempfile::tempfile().unwrap();
+        let stored: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        file.write_all(&stored).unwrap();
+        let file = std::sync::Arc::new(file);
+        let mut places = Placeholders::default();
+        let regions = [(100, 4000), (4100, 7)];
+        let payloads: Vec<Payload> = regions
+            .iter()
+            .map(|&(position, len)| {
+                let region = FileRegion {
+                    file: file.clone(),
+                    position,
+                    len,
+                };
+                Payload {
+                    bytes: places.stand_in(&region).unwrap(),
+                    file: Some(region),
+                }
+            })
+            .collect();
+        let resp = response(&payloads);
+        let real: Vec<Payload> = regions
+            .iter()
+            .map(|&(position, len)| {
+                let p = position as usize;
+                Payload::memory(Bytes::copy_from_slice(&stored[p..p + len]))
+            })
+            .collect();
+        for version in [4, 12, 17] {
+            let mut expected = BytesMut::new();
+            response(&real).encode(&mut expected, version).unwrap();
+            let mut chunked = ChunkedBuf::new(&payloads, 64);
+            resp.encode(&mut chunked, version).unwrap();
+            let chunks = chunked.finish().unwrap();
+            let files = chunks
+                .iter()
+                .filter(|c| matches!(c, Chunk::File(_)))
+                .count();
+            assert_eq!(
+                files, 2,
+                "both placeholders, even the 7-byte one, are file chunks"
+            );
+            assert_eq!(joined(&chunks), expected.to_vec(), "v{version}");
+        }
+    }
+
     #[test]
     fn a_seek_into_frozen_chunks_is_reported_not_written() {
-        let payloads = vec![Bytes::from(vec![3u8; 1024])];
+        let payloads = vec![Payload::memory(Bytes::from(vec![3u8; 1024]))];
         let mut buf = ChunkedBuf::new(&payloads, 16);
         buf.put_i32(1);
-        buf.put_slice(&payloads[0]);
+        buf.put_slice(&payloads[0].bytes);
         buf.seek(2);
         assert!(buf.finish().is_none());
     }

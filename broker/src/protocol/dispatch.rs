@@ -20,6 +20,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use tracing::Instrument;
 
 use super::apis::{self, Route};
+use super::chunked::{Chunk, Payload};
 use super::context::RequestContext;
 use super::errors::ErrorCode;
 use super::versions;
@@ -30,9 +31,9 @@ use crate::state::Broker;
 /// What the connection should do with a request.
 pub enum Reply {
     Response(Bytes),
-    /// A response in pieces (frame size first), some sharing log memory; written with one
-    /// vectored write (see `chunked`).
-    Chunks(Vec<Bytes>),
+    /// A response in pieces (frame size first), some sharing memory, some regions of log files
+    /// (see `chunked`).
+    Chunks(Vec<Chunk>),
     /// Produce with acks=0 gets no response at all.
     NoResponse,
     Close(String),
@@ -70,13 +71,13 @@ pub(super) fn encode_response_sharing<R: Encodable>(
     version: i16,
     correlation_id: i32,
     body: &R,
-    payloads: &[Bytes],
+    payloads: &[Payload],
 ) -> Reply {
     if payloads.is_empty() {
         return encode_response(key, version, correlation_id, body);
     }
     let header_version = key.response_header_version(version);
-    let shared: usize = payloads.iter().map(Bytes::len).sum();
+    let shared: usize = payloads.iter().map(|p| p.bytes.len()).sum();
     let copied = body
         .compute_size(version)
         .unwrap_or(0)
@@ -97,7 +98,7 @@ pub(super) fn encode_response_sharing<R: Encodable>(
             "{key:?} v{version} response: encoder rewrote shared bytes"
         ));
     };
-    chunks.insert(0, Bytes::copy_from_slice(&len.to_be_bytes()));
+    chunks.insert(0, Chunk::Memory(Bytes::copy_from_slice(&len.to_be_bytes())));
     Reply::Chunks(chunks)
 }
 
