@@ -94,6 +94,8 @@ pub struct QuorumNode {
     state_machine: StateMachine,
     voters: BTreeMap<u64, String>,
     server: JoinHandle<()>,
+    /// Asking the leader to add this node as a learner, until it is one.
+    learner_join: Option<JoinHandle<()>>,
     handler: MessageHandler,
     tls: Option<QuorumTls>,
     /// A kept-open connection to the leader for messages: (leader id, client).
@@ -150,20 +152,22 @@ impl QuorumNode {
                 tracing::debug!(error = %e, "quorum already initialized");
             }
         }
+        let mut learner_join = None;
         if let Some(addr) = config.learner_addr.clone() {
             if config.voters.contains_key(&config.node_id) {
+                server.abort();
                 anyhow::bail!(
                     "node {} is a voter; only non-voters join as learners",
                     config.node_id
                 );
             }
-            tokio::spawn(join_as_learner(
+            learner_join = Some(tokio::spawn(join_as_learner(
                 raft.clone(),
                 config.node_id,
                 addr,
                 config.voters.clone(),
                 config.tls.clone(),
-            ));
+            )));
         }
         Ok(QuorumNode {
             node_id: config.node_id,
@@ -171,6 +175,7 @@ impl QuorumNode {
             state_machine,
             voters: config.voters,
             server,
+            learner_join,
             handler,
             tls: config.tls,
             leader_client: tokio::sync::Mutex::new(None),
@@ -298,6 +303,9 @@ impl QuorumNode {
     /// Stops Raft and the RPC server.
     pub async fn shutdown(&self) {
         self.server.abort();
+        if let Some(join) = &self.learner_join {
+            join.abort();
+        }
         let _ = self.raft.shutdown().await;
     }
 }

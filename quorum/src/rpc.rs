@@ -112,22 +112,30 @@ pub async fn read_message<S: AsyncRead + Unpin + ?Sized, T: DeserializeOwned>(
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
-/// Serves Raft RPCs for `raft` on `listener` until the task is dropped.
+/// Serves Raft RPCs for `raft` on `listener` until the task is dropped. The connections are
+/// tasks of a `JoinSet` owned here, so dropping (aborting) this task ends them too: a stopped
+/// node answers no more votes or appends.
 pub async fn serve(
     raft: Raft,
     listener: TcpListener,
     handler: MessageHandler,
     tls: Option<QuorumTls>,
 ) {
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let Ok((stream, peer)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            // Reap finished connections so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let Ok((stream, peer)) = accepted else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let raft = raft.clone();
         let handler = handler.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _ = stream.set_nodelay(true);
             let stream: BoxStream = match tls {
                 None => Box::new(stream),

@@ -1,7 +1,7 @@
 //! Three quorum nodes on 127.0.0.1 in one process, talking over real TCP: a leader is elected,
 //! writes through any node are applied everywhere in the same order, the leader can be stopped
 //! and a new one takes over, and a restarted node catches up (from a snapshot when the log it
-//! missed was compacted away).
+//! missed was compacted away). A stopped node closes the peer connections it was serving.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -183,4 +183,23 @@ async fn garbage_on_the_quorum_port_is_refused_and_the_node_keeps_working() {
     })
     .await;
     node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_the_connections_it_was_serving() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let voters = BTreeMap::from([(1u64, addr.clone())]);
+    let (node, _recorder) = start(1, dir.path(), &voters, listener).await;
+    // A peer connection that sent nothing yet: its task waits for a request.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    node.shutdown().await;
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .expect("the stopped node closes the connection");
+    assert!(matches!(read, Ok(0) | Err(_)), "closed, not answered");
 }
