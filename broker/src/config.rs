@@ -49,6 +49,10 @@ pub struct Config {
     pub default_replication_factor: i16,
     pub auto_create_topics_enable: bool,
     pub socket_request_max_bytes: usize,
+    /// `socket.send.buffer.bytes` / `socket.receive.buffer.bytes` (SO_SNDBUF / SO_RCVBUF of
+    /// client connections); `None` (-1) leaves the operating system's size.
+    pub socket_send_buffer_bytes: Option<usize>,
+    pub socket_receive_buffer_bytes: Option<usize>,
     /// `max.connections`, `max.connections.per.ip` and its overrides.
     pub connection_limits: limits::LimitsConfig,
     pub group_initial_rebalance_delay_ms: u64,
@@ -85,6 +89,8 @@ num.partitions=1
 default.replication.factor=1
 auto.create.topics.enable=true
 socket.request.max.bytes=104857600
+socket.send.buffer.bytes=102400
+socket.receive.buffer.bytes=102400
 message.max.bytes=1048588
 log.segment.bytes=1073741824
 log.roll.hours=168
@@ -152,6 +158,8 @@ const KNOWN_KEYS: &[&str] = &[
     "default.replication.factor",
     "auto.create.topics.enable",
     "socket.request.max.bytes",
+    "socket.send.buffer.bytes",
+    "socket.receive.buffer.bytes",
     "message.max.bytes",
     "log.segment.bytes",
     "log.roll.hours",
@@ -276,6 +284,18 @@ fn parse_num<T: std::str::FromStr>(
     let v = raw.get(key).ok_or_else(|| err(key, "missing"))?;
     v.parse()
         .map_err(|_| err(key, format!("'{v}' is not a valid number")))
+}
+
+/// A socket buffer size: bytes (at least 1), or -1 for the operating system's default.
+fn parse_buffer_size(
+    raw: &BTreeMap<String, String>,
+    key: &str,
+) -> Result<Option<usize>, ConfigError> {
+    match parse_num::<i64>(raw, key)? {
+        -1 => Ok(None),
+        n if n >= 1 => Ok(usize::try_from(n).ok()),
+        _ => Err(err(key, "must be -1 (the OS default) or at least 1")),
+    }
 }
 
 fn parse_bool(raw: &BTreeMap<String, String>, key: &str) -> Result<bool, ConfigError> {
@@ -597,6 +617,8 @@ impl Config {
         if socket_request_max_bytes < 1024 {
             return Err(err("socket.request.max.bytes", "must be >= 1024"));
         }
+        let socket_send_buffer_bytes = parse_buffer_size(&raw, "socket.send.buffer.bytes")?;
+        let socket_receive_buffer_bytes = parse_buffer_size(&raw, "socket.receive.buffer.bytes")?;
         let connection_limits = limits::LimitsConfig::parse(|k| raw.get(k).cloned())
             .map_err(|e| err(e.key, e.reason))?;
         let mut topic_defaults = BTreeMap::new();
@@ -648,6 +670,8 @@ impl Config {
             default_replication_factor,
             auto_create_topics_enable: parse_bool(&raw, "auto.create.topics.enable")?,
             socket_request_max_bytes,
+            socket_send_buffer_bytes,
+            socket_receive_buffer_bytes,
             connection_limits,
             group_initial_rebalance_delay_ms: parse_num(&raw, "group.initial.rebalance.delay.ms")?,
             group_min_session_timeout_ms: parse_num(&raw, "group.min.session.timeout.ms")?,
@@ -755,6 +779,28 @@ mod tests {
         assert_eq!(e.key, "listeners");
         let e = Config::load(None, &[("log.cleanup.policy".into(), "shred".into())]).unwrap_err();
         assert_eq!(e.key, "log.cleanup.policy");
+    }
+
+    #[test]
+    fn socket_buffer_sizes_default_like_kafka_and_minus_one_means_the_os_default() {
+        let (c, _) = Config::load(None, &[]).unwrap();
+        assert_eq!(c.socket_send_buffer_bytes, Some(102_400));
+        assert_eq!(c.socket_receive_buffer_bytes, Some(102_400));
+        let (c, _) = Config::load(
+            None,
+            &[
+                ("socket.send.buffer.bytes".into(), "-1".into()),
+                ("socket.receive.buffer.bytes".into(), "65536".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.socket_send_buffer_bytes, None);
+        assert_eq!(c.socket_receive_buffer_bytes, Some(65_536));
+        for bad in ["0", "-2", "big"] {
+            let e =
+                Config::load(None, &[("socket.send.buffer.bytes".into(), bad.into())]).unwrap_err();
+            assert_eq!(e.key, "socket.send.buffer.bytes", "{bad}");
+        }
     }
 
     #[test]
