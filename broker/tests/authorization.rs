@@ -54,11 +54,7 @@ fn start(
     dir: &std::path::Path,
     authorizer: bool,
 ) -> (tokio::runtime::Runtime, fjord_broker::Running) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let mut extra = vec![("group.initial.rebalance.delay.ms", "0")];
     if authorizer {
         extra.extend(common::STANDARD_AUTHORIZER_WITH_ADMIN);

@@ -21,11 +21,7 @@ fn start(rt: &tokio::runtime::Runtime, limits: &[(&str, &str)]) -> (SocketAddr, 
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    common::runtime()
 }
 
 /// Sends ApiVersions on `s`; true when a well-formed answer arrives within `wait`.

@@ -87,11 +87,7 @@ fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
 
 #[test]
 fn hostile_frames_close_only_their_connection() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let dir = tempfile::tempdir().unwrap();
     let addr = start_broker(&rt, dir.path());
     assert_serving(addr);
@@ -157,11 +153,7 @@ impl Rng {
 
 #[test]
 fn mutated_requests_never_take_the_broker_down() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let dir = tempfile::tempdir().unwrap();
     let addr = start_broker(&rt, dir.path());
     let topic = |n: &str| {

@@ -29,11 +29,7 @@ fn value(i: usize) -> Vec<u8> {
 
 #[test]
 fn every_byte_of_large_fetches_arrives_in_order() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let dir = tempfile::tempdir().unwrap();
     let running = rt.block_on(common::start_broker(dir.path(), &[]));
     let bootstrap = running.kafka_addrs[0].to_string();

@@ -41,11 +41,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 const PARTITIONS: i32 = 3;
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    common::runtime()
 }
 
 fn create_topic(rt: &tokio::runtime::Runtime, bootstrap: &str, topic: &str) {

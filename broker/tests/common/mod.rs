@@ -48,6 +48,15 @@ pub const STANDARD_AUTHORIZER_WITH_ADMIN: [(&str, &str); 2] = [
     ("super.users", "User:admin"),
 ];
 
+/// The runtime the in-process tests run brokers on: two workers, like the machine's cores.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 /// A broker in this process with one PLAINTEXT listener and its admin endpoint on ephemeral
 /// loopback ports, its data in `dir`, and `extra` settings on top (later ones win).
 pub async fn start_broker(dir: &Path, extra: &[(&str, &str)]) -> fjord_broker::Running {
