@@ -91,7 +91,10 @@ pub async fn send_message<S: AsyncWrite + Unpin + ?Sized, T: Serialize>(
     let mut buf = Vec::with_capacity(body.len() + 4);
     buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
     buf.extend_from_slice(&body);
-    stream.write_all(&buf).await
+    stream.write_all(&buf).await?;
+    // Over TLS a write can leave encrypted bytes in the session's buffer when the socket is
+    // full; only a flush sends them, and the peer is waiting for this whole message.
+    stream.flush().await
 }
 
 pub async fn read_message<S: AsyncRead + Unpin + ?Sized, T: DeserializeOwned>(
@@ -418,5 +421,27 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             Ok(_) => Err(unexpected()),
             Err(e) => Err(to_rpc_error(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A message reaches the peer even through a writer that holds bytes until flushed (as a
+    /// TLS session does when the socket is full).
+    #[tokio::test]
+    async fn a_sent_message_is_flushed_to_the_peer() {
+        let (near, mut far) = tokio::io::duplex(1 << 16);
+        let mut buffered = tokio::io::BufWriter::with_capacity(1 << 20, near);
+        send_message(&mut buffered, &serde_json::json!({"vote": 7}))
+            .await
+            .unwrap();
+        let got: serde_json::Value =
+            tokio::time::timeout(Duration::from_secs(5), read_message(&mut far))
+                .await
+                .expect("the message is still buffered")
+                .unwrap();
+        assert_eq!(got["vote"], 7);
     }
 }
