@@ -102,7 +102,7 @@ async fn handle(broker: Arc<Broker>, mut stream: TcpStream) -> std::io::Result<(
 
 /// Gauges computed at scrape time rather than on every append.
 fn refresh_gauges(broker: &Broker) {
-    let parts = broker.all_partitions();
+    let parts = broker.replicas.all_partitions();
     let size: u64 = parts.iter().map(|p| p.log.read().size_bytes()).sum();
     broker.metrics.log_size_bytes.set(size as i64);
     broker.metrics.partitions.set(parts.len() as i64);

@@ -23,6 +23,7 @@ pub mod network;
 pub mod partition;
 pub mod protocol;
 pub mod quota;
+pub mod replica_manager;
 pub mod replication;
 pub mod state;
 pub mod tasks;
@@ -78,7 +79,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             tick.tick().await;
             let retention = b.clone();
             b.tasks
-                .run_blocking(move || retention.enforce_retention())
+                .run_blocking(move || retention.replicas.enforce_retention(state::now_ms()))
                 .await;
         }
     });

@@ -1,14 +1,14 @@
 //! The broker's shared state: identity, the metadata image (kept by the metadata quorum's
-//! applier), the quorum itself, hosted partitions, the group coordinator and metrics. Handlers
-//! get an `Arc<Broker>`. Every metadata change is a quorum command, on a single node too.
+//! applier), the quorum itself, the replica manager (hosted partitions), the group coordinator,
+//! quotas and metrics, each a service owning its own state. Every metadata change is a quorum
+//! command, on a single node too; the topic and security changes that go through the quorum
+//! are still methods here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -16,8 +16,8 @@ use crate::group::GroupCoordinator;
 use crate::log::dir_health::{LogDirFailed, LogDirHealth};
 use crate::metadata::{MetadataCache, MetadataRecord};
 use crate::metrics::Metrics;
-use crate::partition::Partition;
 use crate::protocol::errors::ErrorCode;
+use crate::replica_manager::ReplicaManager;
 use crate::topic_config::{self, TopicSettings};
 pub use crate::topic_config::{validate_topic_name, TopicError};
 
@@ -29,8 +29,8 @@ pub struct Broker {
     pub cluster_id: String,
     /// Shared with the quorum applier, which alone updates it.
     pub metadata: Arc<MetadataCache>,
-    /// Hosted partitions by topic, then partition index.
-    pub(crate) partitions: RwLock<HashMap<String, BTreeMap<i32, Arc<Partition>>>>,
+    /// The partitions hosted here and who leads them (`replica_manager`).
+    pub replicas: ReplicaManager,
     /// The Raft quorum carrying metadata (a one-voter quorum on a single node).
     pub cluster: crate::cluster::Cluster,
     pub groups: GroupCoordinator,
@@ -102,8 +102,8 @@ impl Broker {
         );
         let broker = Arc::new(Broker {
             cluster_id,
+            replicas: ReplicaManager::new(config.node_id, dir.clone(), image.clone()),
             metadata: image,
-            partitions: RwLock::new(HashMap::new()),
             cluster,
             groups,
             metrics,
@@ -164,10 +164,6 @@ impl Broker {
         self.tasks.is_stopping()
     }
 
-    pub(crate) fn partition_dir(&self, topic: &str, p: i32) -> PathBuf {
-        self.config.data_dir().join(format!("{topic}-{p}"))
-    }
-
     /// Effective broker-level topic defaults: static config overlaid with dynamic cluster configs.
     pub fn topic_defaults(&self) -> BTreeMap<String, String> {
         let mut d = self.config.topic_defaults.clone();
@@ -206,28 +202,6 @@ impl Broker {
     /// Serialises SCRAM, ACL and quota changes with each other (held across the commit).
     pub(crate) async fn security_changes(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.security_changes.lock().await
-    }
-
-    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
-        self.partitions
-            .read()
-            .get(topic)
-            .and_then(|v| v.get(&index).cloned())
-    }
-
-    pub fn topic_partitions(&self, topic: &str) -> Option<Vec<Arc<Partition>>> {
-        self.partitions
-            .read()
-            .get(topic)
-            .map(|m| m.values().cloned().collect())
-    }
-
-    pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
-        self.partitions
-            .read()
-            .values()
-            .flat_map(|m| m.values().cloned())
-            .collect()
     }
 
     /// Creates a topic. `validate_only` checks everything without changing anything.
@@ -424,16 +398,15 @@ impl Broker {
     /// Recomputes effective settings for one topic or all.
     pub(crate) fn refresh_settings(&self, only: Option<&str>) {
         let img = self.metadata.snapshot();
-        let parts = self.partitions.read();
-        for (name, list) in parts.iter() {
+        for name in self.replicas.hosted_topics() {
             if only.is_some_and(|o| o != name) {
                 continue;
             }
-            let Some(t) = img.topics.get(name) else {
+            let Some(t) = img.topics.get(&name) else {
                 continue;
             };
             let s = self.settings_for(&t.configs);
-            for p in list.values() {
+            for p in self.replicas.topic_partitions(&name).unwrap_or_default() {
                 p.log.write().set_settings(s.clone());
             }
         }
@@ -450,23 +423,6 @@ impl Broker {
         Ok(id)
     }
 
-    /// Deletes expired segments in every partition (called periodically).
-    pub fn enforce_retention(&self) {
-        let now = now_ms();
-        for p in self.all_partitions() {
-            let mut log = p.log.write();
-            match log.enforce_retention(now) {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::info!(topic = %p.topic, partition = p.index, segments = n, "retention deleted segments")
-                }
-                Err(e) => {
-                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed")
-                }
-            }
-        }
-    }
-
     /// Orderly shutdown: stops every task (accept loops, connections, fetchers, controller
     /// duties) within [`SHUTDOWN_BOUND`], then flushes logs and group state and stops the
     /// quorum member. Returns how many tasks had to be abandoned (0 when all ended).
@@ -481,11 +437,7 @@ impl Broker {
         };
         let b = self.clone();
         let flushed = tokio::task::spawn_blocking(move || {
-            for p in b.all_partitions() {
-                if let Err(e) = p.log.read().flush() {
-                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush failed");
-                }
-            }
+            b.replicas.flush_all();
             b.groups.flush();
         });
         if let Err(e) = flushed.await {

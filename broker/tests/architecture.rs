@@ -62,6 +62,7 @@ const TABLE: &[(&str, Layer)] = &[
     ("metadata::*", Layer::Services),
     ("cluster::*", Layer::Services),
     ("partition", Layer::Services),
+    ("replica_manager", Layer::Services),
     ("replication::*", Layer::Services),
     ("group::*", Layer::Services),
     ("quota", Layer::Services),

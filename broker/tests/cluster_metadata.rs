@@ -269,7 +269,11 @@ fn three_brokers_share_metadata_and_survive_losing_the_quorum_leader() {
     for n in &all {
         wait_until("the topic reached every node", || {
             n.broker.metadata.snapshot().topics.contains_key("spread")
-                && n.broker.topic_partitions("spread").map(|p| p.len()) == Some(6)
+                && n.broker
+                    .replicas
+                    .topic_partitions("spread")
+                    .map(|p| p.len())
+                    == Some(6)
         });
     }
     let first = describe(all[0], "spread");
@@ -382,7 +386,7 @@ fn three_brokers_share_metadata_and_survive_losing_the_quorum_leader() {
                 "the deleted topic and its directory are gone everywhere",
                 || {
                     !n.broker.metadata.snapshot().topics.contains_key("strict")
-                        && n.broker.topic_partitions("strict").is_none()
+                        && n.broker.replicas.topic_partitions("strict").is_none()
                         && !dir.exists()
                 },
             );
@@ -425,6 +429,7 @@ fn three_brokers_share_metadata_and_survive_losing_the_quorum_leader() {
     });
     wait_until("the restarted node opened its logs", || {
         back.broker
+            .replicas
             .topic_partitions("after-failover")
             .map(|p| p.len())
             == Some(3)

@@ -269,8 +269,11 @@ fn kafka_cli_describes_the_quorum_and_log_dirs_of_a_three_node_cluster() {
     assert!(other[0].is_ok(), "{other:?}");
     for n in &all {
         wait_until("the topics reached every node", || {
-            n.broker.topic_partitions(TOPIC).map(|p| p.len()) == Some(PARTITIONS as usize)
-                && n.broker.topic_partitions("not-asked-for").is_some()
+            n.broker.replicas.topic_partitions(TOPIC).map(|p| p.len()) == Some(PARTITIONS as usize)
+                && n.broker
+                    .replicas
+                    .topic_partitions("not-asked-for")
+                    .is_some()
         });
     }
     produce_to_every_partition(&rt, &bootstrap(&all));

@@ -104,14 +104,14 @@ pub async fn handle(
                 resolved: name
                     .as_ref()
                     .filter(|_| !denied)
-                    .and_then(|n| broker.led_partition(n, p.partition).ok()),
+                    .and_then(|n| broker.replicas.led_partition(n, p.partition).ok()),
                 missing_error: if denied {
                     ErrorCode::TopicAuthorizationFailed
                 } else if use_ids && name.is_none() {
                     ErrorCode::UnknownTopicId
                 } else {
                     name.as_ref()
-                        .and_then(|n| broker.led_partition(n, p.partition).err())
+                        .and_then(|n| broker.replicas.led_partition(n, p.partition).err())
                         .unwrap_or(ErrorCode::UnknownTopicOrPartition)
                 },
             });

@@ -51,7 +51,7 @@ pub async fn handle(
                     if denied {
                         return base.with_error_code(ErrorCode::TopicAuthorizationFailed.code()).with_offset(-1).with_timestamp(-1);
                     }
-                    let part = match broker.led_partition(&name, p.partition_index) {
+                    let part = match broker.replicas.led_partition(&name, p.partition_index) {
                         Ok(part) => part,
                         Err(code) => return base.with_error_code(code.code()).with_offset(-1).with_timestamp(-1),
                     };
@@ -102,7 +102,7 @@ pub async fn delete_records(
                     if denied {
                         return base.with_error_code(ErrorCode::TopicAuthorizationFailed.code());
                     }
-                    let part = match broker.led_partition(&name, p.partition_index) {
+                    let part = match broker.replicas.led_partition(&name, p.partition_index) {
                         Ok(part) => part,
                         Err(code) => return base.with_error_code(code.code()),
                     };
@@ -155,7 +155,7 @@ pub async fn offset_for_leader_epoch(
                     if denied {
                         return base.with_error_code(ErrorCode::TopicAuthorizationFailed.code());
                     }
-                    let part = match broker.led_partition(&name, p.partition) {
+                    let part = match broker.replicas.led_partition(&name, p.partition) {
                         Ok(part) => part,
                         Err(code) => return base.with_error_code(code.code()),
                     };

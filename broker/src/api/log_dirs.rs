@@ -46,7 +46,7 @@ pub async fn describe(
         wanted
     });
     let mut topics: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
-    for p in broker.all_partitions() {
+    for p in broker.replicas.all_partitions() {
         if let Some(w) = &wanted {
             if !w.get(&*p.topic).is_some_and(|ps| ps.contains(&p.index)) {
                 continue;

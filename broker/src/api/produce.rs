@@ -170,7 +170,7 @@ fn produce_partition(
     if !matches!(acks, -1..=1) {
         return Outcome::Done(error(index, ErrorCode::InvalidRequiredAcks, None));
     }
-    let partition = match broker.led_partition(topic, index) {
+    let partition = match broker.replicas.led_partition(topic, index) {
         Ok(p) if p.is_leader() => p,
         Ok(_) => return Outcome::Done(error(index, ErrorCode::NotLeaderOrFollower, None)),
         Err(code) => return Outcome::Done(error(index, code, None)),

@@ -75,7 +75,7 @@ fn open_partition(
     index: i32,
     settings: &crate::topic_config::TopicSettings,
 ) -> std::io::Result<Arc<Partition>> {
-    let dir = broker.partition_dir(topic, index);
+    let dir = broker.replicas.partition_dir(topic, index);
     if dir.exists() && topic_id_in(&dir) != Some(id) {
         tracing::info!(dir = %dir.display(), "removing a directory left by an earlier topic");
         std::fs::remove_dir_all(&dir)?;
@@ -88,8 +88,7 @@ fn open_partition(
 }
 
 fn remove_topic(broker: &Broker, name: &str) {
-    let removed = broker.partitions.write().remove(name);
-    for p in removed.into_iter().flat_map(|m| m.into_values()) {
+    for p in broker.replicas.remove_topic(name) {
         let dir = p.log.read().dir().to_path_buf();
         p.advance_high_watermark(i64::MAX);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -117,6 +116,7 @@ fn remove_unassigned(broker: &Broker) {
     let gone: Vec<Arc<Partition>> = {
         let img = broker.metadata.snapshot();
         broker
+            .replicas
             .all_partitions()
             .into_iter()
             .filter(|p| {
@@ -132,15 +132,8 @@ fn remove_unassigned(broker: &Broker) {
             .collect()
     };
     for p in gone {
-        {
-            let mut parts = broker.partitions.write();
-            if let Some(m) = parts.get_mut(p.topic.as_ref()) {
-                m.remove(&p.index);
-                if m.is_empty() {
-                    parts.remove(p.topic.as_ref());
-                    hosted.remove(p.topic.as_ref());
-                }
-            }
+        if broker.replicas.remove(&p.topic, p.index) {
+            hosted.remove(p.topic.as_ref());
         }
         // Under the log's write lock: an append in flight finishes first.
         let log = p.log.write();
@@ -160,7 +153,7 @@ fn remove_unassigned(broker: &Broker) {
     broker
         .metrics
         .partitions
-        .set(broker.all_partitions().len() as i64);
+        .set(broker.replicas.count() as i64);
 }
 
 /// At start-up: removes partition directories of existing topics that this node does not
@@ -194,6 +187,7 @@ pub fn remove_strays(broker: &Broker) {
             .collect()
     };
     let hosted: Vec<std::path::PathBuf> = broker
+        .replicas
         .all_partitions()
         .iter()
         .map(|p| p.log.read().dir().to_path_buf())
@@ -215,7 +209,7 @@ fn apply_roles(broker: &Arc<Broker>) {
     let me = broker.config.node_id;
     let now = now_ms();
     let img = broker.metadata.snapshot().clone_partitions();
-    for p in broker.all_partitions() {
+    for p in broker.replicas.all_partitions() {
         let Some(meta) = img
             .get(p.topic.as_ref())
             .and_then(|parts| parts.get(usize::try_from(p.index).ok()?))
@@ -268,11 +262,10 @@ fn open_and_remove(broker: &Broker) {
         .map(|(name, id, _, _)| (name.as_str(), *id))
         .collect();
     let stale: Vec<String> = broker
-        .partitions
-        .read()
-        .keys()
-        .filter(|name| current.get(name.as_str()) != hosted.get(*name))
-        .cloned()
+        .replicas
+        .hosted_topics()
+        .into_iter()
+        .filter(|name| current.get(name.as_str()) != hosted.get(name))
         .collect();
     for name in stale {
         hosted.remove(&name);
@@ -283,13 +276,10 @@ fn open_and_remove(broker: &Broker) {
         if mine.is_empty() {
             continue;
         }
-        let missing: Vec<(i32, i32)> = {
-            let parts = broker.partitions.read();
-            let have = parts.get(&name);
-            mine.into_iter()
-                .filter(|(i, _)| have.is_none_or(|m| !m.contains_key(i)))
-                .collect()
-        };
+        let missing: Vec<(i32, i32)> = mine
+            .into_iter()
+            .filter(|(i, _)| !broker.replicas.hosts(&name, *i))
+            .collect();
         if missing.is_empty() {
             continue;
         }
@@ -307,15 +297,10 @@ fn open_and_remove(broker: &Broker) {
             }
         }
         hosted.insert(name.clone(), id);
-        broker
-            .partitions
-            .write()
-            .entry(name)
-            .or_default()
-            .extend(opened);
+        broker.replicas.add(&name, opened);
     }
     broker
         .metrics
         .partitions
-        .set(broker.all_partitions().len() as i64);
+        .set(broker.replicas.count() as i64);
 }

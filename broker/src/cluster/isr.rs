@@ -73,7 +73,7 @@ pub async fn run(broker: Arc<Broker>) {
             return;
         }
         let now = now_ms();
-        for p in broker.all_partitions() {
+        for p in broker.replicas.all_partitions() {
             if let Some((proposal, epoch)) = p.isr_proposal(now, lag_max) {
                 request_change(&broker, p, proposal, epoch);
             }
@@ -90,7 +90,7 @@ fn cluster_lag_max(broker: &Broker) -> i64 {
 /// partitions and fenced brokers, from this node's point of view.
 pub fn refresh_gauges(broker: &Broker) {
     let (mut leaders, mut under, mut under_min, mut lag) = (0i64, 0i64, 0i64, 0i64);
-    for p in broker.all_partitions() {
+    for p in broker.replicas.all_partitions() {
         let (replicas, isr, leading) = {
             let st = p.replica.lock();
             (

@@ -131,7 +131,7 @@ fn prepare_import(broker: &Broker) -> anyhow::Result<Option<Import>> {
         .filter(|t| !current.contains_key(&t.name))
     {
         for i in 0..t.partitions.len() as i32 {
-            let dir = broker.partition_dir(&t.name, i);
+            let dir = broker.replicas.partition_dir(&t.name, i);
             if dir.is_dir() {
                 super::hosted::write_marker(&dir, t.id)?;
             }

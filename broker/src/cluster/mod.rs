@@ -38,8 +38,6 @@ use uuid::Uuid;
 
 use crate::metadata::quorum_applier::MetadataApplier;
 use crate::metadata::{MetadataCache, MetadataRecord};
-use crate::partition::Partition;
-use crate::protocol::errors::ErrorCode;
 use crate::state::Broker;
 
 /// How long a writer waits for its own committed write to be applied locally.
@@ -256,13 +254,6 @@ fn commit_span(records: &[MetadataRecord], as_controller: bool) -> tracing::Span
 }
 
 impl Broker {
-    /// The hosted partition if this node leads it; otherwise the error to answer
-    /// (NOT_LEADER_OR_FOLLOWER for a partition that exists elsewhere). Produce, Fetch,
-    /// ListOffsets, DeleteRecords and OffsetForLeaderEpoch go through it.
-    pub fn led_partition(&self, topic: &str, index: i32) -> Result<Arc<Partition>, ErrorCode> {
-        leader_check(self, topic, index)
-    }
-
     /// Is this node the coordinator of `group`?
     pub fn is_group_coordinator(&self, group: &str) -> bool {
         coordinator_for(self, group) == Some(self.config.node_id)
@@ -293,29 +284,6 @@ pub async fn allocate_producer_ids(broker: &Broker, size: i64) -> io::Result<(i6
         .get(&node)
         .copied()
         .ok_or_else(|| io::Error::other("the producer id block was not applied"))
-}
-
-fn leader_check(broker: &Broker, topic: &str, index: i32) -> Result<Arc<Partition>, ErrorCode> {
-    let led_elsewhere = || {
-        if broker.partition_exists(topic, index) {
-            ErrorCode::NotLeaderOrFollower
-        } else {
-            ErrorCode::UnknownTopicOrPartition
-        }
-    };
-    let Some(p) = broker.partition(topic, index) else {
-        return Err(led_elsewhere());
-    };
-    let leader = broker.metadata.snapshot().topics.get(topic).and_then(|t| {
-        t.partitions
-            .get(usize::try_from(index).ok()?)
-            .map(|p| p.leader)
-    });
-    match leader {
-        Some(l) if l == broker.config.node_id => Ok(p),
-        Some(_) => Err(ErrorCode::NotLeaderOrFollower),
-        None => Err(ErrorCode::UnknownTopicOrPartition),
-    }
 }
 
 /// Java's `String.hashCode`, so the coordinator choice matches Kafka's `abs(hash) % n` style.

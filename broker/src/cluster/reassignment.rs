@@ -328,7 +328,7 @@ fn refresh_gauges(broker: &Broker) {
             .collect()
     };
     let (mut count, mut remaining) = (0i64, 0i64);
-    for p in broker.all_partitions() {
+    for p in broker.replicas.all_partitions() {
         let Some(added) = adding.get(&(p.topic.to_string(), p.index)) else {
             continue;
         };

@@ -19,6 +19,7 @@ pub fn partition_views(broker: &Broker) -> Vec<PartitionView> {
     let mut out = Vec::new();
     for topic in image.topics.values() {
         let min_insync = broker
+            .replicas
             .topic_partitions(&topic.name)
             .and_then(|p| {
                 p.first()
