@@ -137,6 +137,7 @@ async fn open(mut config: Config) -> anyhow::Result<Arc<Broker>> {
     }
     tasks.spawn(cluster::controller::run(broker.clone()));
     tasks.spawn(cluster::isr::run(broker.clone()));
+    tasks.spawn(cluster::isr::commit_queued(broker.clone()));
     tasks.spawn(cluster::reassignment::run(broker.clone()));
     tasks.spawn(cluster::rebalance::run(broker.clone()));
     Ok(broker)

@@ -8,7 +8,7 @@
 //! tested without a broker around it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -36,6 +36,11 @@ impl ReplicaManager {
             image,
             partitions: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// The log directory every hosted partition lives under.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     /// Where the log of `topic`-`index` lives (Kafka's `<topic>-<partition>` directories).
@@ -167,54 +172,61 @@ impl ReplicaManager {
     }
 }
 
+/// A replica manager for node `me` over an image holding topic `t` whose partition `i` is led
+/// by `leaders[i]`, with the logs of the first `opened` partitions open under `dir`. For the
+/// unit tests of this module and of the handlers that use it.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) fn with_topic(
+    dir: &std::path::Path,
+    me: i32,
+    leaders: &[i32],
+    opened: i32,
+) -> ReplicaManager {
     use crate::log::PartitionLog;
     use crate::metadata::{MetadataImage, PartitionMeta, TopicMeta};
     use crate::topic_config::TopicSettings;
 
-    const ME: i32 = 1;
+    let meta = |leader: i32| PartitionMeta {
+        replicas: vec![leader],
+        isr: vec![leader],
+        leader,
+        leader_epoch: 0,
+        partition_epoch: 0,
+        adding: vec![],
+        removing: vec![],
+    };
+    let mut image = MetadataImage::default();
+    image.topics.insert(
+        "t".into(),
+        TopicMeta {
+            name: "t".into(),
+            id: uuid::Uuid::new_v4(),
+            partitions: leaders.iter().map(|l| meta(*l)).collect(),
+            configs: BTreeMap::new(),
+        },
+    );
+    let replicas = ReplicaManager::new(me, dir.to_path_buf(), Arc::new(MetadataCache::new(image)));
+    let settings = TopicSettings::resolve(&BTreeMap::new(), &BTreeMap::new());
+    let logs = (0..opened)
+        .map(|i| {
+            let log = PartitionLog::open(&replicas.partition_dir("t", i), settings.clone(), 0)
+                .expect("open a log");
+            (i, Arc::new(Partition::replicated(Arc::from("t"), i, log)))
+        })
+        .collect();
+    replicas.add("t", logs);
+    replicas
+}
 
-    fn meta(leader: i32) -> PartitionMeta {
-        PartitionMeta {
-            replicas: vec![1, 2],
-            isr: vec![1, 2],
-            leader,
-            leader_epoch: 0,
-            partition_epoch: 0,
-            adding: vec![],
-            removing: vec![],
-        }
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: i32 = 1;
 
     /// Topic `t` with partition 0 led here, 1 led by broker 2 and 2 led here but not opened.
     fn manager(dir: &std::path::Path) -> ReplicaManager {
-        let mut image = MetadataImage::default();
-        image.topics.insert(
-            "t".into(),
-            TopicMeta {
-                name: "t".into(),
-                id: uuid::Uuid::new_v4(),
-                partitions: vec![meta(ME), meta(2), meta(ME)],
-                configs: BTreeMap::new(),
-            },
-        );
-        let replicas =
-            ReplicaManager::new(ME, dir.to_path_buf(), Arc::new(MetadataCache::new(image)));
-        let opened = (0..2)
-            .map(|i| {
-                let log = PartitionLog::open(
-                    &replicas.partition_dir("t", i),
-                    TopicSettings::resolve(&BTreeMap::new(), &BTreeMap::new()),
-                    0,
-                )
-                .unwrap();
-                (i, Arc::new(Partition::replicated(Arc::from("t"), i, log)))
-            })
-            .collect();
-        replicas.add("t", opened);
-        replicas
+        with_topic(dir, ME, &[ME, 2, ME], 2)
     }
 
     #[test]

@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use crate::auth::acl_authorizer::AclAuthorizer;
+use crate::auth::authorizer::Authorizer;
 use crate::config::Config;
 use crate::group::GroupCoordinator;
 use crate::log::dir_health::{LogDirFailed, LogDirHealth};
@@ -37,6 +39,10 @@ pub struct Broker {
     pub metrics: Metrics,
     /// Client quota rates and throttling (`quota`).
     pub quotas: crate::quota::QuotaManager,
+    /// ACL decisions (`auth::acl_authorizer`), asked by handlers through `api::authz`.
+    pub authorizer: AclAuthorizer,
+    /// ISR changes found by Fetch requests, committed by `cluster::isr::commit_queued`.
+    pub isr_changes: crate::cluster::isr::IsrChangeQueue,
     /// Incremental fetch sessions (KIP-227) of consumers and followers fetching from here.
     pub fetch_sessions: crate::fetch_session::FetchSessions,
     /// The current block of producer ids (next, end). An async lock: taking a new block is a
@@ -103,12 +109,20 @@ impl Broker {
         let broker = Arc::new(Broker {
             cluster_id,
             replicas: ReplicaManager::new(config.node_id, dir.clone(), image.clone()),
+            authorizer: AclAuthorizer::new(
+                config.authorizer_enabled.then(|| Authorizer {
+                    super_users: config.super_users.clone(),
+                    allow_if_no_acl: config.allow_everyone_if_no_acl_found,
+                }),
+                image.clone(),
+            ),
             metadata: image,
             cluster,
             groups,
             metrics,
             quotas,
             fetch_sessions: Default::default(),
+            isr_changes: Default::default(),
             producer_ids: tokio::sync::Mutex::new((next_pid, next_pid)),
             security_changes: tokio::sync::Mutex::new(()),
             topic_changes: tokio::sync::Mutex::new(()),

@@ -498,6 +498,74 @@ fn imports_only_point_down() {
     );
 }
 
+/// API handler modules that still receive the whole broker (`&Arc<Broker>`). May only shrink:
+/// a converted family takes a bundle from `api::services` instead. `api::services` itself is
+/// where the broker is taken apart, so it stays.
+const HANDLERS_TAKING_THE_BROKER: &[&str] = &[
+    "api::services",
+    "api::acls",
+    "api::configs",
+    "api::elect_leaders",
+    "api::metadata",
+    "api::producer_id",
+    "api::quorum",
+    "api::quotas",
+    "api::reassignments",
+    "api::scram",
+    "api::topics",
+];
+
+/// Whether `code` (comments and strings stripped) names the type `Broker` (not `BrokerId`).
+fn names_broker(code: &str) -> bool {
+    code.match_indices("Broker").any(|(i, _)| {
+        let before = code[..i].chars().next_back();
+        let after = code[i + "Broker".len()..].chars().next();
+        let ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+        !ident(before) && !ident(after)
+    })
+}
+
+#[test]
+fn handlers_get_their_services_not_the_broker() {
+    let src = source_files::src_dir();
+    let mut problems = Vec::new();
+    let mut still_taking = BTreeSet::new();
+    for file in source_files::broker_sources() {
+        let module = module_of(file.strip_prefix(&src).unwrap());
+        if !module.starts_with("api::") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).expect("read source");
+        if !names_broker(&strip(&text)) {
+            continue;
+        }
+        still_taking.insert(module.clone());
+        if !HANDLERS_TAKING_THE_BROKER.contains(&module.as_str()) {
+            problems.push(format!(
+                "{module} uses state::Broker: take a bundle from api::services instead"
+            ));
+        }
+    }
+    for m in HANDLERS_TAKING_THE_BROKER {
+        if !still_taking.contains(*m) {
+            problems.push(format!(
+                "{m} no longer uses the broker: remove it from HANDLERS_TAKING_THE_BROKER"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn broker_is_found_as_a_type_name_only() {
+    assert!(names_broker("fn f(b: &Arc<Broker>)"));
+    assert!(names_broker("use crate::state::Broker;"));
+    assert!(!names_broker("BrokerId(1) and ReplicaBroker and broker"));
+    assert!(!names_broker(&strip(
+        "// a Broker in a comment\nlet s = \"Broker\";"
+    )));
+}
+
 // The parser on small snippets.
 
 fn refs(module: &str, src: &str) -> Vec<(usize, String)> {

@@ -306,8 +306,12 @@ fn three_brokers_share_metadata_and_survive_losing_the_quorum_leader() {
         assert_eq!(seen[&p], format!("value-{p}"));
     }
     assert_eq!(consume_as_group(&everyone, "spread"), 6);
-    let coordinator =
-        fjord_broker::cluster::coordinator_for(&all[0].broker, "cluster-metadata-group").unwrap();
+    let coordinator = all[0]
+        .broker
+        .metadata
+        .snapshot()
+        .coordinator_for("cluster-metadata-group")
+        .unwrap();
     let other = all.iter().find(|n| n.id != coordinator).unwrap();
     let code = client_rt.block_on(async {
         let mut conn = fjord_client::Connection::connect(other.addr).await.unwrap();

@@ -37,7 +37,7 @@ pub async fn create(
     ctx: &RequestContext,
     req: CreateAclsRequest,
 ) -> CreateAclsResponse {
-    if !Authz::new(broker, ctx).cluster(AclOperation::Alter) {
+    if !Authz::new(&broker.authorizer, ctx).cluster(AclOperation::Alter) {
         let results = req
             .creations
             .iter()
@@ -131,7 +131,7 @@ pub async fn describe(
     ctx: &RequestContext,
     req: DescribeAclsRequest,
 ) -> DescribeAclsResponse {
-    if !Authz::new(broker, ctx).cluster(AclOperation::Describe) {
+    if !Authz::new(&broker.authorizer, ctx).cluster(AclOperation::Describe) {
         return DescribeAclsResponse::default()
             .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
             .with_error_message(Some(s("Authorization failed.")));
@@ -193,7 +193,7 @@ pub async fn delete(
     ctx: &RequestContext,
     req: DeleteAclsRequest,
 ) -> DeleteAclsResponse {
-    if !Authz::new(broker, ctx).cluster(AclOperation::Alter) {
+    if !Authz::new(&broker.authorizer, ctx).cluster(AclOperation::Alter) {
         let results = req
             .filters
             .iter()

@@ -4,9 +4,9 @@
 //! DescribeCluster, DescribeGroups and DescribeTopicPartitions.
 
 use crate::auth::acl::{AclOperation, ResourceType};
-use crate::auth::authorizer::{host_of, Authorizer, Resource};
+use crate::auth::acl_authorizer::AclAuthorizer;
+use crate::auth::authorizer::{host_of, Resource};
 use crate::protocol::context::RequestContext;
-use crate::state::Broker;
 
 /// Operations Kafka reports for a topic, cluster and group (`AclEntry.supportedOperations`).
 const TOPIC_OPS: &[AclOperation] = &[
@@ -39,41 +39,29 @@ pub const OPS_NOT_REQUESTED: i32 = i32::MIN;
 
 /// One request's view of the authorizer.
 pub struct Authz<'a> {
-    broker: &'a Broker,
+    authorizer: &'a AclAuthorizer,
     principal: &'a str,
     host: &'a str,
-    rules: Option<Authorizer>,
 }
 
 impl<'a> Authz<'a> {
-    pub fn new(broker: &'a Broker, ctx: &'a RequestContext) -> Authz<'a> {
+    pub fn new(authorizer: &'a AclAuthorizer, ctx: &'a RequestContext) -> Authz<'a> {
         crate::quota::note_identity(ctx);
-        let c = &broker.config;
         Authz {
-            broker,
+            authorizer,
             principal: &ctx.principal,
             host: host_of(&ctx.client_host),
-            rules: c.authorizer_enabled.then(|| Authorizer {
-                super_users: c.super_users.clone(),
-                allow_if_no_acl: c.allow_everyone_if_no_acl_found,
-            }),
         }
     }
 
     pub fn enabled(&self) -> bool {
-        self.rules.is_some()
+        self.authorizer.enabled()
     }
 
     pub fn allowed(&self, op: AclOperation, resource: Resource<'_>) -> bool {
-        let Some(rules) = &self.rules else {
-            return true;
-        };
-        if rules.is_super_user(self.principal) {
-            return true;
-        }
-        let img = self.broker.metadata.snapshot();
-        let ok = rules.authorize(img.acls.values(), self.principal, self.host, op, resource);
-        drop(img);
+        let ok = self
+            .authorizer
+            .allowed(self.principal, self.host, op, resource);
         if !ok {
             tracing::debug!(principal = self.principal, host = self.host, ?op, kind = ?resource.kind, name = resource.name, "authorization denied");
         }
@@ -95,11 +83,8 @@ impl<'a> Authz<'a> {
     /// May the principal do `op` on at least one resource of `kind` (Kafka's
     /// `authorizeByResourceType`)?
     pub fn any_of(&self, op: AclOperation, kind: ResourceType) -> bool {
-        let Some(rules) = &self.rules else {
-            return true;
-        };
-        let img = self.broker.metadata.snapshot();
-        rules.authorize_any(img.acls.values(), self.principal, self.host, op, kind)
+        self.authorizer
+            .allowed_on_any(self.principal, self.host, op, kind)
     }
 
     fn bits(&self, ops: &[AclOperation], resource: Resource<'_>) -> i32 {

@@ -184,7 +184,7 @@ pub async fn describe(
     ctx: &RequestContext,
     req: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
-    let authz = Authz::new(broker, ctx);
+    let authz = Authz::new(&broker.authorizer, ctx);
     let results =
         req.resources
             .into_iter()
@@ -317,7 +317,7 @@ pub async fn incremental_alter(
     ctx: &RequestContext,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
-    let authz = Authz::new(broker, ctx);
+    let authz = Authz::new(&broker.authorizer, ctx);
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
         let response = {
@@ -399,7 +399,7 @@ pub async fn alter(
     ctx: &RequestContext,
     req: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
-    let authz = Authz::new(broker, ctx);
+    let authz = Authz::new(&broker.authorizer, ctx);
     use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse as Resp;
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {

@@ -53,7 +53,7 @@ pub async fn handle(
         }
         out
     });
-    if !Authz::new(broker, ctx).cluster(AclOperation::Alter) {
+    if !Authz::new(&broker.authorizer, ctx).cluster(AclOperation::Alter) {
         return refused(
             ctx.api_version,
             requested,

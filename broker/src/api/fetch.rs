@@ -17,8 +17,10 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
 use super::authz::Authz;
+use super::services::FetchServices;
 use super::topic_name;
 use crate::auth::acl::AclOperation;
+use crate::cluster::isr::IsrChange;
 use crate::fetch_session::Plan;
 use crate::file_region::{FileRegion, Placeholders};
 use crate::partition::Partition;
@@ -26,7 +28,6 @@ use crate::protocol::chunked::{Payload, WithPayloads};
 use crate::protocol::context::RequestContext;
 use crate::protocol::errors::ErrorCode;
 use crate::quota::QuotaType;
-use crate::state::Broker;
 
 struct Wanted {
     topic_index: usize,
@@ -43,11 +44,11 @@ struct Wanted {
 const SEND_FROM_FILE_MIN: usize = 16 * 1024;
 
 pub async fn handle(
-    broker: &Arc<Broker>,
+    services: FetchServices<'_>,
     ctx: &RequestContext,
     req: FetchRequest,
 ) -> WithPayloads<FetchResponse> {
-    let authz = Authz::new(broker, ctx);
+    let authz = Authz::new(services.authorizer, ctx);
     let replica = if ctx.api_version >= 15 {
         req.replica_state.replica_id.0
     } else {
@@ -55,7 +56,7 @@ pub async fn handle(
     };
     let follower_denied = replica >= 0 && !authz.cluster(AclOperation::ClusterAction);
     let use_ids = ctx.api_version >= 13;
-    let plan = match broker.fetch_sessions.open(&req, use_ids, Instant::now()) {
+    let plan = match services.sessions.open(&req, use_ids, Instant::now()) {
         Ok(plan) => plan,
         Err(code) => {
             return WithPayloads::plain(
@@ -73,15 +74,15 @@ pub async fn handle(
     let mut wanted = Vec::new();
     for t in requested {
         let (name, id) = if use_ids {
-            let img = broker.metadata.snapshot();
+            let img = services.image.snapshot();
             (
                 img.topic_by_id(&t.topic_id).map(|m| m.name.clone()),
                 t.topic_id,
             )
         } else {
             let name = t.topic.0.to_string();
-            let id = broker
-                .metadata
+            let id = services
+                .image
                 .snapshot()
                 .topics
                 .get(&name)
@@ -104,21 +105,21 @@ pub async fn handle(
                 resolved: name
                     .as_ref()
                     .filter(|_| !denied)
-                    .and_then(|n| broker.replicas.led_partition(n, p.partition).ok()),
+                    .and_then(|n| services.replicas.led_partition(n, p.partition).ok()),
                 missing_error: if denied {
                     ErrorCode::TopicAuthorizationFailed
                 } else if use_ids && name.is_none() {
                     ErrorCode::UnknownTopicId
                 } else {
                     name.as_ref()
-                        .and_then(|n| broker.replicas.led_partition(n, p.partition).err())
+                        .and_then(|n| services.replicas.led_partition(n, p.partition).err())
                         .unwrap_or(ErrorCode::UnknownTopicOrPartition)
                 },
             });
         }
     }
     if replica >= 0 && !follower_denied {
-        note_follower_positions(broker, replica, &wanted);
+        note_follower_positions(services, replica, &wanted);
     }
     let max_bytes = if req.max_bytes <= 0 {
         usize::MAX
@@ -155,13 +156,13 @@ pub async fn handle(
         .map(|r| r.1.as_ref().map_or(0, |f| f.len))
         .sum();
     let throttle = if replica < 0 {
-        let img = broker.metadata.snapshot();
+        let img = services.image.snapshot();
         let (p, c) = (&ctx.principal, &ctx.client_id);
-        let th = broker
+        let th = services
             .quotas
             .record(&img, QuotaType::Fetch, p, c, total_out as f64);
         if th > 0 {
-            broker
+            services
                 .quotas
                 .unrecord(&img, QuotaType::Fetch, p, c, total_out as f64);
         }
@@ -184,12 +185,12 @@ pub async fn handle(
         );
     }
     if replica >= 0 {
-        broker
+        services
             .metrics
             .replication_bytes_out
             .inc_by(total_out as u64);
     } else {
-        broker.metrics.bytes_out.inc_by(total_out as u64);
+        services.metrics.bytes_out.inc_by(total_out as u64);
     }
     let mut by_topic: Vec<Vec<PartitionData>> = vec![Vec::new(); topics_out.len()];
     let mut payloads = Vec::new();
@@ -221,7 +222,7 @@ pub async fn handle(
                 .with_partitions(parts)
         })
         .collect();
-    let sessions = &broker.fetch_sessions;
+    let sessions = &services.sessions;
     let session_id = match plan {
         Plan::Sessionless => 0,
         Plan::New => sessions.close_full(&req, use_ids, replica >= 0, &responses, Instant::now()),
@@ -254,7 +255,7 @@ fn payload(region: FileRegion, placeholders: &mut Placeholders) -> std::io::Resu
 
 /// A follower's fetch offset is its log end: the leader records it (moving the high watermark)
 /// and asks the controller to re-admit a follower that caught up.
-fn note_follower_positions(broker: &Arc<Broker>, replica: i32, wanted: &[Wanted]) {
+fn note_follower_positions(services: FetchServices<'_>, replica: i32, wanted: &[Wanted]) {
     let now = crate::state::now_ms();
     for w in wanted {
         let Some(p) = &w.resolved else { continue };
@@ -262,7 +263,11 @@ fn note_follower_positions(broker: &Arc<Broker>, replica: i32, wanted: &[Wanted]
             continue;
         }
         if let Some((proposal, epoch)) = p.on_follower_fetch(replica, w.fetch_offset, now) {
-            crate::cluster::isr::request_change(broker, p.clone(), proposal, epoch);
+            services.isr_changes.submit(IsrChange {
+                partition: p.clone(),
+                proposal,
+                partition_epoch: epoch,
+            });
         }
     }
 }

@@ -6,8 +6,6 @@
 //! are GROUP_AUTHORIZATION_FAILED. ListGroups lists every group to a principal that may DESCRIBE
 //! the cluster and otherwise only the groups it may DESCRIBE.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -23,14 +21,14 @@ use crate::group::JoinRequest;
 use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
 
-use crate::state::Broker;
+use super::services::GroupServices;
 
 pub async fn find_coordinator(
-    broker: &Arc<Broker>,
+    services: GroupServices<'_>,
     ctx: &RequestContext,
     req: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
-    let authz = Authz::new(broker, ctx);
+    let authz = Authz::new(services.authorizer, ctx);
     // Key type 1 is a transactional id, anything else a group.
     let denied = |key: &str| -> Option<ErrorCode> {
         if req.key_type == 1 {
@@ -43,8 +41,9 @@ pub async fn find_coordinator(
     };
     // The coordinator: a live registered broker chosen by key hash.
     let coordinator = |key: &str| -> Option<(BrokerId, String, i32)> {
-        let id = crate::cluster::coordinator_for(broker, key)?;
-        let (host, port) = crate::cluster::registration::endpoint_of(broker, id, &ctx.listener)?;
+        let image = services.image.snapshot();
+        let id = image.coordinator_for(key)?;
+        let (host, port) = image.endpoint_of(id, &ctx.listener)?;
         Some((BrokerId(id), host, port as i32))
     };
     if ctx.api_version >= 4 {
@@ -88,17 +87,17 @@ pub async fn find_coordinator(
 }
 
 pub async fn join(
-    broker: &Arc<Broker>,
+    services: GroupServices<'_>,
     ctx: &RequestContext,
     req: JoinGroupRequest,
 ) -> JoinGroupResponse {
-    if !Authz::new(broker, ctx).group(AclOperation::Read, &req.group_id.0) {
+    if !Authz::new(services.authorizer, ctx).group(AclOperation::Read, &req.group_id.0) {
         return JoinGroupResponse::default()
             .with_error_code(ErrorCode::GroupAuthorizationFailed.code())
             .with_generation_id(-1)
             .with_member_id(req.member_id.clone());
     }
-    if !broker.is_group_coordinator(&req.group_id.0) {
+    if !services.coordinates(&req.group_id.0) {
         return JoinGroupResponse::default()
             .with_error_code(ErrorCode::NotCoordinator.code())
             .with_generation_id(-1)
@@ -124,7 +123,7 @@ pub async fn join(
             .collect(),
         require_known_member_id: ctx.api_version >= 4,
     };
-    let r = broker.groups.join(&req.group_id.0, join).await;
+    let r = services.groups.join(&req.group_id.0, join).await;
     JoinGroupResponse::default()
         .with_error_code(r.error)
         .with_generation_id(r.generation_id)
@@ -146,15 +145,15 @@ pub async fn join(
 }
 
 pub async fn sync(
-    broker: &Arc<Broker>,
+    services: GroupServices<'_>,
     ctx: &RequestContext,
     req: SyncGroupRequest,
 ) -> SyncGroupResponse {
-    if !Authz::new(broker, ctx).group(AclOperation::Read, &req.group_id.0) {
+    if !Authz::new(services.authorizer, ctx).group(AclOperation::Read, &req.group_id.0) {
         return SyncGroupResponse::default()
             .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
     }
-    if !broker.is_group_coordinator(&req.group_id.0) {
+    if !services.coordinates(&req.group_id.0) {
         return SyncGroupResponse::default().with_error_code(ErrorCode::NotCoordinator.code());
     }
     let assignments = req
@@ -162,7 +161,7 @@ pub async fn sync(
         .iter()
         .map(|a| (a.member_id.to_string(), a.assignment.clone()))
         .collect();
-    let r = broker
+    let r = services
         .groups
         .sync(
             &req.group_id.0,
@@ -179,37 +178,37 @@ pub async fn sync(
 }
 
 pub async fn heartbeat(
-    broker: &Arc<Broker>,
+    services: GroupServices<'_>,
     ctx: &RequestContext,
     req: HeartbeatRequest,
 ) -> HeartbeatResponse {
-    if !Authz::new(broker, ctx).group(AclOperation::Read, &req.group_id.0) {
+    if !Authz::new(services.authorizer, ctx).group(AclOperation::Read, &req.group_id.0) {
         return HeartbeatResponse::default()
             .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
     }
-    if !broker.is_group_coordinator(&req.group_id.0) {
+    if !services.coordinates(&req.group_id.0) {
         return HeartbeatResponse::default().with_error_code(ErrorCode::NotCoordinator.code());
     }
-    let code = broker
+    let code = services
         .groups
         .heartbeat(&req.group_id.0, &req.member_id, req.generation_id);
     HeartbeatResponse::default().with_error_code(code.code())
 }
 
 pub async fn leave(
-    broker: &Arc<Broker>,
+    services: GroupServices<'_>,
     ctx: &RequestContext,
     req: LeaveGroupRequest,
 ) -> LeaveGroupResponse {
-    if !Authz::new(broker, ctx).group(AclOperation::Read, &req.group_id.0) {
+    if !Authz::new(services.authorizer, ctx).group(AclOperation::Read, &req.group_id.0) {
         return LeaveGroupResponse::default()
             .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
     }
-    if !broker.is_group_coordinator(&req.group_id.0) {
+    if !services.coordinates(&req.group_id.0) {
         return LeaveGroupResponse::default().with_error_code(ErrorCode::NotCoordinator.code());
     }
     if ctx.api_version < 3 {
-        let codes = broker
+        let codes = services
             .groups
             .leave(&req.group_id.0, &[(req.member_id.to_string(), None)]);
         return LeaveGroupResponse::default().with_error_code(codes[0].code());
@@ -224,7 +223,7 @@ pub async fn leave(
             )
         })
         .collect();
-    let codes = broker.groups.leave(&req.group_id.0, &members);
+    let codes = services.groups.leave(&req.group_id.0, &members);
     LeaveGroupResponse::default().with_members(
         members
             .into_iter()
@@ -240,11 +239,11 @@ pub async fn leave(
 }
 
 pub async fn describe(
-    broker: &Arc<Broker>,
+    services: GroupServices<'_>,
     ctx: &RequestContext,
     req: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
-    let authz = Authz::new(broker, ctx);
+    let authz = Authz::new(services.authorizer, ctx);
     let groups = req
         .groups
         .iter()
@@ -255,7 +254,7 @@ pub async fn describe(
                     .with_error_code(ErrorCode::GroupAuthorizationFailed.code())
                     .with_authorized_operations(OPS_NOT_REQUESTED);
             }
-            let d = broker.groups.describe(&g.0);
+            let d = services.groups.describe(&g.0);
             DescribedGroup::default()
                 .with_group_id(g.clone())
                 .with_group_state(s(d.state))
@@ -286,15 +285,15 @@ pub async fn describe(
 }
 
 pub async fn list(
-    broker: &Arc<Broker>,
+    services: GroupServices<'_>,
     ctx: &RequestContext,
     req: ListGroupsRequest,
 ) -> ListGroupsResponse {
-    let authz = Authz::new(broker, ctx);
+    let authz = Authz::new(services.authorizer, ctx);
     let all = authz.cluster(AclOperation::Describe);
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
     let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
-    let groups = broker
+    let groups = services
         .groups
         .list()
         .into_iter()
@@ -313,15 +312,15 @@ pub async fn list(
 }
 
 pub async fn delete(
-    broker: &Arc<Broker>,
+    services: GroupServices<'_>,
     ctx: &RequestContext,
     req: DeleteGroupsRequest,
 ) -> DeleteGroupsResponse {
-    let authz = Authz::new(broker, ctx);
+    let authz = Authz::new(services.authorizer, ctx);
     let mut results = Vec::with_capacity(req.groups_names.len());
     for g in &req.groups_names {
         let code = if authz.group(AclOperation::Delete, &g.0) {
-            broker.groups.delete_group(&g.0).await
+            services.groups.delete_group(&g.0).await
         } else {
             ErrorCode::GroupAuthorizationFailed
         };

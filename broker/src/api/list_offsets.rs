@@ -5,8 +5,6 @@
 //! the topic, a follower's OffsetForLeaderEpoch CLUSTER_ACTION, DeleteRecords DELETE on the topic;
 //! refusals are TOPIC_AUTHORIZATION_FAILED per partition.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
@@ -19,10 +17,10 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::*;
 
 use super::authz::Authz;
+use super::services::ReplicaServices;
 use crate::auth::acl::AclOperation;
 use crate::protocol::context::RequestContext;
 use crate::protocol::errors::ErrorCode;
-use crate::state::Broker;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -32,11 +30,11 @@ const EARLIEST_PENDING_UPLOAD: i64 = -5;
 const LATEST_TIERED: i64 = -6;
 
 pub async fn handle(
-    broker: &Arc<Broker>,
+    services: ReplicaServices<'_>,
     ctx: &RequestContext,
     req: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
-    let authz = Authz::new(broker, ctx);
+    let authz = Authz::new(services.authorizer, ctx);
     let topics = req
         .topics
         .into_iter()
@@ -51,7 +49,7 @@ pub async fn handle(
                     if denied {
                         return base.with_error_code(ErrorCode::TopicAuthorizationFailed.code()).with_offset(-1).with_timestamp(-1);
                     }
-                    let part = match broker.replicas.led_partition(&name, p.partition_index) {
+                    let part = match services.replicas.led_partition(&name, p.partition_index) {
                         Ok(part) => part,
                         Err(code) => return base.with_error_code(code.code()).with_offset(-1).with_timestamp(-1),
                     };
@@ -81,11 +79,11 @@ pub async fn handle(
 }
 
 pub async fn delete_records(
-    broker: &Arc<Broker>,
+    services: ReplicaServices<'_>,
     ctx: &RequestContext,
     req: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
-    let authz = Authz::new(broker, ctx);
+    let authz = Authz::new(services.authorizer, ctx);
     let topics = req
         .topics
         .into_iter()
@@ -102,7 +100,7 @@ pub async fn delete_records(
                     if denied {
                         return base.with_error_code(ErrorCode::TopicAuthorizationFailed.code());
                     }
-                    let part = match broker.replicas.led_partition(&name, p.partition_index) {
+                    let part = match services.replicas.led_partition(&name, p.partition_index) {
                         Ok(part) => part,
                         Err(code) => return base.with_error_code(code.code()),
                     };
@@ -130,11 +128,11 @@ pub async fn delete_records(
 }
 
 pub async fn offset_for_leader_epoch(
-    broker: &Arc<Broker>,
+    services: ReplicaServices<'_>,
     ctx: &RequestContext,
     req: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
-    let authz = Authz::new(broker, ctx);
+    let authz = Authz::new(services.authorizer, ctx);
     let follower = req.replica_id.0 >= 0;
     let follower_denied = follower && !authz.cluster(AclOperation::ClusterAction);
     let topics = req
@@ -155,7 +153,7 @@ pub async fn offset_for_leader_epoch(
                     if denied {
                         return base.with_error_code(ErrorCode::TopicAuthorizationFailed.code());
                     }
-                    let part = match broker.replicas.led_partition(&name, p.partition) {
+                    let part = match services.replicas.led_partition(&name, p.partition) {
                         Ok(part) => part,
                         Err(code) => return base.with_error_code(code.code()),
                     };
@@ -188,4 +186,85 @@ pub async fn offset_for_leader_epoch(
         })
         .collect();
     OffsetForLeaderEpochResponse::default().with_topics(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::acl_authorizer::AclAuthorizer;
+    use crate::auth::authorizer::Authorizer;
+    use crate::metadata::{MetadataCache, MetadataImage};
+    use crate::protocol::context::s;
+    use crate::replica_manager::{self, ReplicaManager};
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use std::sync::Arc;
+
+    fn request(partitions: &[i32], timestamp: i64) -> ListOffsetsRequest {
+        let parts = partitions
+            .iter()
+            .map(|p| {
+                ListOffsetsPartition::default()
+                    .with_partition_index(*p)
+                    .with_timestamp(timestamp)
+            })
+            .collect();
+        ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(s("t")))
+            .with_partitions(parts)])
+    }
+
+    fn ctx() -> RequestContext {
+        RequestContext {
+            client_id: "test".into(),
+            client_host: "/127.0.0.1".into(),
+            api_version: 7,
+            principal: "User:alice".into(),
+            listener: "PLAINTEXT".into(),
+        }
+    }
+
+    fn answer(
+        replicas: &ReplicaManager,
+        authorizer: &AclAuthorizer,
+        req: ListOffsetsRequest,
+    ) -> Vec<(i32, i16, i64)> {
+        let services = ReplicaServices {
+            replicas,
+            authorizer,
+        };
+        let resp = futures::executor::block_on(handle(services, &ctx(), req));
+        resp.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.partition_index, p.error_code, p.offset))
+            .collect()
+    }
+
+    /// The handler runs on its services alone: no broker, no network.
+    #[test]
+    fn answers_from_the_replicas_led_here_and_refuses_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        // Partition 0 led here, 1 led by broker 2; partition 2 does not exist.
+        let replicas = replica_manager::with_topic(dir.path(), 1, &[1, 2], 2);
+        let image = Arc::new(MetadataCache::new(MetadataImage::default()));
+        let open = AclAuthorizer::new(None, image.clone());
+        assert_eq!(
+            answer(&replicas, &open, request(&[0, 1, 2], LATEST)),
+            vec![
+                (0, 0, 0),
+                (1, ErrorCode::NotLeaderOrFollower.code(), -1),
+                (2, ErrorCode::UnknownTopicOrPartition.code(), -1),
+            ]
+        );
+        // An authorizer with no ACL for alice: DESCRIBE on the topic is refused.
+        let rules = Authorizer {
+            super_users: vec![],
+            allow_if_no_acl: false,
+        };
+        let closed = AclAuthorizer::new(Some(rules), image);
+        assert_eq!(
+            answer(&replicas, &closed, request(&[0], EARLIEST)),
+            vec![(0, ErrorCode::TopicAuthorizationFailed.code(), -1)]
+        );
+    }
 }

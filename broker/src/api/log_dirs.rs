@@ -12,7 +12,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
 
 use kafka_protocol::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
@@ -20,18 +19,18 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse};
 
 use super::authz::Authz;
+use super::services::ReplicaServices;
 use super::topic_name;
 use crate::auth::acl::AclOperation;
 use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
-use crate::state::Broker;
 
 pub async fn describe(
-    broker: &Arc<Broker>,
+    services: ReplicaServices<'_>,
     ctx: &RequestContext,
     req: DescribeLogDirsRequest,
 ) -> DescribeLogDirsResponse {
-    if !Authz::new(broker, ctx).cluster(AclOperation::Describe) {
+    if !Authz::new(services.authorizer, ctx).cluster(AclOperation::Describe) {
         return DescribeLogDirsResponse::default()
             .with_error_code(ErrorCode::ClusterAuthorizationFailed.code());
     }
@@ -46,7 +45,7 @@ pub async fn describe(
         wanted
     });
     let mut topics: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
-    for p in broker.replicas.all_partitions() {
+    for p in services.replicas.all_partitions() {
         if let Some(w) = &wanted {
             if !w.get(&*p.topic).is_some_and(|ps| ps.contains(&p.index)) {
                 continue;
@@ -64,9 +63,9 @@ pub async fn describe(
                 .with_is_future_key(false),
         );
     }
-    let dir = broker.config.data_dir();
+    let dir = services.replicas.data_dir();
     let (total, usable) = disk_space(dir).unwrap_or((-1, -1));
-    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
     let result = DescribeLogDirsResult::default()
         .with_log_dir(s(dir.display().to_string()))
         .with_total_bytes(total)

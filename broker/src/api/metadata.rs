@@ -81,7 +81,7 @@ pub async fn handle(
     ctx: &RequestContext,
     req: MetadataRequest,
 ) -> MetadataResponse {
-    let authz = Authz::new(broker, ctx);
+    let authz = Authz::new(&broker.authorizer, ctx);
     let ops = req.include_topic_authorized_operations.then_some(&authz);
     let describable = |name: &str| authz.topic(AclOperation::Describe, name);
     // v0: an empty list means all topics; v1+: null means all.
@@ -212,7 +212,7 @@ pub async fn describe_cluster(
     ctx: &RequestContext,
     req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    let authz = Authz::new(broker, ctx);
+    let authz = Authz::new(&broker.authorizer, ctx);
     DescribeClusterResponse::default()
         .with_cluster_id(s(broker.cluster_id.clone()))
         .with_controller_id(controller_id(broker))
@@ -242,7 +242,7 @@ pub async fn describe_topic_partitions(
     ctx: &RequestContext,
     req: DescribeTopicPartitionsRequest,
 ) -> DescribeTopicPartitionsResponse {
-    let authz = Authz::new(broker, ctx);
+    let authz = Authz::new(&broker.authorizer, ctx);
     let listing = req.topics.is_empty();
     let image = broker.metadata.snapshot();
     let all = &image.topics;

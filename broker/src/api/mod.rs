@@ -1,5 +1,6 @@
-//! Request handlers, one file per API family. Each takes the shared broker state, the request
-//! context and the decoded request, and returns the response; errors travel as Kafka error codes.
+//! Request handlers, one file per API family. Each takes the services it uses (a bundle from
+//! `services`, or still the whole broker for the admin families), the request context and the
+//! decoded request, and returns the response; errors travel as Kafka error codes.
 
 pub mod acls;
 pub mod authz;
@@ -17,6 +18,7 @@ pub mod quorum;
 pub mod quotas;
 pub mod reassignments;
 pub mod scram;
+pub mod services;
 pub mod topics;
 
 use kafka_protocol::messages::TopicName;

@@ -5,8 +5,6 @@
 //! (TOPIC_AUTHORIZATION_FAILED; topics the principal may not describe are left out when all
 //! committed offsets are fetched). OffsetDelete needs DELETE on the group and READ on the topics.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
@@ -20,23 +18,23 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::*;
 
 use super::authz::Authz;
+use super::services::GroupServices;
 use super::topic_name;
 use crate::auth::acl::AclOperation;
 use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
-use crate::state::Broker;
 
 /// Kafka's default `offset.metadata.max.bytes`.
 const MAX_METADATA_BYTES: usize = 4096;
 
 pub async fn commit(
-    broker: &Arc<Broker>,
+    services: GroupServices<'_>,
     ctx: &RequestContext,
     req: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
-    let authz = Authz::new(broker, ctx);
+    let authz = Authz::new(services.authorizer, ctx);
     let group_denied = !authz.group(AclOperation::Read, &req.group_id.0);
-    let elsewhere = !group_denied && !broker.is_group_coordinator(&req.group_id.0);
+    let elsewhere = !group_denied && !services.coordinates(&req.group_id.0);
     let mut items = Vec::new();
     let mut per_partition: Vec<(usize, i32, ErrorCode)> = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
@@ -49,7 +47,11 @@ pub async fn commit(
                 ErrorCode::NotCoordinator
             } else if topic_denied {
                 ErrorCode::TopicAuthorizationFailed
-            } else if !broker.partition_exists(&name, p.partition_index) {
+            } else if !services
+                .image
+                .snapshot()
+                .has_partition(&name, p.partition_index)
+            {
                 ErrorCode::UnknownTopicOrPartition
             } else if p
                 .committed_metadata
@@ -73,7 +75,7 @@ pub async fn commit(
     let group_code = if items.is_empty() {
         ErrorCode::None
     } else {
-        broker
+        services
             .groups
             .commit_offsets(
                 &req.group_id.0,
@@ -117,12 +119,12 @@ type CommittedRow = (i32, i64, i32, String, i16);
 /// (topic, partitions) pairs to report for one group: as requested, or everything committed
 /// that the principal may describe.
 fn fetch_one(
-    broker: &Broker,
+    services: GroupServices<'_>,
     authz: &Authz<'_>,
     group: &str,
     requested: Option<Vec<(String, Vec<i32>)>>,
 ) -> Vec<(String, Vec<CommittedRow>)> {
-    let committed = broker.groups.committed(group);
+    let committed = services.groups.committed(group);
     let listing = requested.is_none();
     let wanted: Vec<(String, Vec<i32>)> = match requested {
         Some(r) => r,
@@ -167,11 +169,11 @@ fn fetch_one(
 }
 
 pub async fn fetch(
-    broker: &Arc<Broker>,
+    services: GroupServices<'_>,
     ctx: &RequestContext,
     req: OffsetFetchRequest,
 ) -> OffsetFetchResponse {
-    let authz = Authz::new(broker, ctx);
+    let authz = Authz::new(services.authorizer, ctx);
     let group_error = ErrorCode::GroupAuthorizationFailed.code();
     if ctx.api_version >= 8 {
         let groups = req
@@ -183,7 +185,7 @@ pub async fn fetch(
                         .with_group_id(g.group_id.clone())
                         .with_error_code(group_error);
                 }
-                if !broker.is_group_coordinator(&g.group_id.0) {
+                if !services.coordinates(&g.group_id.0) {
                     return OffsetFetchResponseGroup::default()
                         .with_group_id(g.group_id.clone())
                         .with_error_code(ErrorCode::NotCoordinator.code());
@@ -193,7 +195,7 @@ pub async fn fetch(
                         .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                         .collect()
                 });
-                let topics = fetch_one(broker, &authz, &g.group_id.0, requested)
+                let topics = fetch_one(services, &authz, &g.group_id.0, requested)
                     .into_iter()
                     .map(|(t, rows)| {
                         OffsetFetchResponseTopics::default()
@@ -226,7 +228,7 @@ pub async fn fetch(
     });
     let refused = if !authz.group(AclOperation::Read, &req.group_id.0) {
         Some(group_error)
-    } else if !broker.is_group_coordinator(&req.group_id.0) {
+    } else if !services.coordinates(&req.group_id.0) {
         Some(ErrorCode::NotCoordinator.code())
     } else {
         None
@@ -256,7 +258,7 @@ pub async fn fetch(
             .with_error_code(group_error)
             .with_topics(topics);
     }
-    let topics = fetch_one(broker, &authz, &req.group_id.0, requested)
+    let topics = fetch_one(services, &authz, &req.group_id.0, requested)
         .into_iter()
         .map(|(t, rows)| {
             OffsetFetchResponseTopic::default()
@@ -279,11 +281,11 @@ pub async fn fetch(
 }
 
 pub async fn delete(
-    broker: &Arc<Broker>,
+    services: GroupServices<'_>,
     ctx: &RequestContext,
     req: OffsetDeleteRequest,
 ) -> OffsetDeleteResponse {
-    let authz = Authz::new(broker, ctx);
+    let authz = Authz::new(services.authorizer, ctx);
     if !authz.group(AclOperation::Delete, &req.group_id.0) {
         return OffsetDeleteResponse::default()
             .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
@@ -304,7 +306,11 @@ pub async fn delete(
                 .map(|p| (t.name.0.to_string(), p.partition_index))
         })
         .collect();
-    match broker.groups.delete_offsets(&req.group_id.0, wanted).await {
+    match services
+        .groups
+        .delete_offsets(&req.group_id.0, wanted)
+        .await
+    {
         Err(code) => OffsetDeleteResponse::default().with_error_code(code.code()),
         Ok(results) => {
             let topics = req

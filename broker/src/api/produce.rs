@@ -14,6 +14,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::authz::Authz;
+use super::services::ProduceServices;
 use super::topic_name;
 use crate::auth::acl::AclOperation;
 use crate::auth::authorizer::Resource;
@@ -23,7 +24,7 @@ use crate::partition::Partition;
 use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
 use crate::replication::isr::{check_after_append, check_before_append, AckDecision};
-use crate::state::{now_ms, Broker};
+use crate::state::now_ms;
 
 fn error(index: i32, code: ErrorCode, message: Option<String>) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
@@ -36,11 +37,11 @@ fn error(index: i32, code: ErrorCode, message: Option<String>) -> PartitionProdu
 }
 
 pub async fn handle(
-    broker: &Arc<Broker>,
+    services: ProduceServices<'_>,
     ctx: &RequestContext,
     req: ProduceRequest,
 ) -> ProduceResponse {
-    let authz = Authz::new(broker, ctx);
+    let authz = Authz::new(services.authorizer, ctx);
     let acks = req.acks;
     let txn_denied = req.transactional_id.as_ref().is_some_and(|t| {
         !t.0.is_empty() && !authz.allowed(AclOperation::Write, Resource::transactional_id(&t.0))
@@ -55,8 +56,8 @@ pub async fn handle(
     let mut waits: Vec<(usize, usize, CommitWait)> = Vec::new();
     for topic in req.topic_data {
         let name = if topic.name.0.is_empty() {
-            broker
-                .metadata
+            services
+                .image
                 .snapshot()
                 .topic_by_id(&topic.topic_id)
                 .map(|t| t.name.clone())
@@ -75,7 +76,7 @@ pub async fn handle(
         for pd in topic.partition_data {
             parts.push(match denied {
                 Some(code) => error(pd.index, code, None),
-                None => match produce_partition(broker, &name, pd.index, pd.records, acks) {
+                None => match produce_partition(services, &name, pd.index, pd.records, acks) {
                     Outcome::Done(r) => r,
                     Outcome::Wait(r, wait) => {
                         waits.push((responses.len(), parts.len(), wait));
@@ -104,8 +105,8 @@ pub async fn handle(
             }
         }
     }
-    let throttle = broker.quotas.record(
-        &broker.metadata.snapshot(),
+    let throttle = services.quotas.record(
+        &services.image.snapshot(),
         crate::quota::QuotaType::Produce,
         &ctx.principal,
         &ctx.client_id,
@@ -161,7 +162,7 @@ async fn await_commit(w: &CommitWait, deadline: tokio::time::Instant) -> ErrorCo
 }
 
 fn produce_partition(
-    broker: &Broker,
+    services: ProduceServices<'_>,
     topic: &str,
     index: i32,
     records: Option<bytes::Bytes>,
@@ -170,7 +171,7 @@ fn produce_partition(
     if !matches!(acks, -1..=1) {
         return Outcome::Done(error(index, ErrorCode::InvalidRequiredAcks, None));
     }
-    let partition = match broker.replicas.led_partition(topic, index) {
+    let partition = match services.replicas.led_partition(topic, index) {
         Ok(p) if p.is_leader() => p,
         Ok(_) => return Outcome::Done(error(index, ErrorCode::NotLeaderOrFollower, None)),
         Err(code) => return Outcome::Done(error(index, code, None)),
@@ -189,7 +190,7 @@ fn produce_partition(
                 BatchError::UnsupportedMagic(_) => ErrorCode::UnsupportedForMessageFormat,
                 _ => ErrorCode::CorruptMessage,
             };
-            broker
+            services
                 .metrics
                 .request_errors
                 .with_label_values(&["Produce", &format!("{code:?}")])
@@ -222,10 +223,10 @@ fn produce_partition(
     match outcome {
         Ok(o) => {
             if !o.duplicate {
-                broker.log_dir_health.record_success(o.bytes);
+                services.log_dir.record_success(o.bytes);
                 partition.on_leader_append();
-                broker.metrics.bytes_in.inc_by(o.bytes as u64);
-                broker
+                services.metrics.bytes_in.inc_by(o.bytes as u64);
+                services
                     .metrics
                     .messages_in
                     .inc_by(o.record_count.max(0) as u64);
@@ -250,7 +251,7 @@ fn produce_partition(
             Outcome::Done(response)
         }
         Err(AppendError::Protocol(code)) => {
-            broker
+            services
                 .metrics
                 .request_errors
                 .with_label_values(&["Produce", &format!("{code:?}")])
@@ -261,17 +262,17 @@ fn produce_partition(
             // As Kafka: the client may retry (elsewhere, after a metadata refresh). Nothing of
             // the batch was kept (the log cut its partial write), so a retry cannot duplicate.
             let code = ErrorCode::KafkaStorageError;
-            broker
+            services
                 .metrics
                 .request_errors
                 .with_label_values(&["Produce", &format!("{code:?}")])
                 .inc();
             let message = format!(
                 "cannot write to log dir {}: {e}",
-                broker.log_dir_health.dir().display()
+                services.log_dir.dir().display()
             );
             // Logged there once per failure episode, not once per request.
-            broker.log_dir_health.record_failure(e, records.len());
+            services.log_dir.record_failure(e, records.len());
             Outcome::Done(error(index, code, Some(message)))
         }
     }

@@ -21,7 +21,7 @@ pub async fn handle(
     ctx: &RequestContext,
     req: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
-    let authz = Authz::new(broker, ctx);
+    let authz = Authz::new(&broker.authorizer, ctx);
     let fail = |code: ErrorCode| {
         InitProducerIdResponse::default()
             .with_error_code(code.code())

@@ -88,7 +88,7 @@ async fn answer(
     ctx: &RequestContext,
     req: DescribeQuorumRequest,
 ) -> DescribeQuorumResponse {
-    if !Authz::new(broker, ctx).cluster(AclOperation::Describe) {
+    if !Authz::new(&broker.authorizer, ctx).cluster(AclOperation::Describe) {
         return top_level_error(
             ErrorCode::ClusterAuthorizationFailed,
             "DESCRIBE on the cluster is required",

@@ -26,7 +26,7 @@ pub async fn describe(
     ctx: &RequestContext,
     req: DescribeClientQuotasRequest,
 ) -> DescribeClientQuotasResponse {
-    if !Authz::new(broker, ctx).cluster(AclOperation::DescribeConfigs) {
+    if !Authz::new(&broker.authorizer, ctx).cluster(AclOperation::DescribeConfigs) {
         return DescribeClientQuotasResponse::default()
             .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
             .with_error_message(Some(s("Authorization failed.")))
@@ -139,7 +139,7 @@ pub async fn alter(
     ctx: &RequestContext,
     req: AlterClientQuotasRequest,
 ) -> AlterClientQuotasResponse {
-    if !Authz::new(broker, ctx).cluster(AclOperation::AlterConfigs) {
+    if !Authz::new(&broker.authorizer, ctx).cluster(AclOperation::AlterConfigs) {
         let entries = req
             .entries
             .iter()

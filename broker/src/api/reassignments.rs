@@ -65,7 +65,7 @@ pub async fn alter(
     ctx: &RequestContext,
     req: AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
-    let allowed = Authz::new(broker, ctx).cluster(AclOperation::Alter);
+    let allowed = Authz::new(&broker.authorizer, ctx).cluster(AclOperation::Alter);
     let allow_rf_change = ctx.api_version < 1 || req.allow_replication_factor_change;
     let mut responses = Vec::with_capacity(req.topics.len());
     for t in req.topics {
@@ -138,7 +138,7 @@ pub async fn list(
     ctx: &RequestContext,
     req: ListPartitionReassignmentsRequest,
 ) -> ListPartitionReassignmentsResponse {
-    if !Authz::new(broker, ctx).cluster(AclOperation::Describe) {
+    if !Authz::new(&broker.authorizer, ctx).cluster(AclOperation::Describe) {
         return ListPartitionReassignmentsResponse::default()
             .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
             .with_error_message(Some(s("Cluster authorization failed.")));

@@ -30,7 +30,7 @@ pub async fn describe(
     ctx: &RequestContext,
     req: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
-    if !Authz::new(broker, ctx).cluster(AclOperation::Describe) {
+    if !Authz::new(&broker.authorizer, ctx).cluster(AclOperation::Describe) {
         return DescribeUserScramCredentialsResponse::default()
             .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
             .with_error_message(Some(s("Authorization failed.")));
@@ -113,7 +113,7 @@ pub async fn alter(
     ctx: &RequestContext,
     req: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
-    if !Authz::new(broker, ctx).cluster(AclOperation::Alter) {
+    if !Authz::new(&broker.authorizer, ctx).cluster(AclOperation::Alter) {
         let results = req
             .deletions
             .iter()

@@ -28,7 +28,7 @@ pub async fn create(
     ctx: &RequestContext,
     req: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
-    let authz = Authz::new(broker, ctx);
+    let authz = Authz::new(&broker.authorizer, ctx);
     let cluster_create = authz.cluster(AclOperation::Create);
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
@@ -145,7 +145,7 @@ pub async fn delete(
     ctx: &RequestContext,
     req: DeleteTopicsRequest,
 ) -> DeleteTopicsResponse {
-    let authz = Authz::new(broker, ctx);
+    let authz = Authz::new(&broker.authorizer, ctx);
     // v6+ names topics by name or id; older versions by name only.
     let targets: Vec<(Option<String>, uuid::Uuid)> = if ctx.api_version >= 6 {
         req.topics
@@ -203,7 +203,7 @@ pub async fn create_partitions(
     ctx: &RequestContext,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
-    let authz = Authz::new(broker, ctx);
+    let authz = Authz::new(&broker.authorizer, ctx);
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let result = async {

@@ -5,9 +5,11 @@
 //! layer runs the exchanges.
 //!
 //! `authorizer` makes the ACL decision (`authorizer.class.name`, `super.users`,
-//! `allow.everyone.if.no.acl.found`); handlers ask it through `api::authz`.
+//! `allow.everyone.if.no.acl.found`); `acl_authorizer` is the broker's service applying it to
+//! the image's ACLs, which handlers ask through `api::authz`.
 
 pub mod acl;
+pub mod acl_authorizer;
 pub mod authorizer;
 pub mod plain;
 pub mod sasl;

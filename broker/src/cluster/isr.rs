@@ -2,14 +2,66 @@
 //! in, always through an `AlterPartition` record in the metadata log (conditional on the
 //! partition epoch the proposal was computed from), so the ISR in metadata is never one the
 //! cluster did not agree on. The same loop keeps the replication gauges current.
+//!
+//! Proposals found on the request path (a follower's fetch showing it caught up) go through
+//! [`IsrChangeQueue`], Kafka's `AlterPartitionManager` in small: the Fetch handler hands the
+//! change over and [`commit_queued`] writes it, so the handler needs no quorum.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
 
 use crate::metadata::MetadataRecord;
 use crate::partition::{Partition, Role};
 use crate::replication::isr::IsrProposal;
 use crate::state::{now_ms, Broker};
+
+/// A leader's proposal to change one partition's ISR, computed from `partition_epoch`.
+pub struct IsrChange {
+    pub partition: Arc<Partition>,
+    pub proposal: IsrProposal,
+    pub partition_epoch: i32,
+}
+
+/// Hands ISR changes from the request path to [`commit_queued`]. Unbounded, but holds at most
+/// one change per partition: a partition proposes again only after its request was cleared.
+pub struct IsrChangeQueue {
+    tx: mpsc::UnboundedSender<IsrChange>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<IsrChange>>>,
+}
+
+impl Default for IsrChangeQueue {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        IsrChangeQueue {
+            tx,
+            rx: Mutex::new(Some(rx)),
+        }
+    }
+}
+
+impl IsrChangeQueue {
+    /// Queues `change` to be committed. After shutdown it is dropped, and the partition
+    /// proposes again on a later start.
+    pub fn submit(&self, change: IsrChange) {
+        if self.tx.send(change).is_err() {
+            tracing::debug!("ISR change dropped: the broker is stopping");
+        }
+    }
+}
+
+/// Commits the changes handed to `broker.isr_changes`, each in the background as it arrives.
+pub async fn commit_queued(broker: Arc<Broker>) {
+    let Some(mut rx) = broker.isr_changes.rx.lock().take() else {
+        tracing::error!("the ISR change queue is already being served");
+        return;
+    };
+    while let Some(c) = rx.recv().await {
+        request_change(&broker, c.partition, c.proposal, c.partition_epoch);
+    }
+}
 
 /// Writes the proposal as an `AlterPartition` in the background.
 pub fn request_change(

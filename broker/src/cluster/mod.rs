@@ -253,22 +253,6 @@ fn commit_span(records: &[MetadataRecord], as_controller: bool) -> tracing::Span
     )
 }
 
-impl Broker {
-    /// Is this node the coordinator of `group`?
-    pub fn is_group_coordinator(&self, group: &str) -> bool {
-        coordinator_for(self, group) == Some(self.config.node_id)
-    }
-
-    /// Does the metadata know this partition (hosted here or not)?
-    pub fn partition_exists(&self, topic: &str, index: i32) -> bool {
-        self.metadata
-            .snapshot()
-            .topics
-            .get(topic)
-            .is_some_and(|t| usize::try_from(index).is_ok_and(|i| i < t.partitions.len()))
-    }
-}
-
 /// Reserves a block of `size` producer ids for this node through the quorum: the
 /// `AllocateProducerIds` record is applied in log order on every node, so two brokers
 /// reserving at once get disjoint blocks. Returns `(first, end)`.
@@ -284,28 +268,4 @@ pub async fn allocate_producer_ids(broker: &Broker, size: i64) -> io::Result<(i6
         .get(&node)
         .copied()
         .ok_or_else(|| io::Error::other("the producer id block was not applied"))
-}
-
-/// Java's `String.hashCode`, so the coordinator choice matches Kafka's `abs(hash) % n` style.
-fn java_hash(s: &str) -> i32 {
-    s.encode_utf16()
-        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
-}
-
-/// The group (or transaction) coordinator for `key`: a live (unfenced) registered broker
-/// chosen by hash, the same on every node. `None` when no broker is live. When a broker is
-/// fenced its groups move to another broker; members rejoin there.
-pub fn coordinator_for(broker: &Broker, key: &str) -> Option<i32> {
-    let img = broker.metadata.snapshot();
-    let ids: Vec<i32> = img
-        .brokers
-        .values()
-        .filter(|b| !b.fenced)
-        .map(|b| b.id)
-        .collect();
-    if ids.is_empty() {
-        return None;
-    }
-    let i = (java_hash(key) as i64).unsigned_abs() as usize % ids.len();
-    Some(ids[i])
 }

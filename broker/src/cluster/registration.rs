@@ -106,15 +106,3 @@ pub fn brokers_for(broker: &Broker, listener: &str) -> Vec<(i32, String, u16, Op
         })
         .collect()
 }
-
-/// The endpoint of broker `id` for `listener`.
-pub fn endpoint_of(broker: &Broker, id: i32, listener: &str) -> Option<(String, u16)> {
-    let img = broker.metadata.snapshot();
-    let e = img
-        .brokers
-        .get(&id)?
-        .endpoints
-        .iter()
-        .find(|e| e.listener == listener)?;
-    Some((e.host.clone(), e.port))
-}

@@ -308,6 +308,41 @@ impl MetadataImage {
         self.topic_names.get(id).and_then(|n| self.topics.get(n))
     }
 
+    /// Does the metadata know partition `index` of `topic` (hosted anywhere)?
+    pub fn has_partition(&self, topic: &str, index: i32) -> bool {
+        self.topics
+            .get(topic)
+            .is_some_and(|t| usize::try_from(index).is_ok_and(|i| i < t.partitions.len()))
+    }
+
+    /// The group (or transaction) coordinator for `key`: a live (unfenced) registered broker
+    /// chosen by hash, the same on every node. `None` when no broker is live. When a broker is
+    /// fenced its groups move to another broker; members rejoin there.
+    pub fn coordinator_for(&self, key: &str) -> Option<i32> {
+        let live: Vec<i32> = self
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect();
+        if live.is_empty() {
+            return None;
+        }
+        let i = (java_hash(key) as i64).unsigned_abs() as usize % live.len();
+        Some(live[i])
+    }
+
+    /// The host and port broker `id` registered for `listener`.
+    pub fn endpoint_of(&self, id: i32, listener: &str) -> Option<(String, u16)> {
+        let e = self
+            .brokers
+            .get(&id)?
+            .endpoints
+            .iter()
+            .find(|e| e.listener == listener)?;
+        Some((e.host.clone(), e.port))
+    }
+
     /// The stored SCRAM credential of `user` for `mechanism` (what SASL/SCRAM login will read).
     pub fn scram_credential(
         &self,
@@ -346,9 +381,62 @@ fn apply_changes(map: &mut BTreeMap<String, String>, changes: &BTreeMap<String, 
     }
 }
 
+/// Java's `String.hashCode`, so the coordinator choice matches Kafka's `abs(hash) % n` style.
+fn java_hash(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn broker(id: i32, fenced: bool) -> RegisteredBroker {
+        RegisteredBroker {
+            id,
+            rack: None,
+            endpoints: vec![crate::metadata::BrokerEndpoint {
+                listener: "PLAINTEXT".into(),
+                host: format!("b{id}"),
+                port: 9092,
+                security_protocol: "PLAINTEXT".into(),
+            }],
+            incarnation: Uuid::new_v4(),
+            fenced,
+        }
+    }
+
+    #[test]
+    fn coordinators_are_live_brokers_chosen_by_java_hash() {
+        let mut img = MetadataImage::default();
+        assert_eq!(img.coordinator_for("g"), None, "no live broker");
+        for id in [1, 2, 3] {
+            img.brokers.insert(id, broker(id, false));
+        }
+        // Java: "orders".hashCode() = -1008770331, abs % 3 = 0 -> the first live broker.
+        assert_eq!(java_hash("orders"), -1_008_770_331);
+        assert_eq!(img.coordinator_for("orders"), Some(1));
+        img.brokers.get_mut(&1).unwrap().fenced = true;
+        // Two live brokers left: 1008770331 % 2 = 1 -> broker 3.
+        assert_eq!(img.coordinator_for("orders"), Some(3));
+        assert_eq!(img.endpoint_of(3, "PLAINTEXT"), Some(("b3".into(), 9092)));
+        assert_eq!(img.endpoint_of(3, "SASL_SSL"), None);
+        assert_eq!(img.endpoint_of(9, "PLAINTEXT"), None);
+    }
+
+    #[test]
+    fn has_partition_checks_the_index_range() {
+        let mut img = MetadataImage::default();
+        img.apply(&MetadataRecord::CreateTopic {
+            name: "t".into(),
+            id: Uuid::new_v4(),
+            replicas: vec![vec![1], vec![1]],
+            configs: BTreeMap::new(),
+        });
+        assert!(img.has_partition("t", 0) && img.has_partition("t", 1));
+        assert!(!img.has_partition("t", 2) && !img.has_partition("t", -1));
+        assert!(!img.has_partition("u", 0));
+    }
 
     #[test]
     fn topic_lifecycle() {

@@ -22,6 +22,7 @@ use super::context::RequestContext;
 use super::dispatch::{decode_body, encode_response, encode_response_sharing, DecodeError, Reply};
 use super::versions;
 use crate::api;
+use crate::api::services::FromBroker;
 use crate::state::Broker;
 
 /// How dispatch answers an API.
@@ -102,13 +103,13 @@ macro_rules! api_table {
         // A row whose request type belongs to another API does not compile.
         const { assert!(<$req as Request>::KEY == ApiKey::$api as i16, "request type of another API") };
         let req: $req = decode_body(&mut $body, $version)?;
-        let resp: <$req as Request>::Response = $handler($broker, $ctx, req).await;
+        let resp: <$req as Request>::Response = $handler(FromBroker::from_broker($broker), $ctx, req).await;
         Ok(encode_response($key, $version, $corr, &resp))
     }};
     (@call $api:ident sharing ($req:ty, $handler:path), $broker:ident, $ctx:ident, $key:ident, $version:ident, $corr:ident, $body:ident) => {{
         const { assert!(<$req as Request>::KEY == ApiKey::$api as i16, "request type of another API") };
         let req: $req = decode_body(&mut $body, $version)?;
-        let out: WithPayloads<<$req as Request>::Response> = $handler($broker, $ctx, req).await;
+        let out: WithPayloads<<$req as Request>::Response> = $handler(FromBroker::from_broker($broker), $ctx, req).await;
         Ok(encode_response_sharing($key, $version, $corr, &out.response, &out.payloads))
     }};
     (@call $api:ident special $args:tt, $broker:ident, $ctx:ident, $key:ident, $version:ident, $corr:ident, $body:ident) => {

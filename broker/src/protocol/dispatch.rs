@@ -25,6 +25,7 @@ use super::context::RequestContext;
 use super::errors::ErrorCode;
 use super::versions;
 use crate::api;
+use crate::api::services::FromBroker;
 use crate::network::session::{self, Session};
 use crate::state::Broker;
 
@@ -258,7 +259,7 @@ async fn serve(
                 Err(e) => return malformed(key, version, &e),
             };
             let acks = req.acks;
-            let resp = api::produce::handle(broker, ctx, req).await;
+            let resp = api::produce::handle(FromBroker::from_broker(broker), ctx, req).await;
             if acks == 0 {
                 Reply::NoResponse
             } else {

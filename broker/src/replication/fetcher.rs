@@ -291,7 +291,10 @@ fn still_following(p: &Partition, leader: i32, leader_epoch: i32) -> bool {
 
 async fn connect(broker: &Broker, leader: i32) -> Result<Connection, ConnectionLost> {
     let listener = &broker.config.cluster.inter_broker_listener;
-    let (host, port) = crate::cluster::registration::endpoint_of(broker, leader, listener)
+    let (host, port) = broker
+        .metadata
+        .snapshot()
+        .endpoint_of(leader, listener)
         .ok_or_else(|| ConnectionLost::NoEndpoint {
             leader,
             listener: listener.clone(),

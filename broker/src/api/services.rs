@@ -1,0 +1,132 @@
+//! What each family of handlers may use: a bundle of references to the services it needs,
+//! taken from the broker by the API table (`protocol::apis`) through [`FromBroker`].
+//!
+//! Why: a handler that receives the whole `Broker` can reach any state, and nothing shows what
+//! it depends on. Like Kafka's `KafkaApis`, which is constructed with the `ReplicaManager`,
+//! `GroupCoordinator` and so on, the handlers converted here name their services in their
+//! signature and never see `state::Broker`; `broker/tests/architecture.rs` checks that they do
+//! not import it. This file is the one place in the API layer where the broker is taken apart.
+//!
+//! Handler families not converted yet (the admin APIs that commit metadata through `Broker`
+//! methods) still take `&Arc<Broker>`, which implements [`FromBroker`] too.
+
+use std::sync::Arc;
+
+use crate::auth::acl_authorizer::AclAuthorizer;
+use crate::cluster::isr::IsrChangeQueue;
+use crate::fetch_session::FetchSessions;
+use crate::group::GroupCoordinator;
+use crate::log::dir_health::LogDirHealth;
+use crate::metadata::MetadataCache;
+use crate::metrics::Metrics;
+use crate::quota::QuotaManager;
+use crate::replica_manager::ReplicaManager;
+use crate::state::Broker;
+
+/// Builds a handler's services from the broker (see the module documentation).
+pub trait FromBroker<'a> {
+    fn from_broker(broker: &'a Arc<Broker>) -> Self;
+}
+
+/// Handlers not converted yet take the broker itself.
+impl<'a> FromBroker<'a> for &'a Arc<Broker> {
+    fn from_broker(broker: &'a Arc<Broker>) -> Self {
+        broker
+    }
+}
+
+/// Produce: appends to led partitions, within quotas, recording the log dir's health.
+#[derive(Clone, Copy)]
+pub struct ProduceServices<'a> {
+    pub image: &'a MetadataCache,
+    pub replicas: &'a ReplicaManager,
+    pub authorizer: &'a AclAuthorizer,
+    pub quotas: &'a QuotaManager,
+    pub metrics: &'a Metrics,
+    pub log_dir: &'a LogDirHealth,
+}
+
+impl<'a> FromBroker<'a> for ProduceServices<'a> {
+    fn from_broker(b: &'a Arc<Broker>) -> Self {
+        ProduceServices {
+            image: &b.metadata,
+            replicas: &b.replicas,
+            authorizer: &b.authorizer,
+            quotas: &b.quotas,
+            metrics: &b.metrics,
+            log_dir: &b.log_dir_health,
+        }
+    }
+}
+
+/// Fetch: reads led partitions for consumers and followers, within fetch sessions and quotas,
+/// and hands ISR changes that a follower's position shows to the ISR queue.
+#[derive(Clone, Copy)]
+pub struct FetchServices<'a> {
+    pub image: &'a MetadataCache,
+    pub replicas: &'a ReplicaManager,
+    pub authorizer: &'a AclAuthorizer,
+    pub sessions: &'a FetchSessions,
+    pub isr_changes: &'a IsrChangeQueue,
+    pub quotas: &'a QuotaManager,
+    pub metrics: &'a Metrics,
+}
+
+impl<'a> FromBroker<'a> for FetchServices<'a> {
+    fn from_broker(b: &'a Arc<Broker>) -> Self {
+        FetchServices {
+            image: &b.metadata,
+            replicas: &b.replicas,
+            authorizer: &b.authorizer,
+            sessions: &b.fetch_sessions,
+            isr_changes: &b.isr_changes,
+            quotas: &b.quotas,
+            metrics: &b.metrics,
+        }
+    }
+}
+
+/// ListOffsets, DeleteRecords, OffsetForLeaderEpoch and DescribeLogDirs: questions about the
+/// replicas hosted here.
+#[derive(Clone, Copy)]
+pub struct ReplicaServices<'a> {
+    pub replicas: &'a ReplicaManager,
+    pub authorizer: &'a AclAuthorizer,
+}
+
+impl<'a> FromBroker<'a> for ReplicaServices<'a> {
+    fn from_broker(b: &'a Arc<Broker>) -> Self {
+        ReplicaServices {
+            replicas: &b.replicas,
+            authorizer: &b.authorizer,
+        }
+    }
+}
+
+/// The group membership and offset APIs.
+#[derive(Clone, Copy)]
+pub struct GroupServices<'a> {
+    /// This broker's id: it answers for the groups it coordinates.
+    pub node_id: i32,
+    pub image: &'a MetadataCache,
+    pub groups: &'a GroupCoordinator,
+    pub authorizer: &'a AclAuthorizer,
+}
+
+impl GroupServices<'_> {
+    /// Does this broker coordinate `group` (by the current image's live brokers)?
+    pub fn coordinates(&self, group: &str) -> bool {
+        self.image.snapshot().coordinator_for(group) == Some(self.node_id)
+    }
+}
+
+impl<'a> FromBroker<'a> for GroupServices<'a> {
+    fn from_broker(b: &'a Arc<Broker>) -> Self {
+        GroupServices {
+            node_id: b.config.node_id,
+            image: &b.metadata,
+            groups: &b.groups,
+            authorizer: &b.authorizer,
+        }
+    }
+}
