@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::auth::acl_authorizer::AclAuthorizer;
 use crate::auth::authorizer::Authorizer;
+use crate::cluster::producer_ids::ProducerIdManager;
 use crate::config::Config;
 use crate::group::GroupCoordinator;
 use crate::log::dir_health::{LogDirFailed, LogDirHealth};
@@ -22,9 +23,6 @@ use crate::protocol::errors::ErrorCode;
 use crate::replica_manager::ReplicaManager;
 use crate::topic_config::{self, TopicSettings};
 pub use crate::topic_config::{validate_topic_name, TopicError};
-
-/// Producer ids are reserved in blocks so a restart never reuses one.
-const PRODUCER_ID_BLOCK: i64 = 1000;
 
 pub struct Broker {
     pub config: Config,
@@ -45,12 +43,11 @@ pub struct Broker {
     pub isr_changes: crate::cluster::isr::IsrChangeQueue,
     /// Incremental fetch sessions (KIP-227) of consumers and followers fetching from here.
     pub fetch_sessions: crate::fetch_session::FetchSessions,
-    /// The current block of producer ids (next, end). An async lock: taking a new block is a
-    /// quorum write, awaited while it is held.
-    producer_ids: tokio::sync::Mutex<(i64, i64)>,
+    /// Producer ids for idempotent producers (`cluster::producer_ids`).
+    pub producer_ids: ProducerIdManager,
     /// Serialises SCRAM, ACL and quota changes with each other, each from its check against
     /// the image to its commit: an async lock, held across the awaited quorum write.
-    security_changes: tokio::sync::Mutex<()>,
+    pub(crate) security_changes: tokio::sync::Mutex<()>,
     /// Serialises topic-changing operations (create/delete/alter) the same way.
     topic_changes: tokio::sync::Mutex<()>,
     /// Whether the log directory takes writes (a full disk does not); part of readiness.
@@ -99,7 +96,6 @@ impl Broker {
         let cluster_id =
             crate::identity::load_or_format(&dir, config.node_id, config.cluster_id.as_deref())?;
         let groups = GroupCoordinator::open(&dir, &config)?;
-        let next_pid = image.snapshot().next_producer_id;
         let metrics = Metrics::new();
         let quotas = crate::quota::QuotaManager::new(
             &metrics.registry,
@@ -123,7 +119,7 @@ impl Broker {
             quotas,
             fetch_sessions: Default::default(),
             isr_changes: Default::default(),
-            producer_ids: tokio::sync::Mutex::new((next_pid, next_pid)),
+            producer_ids: ProducerIdManager::new(config.node_id),
             security_changes: tokio::sync::Mutex::new(()),
             topic_changes: tokio::sync::Mutex::new(()),
             log_dir_health: LogDirHealth::new(&dir),
@@ -205,17 +201,13 @@ impl Broker {
     /// Commits records as one quorum command and returns once this node applied them (so the
     /// caller reads its own write). Awaited, never blocking a runtime worker through the Raft
     /// round trip. Callers that check the image before committing hold
-    /// `security_changes()` (or `topic_changes()`) across both steps.
+    /// the security change lock (`api::services::SecurityServices`) or `topic_changes()`
+    /// across both steps.
     pub(crate) async fn commit_all(&self, records: &[MetadataRecord]) -> io::Result<()> {
         if records.is_empty() {
             return Ok(());
         }
         self.cluster.write(records).await
-    }
-
-    /// Serialises SCRAM, ACL and quota changes with each other (held across the commit).
-    pub(crate) async fn security_changes(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.security_changes.lock().await
     }
 
     /// Creates a topic. `validate_only` checks everything without changing anything.
@@ -424,17 +416,6 @@ impl Broker {
                 p.log.write().set_settings(s.clone());
             }
         }
-    }
-
-    /// Hands out a new producer id, reserving a new block in metadata when the current one is used up.
-    pub async fn next_producer_id(&self) -> io::Result<i64> {
-        let mut ids = self.producer_ids.lock().await;
-        if ids.0 >= ids.1 {
-            *ids = crate::cluster::allocate_producer_ids(self, PRODUCER_ID_BLOCK).await?;
-        }
-        let id = ids.0;
-        ids.0 += 1;
-        Ok(id)
     }
 
     /// Orderly shutdown: stops every task (accept loops, connections, fetchers, controller

@@ -503,15 +503,11 @@ fn imports_only_point_down() {
 /// where the broker is taken apart, so it stays.
 const HANDLERS_TAKING_THE_BROKER: &[&str] = &[
     "api::services",
-    "api::acls",
     "api::configs",
     "api::elect_leaders",
     "api::metadata",
-    "api::producer_id",
     "api::quorum",
-    "api::quotas",
     "api::reassignments",
-    "api::scram",
     "api::topics",
 ];
 

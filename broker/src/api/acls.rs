@@ -8,7 +8,6 @@
 //! SECURITY_DISABLED), so ACLs can be prepared before authorization is switched on.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::Arc;
 
 use kafka_protocol::messages::create_acls_response::AclCreationResult;
 use kafka_protocol::messages::delete_acls_response::{
@@ -19,13 +18,13 @@ use kafka_protocol::messages::*;
 use uuid::Uuid;
 
 use super::authz::Authz;
+use super::services::SecurityServices;
 use crate::auth::acl::{
     AclBinding, AclError, AclFilter, AclOperation, PatternType, RawAcl, ResourceType,
 };
 use crate::metadata::MetadataRecord;
 use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
-use crate::state::Broker;
 
 fn storage_message(e: &std::io::Error) -> String {
     tracing::error!(error = %e, "storing ACL changes failed");
@@ -33,11 +32,11 @@ fn storage_message(e: &std::io::Error) -> String {
 }
 
 pub async fn create(
-    broker: &Arc<Broker>,
+    services: SecurityServices<'_>,
     ctx: &RequestContext,
     req: CreateAclsRequest,
 ) -> CreateAclsResponse {
-    if !Authz::new(&broker.authorizer, ctx).cluster(AclOperation::Alter) {
+    if !Authz::new(services.authorizer, ctx).cluster(AclOperation::Alter) {
         let results = req
             .creations
             .iter()
@@ -65,10 +64,10 @@ pub async fn create(
         })
         .collect();
 
-    let guard = broker.security_changes().await;
+    let guard = services.lock().await;
     let mut records = Vec::new();
     {
-        let img = broker.metadata.snapshot();
+        let img = services.image.snapshot();
         // One pass over the stored bindings, so a large request stays linear.
         let mut known: HashSet<&AclBinding> = img.acls().collect();
         for acl in parsed.iter().flatten() {
@@ -80,8 +79,8 @@ pub async fn create(
             }
         }
     }
-    let stored = broker
-        .commit_all(&records)
+    let stored = services
+        .commit(&records)
         .await
         .map_err(|e| storage_message(&e));
     drop(guard);
@@ -127,11 +126,11 @@ fn group_by_resource<'a>(
 }
 
 pub async fn describe(
-    broker: &Arc<Broker>,
+    services: SecurityServices<'_>,
     ctx: &RequestContext,
     req: DescribeAclsRequest,
 ) -> DescribeAclsResponse {
-    if !Authz::new(&broker.authorizer, ctx).cluster(AclOperation::Describe) {
+    if !Authz::new(services.authorizer, ctx).cluster(AclOperation::Describe) {
         return DescribeAclsResponse::default()
             .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
             .with_error_message(Some(s("Authorization failed.")));
@@ -153,7 +152,7 @@ pub async fn describe(
                 .with_error_message(Some(s(e.to_string())))
         }
     };
-    let img = broker.metadata.snapshot();
+    let img = services.image.snapshot();
     let resources = group_by_resource(img.acls().filter(|b| filter.matches(b)))
         .into_iter()
         .map(|((rt, name, pt), acls)| {
@@ -189,11 +188,11 @@ fn matching_acl(b: &AclBinding) -> DeleteAclsMatchingAcl {
 }
 
 pub async fn delete(
-    broker: &Arc<Broker>,
+    services: SecurityServices<'_>,
     ctx: &RequestContext,
     req: DeleteAclsRequest,
 ) -> DeleteAclsResponse {
-    if !Authz::new(&broker.authorizer, ctx).cluster(AclOperation::Alter) {
+    if !Authz::new(services.authorizer, ctx).cluster(AclOperation::Alter) {
         let results = req
             .filters
             .iter()
@@ -221,11 +220,11 @@ pub async fn delete(
         })
         .collect();
 
-    let guard = broker.security_changes().await;
+    let guard = services.lock().await;
     // Every filter sees the ACLs as they were before the request, as in Kafka: two filters
     // matching the same binding both report it; it is removed once.
     let matched: Vec<Result<Vec<(Uuid, AclBinding)>, AclError>> = {
-        let img = broker.metadata.snapshot();
+        let img = services.image.snapshot();
         filters
             .into_iter()
             .map(|f| {
@@ -248,8 +247,8 @@ pub async fn delete(
         .iter()
         .map(|id| MetadataRecord::RemoveAccessControlEntry { id: *id })
         .collect();
-    let stored = broker
-        .commit_all(&records)
+    let stored = services
+        .commit(&records)
         .await
         .map_err(|e| storage_message(&e));
     drop(guard);

@@ -5,23 +5,21 @@
 //! (TRANSACTIONAL_ID_AUTHORIZATION_FAILED); an idempotent producer needs IDEMPOTENT_WRITE on the
 //! cluster or WRITE on at least one topic (CLUSTER_AUTHORIZATION_FAILED).
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::authz::Authz;
+use super::services::ProducerIdServices;
 use crate::auth::acl::{AclOperation, ResourceType};
 use crate::auth::authorizer::Resource;
 use crate::protocol::context::RequestContext;
 use crate::protocol::errors::ErrorCode;
-use crate::state::Broker;
 
 pub async fn handle(
-    broker: &Arc<Broker>,
+    services: ProducerIdServices<'_>,
     ctx: &RequestContext,
     req: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
-    let authz = Authz::new(&broker.authorizer, ctx);
+    let authz = Authz::new(services.authorizer, ctx);
     let fail = |code: ErrorCode| {
         InitProducerIdResponse::default()
             .with_error_code(code.code())
@@ -43,7 +41,7 @@ pub async fn handle(
             }
         }
     }
-    match broker.next_producer_id().await {
+    match services.next_producer_id().await {
         Ok(id) => InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),

@@ -7,26 +7,25 @@
 //! DESCRIBE_CONFIGS on the cluster and altering ALTER_CONFIGS (CLUSTER_AUTHORIZATION_FAILED).
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 
 use kafka_protocol::messages::alter_client_quotas_response;
 use kafka_protocol::messages::describe_client_quotas_response::{EntityData, EntryData, ValueData};
 use kafka_protocol::messages::*;
 
 use super::authz::Authz;
+use super::services::SecurityServices;
 use crate::auth::acl::AclOperation;
 use crate::metadata::quota::{QuotaEntity, QuotaError, QuotaFilter};
 use crate::metadata::MetadataRecord;
 use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
-use crate::state::Broker;
 
 pub async fn describe(
-    broker: &Arc<Broker>,
+    services: SecurityServices<'_>,
     ctx: &RequestContext,
     req: DescribeClientQuotasRequest,
 ) -> DescribeClientQuotasResponse {
-    if !Authz::new(&broker.authorizer, ctx).cluster(AclOperation::DescribeConfigs) {
+    if !Authz::new(services.authorizer, ctx).cluster(AclOperation::DescribeConfigs) {
         return DescribeClientQuotasResponse::default()
             .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
             .with_error_message(Some(s("Authorization failed.")))
@@ -52,7 +51,7 @@ pub async fn describe(
                 .with_entries(None);
         }
     };
-    let img = broker.metadata.snapshot();
+    let img = services.image.snapshot();
     let entries = img
         .quotas
         .iter()
@@ -135,11 +134,11 @@ fn validate_entry(
 }
 
 pub async fn alter(
-    broker: &Arc<Broker>,
+    services: SecurityServices<'_>,
     ctx: &RequestContext,
     req: AlterClientQuotasRequest,
 ) -> AlterClientQuotasResponse {
-    if !Authz::new(&broker.authorizer, ctx).cluster(AclOperation::AlterConfigs) {
+    if !Authz::new(services.authorizer, ctx).cluster(AclOperation::AlterConfigs) {
         let entries = req
             .entries
             .iter()
@@ -173,11 +172,11 @@ pub async fn alter(
         }
     }
 
-    let guard = broker.security_changes().await;
+    let guard = services.lock().await;
     let records: Vec<MetadataRecord> = if req.validate_only {
         Vec::new()
     } else {
-        let img = broker.metadata.snapshot();
+        let img = services.image.snapshot();
         outcomes
             .iter()
             .flatten()
@@ -196,7 +195,7 @@ pub async fn alter(
             })
             .collect()
     };
-    let stored = broker.commit_all(&records).await.map_err(|e| {
+    let stored = services.commit(&records).await.map_err(|e| {
         tracing::error!(error = %e, "storing client quotas failed");
         format!("storage error: {e}")
     });

@@ -7,7 +7,6 @@
 //! (CLUSTER_AUTHORIZATION_FAILED).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
 use kafka_protocol::messages::describe_user_scram_credentials_response::{
@@ -16,26 +15,26 @@ use kafka_protocol::messages::describe_user_scram_credentials_response::{
 use kafka_protocol::messages::*;
 
 use super::authz::Authz;
+use super::services::SecurityServices;
 use crate::auth::acl::AclOperation;
 use crate::auth::scram::{self, ScramCredential, ScramMechanism};
 use crate::metadata::MetadataRecord;
 use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
-use crate::state::Broker;
 
 type Failure = (ErrorCode, String);
 
 pub async fn describe(
-    broker: &Arc<Broker>,
+    services: SecurityServices<'_>,
     ctx: &RequestContext,
     req: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
-    if !Authz::new(&broker.authorizer, ctx).cluster(AclOperation::Describe) {
+    if !Authz::new(services.authorizer, ctx).cluster(AclOperation::Describe) {
         return DescribeUserScramCredentialsResponse::default()
             .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
             .with_error_message(Some(s("Authorization failed.")));
     }
-    let img = broker.metadata.snapshot();
+    let img = services.image.snapshot();
     let requested: Vec<String> = match req.users {
         Some(users) if !users.is_empty() => users.iter().map(|u| u.name.to_string()).collect(),
         // Null or empty: every user that has a credential.
@@ -109,11 +108,11 @@ fn check_name(name: &str) -> Result<(), Failure> {
 }
 
 pub async fn alter(
-    broker: &Arc<Broker>,
+    services: SecurityServices<'_>,
     ctx: &RequestContext,
     req: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
-    if !Authz::new(&broker.authorizer, ctx).cluster(AclOperation::Alter) {
+    if !Authz::new(services.authorizer, ctx).cluster(AclOperation::Alter) {
         let results = req
             .deletions
             .iter()
@@ -144,10 +143,10 @@ pub async fn alter(
         *c += 1;
     }
 
-    let _guard = broker.security_changes().await;
+    let _guard = services.lock().await;
     let mut outcomes: BTreeMap<String, Result<Change, Failure>> = BTreeMap::new();
     {
-        let img = broker.metadata.snapshot();
+        let img = services.image.snapshot();
         for d in &req.deletions {
             let name = d.name.to_string();
             let outcome = check_name(&name).and_then(|()| mechanism(d.mechanism)).and_then(|m| {
@@ -206,7 +205,7 @@ pub async fn alter(
             Err(_) => None,
         })
         .collect();
-    let storage_failure = broker.commit_all(&records).await.err().map(|e| {
+    let storage_failure = services.commit(&records).await.err().map(|e| {
         tracing::error!(error = %e, "storing SCRAM credentials failed");
         (ErrorCode::UnknownServerError, format!("storage error: {e}"))
     });

@@ -10,14 +10,17 @@
 //! Handler families not converted yet (the admin APIs that commit metadata through `Broker`
 //! methods) still take `&Arc<Broker>`, which implements [`FromBroker`] too.
 
+use std::io;
 use std::sync::Arc;
 
 use crate::auth::acl_authorizer::AclAuthorizer;
 use crate::cluster::isr::IsrChangeQueue;
+use crate::cluster::producer_ids::ProducerIdManager;
+use crate::cluster::Cluster;
 use crate::fetch_session::FetchSessions;
 use crate::group::GroupCoordinator;
 use crate::log::dir_health::LogDirHealth;
-use crate::metadata::MetadataCache;
+use crate::metadata::{MetadataCache, MetadataRecord};
 use crate::metrics::Metrics;
 use crate::quota::QuotaManager;
 use crate::replica_manager::ReplicaManager;
@@ -127,6 +130,70 @@ impl<'a> FromBroker<'a> for GroupServices<'a> {
             image: &b.metadata,
             groups: &b.groups,
             authorizer: &b.authorizer,
+        }
+    }
+}
+
+/// SCRAM credentials, ACLs and client quotas: read from the image, changed through the quorum
+/// one change at a time.
+#[derive(Clone, Copy)]
+pub struct SecurityServices<'a> {
+    pub image: &'a MetadataCache,
+    pub authorizer: &'a AclAuthorizer,
+    cluster: &'a Cluster,
+    changes: &'a tokio::sync::Mutex<()>,
+}
+
+impl<'a> SecurityServices<'a> {
+    /// Serialises security changes with each other: hold the guard from the check against
+    /// the image to the commit, so two requests cannot both pass a check the other breaks.
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'a, ()> {
+        self.changes.lock().await
+    }
+
+    /// Commits `records` as one quorum command; returns once this node applied them.
+    pub async fn commit(&self, records: &[MetadataRecord]) -> io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.cluster.write(records).await
+    }
+}
+
+impl<'a> FromBroker<'a> for SecurityServices<'a> {
+    fn from_broker(b: &'a Arc<Broker>) -> Self {
+        SecurityServices {
+            image: &b.metadata,
+            authorizer: &b.authorizer,
+            cluster: &b.cluster,
+            changes: &b.security_changes,
+        }
+    }
+}
+
+/// InitProducerId: producer ids reserved through the quorum.
+#[derive(Clone, Copy)]
+pub struct ProducerIdServices<'a> {
+    pub authorizer: &'a AclAuthorizer,
+    producer_ids: &'a ProducerIdManager,
+    cluster: &'a Cluster,
+    image: &'a MetadataCache,
+}
+
+impl ProducerIdServices<'_> {
+    /// The next producer id (see `cluster::producer_ids`).
+    pub async fn next_producer_id(&self) -> io::Result<i64> {
+        self.producer_ids.next(self.cluster, self.image).await
+    }
+}
+
+impl<'a> FromBroker<'a> for ProducerIdServices<'a> {
+    fn from_broker(b: &'a Arc<Broker>) -> Self {
+        ProducerIdServices {
+            authorizer: &b.authorizer,
+            producer_ids: &b.producer_ids,
+            cluster: &b.cluster,
+            image: &b.metadata,
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod hosted;
 pub mod inter_broker;
 pub mod isr;
 pub mod migrate;
+pub mod producer_ids;
 pub mod reassignment;
 pub mod rebalance;
 pub mod registration;
@@ -251,21 +252,4 @@ fn commit_span(records: &[MetadataRecord], as_controller: bool) -> tracing::Span
         kind = MetadataRecord::batch_kind(records),
         as_controller,
     )
-}
-
-/// Reserves a block of `size` producer ids for this node through the quorum: the
-/// `AllocateProducerIds` record is applied in log order on every node, so two brokers
-/// reserving at once get disjoint blocks. Returns `(first, end)`.
-pub async fn allocate_producer_ids(broker: &Broker, size: i64) -> io::Result<(i64, i64)> {
-    let node = broker.config.node_id;
-    broker
-        .commit_all(&[MetadataRecord::AllocateProducerIds { node, size }])
-        .await?;
-    broker
-        .metadata
-        .snapshot()
-        .producer_id_blocks
-        .get(&node)
-        .copied()
-        .ok_or_else(|| io::Error::other("the producer id block was not applied"))
 }
