@@ -5,7 +5,6 @@
 //! (CLUSTER_AUTHORIZATION_FAILED).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
@@ -14,11 +13,12 @@ use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsRe
 use kafka_protocol::messages::*;
 
 use super::authz::Authz;
+use super::services::TopicServices;
 use crate::auth::acl::AclOperation;
 use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
-use crate::state::{Broker, TopicError};
 use crate::topic_config;
+use crate::topic_config::TopicError;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -40,12 +40,12 @@ pub struct ConfigEntry {
 
 /// Every topic key with its effective value and where that value comes from.
 pub fn topic_config_entries(
-    broker: &Broker,
+    services: TopicServices<'_>,
     overrides: &BTreeMap<String, String>,
 ) -> Vec<ConfigEntry> {
-    let defaults = broker.topic_defaults();
+    let defaults = services.topics.topic_defaults();
     let dynamic_keys: Vec<String> = {
-        let img = broker.metadata.snapshot();
+        let img = services.topics.image.snapshot();
         img.broker_configs
             .values()
             .flat_map(|m| m.keys())
@@ -80,8 +80,8 @@ pub fn topic_config_entries(
         .collect()
 }
 
-fn broker_config_entries(broker: &Broker, node: Option<i32>) -> Vec<ConfigEntry> {
-    let img = broker.metadata.snapshot();
+fn broker_config_entries(services: TopicServices<'_>, node: Option<i32>) -> Vec<ConfigEntry> {
+    let img = services.topics.image.snapshot();
     let cluster_dynamic = img.broker_configs.get(&None).cloned().unwrap_or_default();
     let node_dynamic = node
         .and_then(|n| img.broker_configs.get(&Some(n)).cloned())
@@ -99,7 +99,8 @@ fn broker_config_entries(broker: &Broker, node: Option<i32>) -> Vec<ConfigEntry>
             })
             .collect();
     }
-    let mut entries: BTreeMap<String, ConfigEntry> = broker
+    let mut entries: BTreeMap<String, ConfigEntry> = services
+        .topics
         .config
         .raw
         .iter()
@@ -159,17 +160,17 @@ fn denied(
     (!allowed).then(|| TopicError::new(code, "Authorization failed."))
 }
 
-fn parse_broker_name(broker: &Broker, name: &str) -> Result<Option<i32>, TopicError> {
+fn parse_broker_name(services: TopicServices<'_>, name: &str) -> Result<Option<i32>, TopicError> {
     if name.is_empty() {
         return Ok(None);
     }
     match name.parse::<i32>() {
-        Ok(id) if id == broker.config.node_id => Ok(Some(id)),
+        Ok(id) if id == services.topics.config.node_id => Ok(Some(id)),
         Ok(id) => Err(TopicError::new(
             ErrorCode::InvalidRequest,
             format!(
                 "Broker {id} is not this broker ({}).",
-                broker.config.node_id
+                services.topics.config.node_id
             ),
         )),
         Err(_) => Err(TopicError::new(
@@ -180,70 +181,71 @@ fn parse_broker_name(broker: &Broker, name: &str) -> Result<Option<i32>, TopicEr
 }
 
 pub async fn describe(
-    broker: &Arc<Broker>,
+    services: TopicServices<'_>,
     ctx: &RequestContext,
     req: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
-    let authz = Authz::new(&broker.authorizer, ctx);
-    let results =
-        req.resources
-            .into_iter()
-            .map(|r| {
-                let name = r.resource_name.to_string();
-                let base = DescribeConfigsResult::default()
-                    .with_resource_type(r.resource_type)
-                    .with_resource_name(r.resource_name.clone());
-                let denial = denied(
-                    &authz,
-                    r.resource_type,
-                    &name,
-                    AclOperation::DescribeConfigs,
-                );
-                let entries = match (r.resource_type, denial) {
-                    (_, Some(e)) => Err(e),
-                    (RESOURCE_TOPIC, None) => match broker
-                        .metadata
-                        .snapshot()
-                        .topics
-                        .get(&name)
-                        .map(|t| t.configs.clone())
-                    {
-                        Some(overrides) => Ok(topic_config_entries(broker, &overrides)),
-                        None => Err(TopicError::new(
-                            ErrorCode::UnknownTopicOrPartition,
-                            format!("Topic '{name}' does not exist."),
-                        )),
-                    },
-                    (RESOURCE_BROKER, None) => parse_broker_name(broker, &name)
-                        .map(|node| broker_config_entries(broker, node)),
-                    (other, None) => Err(unsupported_resource(other)),
-                };
-                match entries {
-                    Ok(entries) => {
-                        let keys: Option<Vec<String>> = r
-                            .configuration_keys
-                            .map(|k| k.iter().map(|x| x.to_string()).collect());
-                        base.with_configs(
-                            entries
-                                .into_iter()
-                                .filter(|e| keys.as_ref().is_none_or(|k| k.contains(&e.name)))
-                                .map(|e| {
-                                    DescribeConfigsResourceResult::default()
-                                        .with_name(s(e.name))
-                                        .with_value(Some(s(e.value)))
-                                        .with_read_only(e.read_only)
-                                        .with_config_source(e.source)
-                                        .with_config_type(e.config_type)
-                                })
-                                .collect(),
-                        )
-                    }
-                    Err(e) => base
-                        .with_error_code(e.code.code())
-                        .with_error_message(Some(s(e.message))),
+    let authz = Authz::new(services.authorizer, ctx);
+    let results = req
+        .resources
+        .into_iter()
+        .map(|r| {
+            let name = r.resource_name.to_string();
+            let base = DescribeConfigsResult::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
+            let denial = denied(
+                &authz,
+                r.resource_type,
+                &name,
+                AclOperation::DescribeConfigs,
+            );
+            let entries = match (r.resource_type, denial) {
+                (_, Some(e)) => Err(e),
+                (RESOURCE_TOPIC, None) => match services
+                    .topics
+                    .image
+                    .snapshot()
+                    .topics
+                    .get(&name)
+                    .map(|t| t.configs.clone())
+                {
+                    Some(overrides) => Ok(topic_config_entries(services, &overrides)),
+                    None => Err(TopicError::new(
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("Topic '{name}' does not exist."),
+                    )),
+                },
+                (RESOURCE_BROKER, None) => parse_broker_name(services, &name)
+                    .map(|node| broker_config_entries(services, node)),
+                (other, None) => Err(unsupported_resource(other)),
+            };
+            match entries {
+                Ok(entries) => {
+                    let keys: Option<Vec<String>> = r
+                        .configuration_keys
+                        .map(|k| k.iter().map(|x| x.to_string()).collect());
+                    base.with_configs(
+                        entries
+                            .into_iter()
+                            .filter(|e| keys.as_ref().is_none_or(|k| k.contains(&e.name)))
+                            .map(|e| {
+                                DescribeConfigsResourceResult::default()
+                                    .with_name(s(e.name))
+                                    .with_value(Some(s(e.value)))
+                                    .with_read_only(e.read_only)
+                                    .with_config_source(e.source)
+                                    .with_config_type(e.config_type)
+                            })
+                            .collect(),
+                    )
                 }
-            })
-            .collect();
+                Err(e) => base
+                    .with_error_code(e.code.code())
+                    .with_error_message(Some(s(e.message))),
+            }
+        })
+        .collect();
     DescribeConfigsResponse::default().with_results(results)
 }
 
@@ -313,11 +315,11 @@ fn compute_changes(
 }
 
 pub async fn incremental_alter(
-    broker: &Arc<Broker>,
+    services: TopicServices<'_>,
     ctx: &RequestContext,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
-    let authz = Authz::new(&broker.authorizer, ctx);
+    let authz = Authz::new(services.authorizer, ctx);
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
         let response = {
@@ -337,8 +339,9 @@ pub async fn incremental_alter(
             let outcome = match (r.resource_type, denial) {
                 (_, Some(e)) => Err(e),
                 (RESOURCE_TOPIC, None) => {
-                    let current = broker
-                        .metadata
+                    let current = services
+                        .topics
+                        .image
                         .snapshot()
                         .topics
                         .get(&name)
@@ -349,14 +352,15 @@ pub async fn incremental_alter(
                             format!("Topic '{name}' does not exist."),
                         )),
                         Some(current) => {
-                            let defaults = broker.topic_defaults();
+                            let defaults = services.topics.topic_defaults();
                             match compute_changes(
                                 &current,
                                 |k| defaults.get(k).cloned().unwrap_or_default(),
                                 &ops,
                             ) {
                                 Ok(changes) => {
-                                    broker
+                                    services
+                                        .topics
                                         .alter_topic_config(&name, changes, req.validate_only)
                                         .await
                                 }
@@ -365,17 +369,20 @@ pub async fn incremental_alter(
                         }
                     }
                 }
-                (RESOURCE_BROKER, None) => match parse_broker_name(broker, &name).and_then(|node| {
-                    compute_changes(&BTreeMap::new(), |_| String::new(), &ops)
-                        .map(|changes| (node, changes))
-                }) {
-                    Ok((node, changes)) => {
-                        broker
-                            .alter_broker_config(node, changes, req.validate_only)
-                            .await
+                (RESOURCE_BROKER, None) => {
+                    match parse_broker_name(services, &name).and_then(|node| {
+                        compute_changes(&BTreeMap::new(), |_| String::new(), &ops)
+                            .map(|changes| (node, changes))
+                    }) {
+                        Ok((node, changes)) => {
+                            services
+                                .topics
+                                .alter_broker_config(node, changes, req.validate_only)
+                                .await
+                        }
+                        Err(e) => Err(e),
                     }
-                    Err(e) => Err(e),
-                },
+                }
                 (other, None) => Err(unsupported_resource(other)),
             };
             let base = AlterConfigsResourceResponse::default()
@@ -395,11 +402,11 @@ pub async fn incremental_alter(
 
 /// Legacy AlterConfigs: the given set replaces all overrides of the resource.
 pub async fn alter(
-    broker: &Arc<Broker>,
+    services: TopicServices<'_>,
     ctx: &RequestContext,
     req: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
-    let authz = Authz::new(&broker.authorizer, ctx);
+    let authz = Authz::new(services.authorizer, ctx);
     use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse as Resp;
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
@@ -413,8 +420,9 @@ pub async fn alter(
             let denial = denied(&authz, r.resource_type, &name, AclOperation::AlterConfigs);
             let target = match (r.resource_type, denial) {
                 (_, Some(e)) => Err(e),
-                (RESOURCE_TOPIC, None) => match broker
-                    .metadata
+                (RESOURCE_TOPIC, None) => match services
+                    .topics
+                    .image
                     .snapshot()
                     .topics
                     .get(&name)
@@ -426,9 +434,10 @@ pub async fn alter(
                     )),
                     Some(current) => Ok((None, current)),
                 },
-                (RESOURCE_BROKER, None) => parse_broker_name(broker, &name).map(|node| {
-                    let current = broker
-                        .metadata
+                (RESOURCE_BROKER, None) => parse_broker_name(services, &name).map(|node| {
+                    let current = services
+                        .topics
+                        .image
                         .snapshot()
                         .broker_configs
                         .get(&node)
@@ -448,12 +457,14 @@ pub async fn alter(
                     }
                     match node {
                         None => {
-                            broker
+                            services
+                                .topics
                                 .alter_topic_config(&name, changes, req.validate_only)
                                 .await
                         }
                         Some(node) => {
-                            broker
+                            services
+                                .topics
                                 .alter_broker_config(node, changes, req.validate_only)
                                 .await
                         }

@@ -11,20 +11,19 @@
 //! partition is led by its only possible leader: ELECTION_NOT_NEEDED.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse};
 
 use super::authz::Authz;
+use super::services::ControllerServices;
 use super::topic_name;
 use crate::auth::acl::AclOperation;
 use crate::metadata::leadership::{self, Election};
 use crate::metadata::MetadataImage;
 use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
-use crate::state::Broker;
 
 /// Rounds of "write the elections, re-read the image" before giving up on partitions whose
 /// conditional record kept losing races with other changes.
@@ -36,7 +35,7 @@ type Key = (String, i32);
 type Outcome = (ErrorCode, Option<String>);
 
 pub async fn handle(
-    broker: &Arc<Broker>,
+    services: ControllerServices<'_>,
     ctx: &RequestContext,
     req: ElectLeadersRequest,
 ) -> ElectLeadersResponse {
@@ -53,7 +52,7 @@ pub async fn handle(
         }
         out
     });
-    if !Authz::new(&broker.authorizer, ctx).cluster(AclOperation::Alter) {
+    if !Authz::new(services.authorizer, ctx).cluster(AclOperation::Alter) {
         return refused(
             ctx.api_version,
             requested,
@@ -75,12 +74,12 @@ pub async fn handle(
         }
     };
     let all = requested.is_none();
-    let targets = requested.unwrap_or_else(|| every_partition(&broker.metadata.snapshot()));
+    let targets = requested.unwrap_or_else(|| every_partition(&services.image.snapshot()));
     let timeout = u64::try_from(req.timeout_ms)
         .ok()
         .filter(|t| *t > 0)
         .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
-    let results = elect(broker, targets, unclean, timeout).await;
+    let results = elect(services, targets, unclean, timeout).await;
     let mut by_topic: BTreeMap<String, Vec<PartitionResult>> = BTreeMap::new();
     for ((topic, partition), (code, message)) in results {
         if all && code == ErrorCode::ElectionNotNeeded {
@@ -188,7 +187,7 @@ fn not_available(unclean: bool, detail: &str) -> Outcome {
 
 /// Runs the elections and waits until they are applied here: the outcome of each target.
 async fn elect(
-    broker: &Arc<Broker>,
+    services: ControllerServices<'_>,
     targets: Vec<Key>,
     unclean: bool,
     timeout: Duration,
@@ -202,7 +201,7 @@ async fn elect(
         let mut records = Vec::new();
         let mut still = Vec::new();
         {
-            let img = broker.metadata.snapshot();
+            let img = services.image.snapshot();
             for key in pending.drain(..) {
                 let decision = decide(&img, &key, unclean);
                 let leader_now = img.topics.get(&key.0).and_then(|t| {
@@ -240,7 +239,7 @@ async fn elect(
             break;
         }
         pending = still;
-        let cluster = &broker.cluster;
+        let cluster = &services.cluster;
         let failure = match tokio::time::timeout_at(deadline, cluster.write(&records)).await {
             Ok(Ok(())) => continue,
             Ok(Err(e)) => format!("The election was not committed: {e}"),

@@ -6,8 +6,6 @@
 //! Auto-creation additionally needs CREATE on the cluster or the topic. Authorized-operation bit
 //! sets are computed from the ACLs when requested.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::describe_topic_partitions_response::{
     Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
@@ -21,13 +19,18 @@ use super::topic_name;
 use crate::metadata::TopicMeta;
 use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
-use crate::state::{validate_topic_name, Broker};
+use crate::topic_config::validate_topic_name;
 
 use super::authz::{Authz, OPS_NOT_REQUESTED as OPERATIONS_NOT_REQUESTED};
+use super::services::MetadataServices;
 use crate::auth::acl::AclOperation;
 
-fn brokers(broker: &Broker, listener: &str) -> Vec<MetadataResponseBroker> {
-    crate::cluster::registration::brokers_for(broker, listener)
+fn brokers(services: MetadataServices<'_>, listener: &str) -> Vec<MetadataResponseBroker> {
+    services
+        .topics
+        .image
+        .snapshot()
+        .live_endpoints(listener)
         .into_iter()
         .map(|(id, host, port, rack)| {
             MetadataResponseBroker::default()
@@ -40,8 +43,8 @@ fn brokers(broker: &Broker, listener: &str) -> Vec<MetadataResponseBroker> {
 }
 
 /// The controller: the quorum leader (-1 while unknown).
-fn controller_id(broker: &Broker) -> BrokerId {
-    BrokerId(broker.cluster.leader().unwrap_or(-1))
+fn controller_id(services: MetadataServices<'_>) -> BrokerId {
+    BrokerId(services.controller().unwrap_or(-1))
 }
 
 fn describe_topic(t: &TopicMeta, ops: Option<&Authz<'_>>) -> MetadataResponseTopic {
@@ -77,11 +80,11 @@ fn topic_error(name: Option<&str>, id: uuid::Uuid, code: ErrorCode) -> MetadataR
 }
 
 pub async fn handle(
-    broker: &Arc<Broker>,
+    services: MetadataServices<'_>,
     ctx: &RequestContext,
     req: MetadataRequest,
 ) -> MetadataResponse {
-    let authz = Authz::new(&broker.authorizer, ctx);
+    let authz = Authz::new(services.authorizer, ctx);
     let ops = req.include_topic_authorized_operations.then_some(&authz);
     let describable = |name: &str| authz.topic(AclOperation::Describe, name);
     // v0: an empty list means all topics; v1+: null means all.
@@ -90,10 +93,10 @@ pub async fn handle(
         other => other,
     };
     let allow_create = (ctx.api_version < 4 || req.allow_auto_topic_creation)
-        && broker.config.auto_create_topics_enable;
+        && services.topics.config.auto_create_topics_enable;
     let topics = match requested {
         None => {
-            let image = broker.metadata.snapshot();
+            let image = services.topics.image.snapshot();
             image
                 .topics
                 .values()
@@ -105,8 +108,9 @@ pub async fn handle(
             let mut out = Vec::with_capacity(list.len());
             for item in list {
                 let Some(name) = item.name.as_ref().map(|n| n.0.to_string()) else {
-                    let found = broker
-                        .metadata
+                    let found = services
+                        .topics
+                        .image
                         .snapshot()
                         .topic_by_id(&item.topic_id)
                         .cloned();
@@ -128,7 +132,7 @@ pub async fn handle(
                     ));
                     continue;
                 }
-                let existing = broker.metadata.snapshot().topics.get(&name).cloned();
+                let existing = services.topics.image.snapshot().topics.get(&name).cloned();
                 if let Some(t) = existing {
                     out.push(describe_topic(&t, ops));
                     continue;
@@ -158,7 +162,8 @@ pub async fn handle(
                     ));
                     continue;
                 }
-                match broker
+                match services
+                    .topics
                     .create_topic(&name, -1, -1, Default::default(), false)
                     .await
                 {
@@ -167,7 +172,7 @@ pub async fn handle(
                         code: ErrorCode::TopicAlreadyExists,
                         ..
                     }) => {
-                        let created = broker.metadata.snapshot().topics.get(&name).cloned();
+                        let created = services.topics.image.snapshot().topics.get(&name).cloned();
                         out.push(match created {
                             Some(t) => describe_topic(&t, ops),
                             None => topic_error(
@@ -184,9 +189,9 @@ pub async fn handle(
         }
     };
     MetadataResponse::default()
-        .with_brokers(brokers(broker, &ctx.listener))
-        .with_cluster_id(Some(s(broker.cluster_id.clone())))
-        .with_controller_id(controller_id(broker))
+        .with_brokers(brokers(services, &ctx.listener))
+        .with_cluster_id(Some(s(services.cluster_id)))
+        .with_controller_id(controller_id(services))
         .with_topics(topics)
         .with_cluster_authorized_operations(cluster_operations(
             &authz,
@@ -208,21 +213,21 @@ fn cluster_operations(authz: &Authz<'_>, requested: bool) -> i32 {
 /// DescribeCluster needs no permission in Kafka (the broker list is what Metadata returns to
 /// anyone); only the authorized-operations field depends on DESCRIBE on the cluster.
 pub async fn describe_cluster(
-    broker: &Arc<Broker>,
+    services: MetadataServices<'_>,
     ctx: &RequestContext,
     req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    let authz = Authz::new(&broker.authorizer, ctx);
+    let authz = Authz::new(services.authorizer, ctx);
     DescribeClusterResponse::default()
-        .with_cluster_id(s(broker.cluster_id.clone()))
-        .with_controller_id(controller_id(broker))
+        .with_cluster_id(s(services.cluster_id))
+        .with_controller_id(controller_id(services))
         .with_endpoint_type(1)
         .with_cluster_authorized_operations(cluster_operations(
             &authz,
             req.include_cluster_authorized_operations,
         ))
         .with_brokers(
-            brokers(broker, &ctx.listener)
+            brokers(services, &ctx.listener)
                 .into_iter()
                 .map(|b| {
                     DescribeClusterBroker::default()
@@ -238,13 +243,13 @@ pub async fn describe_cluster(
 /// DescribeTopicPartitions (what `kafka-topics --describe` uses): paged by a cursor. Topics the
 /// principal may not DESCRIBE are left out of a listing and refused by name.
 pub async fn describe_topic_partitions(
-    broker: &Arc<Broker>,
+    services: MetadataServices<'_>,
     ctx: &RequestContext,
     req: DescribeTopicPartitionsRequest,
 ) -> DescribeTopicPartitionsResponse {
-    let authz = Authz::new(&broker.authorizer, ctx);
+    let authz = Authz::new(services.authorizer, ctx);
     let listing = req.topics.is_empty();
-    let image = broker.metadata.snapshot();
+    let image = services.topics.image.snapshot();
     let all = &image.topics;
     let mut names: Vec<String> = if listing {
         all.keys().cloned().collect()

@@ -23,7 +23,6 @@
 //! controller listener is a loopback one nobody else knows, so the voter's node entry shows the
 //! listener the request came in on.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -38,12 +37,13 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::authz::Authz;
+use super::services::ControllerServices;
 use super::topic_name;
 use crate::auth::acl::AclOperation;
 use crate::cluster::Cluster;
 use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
-use crate::state::{now_ms, Broker};
+use crate::state::now_ms;
 
 /// KRaft's metadata topic, which the quorum is described as.
 pub const METADATA_TOPIC: &str = "__cluster_metadata";
@@ -55,11 +55,11 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_FORWARD_RESPONSE: usize = 1 << 20;
 
 pub async fn describe_quorum(
-    broker: &Arc<Broker>,
+    services: ControllerServices<'_>,
     ctx: &RequestContext,
     req: DescribeQuorumRequest,
 ) -> DescribeQuorumResponse {
-    for_version(answer(broker, ctx, req).await, ctx.api_version)
+    for_version(answer(services, ctx, req).await, ctx.api_version)
 }
 
 /// Drops what `version` cannot carry (the encoder refuses non-default values of newer fields):
@@ -84,11 +84,11 @@ fn for_version(mut resp: DescribeQuorumResponse, version: i16) -> DescribeQuorum
 }
 
 async fn answer(
-    broker: &Arc<Broker>,
+    services: ControllerServices<'_>,
     ctx: &RequestContext,
     req: DescribeQuorumRequest,
 ) -> DescribeQuorumResponse {
-    if !Authz::new(&broker.authorizer, ctx).cluster(AclOperation::Describe) {
+    if !Authz::new(services.authorizer, ctx).cluster(AclOperation::Describe) {
         return top_level_error(
             ErrorCode::ClusterAuthorizationFailed,
             "DESCRIBE on the cluster is required",
@@ -100,12 +100,12 @@ async fn answer(
             "only __cluster_metadata partition 0 can be described",
         );
     }
-    let cluster = &broker.cluster;
-    let me = broker.config.node_id;
+    let cluster = &services.cluster;
+    let me = services.config.node_id;
     let leader = cluster.leader();
     if let Some(leader) = leader.filter(|l| *l != me) {
         if ctx.client_id != FORWARD_CLIENT_ID {
-            if let Some(resp) = forward(broker, leader, &ctx.listener, ctx.api_version).await {
+            if let Some(resp) = forward(services, leader, &ctx.listener, ctx.api_version).await {
                 return resp;
             }
         }
@@ -116,7 +116,7 @@ async fn answer(
             "no metadata quorum leader is known yet",
         );
     }
-    local_view(broker, cluster, &ctx.listener)
+    local_view(services, cluster, &ctx.listener)
 }
 
 fn asks_for_metadata_partition(req: &DescribeQuorumRequest) -> bool {
@@ -172,11 +172,11 @@ fn listener(name: &str, address: &str) -> Option<Listener> {
 
 /// What this node's Raft metrics say about the quorum (complete on the leader).
 fn local_view(
-    broker: &Broker,
+    services: ControllerServices<'_>,
     cluster: &Cluster,
     request_listener: &str,
 ) -> DescribeQuorumResponse {
-    let me = broker.config.node_id;
+    let me = services.config.node_id;
     let m = cluster.quorum.metrics().borrow().clone();
     let leader = m
         .current_leader
@@ -219,7 +219,7 @@ fn local_view(
             }
         })
         .collect();
-    let listener_name = broker
+    let listener_name = services
         .config
         .cluster
         .controller_listener
@@ -228,10 +228,10 @@ fn local_view(
     let nodes = voters
         .iter()
         .filter_map(|v| {
-            if broker.config.cluster.local_controller {
+            if services.config.cluster.local_controller {
                 // The only voter's controller listener is a loopback one nobody else knows:
                 // it is shown with the listener the request came in on.
-                let l = broker.config.advertised_for(request_listener);
+                let l = services.config.advertised_for(request_listener);
                 return Some(
                     Node::default()
                         .with_node_id(BrokerId(i32::try_from(*v).ok()?))
@@ -244,7 +244,7 @@ fn local_view(
             }
             let address = membership.get_node(v).map(|n| n.addr.clone()).or_else(|| {
                 let id = i32::try_from(*v).ok()?;
-                broker.config.cluster.voters.get(&id).cloned()
+                services.config.cluster.voters.get(&id).cloned()
             })?;
             Some(
                 Node::default()
@@ -266,13 +266,13 @@ fn local_view(
 /// Asks the leader's broker, over a PLAINTEXT endpoint (preferring the listener the request came
 /// in on). None when there is no such endpoint or the leader does not give a complete answer.
 async fn forward(
-    broker: &Broker,
+    services: ControllerServices<'_>,
     leader: i32,
     listener: &str,
     version: i16,
 ) -> Option<DescribeQuorumResponse> {
     let address = {
-        let image = broker.metadata.snapshot();
+        let image = services.image.snapshot();
         let endpoints = &image.brokers.get(&leader)?.endpoints;
         let plaintext = |e: &&crate::metadata::BrokerEndpoint| e.security_protocol == "PLAINTEXT";
         let e = endpoints

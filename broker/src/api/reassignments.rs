@@ -10,8 +10,6 @@
 //! NO_REASSIGNMENT_IN_PROGRESS (cancelling nothing) and, from v1 with
 //! `allowReplicationFactorChange=false`, INVALID_REPLICATION_FACTOR for a target of another size.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::alter_partition_reassignments_response::{
     ReassignablePartitionResponse, ReassignableTopicResponse,
 };
@@ -24,13 +22,14 @@ use kafka_protocol::messages::{
 };
 
 use super::authz::Authz;
+use super::services::ControllerServices;
 use super::topic_name;
 use crate::auth::acl::AclOperation;
 use crate::cluster::reassignment::{self, is_reassigning};
 use crate::metadata::PartitionMeta;
 use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
-use crate::state::{Broker, TopicError};
+use crate::topic_config::TopicError;
 
 fn ids(v: &[i32]) -> Vec<BrokerId> {
     v.iter().copied().map(BrokerId).collect()
@@ -39,12 +38,12 @@ fn ids(v: &[i32]) -> Vec<BrokerId> {
 /// With `allowReplicationFactorChange=false`, a target must keep the replication factor
 /// (the size of the target of a reassignment in progress, else of the replica list).
 fn replication_factor_kept(
-    broker: &Broker,
+    services: ControllerServices<'_>,
     topic: &str,
     index: i32,
     target: &[i32],
 ) -> Result<(), TopicError> {
-    let current = broker.metadata.snapshot().topics.get(topic).and_then(|t| {
+    let current = services.image.snapshot().topics.get(topic).and_then(|t| {
         let p = t.partitions.get(usize::try_from(index).ok()?)?;
         Some(reassignment::target(p).len())
     });
@@ -61,11 +60,11 @@ fn replication_factor_kept(
 }
 
 pub async fn alter(
-    broker: &Arc<Broker>,
+    services: ControllerServices<'_>,
     ctx: &RequestContext,
     req: AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
-    let allowed = Authz::new(&broker.authorizer, ctx).cluster(AclOperation::Alter);
+    let allowed = Authz::new(services.authorizer, ctx).cluster(AclOperation::Alter);
     let allow_rf_change = ctx.api_version < 1 || req.allow_replication_factor_change;
     let mut responses = Vec::with_capacity(req.topics.len());
     for t in req.topics {
@@ -81,14 +80,21 @@ pub async fn alter(
             } else {
                 match &target {
                     Some(target) if !allow_rf_change => {
-                        replication_factor_kept(broker, &name, p.partition_index, target)
+                        replication_factor_kept(services, &name, p.partition_index, target)
                     }
                     _ => Ok(()),
                 }
             };
             let outcome = match outcome {
                 Ok(()) => {
-                    reassignment::alter(broker, &name, p.partition_index, target.as_deref()).await
+                    reassignment::alter(
+                        services.image,
+                        services.cluster,
+                        &name,
+                        p.partition_index,
+                        target.as_deref(),
+                    )
+                    .await
                 }
                 Err(e) => Err(e),
             };
@@ -134,16 +140,16 @@ fn ongoing(index: usize, p: &PartitionMeta) -> Option<OngoingPartitionReassignme
 }
 
 pub async fn list(
-    broker: &Arc<Broker>,
+    services: ControllerServices<'_>,
     ctx: &RequestContext,
     req: ListPartitionReassignmentsRequest,
 ) -> ListPartitionReassignmentsResponse {
-    if !Authz::new(&broker.authorizer, ctx).cluster(AclOperation::Describe) {
+    if !Authz::new(services.authorizer, ctx).cluster(AclOperation::Describe) {
         return ListPartitionReassignmentsResponse::default()
             .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
             .with_error_message(Some(s("Cluster authorization failed.")));
     }
-    let img = broker.metadata.snapshot();
+    let img = services.image.snapshot();
     let mut topics = Vec::new();
     let mut add = |name: &str, partitions: Vec<OngoingPartitionReassignment>| {
         if !partitions.is_empty() {

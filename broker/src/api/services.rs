@@ -7,8 +7,7 @@
 //! signature and never see `state::Broker`; `broker/tests/architecture.rs` checks that they do
 //! not import it. This file is the one place in the API layer where the broker is taken apart.
 //!
-//! Handler families not converted yet (the admin APIs that commit metadata through `Broker`
-//! methods) still take `&Arc<Broker>`, which implements [`FromBroker`] too.
+//! Every handler takes a bundle (ApiVersions takes `()`: it needs nothing).
 
 use std::io;
 use std::sync::Arc;
@@ -16,7 +15,9 @@ use std::sync::Arc;
 use crate::auth::acl_authorizer::AclAuthorizer;
 use crate::cluster::isr::IsrChangeQueue;
 use crate::cluster::producer_ids::ProducerIdManager;
+use crate::cluster::topics::TopicManager;
 use crate::cluster::Cluster;
+use crate::config::Config;
 use crate::fetch_session::FetchSessions;
 use crate::group::GroupCoordinator;
 use crate::log::dir_health::LogDirHealth;
@@ -31,11 +32,9 @@ pub trait FromBroker<'a> {
     fn from_broker(broker: &'a Arc<Broker>) -> Self;
 }
 
-/// Handlers not converted yet take the broker itself.
-impl<'a> FromBroker<'a> for &'a Arc<Broker> {
-    fn from_broker(broker: &'a Arc<Broker>) -> Self {
-        broker
-    }
+/// A handler that needs no service (ApiVersions answers from the API table alone).
+impl FromBroker<'_> for () {
+    fn from_broker(_: &Arc<Broker>) -> Self {}
 }
 
 /// Produce: appends to led partitions, within quotas, recording the log dir's health.
@@ -194,6 +193,69 @@ impl<'a> FromBroker<'a> for ProducerIdServices<'a> {
             producer_ids: &b.producer_ids,
             cluster: &b.cluster,
             image: &b.metadata,
+        }
+    }
+}
+
+/// CreateTopics, DeleteTopics, CreatePartitions and the config APIs.
+#[derive(Clone, Copy)]
+pub struct TopicServices<'a> {
+    pub topics: TopicManager<'a>,
+    pub authorizer: &'a AclAuthorizer,
+}
+
+impl<'a> FromBroker<'a> for TopicServices<'a> {
+    fn from_broker(b: &'a Arc<Broker>) -> Self {
+        TopicServices {
+            topics: b.topics(),
+            authorizer: &b.authorizer,
+        }
+    }
+}
+
+/// Metadata, DescribeCluster and DescribeTopicPartitions: the image as clients see it, topic
+/// auto-creation, and who the controller is.
+#[derive(Clone, Copy)]
+pub struct MetadataServices<'a> {
+    pub topics: TopicManager<'a>,
+    pub authorizer: &'a AclAuthorizer,
+    pub cluster_id: &'a str,
+}
+
+impl MetadataServices<'_> {
+    /// The active controller (the metadata quorum's leader), if one is known.
+    pub fn controller(&self) -> Option<i32> {
+        self.topics.cluster.leader()
+    }
+}
+
+impl<'a> FromBroker<'a> for MetadataServices<'a> {
+    fn from_broker(b: &'a Arc<Broker>) -> Self {
+        MetadataServices {
+            topics: b.topics(),
+            authorizer: &b.authorizer,
+            cluster_id: &b.cluster_id,
+        }
+    }
+}
+
+/// The controller-side admin APIs: DescribeQuorum, partition reassignment and leader
+/// election, which read the image and write through the quorum.
+#[derive(Clone, Copy)]
+pub struct ControllerServices<'a> {
+    pub config: &'a Config,
+    pub image: &'a MetadataCache,
+    pub cluster: &'a Cluster,
+    pub authorizer: &'a AclAuthorizer,
+}
+
+impl<'a> FromBroker<'a> for ControllerServices<'a> {
+    fn from_broker(b: &'a Arc<Broker>) -> Self {
+        ControllerServices {
+            config: &b.config,
+            image: &b.metadata,
+            cluster: &b.cluster,
+            authorizer: &b.authorizer,
         }
     }
 }

@@ -6,7 +6,6 @@
 //! partitions ALTER; refusals are TOPIC_AUTHORIZATION_FAILED.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
@@ -17,18 +16,19 @@ use kafka_protocol::messages::*;
 
 use super::authz::Authz;
 use super::configs::topic_config_entries;
+use super::services::TopicServices;
 use super::topic_name;
 use crate::auth::acl::AclOperation;
 use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
-use crate::state::{Broker, TopicError};
+use crate::topic_config::TopicError;
 
 pub async fn create(
-    broker: &Arc<Broker>,
+    services: TopicServices<'_>,
     ctx: &RequestContext,
     req: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
-    let authz = Authz::new(&broker.authorizer, ctx);
+    let authz = Authz::new(services.authorizer, ctx);
     let cluster_create = authz.cluster(AclOperation::Create);
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
@@ -56,7 +56,9 @@ pub async fn create(
                     ));
                 }
                 for a in &t.assignments {
-                    if a.broker_ids.iter().any(|b| b.0 != broker.config.node_id)
+                    if a.broker_ids
+                        .iter()
+                        .any(|b| b.0 != services.topics.config.node_id)
                         || a.broker_ids.is_empty()
                     {
                         return Err(TopicError::new(
@@ -73,14 +75,15 @@ pub async fn create(
                     t.assignments[0].broker_ids.len() as i16,
                 )
             };
-            broker
+            services
+                .topics
                 .create_topic(&name, partitions, rf, configs, req.validate_only)
                 .await
         }
         .await;
         results.push(match outcome {
             Ok(id) => {
-                let img = broker.metadata.snapshot();
+                let img = services.topics.image.snapshot();
                 let (parts, rf, overrides) = img
                     .topics
                     .get(&name)
@@ -93,7 +96,7 @@ pub async fn create(
                     })
                     .unwrap_or((
                         if t.num_partitions == -1 {
-                            broker.config.num_partitions
+                            services.topics.config.num_partitions
                         } else {
                             t.num_partitions
                         },
@@ -114,7 +117,7 @@ pub async fn create(
                     );
                     continue;
                 }
-                let configs = topic_config_entries(broker, &overrides)
+                let configs = topic_config_entries(services, &overrides)
                     .into_iter()
                     .map(|e| {
                         CreatableTopicConfigs::default()
@@ -141,11 +144,11 @@ pub async fn create(
 }
 
 pub async fn delete(
-    broker: &Arc<Broker>,
+    services: TopicServices<'_>,
     ctx: &RequestContext,
     req: DeleteTopicsRequest,
 ) -> DeleteTopicsResponse {
-    let authz = Authz::new(&broker.authorizer, ctx);
+    let authz = Authz::new(services.authorizer, ctx);
     // v6+ names topics by name or id; older versions by name only.
     let targets: Vec<(Option<String>, uuid::Uuid)> = if ctx.api_version >= 6 {
         req.topics
@@ -162,8 +165,9 @@ pub async fn delete(
     for (name, id) in targets {
         let response = async {
             let name = name.or_else(|| {
-                broker
-                    .metadata
+                services
+                    .topics
+                    .image
                     .snapshot()
                     .topic_by_id(&id)
                     .map(|t| t.name.clone())
@@ -181,7 +185,7 @@ pub async fn delete(
                     .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
                     .with_error_message(Some(s("Authorization failed.")));
             }
-            match broker.delete_topic(&name).await {
+            match services.topics.delete_topic(&name).await {
                 Ok(id) => DeletableTopicResult::default()
                     .with_name(Some(topic_name(&name)))
                     .with_topic_id(id),
@@ -199,18 +203,21 @@ pub async fn delete(
 }
 
 pub async fn create_partitions(
-    broker: &Arc<Broker>,
+    services: TopicServices<'_>,
     ctx: &RequestContext,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
-    let authz = Authz::new(&broker.authorizer, ctx);
+    let authz = Authz::new(services.authorizer, ctx);
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let result = async {
             let name = t.name.0.to_string();
             let bad_assignment = t.assignments.as_ref().is_some_and(|a| {
-                a.iter()
-                    .any(|x| x.broker_ids.iter().any(|b| b.0 != broker.config.node_id))
+                a.iter().any(|x| {
+                    x.broker_ids
+                        .iter()
+                        .any(|b| b.0 != services.topics.config.node_id)
+                })
             });
             let outcome = if !authz.topic(AclOperation::Alter, &name) {
                 Err(TopicError::new(
@@ -223,7 +230,8 @@ pub async fn create_partitions(
                     "Replica assignment names an unknown broker.",
                 ))
             } else {
-                broker
+                services
+                    .topics
                     .create_partitions(&name, t.count, req.validate_only)
                     .await
             };

@@ -52,7 +52,7 @@ pub fn on_applied(broker: &Arc<Broker>, records: &[MetadataRecord]) {
         sync(broker);
     }
     if configs_changed {
-        broker.refresh_settings(None);
+        broker.topics().refresh_settings(None);
     }
 }
 
@@ -283,7 +283,7 @@ fn open_and_remove(broker: &Broker) {
         if missing.is_empty() {
             continue;
         }
-        let settings = broker.settings_for(&configs);
+        let settings = broker.topics().settings_for(&configs);
         let topic: Arc<str> = Arc::from(name.as_str());
         let mut opened = BTreeMap::new();
         for (index, _) in missing {

@@ -60,7 +60,9 @@ pub async fn import_single_node_store(broker: &Arc<Broker>) -> anyhow::Result<()
     };
     // A leading `CreateTopic` of a taken name would make the applier drop the whole command;
     // names were checked, so order does not matter beyond that.
-    broker.commit_all(&import.records).await?;
+    if !import.records.is_empty() {
+        broker.cluster.write(&import.records).await?;
+    }
     let done = import.path.with_extension("log.migrated");
     tokio::fs::rename(&import.path, &done).await?;
     tracing::info!(

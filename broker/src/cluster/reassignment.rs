@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::metadata::leadership::is_live;
-use crate::metadata::{MetadataRecord, PartitionMeta};
+use crate::metadata::{MetadataCache, MetadataRecord, PartitionMeta};
 use crate::protocol::errors::ErrorCode;
 use crate::state::{Broker, TopicError};
 
@@ -231,7 +231,8 @@ pub fn completions(image: &crate::metadata::MetadataImage) -> Vec<MetadataRecord
 /// Starts (`Some(target)`) or cancels (`None`) the reassignment of one partition, recomputing
 /// the step while concurrent changes make it stale. Waits until this node applied it.
 pub async fn alter(
-    broker: &Arc<Broker>,
+    image: &MetadataCache,
+    cluster: &super::Cluster,
     topic: &str,
     index: i32,
     target: Option<&[i32]>,
@@ -244,7 +245,7 @@ pub async fn alter(
     };
     for _ in 0..ATTEMPTS {
         let (step, epoch) = {
-            let img = broker.metadata.snapshot();
+            let img = image.snapshot();
             let t = img.topics.get(topic).ok_or_else(|| {
                 TopicError::new(
                     ErrorCode::UnknownTopicOrPartition,
@@ -269,7 +270,6 @@ pub async fn alter(
         let Some(step) = step else {
             return Ok(());
         };
-        let cluster = &broker.cluster;
         let record = step.record(topic, index, epoch);
         cluster
             .write(std::slice::from_ref(&record))
@@ -278,7 +278,7 @@ pub async fn alter(
                 TopicError::new(ErrorCode::RequestTimedOut, format!("not committed: {e}"))
             })?;
         let done = {
-            let img = broker.metadata.snapshot();
+            let img = image.snapshot();
             let p = img
                 .topics
                 .get(topic)

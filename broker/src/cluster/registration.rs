@@ -89,20 +89,3 @@ fn image_entry(record: &MetadataRecord) -> Option<crate::metadata::RegisteredBro
         _ => None,
     }
 }
-
-/// The live registered brokers as (id, host, port, rack) for `listener`; brokers without that
-/// listener are left out, and so are fenced ones (as in KRaft: clients should not pick a
-/// broker the controller considers gone, e.g. for InitProducerId).
-pub fn brokers_for(broker: &Broker, listener: &str) -> Vec<(i32, String, u16, Option<String>)> {
-    broker
-        .metadata
-        .snapshot()
-        .brokers
-        .values()
-        .filter(|b| !b.fenced)
-        .filter_map(|b| {
-            let e = b.endpoints.iter().find(|e| e.listener == listener)?;
-            Some((b.id, e.host.clone(), e.port, b.rack.clone()))
-        })
-        .collect()
-}

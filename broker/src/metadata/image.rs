@@ -332,6 +332,20 @@ impl MetadataImage {
         Some(live[i])
     }
 
+    /// The live registered brokers as (id, host, port, rack) for `listener`; brokers without
+    /// that listener are left out, and so are fenced ones (as in KRaft: clients should not pick
+    /// a broker the controller considers gone, e.g. for InitProducerId).
+    pub fn live_endpoints(&self, listener: &str) -> Vec<(i32, String, u16, Option<String>)> {
+        self.brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .filter_map(|b| {
+                let e = b.endpoints.iter().find(|e| e.listener == listener)?;
+                Some((b.id, e.host.clone(), e.port, b.rack.clone()))
+            })
+            .collect()
+    }
+
     /// The host and port broker `id` registered for `listener`.
     pub fn endpoint_of(&self, id: i32, listener: &str) -> Option<(String, u16)> {
         let e = self
@@ -422,6 +436,13 @@ mod tests {
         assert_eq!(img.endpoint_of(3, "PLAINTEXT"), Some(("b3".into(), 9092)));
         assert_eq!(img.endpoint_of(3, "SASL_SSL"), None);
         assert_eq!(img.endpoint_of(9, "PLAINTEXT"), None);
+        let live: Vec<i32> = img
+            .live_endpoints("PLAINTEXT")
+            .iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(live, vec![2, 3], "the fenced broker is left out");
+        assert!(img.live_endpoints("SASL_SSL").is_empty());
     }
 
     #[test]

@@ -2,15 +2,12 @@
 //! read from the API table in `apis`, and the ApiVersions answer itself (exactly the implemented
 //! APIs and versions), which belongs to the protocol rather than to an API handler.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 
 use super::apis::APIS;
 use super::context::RequestContext;
 use super::errors::ErrorCode;
-use crate::state::Broker;
 
 /// The advertised version range for `key`, or None when the API is not implemented.
 pub fn range(key: ApiKey) -> Option<(i16, i16)> {
@@ -42,7 +39,7 @@ pub fn response(error: ErrorCode) -> ApiVersionsResponse {
 
 /// The ApiVersions handler of the API table.
 pub async fn handle(
-    _broker: &Arc<Broker>,
+    _needs_nothing: (),
     _ctx: &RequestContext,
     _req: ApiVersionsRequest,
 ) -> ApiVersionsResponse {
