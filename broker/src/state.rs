@@ -64,6 +64,10 @@ pub enum NotReady {
     Starting,
     #[error("the readiness check did not finish (the broker is stopping)")]
     Interrupted,
+    #[error(
+        "the metadata quorum member stopped ({0}); restart the broker once the cause is fixed"
+    )]
+    QuorumStopped(String),
     #[error("no metadata quorum leader is known")]
     NoQuorumLeader,
     #[error("this broker is not registered in the metadata, or is fenced")]
@@ -150,6 +154,9 @@ impl Broker {
             return Err(NotReady::Starting);
         }
         let cluster = &self.cluster;
+        if let Some(why) = cluster.stopped() {
+            return Err(NotReady::QuorumStopped(why));
+        }
         if cluster.leader().is_none() {
             return Err(NotReady::NoQuorumLeader);
         }

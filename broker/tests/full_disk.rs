@@ -4,7 +4,9 @@
 //! naming the log dir and the error (and keeps doing so while the disk stays full), the error is
 //! logged once; after space is freed the broker is ready again and takes writes, and after a
 //! crash-restart every acknowledged record is there at the offset it was acknowledged with,
-//! offsets contiguous, nothing that failed visible.
+//! offsets contiguous, nothing that failed visible. A second test fills the disk without
+//! producing and asks for a topic: the metadata log write fails, and `/v1/ready` must say that
+//! the quorum member stopped.
 //!
 //! The tmpfs lives as long as the mount namespace, i.e. as long as the `sh` that `unshare` runs.
 //! That shell therefore runs the broker as its child and starts it again when the test asks for
@@ -462,5 +464,70 @@ fn a_full_disk_answers_kafka_storage_error_and_loses_nothing_acknowledged() {
         started.elapsed() < Duration::from_secs(60),
         "the scenario took {:?}",
         started.elapsed()
+    );
+}
+
+/// Writes zeros to `path` until the file system refuses: the disk is then full to its last
+/// bytes.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut file =
+        std::fs::File::create(path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+    for chunk in [1 << 20, 4096, 64] {
+        let zeros = vec![0u8; chunk];
+        while file.write_all(&zeros).is_ok() {}
+    }
+    let _ = file.sync_all();
+}
+
+/// A full disk under the metadata log, with no produce at all: a CreateTopics cannot be
+/// written to the Raft log, so this node's quorum member stops for good. `/v1/ready` must
+/// answer 503 and say why (it answered 200 before: readiness only knew about partition
+/// appends), and the broker must not panic or exit on its own.
+#[test]
+fn a_full_disk_under_the_metadata_log_makes_the_broker_unready() {
+    let dir = procs::test_dir();
+    let mut node = Node::start(dir.path());
+    fill(&node.data_dir_from_outside().join("filler"));
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", node.bootstrap())
+        .create()
+        .unwrap();
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
+    let topic = NewTopic::new("cannot-be-written", 1, TopicReplication::Fixed(1));
+    let created = futures::executor::block_on(admin.create_topics(&[topic], &options));
+    let created_ok = created.as_ref().is_ok_and(|r| r.iter().all(|t| t.is_ok()));
+    assert!(
+        !created_ok,
+        "a topic was created on a full disk: {created:?}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        node.assert_alive("on a full disk");
+        let answer = node.ready();
+        if let Some((503, body)) = &answer {
+            assert!(
+                body.contains("metadata quorum member stopped")
+                    && body.contains("No space left on device"),
+                "the reason names the quorum and the error: {body}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {answer:?} 30 s after a metadata write failed on a full disk; log:\n{}",
+            node.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !node.broker_log().contains("panicked"),
+        "the broker panicked; log:\n{}",
+        node.log_tail()
+    );
+    assert!(
+        !node.root.join("exits").exists(),
+        "the broker exited on its own"
     );
 }

@@ -152,6 +152,18 @@ impl Cluster {
     }
 
     /// The current quorum leader (the controller), if known.
+    /// Why this node's Raft member stopped for good (a failed write to the metadata log, such
+    /// as a full disk), if it did. Nothing recovers it but a restart.
+    pub fn stopped(&self) -> Option<String> {
+        self.quorum
+            .metrics()
+            .borrow()
+            .running_state
+            .as_ref()
+            .err()
+            .map(ToString::to_string)
+    }
+
     pub fn leader(&self) -> Option<i32> {
         self.quorum
             .metrics()
