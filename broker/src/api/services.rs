@@ -3,11 +3,10 @@
 //!
 //! Why: a handler that receives the whole `Broker` can reach any state, and nothing shows what
 //! it depends on. Like Kafka's `KafkaApis`, which is constructed with the `ReplicaManager`,
-//! `GroupCoordinator` and so on, the handlers converted here name their services in their
-//! signature and never see `state::Broker`; `broker/tests/architecture.rs` checks that they do
-//! not import it. This file is the one place in the API layer where the broker is taken apart.
-//!
-//! Every handler takes a bundle (ApiVersions takes `()`: it needs nothing).
+//! `GroupCoordinator` and so on, every handler names its services in its signature (ApiVersions
+//! takes `()`: it needs none) and never sees `state::Broker`; `broker/tests/architecture.rs`
+//! checks that no other API module names it. This file is the one place in the API layer where
+//! the broker is taken apart.
 
 use std::io;
 use std::sync::Arc;

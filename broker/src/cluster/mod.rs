@@ -9,7 +9,9 @@
 //! ([`hosted::on_applied`]) opens or removes the partition logs the node hosts and stores
 //! replicated group offsets. Each node registers itself ([`registration`]) so Metadata
 //! answers with every broker; the active controller fences silent brokers ([`controller`]),
-//! keeps ISRs ([`isr`]) and moves leaderships ([`reassignment`], [`rebalance`]). A data
+//! keeps ISRs ([`isr`]) and moves leaderships ([`reassignment`], [`rebalance`]). Topic and
+//! config changes go through [`topics::TopicManager`], producer id blocks through
+//! [`producer_ids`]. A data
 //! directory written by the old single-node file store is imported once on first start
 //! ([`migrate`]). Each write runs in a debug `metadata_commit` span (record count and kind)
 //! and logs its log index at debug.
