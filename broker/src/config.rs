@@ -46,6 +46,8 @@ pub struct Config {
     pub admin_listener: SocketAddr,
     pub log_dirs: Vec<PathBuf>,
     pub num_partitions: i32,
+    /// `num.io.threads`: the threads that do disk work (`tasks::DiskPool`).
+    pub io_threads: usize,
     pub default_replication_factor: i16,
     pub auto_create_topics_enable: bool,
     pub socket_request_max_bytes: usize,
@@ -86,6 +88,7 @@ listeners=PLAINTEXT://127.0.0.1:9092
 admin.listener=127.0.0.1:9644
 log.dirs=./data
 num.partitions=1
+num.io.threads=2
 default.replication.factor=1
 auto.create.topics.enable=true
 socket.request.max.bytes=104857600
@@ -609,6 +612,10 @@ impl Config {
         if num_partitions < 1 {
             return Err(err("num.partitions", "must be >= 1"));
         }
+        let io_threads: usize = parse_num(&raw, "num.io.threads")?;
+        if !(1..=64).contains(&io_threads) {
+            return Err(err("num.io.threads", "must be between 1 and 64"));
+        }
         let default_replication_factor: i16 = parse_num(&raw, "default.replication.factor")?;
         if default_replication_factor < 1 {
             return Err(err("default.replication.factor", "must be >= 1"));
@@ -667,6 +674,7 @@ impl Config {
             admin_listener,
             log_dirs,
             num_partitions,
+            io_threads,
             default_replication_factor,
             auto_create_topics_enable: parse_bool(&raw, "auto.create.topics.enable")?,
             socket_request_max_bytes,

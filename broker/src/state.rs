@@ -51,6 +51,8 @@ pub struct Broker {
     ready: AtomicBool,
     /// Every task the broker spawned; cancelled and awaited on shutdown.
     pub tasks: crate::tasks::Tasks,
+    /// The threads that do disk work for requests and replica fetchers (`num.io.threads`).
+    pub disk: crate::tasks::DiskPool,
 }
 
 /// Shutdown gives the broker's tasks this long to end; SIGTERM's whole path stays well inside
@@ -125,6 +127,7 @@ impl Broker {
             log_dir_health: LogDirHealth::new(&dir),
             ready: AtomicBool::new(false),
             tasks: crate::tasks::Tasks::new(tokio::runtime::Handle::current()),
+            disk: crate::tasks::DiskPool::new(config.io_threads)?,
             config,
         });
         let weak = Arc::downgrade(&broker);

@@ -5,10 +5,14 @@
 //! them to stop. A task that does not watch the token itself is dropped at its next `.await`
 //! once the token fires, so shutdown never waits on a forgotten loop. [`Tasks::shutdown`] fires
 //! the token and waits, bounded, for the tracker to drain.
+//!
+//! Disk work is not a task: it runs on the [`DiskPool`]'s few threads, off the async workers.
 
 use std::future::Future;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -106,9 +110,115 @@ impl Tasks {
     }
 }
 
+/// Where disk work runs: log appends, batch-header and record reads, truncations.
+///
+/// Why: an async worker thread serves many connections; a `pwrite` or `pread` that misses the
+/// page cache, or a write held back by the kernel's dirty-page throttling, would stall all of
+/// them. On these threads only the requests that wait for their own data wait.
+/// Why not `spawn_blocking`: each call there wakes a parked pool thread, and measured with the
+/// Java producer (16 KiB batches) that cost ~1 CPU-second per GB produced (about +70%); a few
+/// long-lived threads fed by one queue stay busy under load and take the next job without a
+/// wake-up (+~30%, docs/benchmark-history.md). Dropping the pool ends its threads once the
+/// queued jobs are done.
+pub struct DiskPool {
+    jobs: mpsc::Sender<Job>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The disk pool refused or lost a job (its threads are gone: the broker is stopping).
+#[derive(Debug, thiserror::Error)]
+#[error("disk work not run: the disk threads stopped")]
+pub struct DiskPoolStopped;
+
+impl From<DiskPoolStopped> for std::io::Error {
+    fn from(e: DiskPoolStopped) -> Self {
+        std::io::Error::other(e)
+    }
+}
+
+impl DiskPool {
+    /// A pool of `threads` (at least one) named `fjord-disk-<n>`.
+    pub fn new(threads: usize) -> std::io::Result<DiskPool> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..threads.max(1) {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("fjord-disk-{n}"))
+                .spawn(move || loop {
+                    // The lock is held only while taking a job, never while running one.
+                    let next = queue.lock().recv();
+                    match next {
+                        Ok(job) => job(),
+                        Err(mpsc::RecvError) => return,
+                    }
+                })?;
+        }
+        Ok(DiskPool { jobs })
+    }
+
+    /// Runs `work` on a disk thread and waits for it. A panic in `work` resumes in the caller,
+    /// as it would have inline.
+    pub async fn run<T, F>(&self, work: F) -> Result<T, DiskPoolStopped>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            // The caller may have gone (its request was cancelled); the work is done anyway.
+            let _ = done.send(outcome);
+        });
+        self.jobs.send(job).map_err(|_| DiskPoolStopped)?;
+        match result.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => Err(DiskPoolStopped),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn disk_work_runs_on_a_disk_thread_and_drops_what_it_captured() {
+        let pool = DiskPool::new(2).unwrap();
+        let name = pool
+            .run(|| std::thread::current().name().map(str::to_owned))
+            .await
+            .unwrap();
+        assert!(name.is_some_and(|n| n.starts_with("fjord-disk-")));
+        let alive = Arc::new(());
+        let held = alive.clone();
+        pool.run(move || drop(held)).await.unwrap();
+        assert_eq!(
+            Arc::strong_count(&alive),
+            1,
+            "the job and what it captured are gone"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_panic_in_disk_work_reaches_the_caller_and_the_pool_keeps_working() {
+        let pool = DiskPool::new(1).unwrap();
+        let caught = tokio::spawn({
+            let pool = Arc::new(pool);
+            let again = pool.clone();
+            async move {
+                let panicked =
+                    std::panic::AssertUnwindSafe(pool.run(|| panic!("disk work failed")));
+                let outcome = futures::FutureExt::catch_unwind(panicked).await;
+                (outcome.is_err(), again.run(|| 7).await.unwrap())
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(caught, (true, 7));
+    }
 
     #[tokio::test]
     async fn shutdown_ends_a_loop_that_never_looks_at_the_token() {

@@ -1,7 +1,9 @@
 //! Fetch: find whole batches in the segments (no decoding, only batch headers are read),
 //! long-poll until `min_bytes` are available or `max_wait_ms` passes, and respect
 //! `partition_max_bytes` and `max_bytes`. Large reads stay in the log file and reach the socket
-//! through `sendfile` (see `file_region`); small ones are read into memory.
+//! through `sendfile` (see `file_region`); small ones are read into memory. On TLS connections
+//! every region is read into memory (the bytes must be encrypted). Every read (batch headers
+//! and record bytes) runs on the disk threads (`tasks::DiskPool`), not on the async workers.
 //! Fetch sessions (KIP-227): `fetch_session` turns an incremental request into the session's
 //! full partition list before reading, and trims the response to partitions with news after.
 //!
@@ -28,6 +30,7 @@ use crate::protocol::chunked::{Payload, WithPayloads};
 use crate::protocol::context::RequestContext;
 use crate::protocol::errors::ErrorCode;
 use crate::quota::QuotaType;
+use crate::tasks::DiskPool;
 
 struct Wanted {
     topic_index: usize,
@@ -118,6 +121,7 @@ pub async fn handle(
             });
         }
     }
+    let wanted: Arc<[Wanted]> = wanted.into();
     if replica >= 0 && !follower_denied {
         note_follower_positions(services, replica, &wanted);
     }
@@ -139,7 +143,18 @@ pub async fn handle(
         for n in &mut notified {
             n.as_mut().enable();
         }
-        let (results, total, had_error) = read_all(&wanted, max_bytes, replica >= 0);
+        let (follower, reading) = (replica >= 0, wanted.clone());
+        let (results, total, had_error) = match services
+            .disk
+            .run(move || read_all(&reading, max_bytes, follower))
+            .await
+        {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::error!(error = %e, "fetch: log reads not run");
+                storage_errors(&wanted)
+            }
+        };
         let now = Instant::now();
         if total >= min_bytes.max(1) || had_error || now >= deadline || notified.is_empty() {
             break results;
@@ -194,21 +209,21 @@ pub async fn handle(
     }
     let mut by_topic: Vec<Vec<PartitionData>> = vec![Vec::new(); topics_out.len()];
     let mut payloads = Vec::new();
-    let mut placeholders = Placeholders::default();
-    for (w, (data, found)) in wanted.iter().zip(results) {
+    for (w, (data, found)) in wanted
+        .iter()
+        .zip(carry(services.disk, results, ctx.sends_files).await)
+    {
         let data = match found {
             None => data,
-            Some(region) => match payload(region, &mut placeholders) {
-                Ok(payload) => {
-                    let data = data.with_records(Some(payload.bytes.clone()));
-                    payloads.push(payload);
-                    data
-                }
-                Err(e) => {
-                    tracing::error!(partition = w.partition, error = %e, "reading a fetched region failed");
-                    data.with_error_code(ErrorCode::KafkaStorageError.code())
-                }
-            },
+            Some(Ok(payload)) => {
+                let data = data.with_records(Some(payload.bytes.clone()));
+                payloads.push(payload);
+                data
+            }
+            Some(Err(e)) => {
+                tracing::error!(partition = w.partition, error = %e, "reading a fetched region failed");
+                data.with_error_code(ErrorCode::KafkaStorageError.code())
+            }
         };
         by_topic[w.topic_index].push(data);
     }
@@ -239,18 +254,77 @@ pub async fn handle(
     }
 }
 
-/// What carries a fetched region through the response: a placeholder for the file itself when
-/// it is large and this response still has placeholder space, otherwise its bytes.
-fn payload(region: FileRegion, placeholders: &mut Placeholders) -> std::io::Result<Payload> {
-    if region.len >= SEND_FROM_FILE_MIN {
-        if let Some(bytes) = placeholders.stand_in(&region) {
-            return Ok(Payload {
-                bytes,
-                file: Some(region),
-            });
+/// What carries each fetched region through the response: on a connection that sends files,
+/// a placeholder for the file itself when it is large and this response still has placeholder
+/// space; otherwise its bytes, read on the disk threads (all of one response's in one go).
+async fn carry(
+    disk: &DiskPool,
+    results: Vec<Found>,
+    sends_files: bool,
+) -> Vec<(PartitionData, Option<std::io::Result<Payload>>)> {
+    let mut placeholders = Placeholders::default();
+    let mut out = Vec::with_capacity(results.len());
+    let mut to_read = Vec::new();
+    for (i, (data, found)) in results.into_iter().enumerate() {
+        let carried = found.map(|region| {
+            let stand_in = (sends_files && region.len >= SEND_FROM_FILE_MIN)
+                .then(|| placeholders.stand_in(&region))
+                .flatten();
+            match stand_in {
+                Some(bytes) => Ok(Payload {
+                    bytes,
+                    file: Some(region),
+                }),
+                None => {
+                    to_read.push((i, region));
+                    Err(std::io::Error::other("not read yet"))
+                }
+            }
+        });
+        out.push((data, carried));
+    }
+    if to_read.is_empty() {
+        return out;
+    }
+    let read = disk
+        .run(move || {
+            to_read
+                .into_iter()
+                .map(|(i, region)| (i, region.read().map(Payload::memory)))
+                .collect::<Vec<_>>()
+        })
+        .await;
+    match read {
+        Ok(read) => {
+            for (i, payload) in read {
+                out[i].1 = Some(payload);
+            }
+        }
+        Err(e) => {
+            for (_, carried) in &mut out {
+                if matches!(carried, Some(Err(_))) {
+                    *carried = Some(Err(std::io::Error::other(e.to_string())));
+                }
+            }
         }
     }
-    Ok(Payload::memory(region.read()?))
+    out
+}
+
+/// Every wanted partition answering KAFKA_STORAGE_ERROR (its log could not be read at all).
+fn storage_errors(wanted: &[Wanted]) -> (Vec<Found>, usize, bool) {
+    let out = wanted
+        .iter()
+        .map(|w| {
+            let data = PartitionData::default()
+                .with_partition_index(w.partition)
+                .with_error_code(ErrorCode::KafkaStorageError.code())
+                .with_high_watermark(-1)
+                .with_log_start_offset(-1);
+            (data, None)
+        })
+        .collect();
+    (out, 0, true)
 }
 
 /// A follower's fetch offset is its log end: the leader records it (moving the high watermark)

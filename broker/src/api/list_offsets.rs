@@ -220,6 +220,7 @@ mod tests {
             api_version: 7,
             principal: "User:alice".into(),
             listener: "PLAINTEXT".into(),
+            sends_files: true,
         }
     }
 

@@ -1,6 +1,9 @@
 //! Produce: validate each partition's batch (framing, magic, CRC, size), check idempotent
 //! sequences, append with assigned offsets, and answer once the data is in the log.
 //!
+//! Checks run on the async worker (they touch no disk); the appends of one request then run
+//! together on the disk threads (`tasks::DiskPool`), so a slow disk holds up this request only.
+//!
 //! Authorization (as Kafka): a transactional request needs WRITE on its transactional id
 //! (TRANSACTIONAL_ID_AUTHORIZATION_FAILED for every partition), each topic needs WRITE
 //! (TOPIC_AUTHORIZATION_FAILED, checked before existence so unauthorized clients learn nothing).
@@ -19,7 +22,7 @@ use super::topic_name;
 use crate::auth::acl::AclOperation;
 use crate::auth::authorizer::Resource;
 use crate::log::batch::{self, BatchError};
-use crate::log::AppendError;
+use crate::log::{AppendError, AppendOutcome};
 use crate::partition::Partition;
 use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
@@ -53,7 +56,8 @@ pub async fn handle(
         .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
         .sum();
     let mut responses = Vec::with_capacity(req.topic_data.len());
-    let mut waits: Vec<(usize, usize, CommitWait)> = Vec::new();
+    // Checked here; appended together below, off the async workers.
+    let mut appends: Vec<(usize, usize, Append)> = Vec::new();
     for topic in req.topic_data {
         let name = if topic.name.0.is_empty() {
             services
@@ -76,11 +80,12 @@ pub async fn handle(
         for pd in topic.partition_data {
             parts.push(match denied {
                 Some(code) => error(pd.index, code, None),
-                None => match produce_partition(services, &name, pd.index, pd.records, acks) {
-                    Outcome::Done(r) => r,
-                    Outcome::Wait(r, wait) => {
-                        waits.push((responses.len(), parts.len(), wait));
-                        r
+                None => match check_partition(services, &name, pd.index, pd.records, acks) {
+                    Checked::Answered(r) => r,
+                    Checked::Append(append) => {
+                        appends.push((responses.len(), parts.len(), append));
+                        // Replaced by the append's answer (stays only if it never ran).
+                        error(pd.index, ErrorCode::KafkaStorageError, None)
                     }
                 },
             });
@@ -91,6 +96,29 @@ pub async fn handle(
                 .with_topic_id(topic.topic_id)
                 .with_partition_responses(parts),
         );
+    }
+    let mut waits: Vec<(usize, usize, CommitWait)> = Vec::new();
+    if !appends.is_empty() {
+        let (slots, appends): (Vec<_>, Vec<_>) =
+            appends.into_iter().map(|(t, p, a)| ((t, p), a)).unzip();
+        let appended = match services.disk.run(move || append_all(appends)).await {
+            Ok(appended) => appended,
+            Err(e) => {
+                tracing::error!(error = %e, "produce: appends not run");
+                Vec::new()
+            }
+        };
+        for ((t, p), (append, result)) in slots.into_iter().zip(appended) {
+            let index = responses[t].partition_responses[p].index;
+            responses[t].partition_responses[p] =
+                match answer(services, index, append, result, acks) {
+                    Outcome::Done(r) => r,
+                    Outcome::Wait(r, wait) => {
+                        waits.push((t, p, wait));
+                        r
+                    }
+                };
+        }
     }
     if !waits.is_empty() {
         let deadline = tokio::time::Instant::now()
@@ -161,23 +189,44 @@ async fn await_commit(w: &CommitWait, deadline: tokio::time::Instant) -> ErrorCo
     }
 }
 
-fn produce_partition(
+/// A partition's batch that passed every check, to be appended.
+struct Append {
+    partition: Arc<Partition>,
+    records: bytes::Bytes,
+    headers: Vec<batch::BatchHeader>,
+    leader_epoch: i32,
+    min_insync: i32,
+}
+
+/// What appending one batch gave: the outcome and the log start offset after it.
+type Appended = (Append, Result<(AppendOutcome, i64), AppendError>);
+
+/// What checking one partition's batch gave.
+enum Checked {
+    Append(Append),
+    /// Refused: this is the partition's answer.
+    Answered(PartitionProduceResponse),
+}
+
+/// Checks one partition's batch without touching the disk: acks, leadership, framing, CRCs,
+/// unsupported batch kinds and (for `acks=all`) the ISR size.
+fn check_partition(
     services: ProduceServices<'_>,
     topic: &str,
     index: i32,
     records: Option<bytes::Bytes>,
     acks: i16,
-) -> Outcome {
+) -> Checked {
     if !matches!(acks, -1..=1) {
-        return Outcome::Done(error(index, ErrorCode::InvalidRequiredAcks, None));
+        return Checked::Answered(error(index, ErrorCode::InvalidRequiredAcks, None));
     }
     let partition = match services.replicas.led_partition(topic, index) {
         Ok(p) if p.is_leader() => p,
-        Ok(_) => return Outcome::Done(error(index, ErrorCode::NotLeaderOrFollower, None)),
-        Err(code) => return Outcome::Done(error(index, code, None)),
+        Ok(_) => return Checked::Answered(error(index, ErrorCode::NotLeaderOrFollower, None)),
+        Err(code) => return Checked::Answered(error(index, code, None)),
     };
     let Some(records) = records else {
-        return Outcome::Done(error(
+        return Checked::Answered(error(
             index,
             ErrorCode::CorruptMessage,
             Some("no records".into()),
@@ -190,20 +239,16 @@ fn produce_partition(
                 BatchError::UnsupportedMagic(_) => ErrorCode::UnsupportedForMessageFormat,
                 _ => ErrorCode::CorruptMessage,
             };
-            services
-                .metrics
-                .request_errors
-                .with_label_values(&["Produce", &format!("{code:?}")])
-                .inc();
+            count_error(services, code);
             tracing::debug!(topic, partition = index, error = %e, "rejected produce batch");
-            return Outcome::Done(error(index, code, Some(e.to_string())));
+            return Checked::Answered(error(index, code, Some(e.to_string())));
         }
     };
     if headers
         .iter()
         .any(|h| h.is_transactional() || h.is_control())
     {
-        return Outcome::Done(error(
+        return Checked::Answered(error(
             index,
             ErrorCode::InvalidRecord,
             Some("transactional batches are not supported yet".into()),
@@ -213,15 +258,54 @@ fn produce_partition(
     if acks == -1
         && check_before_append(partition.isr_size(), min_insync) == AckDecision::RejectBeforeAppend
     {
-        return Outcome::Done(error(index, ErrorCode::NotEnoughReplicas, None));
+        return Checked::Answered(error(index, ErrorCode::NotEnoughReplicas, None));
     }
     let leader_epoch = partition.leader_epoch();
-    let mut log = partition.log.write();
-    let outcome = log.append(&records, &headers, leader_epoch, now_ms());
-    let log_start = log.log_start_offset();
-    drop(log);
-    match outcome {
-        Ok(o) => {
+    Checked::Append(Append {
+        partition,
+        records,
+        headers,
+        leader_epoch,
+        min_insync,
+    })
+}
+
+/// Appends every checked batch (blocking: runs on the disk pool). Each log's lock is held for
+/// its own append only.
+fn append_all(appends: Vec<Append>) -> Vec<Appended> {
+    let now = now_ms();
+    appends
+        .into_iter()
+        .map(|a| {
+            let mut log = a.partition.log.write();
+            let result = log
+                .append(&a.records, &a.headers, a.leader_epoch, now)
+                .map(|o| (o, log.log_start_offset()));
+            drop(log);
+            (a, result)
+        })
+        .collect()
+}
+
+fn count_error(services: ProduceServices<'_>, code: ErrorCode) {
+    services
+        .metrics
+        .request_errors
+        .with_label_values(&["Produce", &format!("{code:?}")])
+        .inc();
+}
+
+/// The answer for one appended batch: done, or (`acks=all`) waiting for the high watermark.
+fn answer(
+    services: ProduceServices<'_>,
+    index: i32,
+    append: Append,
+    result: Result<(AppendOutcome, i64), AppendError>,
+    acks: i16,
+) -> Outcome {
+    let partition = append.partition;
+    match result {
+        Ok((o, log_start)) => {
             if !o.duplicate {
                 services.log_dir.record_success(o.bytes);
                 partition.on_leader_append();
@@ -243,36 +327,28 @@ fn produce_partition(
                     CommitWait {
                         partition,
                         end_offset,
-                        leader_epoch,
-                        min_insync,
+                        leader_epoch: append.leader_epoch,
+                        min_insync: append.min_insync,
                     },
                 );
             }
             Outcome::Done(response)
         }
         Err(AppendError::Protocol(code)) => {
-            services
-                .metrics
-                .request_errors
-                .with_label_values(&["Produce", &format!("{code:?}")])
-                .inc();
+            count_error(services, code);
             Outcome::Done(error(index, code, None))
         }
         Err(AppendError::Io(e)) => {
             // As Kafka: the client may retry (elsewhere, after a metadata refresh). Nothing of
             // the batch was kept (the log cut its partial write), so a retry cannot duplicate.
             let code = ErrorCode::KafkaStorageError;
-            services
-                .metrics
-                .request_errors
-                .with_label_values(&["Produce", &format!("{code:?}")])
-                .inc();
+            count_error(services, code);
             let message = format!(
                 "cannot write to log dir {}: {e}",
                 services.log_dir.dir().display()
             );
             // Logged there once per failure episode, not once per request.
-            services.log_dir.record_failure(e, records.len());
+            services.log_dir.record_failure(e, append.records.len());
             Outcome::Done(error(index, code, Some(message)))
         }
     }

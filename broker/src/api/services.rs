@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::quota::QuotaManager;
 use crate::replica_manager::ReplicaManager;
 use crate::state::Broker;
+use crate::tasks::DiskPool;
 
 /// Builds a handler's services from the broker (see the module documentation).
 pub trait FromBroker<'a> {
@@ -45,6 +46,7 @@ pub struct ProduceServices<'a> {
     pub quotas: &'a QuotaManager,
     pub metrics: &'a Metrics,
     pub log_dir: &'a LogDirHealth,
+    pub disk: &'a DiskPool,
 }
 
 impl<'a> FromBroker<'a> for ProduceServices<'a> {
@@ -56,6 +58,7 @@ impl<'a> FromBroker<'a> for ProduceServices<'a> {
             quotas: &b.quotas,
             metrics: &b.metrics,
             log_dir: &b.log_dir_health,
+            disk: &b.disk,
         }
     }
 }
@@ -71,6 +74,7 @@ pub struct FetchServices<'a> {
     pub isr_changes: &'a IsrChangeQueue,
     pub quotas: &'a QuotaManager,
     pub metrics: &'a Metrics,
+    pub disk: &'a DiskPool,
 }
 
 impl<'a> FromBroker<'a> for FetchServices<'a> {
@@ -83,6 +87,7 @@ impl<'a> FromBroker<'a> for FetchServices<'a> {
             isr_changes: &b.isr_changes,
             quotas: &b.quotas,
             metrics: &b.metrics,
+            disk: &b.disk,
         }
     }
 }

@@ -119,12 +119,7 @@ impl TopicManager<'_> {
                 "Number of partitions must be larger than 0.",
             ));
         }
-        if partitions > 100_000 {
-            return Err(TopicError::new(
-                ErrorCode::InvalidPartitions,
-                "Number of partitions is above the limit of 100000.",
-            ));
-        }
+        within_partition_limit(partitions)?;
         let rf = if replication_factor == -1 {
             self.config.default_replication_factor
         } else {
@@ -193,12 +188,7 @@ impl TopicManager<'_> {
                 format!("Topic currently has {current} partitions, which is higher than the requested {count}."),
             ));
         }
-        if count > 100_000 {
-            return Err(TopicError::new(
-                ErrorCode::InvalidPartitions,
-                "Number of partitions is above the limit of 100000.",
-            ));
-        }
+        within_partition_limit(count)?;
         self.add_partitions(name, current, count, validate_only)
             .await
     }
@@ -386,4 +376,17 @@ impl TopicManager<'_> {
         }];
         self.commit(&records).await.map_err(storage_error)
     }
+}
+
+/// Kafka's upper bound on a topic's partition count, for creation and additions alike.
+const MAX_PARTITIONS: i32 = 100_000;
+
+fn within_partition_limit(count: i32) -> Result<(), TopicError> {
+    if count > MAX_PARTITIONS {
+        return Err(TopicError::new(
+            ErrorCode::InvalidPartitions,
+            format!("Number of partitions is above the limit of {MAX_PARTITIONS}."),
+        ));
+    }
+    Ok(())
 }

@@ -7,4 +7,4 @@ pub mod partition_log;
 pub mod producer_state;
 pub mod segment;
 
-pub use partition_log::{AppendError, AppendOutcome, PartitionLog, ReadResult};
+pub use partition_log::{AppendError, AppendOutcome, PartitionLog, ReadResult, ReplicaAppend};

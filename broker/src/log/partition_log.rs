@@ -9,6 +9,8 @@ use bytes::Bytes;
 
 mod replica;
 
+pub use replica::ReplicaAppend;
+
 use super::batch::{self, BatchHeader};
 use super::epoch_cache::EpochCache;
 use super::producer_state::{ProducerStateMap, SequenceCheck};

@@ -16,6 +16,9 @@ pub struct RequestContext {
     pub principal: String,
     /// The listener the request came in on (metadata answers with that listener's address).
     pub listener: String,
+    /// Plain TCP: large fetched regions go from the log file to the socket (`sendfile`). On
+    /// TLS the bytes must be encrypted, so the handler reads them into memory instead.
+    pub sends_files: bool,
 }
 
 /// Kafka's principal for unauthenticated connections.

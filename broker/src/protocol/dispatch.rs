@@ -214,6 +214,7 @@ pub async fn handle(broker: &Arc<Broker>, session: &mut Session, frame: Bytes) -
         principal: session.principal.clone(),
         listener: session.listener_name().to_string(),
         api_version: version,
+        sends_files: !session.listener.security.protocol.uses_tls(),
     };
     let api_name = apis::name(key);
     // Field values are only evaluated when the span is enabled (`debug_span!` checks the level

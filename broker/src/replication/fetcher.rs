@@ -31,10 +31,12 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::log::AppendError;
+use super::follower_log::{self, Fetched, Refused};
+use crate::log::ReplicaAppend;
 use crate::partition::{Partition, Role};
 use crate::protocol::errors::ErrorCode;
 use crate::state::{now_ms, Broker};
+use crate::tasks::DiskPoolStopped;
 
 const FETCH_VERSION: i16 = 12;
 const EPOCH_VERSION: i16 = 4;
@@ -93,6 +95,8 @@ enum ConnectionLost {
     Client(#[from] fjord_client::ClientError),
     #[error("fetch answered {0:?}")]
     FetchRefused(ErrorCode),
+    #[error(transparent)]
+    Disk(#[from] DiskPoolStopped),
 }
 
 impl ReplicaFetchers {
@@ -393,15 +397,47 @@ async fn fetch_round(
             answers.insert((topic.topic.0.as_str(), data.partition_index), data);
         }
     }
-    let mut appended = 0usize;
-    for p in &ready {
-        let outcome = match answers.get(&(p.partition.topic.as_ref(), p.partition.index)) {
-            Some(data) => apply_fetched(broker, p, data, &mut appended),
+    let mut writes = Vec::with_capacity(ready.len());
+    for (i, p) in ready.iter().enumerate() {
+        match answers.get(&(p.partition.topic.as_ref(), p.partition.index)) {
+            Some(data) => writes.push((
+                i,
+                Fetched {
+                    partition: p.partition.clone(),
+                    leader_epoch: p.leader_epoch,
+                    error: ErrorCode::from_code(data.error_code),
+                    records: data.records.clone(),
+                    log_start_offset: data.log_start_offset,
+                    high_watermark: data.high_watermark,
+                },
+            )),
             // An incremental response leaves out partitions with nothing new.
-            None if fetch.incremental => Ok(()),
-            None => Err(Stop::Partition("missing from the fetch response".into())),
-        };
-        settle(fetcher, p, outcome, false)?;
+            None if fetch.incremental => {
+                settle(fetcher, p, Ok(()), false)?;
+            }
+            None => {
+                let missing = Stop::Partition("missing from the fetch response".into());
+                settle(fetcher, p, Err(missing), false)?;
+            }
+        }
+    }
+    let written = broker
+        .disk
+        .run(move || {
+            writes
+                .into_iter()
+                .map(|(i, fetched)| {
+                    let result = follower_log::write(&fetched);
+                    (i, fetched, result)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(ConnectionLost::Disk)?;
+    let mut appended = 0usize;
+    for (i, fetched, result) in written {
+        let outcome = record_written(broker, &ready[i], &fetched, result, &mut appended);
+        settle(fetcher, &ready[i], outcome, false)?;
     }
     tracing::Span::current().record("appended_bytes", appended);
     Ok(())
@@ -458,11 +494,32 @@ fn partition_error(e: impl std::fmt::Display) -> Stop {
     Stop::Partition(e.to_string())
 }
 
+/// Truncates `p`'s log to `offset` on the disk threads (see `follower_log::truncate`).
+async fn truncate_on_disk(
+    broker: &Broker,
+    p: &Arc<Partition>,
+    offset: i64,
+    leader_epoch: Option<i32>,
+) -> Result<(), Stop> {
+    let p = p.clone();
+    match broker
+        .disk
+        .run(move || follower_log::truncate(&p, offset, leader_epoch))
+        .await
+    {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(Refused::Superseded)) => Err(Stop::Superseded),
+        Ok(Err(Refused::Partition(why))) => Err(Stop::Partition(why)),
+        Ok(Err(Refused::Disk { error, .. })) => Err(partition_error(error)),
+        Err(stopped) => Err(partition_error(stopped)),
+    }
+}
+
 /// Truncates this log to where it stops agreeing with the leader's.
 async fn truncate_to_leader(
     broker: &Broker,
     conn: &mut Connection,
-    p: &Partition,
+    p: &Arc<Partition>,
     leader_epoch: i32,
 ) -> Result<(), Stop> {
     let (latest, leo) = {
@@ -474,8 +531,7 @@ async fn truncate_to_leader(
         // known committed.
         if leo > 0 {
             let hw = p.high_watermark();
-            let mut log = p.log.write();
-            log.truncate_to(hw, now_ms()).map_err(partition_error)?;
+            truncate_on_disk(broker, p, hw, None).await?;
         }
         return Ok(());
     };
@@ -515,10 +571,6 @@ async fn truncate_to_leader(
         their_end.min(ours.max(0)).min(leo)
     };
     if target < leo {
-        let mut log = p.log.write();
-        if p.leader_epoch() != leader_epoch {
-            return Err(Stop::Superseded);
-        }
         tracing::info!(
             topic = %p.topic,
             partition = p.index,
@@ -527,101 +579,54 @@ async fn truncate_to_leader(
             leader_epoch,
             "truncating a divergent log tail"
         );
-        log.truncate_to(target, now_ms()).map_err(partition_error)?;
-        drop(log);
+        truncate_on_disk(broker, p, target, Some(leader_epoch)).await?;
         p.set_follower_high_watermark(p.high_watermark());
     }
     Ok(())
 }
 
-/// Appends what the leader returned for one partition and takes its high watermark.
-fn apply_fetched(
+/// Records what writing one partition's answer gave (metrics, throttle, log-dir health) and
+/// takes the leader's high watermark after a successful write.
+fn record_written(
     broker: &Broker,
     planned: &Planned,
-    data: &PartitionData,
+    fetched: &Fetched,
+    result: Result<Option<ReplicaAppend>, Refused>,
     appended: &mut usize,
 ) -> Result<(), Stop> {
     let p = &planned.partition;
-    let leader_epoch = planned.leader_epoch;
-    match ErrorCode::from_code(data.error_code) {
-        ErrorCode::None => {}
-        ErrorCode::OffsetOutOfRange => return out_of_range(p, data, leader_epoch),
-        ErrorCode::FencedLeaderEpoch | ErrorCode::NotLeaderOrFollower => {
-            // Metadata on this node is behind or ahead; wait for it to settle.
-            return if p.leader_epoch() == leader_epoch {
-                Err(partition_error(format!(
-                    "leader answered {:?}",
-                    ErrorCode::from_code(data.error_code)
-                )))
-            } else {
-                Err(Stop::Superseded)
-            };
+    match result {
+        Ok(Some(a)) => {
+            broker.log_dir_health.record_success(a.bytes);
+            tracing::debug!(
+                topic = %p.topic,
+                partition = p.index,
+                bytes = a.bytes,
+                batches = a.batches,
+                "appended fetched records"
+            );
+            *appended += a.bytes;
+            broker.metrics.replication_bytes_in.inc_by(a.bytes as u64);
+            if let Some(rate) = planned.throttle {
+                broker
+                    .cluster
+                    .throttles
+                    .follower
+                    .lock()
+                    .consume(rate, a.bytes, now_ms());
+            }
         }
-        other => return Err(partition_error(format!("leader answered {other:?}"))),
-    }
-    if let Some(records) = data.records.as_ref().filter(|r| !r.is_empty()) {
-        let mut log = p.log.write();
-        if p.leader_epoch() != leader_epoch {
-            return Err(Stop::Superseded);
-        }
-        match log.append_replica(records, now_ms()) {
-            Ok(a) => {
-                drop(log);
-                broker.log_dir_health.record_success(a.bytes);
-                tracing::debug!(
-                    topic = %p.topic,
-                    partition = p.index,
-                    bytes = a.bytes,
-                    batches = a.batches,
-                    "appended fetched records"
-                );
-                *appended += a.bytes;
-                broker.metrics.replication_bytes_in.inc_by(a.bytes as u64);
-                if let Some(rate) = planned.throttle {
-                    broker
-                        .cluster
-                        .throttles
-                        .follower
-                        .lock()
-                        .consume(rate, a.bytes, now_ms());
-                }
-            }
-            Err(AppendError::Io(e)) => {
-                drop(log);
-                let message = format!("append of fetched data failed: {e}");
-                broker.log_dir_health.record_failure(e, records.len());
-                return Err(Stop::Partition(message));
-            }
-            Err(e) => {
-                drop(log);
-                return Err(partition_error(format!(
-                    "append of fetched data failed: {e}"
-                )));
-            }
+        // An out-of-range answer moved the log; the next round fetches from its new end.
+        Ok(None) if fetched.error != ErrorCode::None => return Ok(()),
+        Ok(None) => {}
+        Err(Refused::Superseded) => return Err(Stop::Superseded),
+        Err(Refused::Partition(why)) => return Err(Stop::Partition(why)),
+        Err(Refused::Disk { error, bytes }) => {
+            let message = format!("append of fetched data failed: {error}");
+            broker.log_dir_health.record_failure(error, bytes);
+            return Err(Stop::Partition(message));
         }
     }
-    p.set_follower_high_watermark(data.high_watermark);
+    p.set_follower_high_watermark(fetched.high_watermark);
     Ok(())
-}
-
-/// The leader does not have our fetch offset: behind its log start we restart the log there;
-/// ahead of its end we truncate again through the epoch protocol.
-fn out_of_range(p: &Partition, data: &PartitionData, leader_epoch: i32) -> Result<(), Stop> {
-    let mut log = p.log.write();
-    if p.leader_epoch() != leader_epoch {
-        return Err(Stop::Superseded);
-    }
-    let leo = log.log_end_offset();
-    if data.log_start_offset >= 0 && leo < data.log_start_offset {
-        log.truncate_fully_and_start_at(data.log_start_offset, now_ms())
-            .map_err(partition_error)?;
-        return Ok(());
-    }
-    if data.high_watermark >= 0 && leo > data.high_watermark {
-        // Ahead of what the leader committed and not matched by its epochs: drop to its HW.
-        log.truncate_to(data.high_watermark, now_ms())
-            .map_err(partition_error)?;
-        return Ok(());
-    }
-    Err(partition_error("fetch offset out of range"))
 }

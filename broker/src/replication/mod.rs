@@ -5,6 +5,7 @@
 
 pub mod faults;
 pub mod fetcher;
+pub mod follower_log;
 pub mod isr;
 pub mod safety;
 pub mod session;
