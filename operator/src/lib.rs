@@ -1,6 +1,6 @@
 //! fjord-operator: reconciles `Kafka`, `KafkaTopic` and `KafkaUser` resources into StatefulSets of
 //! Fjord brokers, topics and users. Shaped like kube-rs `controller-rs`: [`crd`] types,
-//! [`resources`] pure builders, one reconciler per kind in [`reconcile`], and the runtime pieces
+//! [`resources`] pure builders, [`planning`] pure day-2 planners, one reconciler per kind in [`reconcile`], and the runtime pieces
 //! ([`metrics`], [`telemetry`], [`leader`] election, [`http`]) in their own modules.
 
 pub mod controllers;
@@ -9,6 +9,7 @@ pub mod http;
 pub mod kafka_admin;
 pub mod leader;
 pub mod metrics;
+pub mod planning;
 pub mod reconcile;
 pub mod resources;
 pub mod telemetry;
