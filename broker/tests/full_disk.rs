@@ -5,8 +5,8 @@
 //! logged once; after space is freed the broker is ready again and takes writes, and after a
 //! crash-restart every acknowledged record is there at the offset it was acknowledged with,
 //! offsets contiguous, nothing that failed visible. A second test fills the disk without
-//! producing and asks for a topic: the metadata log write fails, and `/v1/ready` must say that
-//! the quorum member stopped.
+//! producing and asks for a topic: the metadata log write fails, `/v1/ready` must say that
+//! the quorum member stopped, and `/v1/restart-safety` must not call a restart safe.
 //!
 //! The tmpfs lives as long as the mount namespace, i.e. as long as the `sh` that `unshare` runs.
 //! That shell therefore runs the broker as its child and starts it again when the test asks for
@@ -169,10 +169,14 @@ impl Node {
     }
 
     fn ready(&self) -> Option<(u16, String)> {
+        self.admin_get("/v1/ready")
+    }
+
+    fn admin_get(&self, path: &str) -> Option<(u16, String)> {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET /v1/ready HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
         let mut out = String::new();
         s.read_to_string(&mut out).ok()?;
         let status = out.split_whitespace().nth(1)?.parse().ok()?;
@@ -521,6 +525,19 @@ fn a_full_disk_under_the_metadata_log_makes_the_broker_unready() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // An operator asking before a routine restart is told no, and why.
+    let (status, body) = node
+        .admin_get("/v1/restart-safety")
+        .expect("restart-safety answers");
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(answer["safe"], false, "{body}");
+    assert!(
+        answer["quorumStopped"]
+            .as_str()
+            .is_some_and(|why| why.contains("No space left on device")),
+        "{body}"
+    );
     assert!(
         !node.broker_log().contains("panicked"),
         "the broker panicked; log:\n{}",

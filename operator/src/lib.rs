@@ -3,6 +3,7 @@
 //! [`resources`] pure builders, [`planning`] pure day-2 planners, one reconciler per kind in [`reconcile`], and the runtime pieces
 //! ([`metrics`], [`telemetry`], [`leader`] election, [`http`]) in their own modules.
 
+pub mod broker_http;
 pub mod controllers;
 pub mod crd;
 pub mod http;

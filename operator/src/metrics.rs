@@ -12,6 +12,14 @@ pub struct Metrics {
     pub duration: HistogramVec,
     pub managed: IntGaugeVec,
     pub leader: IntGauge,
+    /// Broker pods the roller deleted, by reason.
+    pub broker_restarts: IntCounterVec,
+    /// Brokers a roll still has to restart (including the one restarting), per cluster.
+    pub roll_pending: IntGaugeVec,
+    /// Day-2 requests refused (changing nothing), by reason.
+    pub refusals: IntCounterVec,
+    /// Replica moves a reassignment still has to finish, per cluster.
+    pub reassignment_pending: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -55,12 +63,48 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease",
         )
         .expect("valid metric");
+        let broker_restarts = IntCounterVec::new(
+            Opts::new(
+                "fjord_operator_broker_restarts_total",
+                "Broker pods restarted by rolling updates, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let roll_pending = IntGaugeVec::new(
+            Opts::new(
+                "fjord_operator_rolling_update_pending_brokers",
+                "Brokers a rolling update still has to restart, per Kafka cluster",
+            ),
+            &["namespace", "kafka"],
+        )
+        .expect("valid metric");
+        let refusals = IntCounterVec::new(
+            Opts::new(
+                "fjord_operator_refusals_total",
+                "Day-2 changes refused without changing anything, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let reassignment_pending = IntGaugeVec::new(
+            Opts::new(
+                "fjord_operator_reassignment_pending_partitions",
+                "Partitions a rebalance, drain or replication-factor change is still moving, per Kafka cluster",
+            ),
+            &["namespace", "kafka"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(reconciliations.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(failures.clone()),
             Box::new(duration.clone()),
             Box::new(managed.clone()),
             Box::new(leader.clone()),
+            Box::new(broker_restarts.clone()),
+            Box::new(roll_pending.clone()),
+            Box::new(refusals.clone()),
+            Box::new(reassignment_pending.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -71,6 +115,10 @@ impl Default for Metrics {
             duration,
             managed,
             leader,
+            broker_restarts,
+            roll_pending,
+            refusals,
+            reassignment_pending,
         }
     }
 }

@@ -6,6 +6,10 @@ use fjord_operator::crd::Kafka;
 use fjord_operator::resources::broker_config;
 use fjord_operator::resources::services::{ListenerNodePorts, NodePorts};
 
+fn identity(k: &Kafka) -> broker_config::Identity {
+    broker_config::Identity::new_cluster("MkU3OEVBNTcwNTJENDM2Qk", k.spec.kafka.replicas)
+}
+
 fn kafka(yaml: &str) -> Kafka {
     let mut k = Kafka::new("my-cluster", serde_yaml::from_str(yaml).unwrap());
     k.metadata.namespace = Some("prod".into());
@@ -32,8 +36,7 @@ kafka:
 "#
         ));
         assert!(broker_config::validate(&k).is_empty());
-        let (cm, _) =
-            broker_config::config_map(&k, "MkU3OEVBNTcwNTJENDM2Qk", &NodePorts::new()).unwrap();
+        let (cm, _) = broker_config::config_map(&k, &identity(&k), &NodePorts::new()).unwrap();
         for (file, text) in cm.data.unwrap() {
             let (config, unknown) = fjord_broker::Config::load(Some(&text), &[])
                 .unwrap_or_else(|e| panic!("{file} (replicas {replicas}) refused: {e}\n{text}"));
@@ -81,7 +84,7 @@ kafka:
             brokers: (0..3).map(|i| (i, 32001 + i)).collect(),
         },
     )]);
-    let (cm, _) = broker_config::config_map(&k, "MkU3OEVBNTcwNTJENDM2Qk", &ports).unwrap();
+    let (cm, _) = broker_config::config_map(&k, &identity(&k), &ports).unwrap();
     // The only test in this binary touching the environment; std serialises env access.
     std::env::set_var(broker_config::NODE_ADDRESS_ENV, "192.0.2.7");
     for (file, text) in cm.data.unwrap() {

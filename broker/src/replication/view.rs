@@ -11,6 +11,10 @@ pub struct RestartSafety {
     pub broker: i32,
     pub safe: bool,
     pub blocking: Vec<BlockingPartition>,
+    /// Set when this broker's metadata quorum member has stopped: the broker is broken in a way
+    /// a restart may not fix, and an operator must not treat it as a routine restart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quorum_stopped: Option<String>,
 }
 
 /// Every partition in the metadata image with its effective `min.insync.replicas`.
@@ -43,9 +47,11 @@ pub fn partition_views(broker: &Broker) -> Vec<PartitionView> {
 pub fn restart_safety(broker: &Broker) -> RestartSafety {
     let id = broker.config.node_id;
     let blocking = restart_blockers(&partition_views(broker), id);
+    let quorum_stopped = broker.cluster.stopped();
     RestartSafety {
         broker: id,
-        safe: blocking.is_empty(),
+        safe: blocking.is_empty() && quorum_stopped.is_none(),
         blocking,
+        quorum_stopped,
     }
 }

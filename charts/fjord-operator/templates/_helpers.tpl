@@ -50,9 +50,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   from the StatefulSet's status, claims are retained or deleted by the StatefulSet's policy).
 */}}
 {{- define "fjord-operator.workloadRules" }}
+# patch: the roller removes kafka.fjord.dev/manual-rolling-update once its roll is done.
 - apiGroups: ["kafka.fjord.dev"]
   resources: ["kafkas"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["kafka.fjord.dev"]
   resources: ["kafkatopics", "kafkausers"]
   verbs: ["list", "watch", "patch"]
@@ -71,7 +72,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   verbs: ["list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# The roller reads broker pods and deletes one at a time (updateStrategy OnDelete).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["list", "watch", "create", "patch", "delete"]

@@ -61,7 +61,9 @@ pub struct KafkaClusterSpec {
     /// Broker image; overrides `version`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Number of brokers. The first min(3, replicas) also form the metadata quorum.
+    /// Number of brokers. When the cluster is created the first min(3, replicas) become the
+    /// metadata quorum's voters (`status.quorumVoters`); that set never changes, so brokers added
+    /// later are broker-only and `replicas` cannot go below the highest voter.
     #[schemars(range(min = 1, max = 100))]
     pub replicas: i32,
     /// Client listeners. Ports 9090, 9091 and 9644 are used by the brokers themselves.
@@ -346,6 +348,45 @@ pub struct KafkaStatus {
     pub listeners: Vec<ListenerStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub brokers: Option<BrokerCounts>,
+    /// Node ids of the metadata quorum's voters, fixed when the cluster was created.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quorum_voters: Vec<i32>,
+    /// The rolling restart in progress; absent (null) when none is. A new operator continues it
+    /// from here, so no broker is restarted twice.
+    #[serde(default)]
+    pub rolling_update: Option<RollingUpdateStatus>,
+}
+
+/// Progress of a rolling restart of the broker pods.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RollingUpdateStatus {
+    /// Why brokers are restarted: `PodTemplateChanged` (configuration, image, resources or
+    /// template) and/or `ManualRollingUpdate` (the annotation).
+    pub reason: String,
+    /// Brokers restarted (and back in sync) in this roll.
+    #[serde(default)]
+    pub done: Vec<i32>,
+    /// Brokers still to restart, in the order they will be.
+    #[serde(default)]
+    pub pending: Vec<i32>,
+    /// The broker restarting now. (Written as null when none, so status merge patches clear it.)
+    #[serde(default)]
+    pub current: Option<RestartingBroker>,
+    /// What the roll waits for, when it waits.
+    #[serde(default)]
+    pub blocked_by: Option<String>,
+    /// When the roll started (RFC 3339).
+    pub started: String,
+}
+
+/// The broker pod a roll deleted and waits for.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartingBroker {
+    pub broker: i32,
+    /// UID of the pod that was deleted; the replacement has another.
+    pub pod_uid: String,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

@@ -2,6 +2,7 @@
 //! reconciler needs. Every call has a deadline, and Kafka error codes come back as
 //! [`AdminError::Kafka`] with the protocol's name so conditions can quote them.
 
+mod partitions;
 mod topics;
 mod users;
 
@@ -12,6 +13,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::MetadataRequest;
 use kafka_protocol::protocol::Request;
 
+pub use partitions::{ClusterLayout, OngoingReassignment, PartitionState};
 pub use topics::{TopicDescription, TopicInfo};
 pub use users::{acl_codes, AclBinding, ScramCredentialInfo, ScramMechanism, SCRAM_ITERATIONS};
 

@@ -49,14 +49,70 @@ pub fn roll_order(pods: &[BrokerPod], active_controller: Option<i32>) -> Vec<i32
     stale.iter().map(|p| p.ordinal).collect()
 }
 
-/// A broker's answer to "may I be stopped now?" (`/v1/restart-safety`).
+/// A broker's answer to "may I be stopped now?" (`/v1/restart-safety`), classified.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Safety {
     Safe,
-    /// The broker says no, and why.
+    /// The broker says no, and waiting can change that (a replica is catching up, the quorum
+    /// is broken).
     Unsafe(String),
+    /// The broker says no, but only because of partitions that are fully in sync and still
+    /// too small to survive any restart (one replica, or min.insync.replicas >= their replica
+    /// count): waiting never helps. `loses_data` when a single-replica partition lives on
+    /// ephemeral storage, so the restart would delete its only copy.
+    NeverSafe {
+        why: String,
+        loses_data: bool,
+    },
     /// No answer (unreachable, timed out, unparsable).
     Unknown(String),
+}
+
+/// A partition that blocks a restart, with what the metadata says about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocker {
+    /// `topic-partition`.
+    pub partition: String,
+    pub replicas: usize,
+    /// Every replica is in the ISR.
+    pub fully_in_sync: bool,
+}
+
+/// Classifies a broker's "not safe": [`Safety::NeverSafe`] when every blocker is fully in sync
+/// (so only its size blocks it), else [`Safety::Unsafe`].
+pub fn classify_unsafe(
+    quorum_stopped: Option<&str>,
+    blockers: &[Blocker],
+    ephemeral: bool,
+) -> Safety {
+    if let Some(why) = quorum_stopped {
+        return Safety::Unsafe(format!("its metadata quorum member stopped: {why}"));
+    }
+    let names = |list: &[&Blocker]| {
+        let mut names: Vec<&str> = list.iter().map(|b| b.partition.as_str()).collect();
+        let more = names.len().saturating_sub(5);
+        names.truncate(5);
+        let mut text = names.join(", ");
+        if more > 0 {
+            text.push_str(&format!(" and {more} more"));
+        }
+        text
+    };
+    let catching_up: Vec<&Blocker> = blockers.iter().filter(|b| !b.fully_in_sync).collect();
+    if !catching_up.is_empty() || blockers.is_empty() {
+        return Safety::Unsafe(format!(
+            "partitions would go offline or below min.insync.replicas until their replicas              catch up: {}",
+            names(&catching_up)
+        ));
+    }
+    let all: Vec<&Blocker> = blockers.iter().collect();
+    Safety::NeverSafe {
+        why: format!(
+            "partitions with too few replicas to stay available through any restart: {}",
+            names(&all)
+        ),
+        loses_data: ephemeral && blockers.iter().any(|b| b.replicas == 1),
+    }
 }
 
 /// What to do with the next pod of the roll.
@@ -70,12 +126,30 @@ pub enum Decision {
 
 /// May pod `pod` be restarted, given its broker's safety answer?
 ///
-/// A ready broker needs a `Safe` answer. A crash-looping pod is down already, so it is restarted
-/// with a warning even when its broker cannot vouch for it (that is how a bad config is fixed).
-/// Any other unready pod is restarted only when safe: it may still hold the last in-sync copy.
+/// A ready broker needs a `Safe` answer, except when no wait can ever make it safe
+/// ([`Safety::NeverSafe`]: those partitions are briefly unavailable, as with any restart) and
+/// no data is lost by it. A crash-looping pod is down already, so it is restarted with a
+/// warning even when its broker cannot vouch for it (that is how a bad config is fixed). Any
+/// other unready pod is restarted only when safe: it may hold the last in-sync copy.
 pub fn decide(pod: &BrokerPod, safety: &Safety) -> Decision {
     match safety {
         Safety::Safe => Decision::Restart { warning: None },
+        Safety::NeverSafe {
+            why,
+            loses_data: false,
+        } => Decision::Restart {
+            warning: Some(format!(
+                "restarting broker {} although {why}; they are unavailable until it returns",
+                pod.ordinal
+            )),
+        },
+        Safety::NeverSafe {
+            why,
+            loses_data: true,
+        } => Decision::Wait(format!(
+            "broker {}: {why}, on ephemeral storage: a restart would delete their only copy              (raise their replication factor, or delete the pod yourself to accept the loss)",
+            pod.ordinal
+        )),
         _ if pod.crash_looping => Decision::Restart {
             warning: Some(format!(
                 "broker {} is in CrashLoopBackOff; restarting it although its restart safety is not \
@@ -92,6 +166,7 @@ fn describe(safety: &Safety) -> String {
     match safety {
         Safety::Safe => "safe".into(),
         Safety::Unsafe(why) => format!("not safe to restart: {why}"),
+        Safety::NeverSafe { why, .. } => format!("not safe to restart: {why}"),
         Safety::Unknown(why) => format!("restart safety unknown: {why}"),
     }
 }
@@ -99,6 +174,58 @@ fn describe(safety: &Safety) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn blocker(name: &str, replicas: usize, fully_in_sync: bool) -> Blocker {
+        Blocker {
+            partition: name.into(),
+            replicas,
+            fully_in_sync,
+        }
+    }
+
+    #[test]
+    fn waiting_helps_only_while_replicas_catch_up() {
+        let lagging = [blocker("a-0", 3, false), blocker("b-0", 1, true)];
+        assert!(matches!(
+            classify_unsafe(None, &lagging, false),
+            Safety::Unsafe(why) if why.contains("a-0") && !why.contains("b-0")
+        ));
+        let small = [blocker("b-0", 1, true), blocker("c-0", 2, true)];
+        assert_eq!(
+            classify_unsafe(None, &small, false),
+            Safety::NeverSafe {
+                why: "partitions with too few replicas to stay available through any restart: \
+                      b-0, c-0"
+                    .into(),
+                loses_data: false
+            }
+        );
+        assert!(matches!(
+            classify_unsafe(None, &small, true),
+            Safety::NeverSafe {
+                loses_data: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify_unsafe(None, &[blocker("c-0", 2, true)], true),
+            Safety::NeverSafe {
+                loses_data: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify_unsafe(Some("disk full"), &small, false),
+            Safety::Unsafe(why) if why.contains("disk full")
+        ));
+        let many: Vec<Blocker> = (0..8)
+            .map(|i| blocker(&format!("t-{i}"), 2, false))
+            .collect();
+        assert!(matches!(
+            classify_unsafe(None, &many, false),
+            Safety::Unsafe(why) if why.ends_with("t-4 and 3 more")
+        ));
+    }
 
     fn pod(ordinal: i32, ready: bool, stale: bool) -> BrokerPod {
         BrokerPod {
@@ -177,6 +304,19 @@ mod tests {
             decide(&starting, &Safety::Unknown("connection refused".into())),
             Decision::Wait(_)
         ));
+        let never = Safety::NeverSafe {
+            why: "t-0".into(),
+            loses_data: false,
+        };
+        assert!(matches!(
+            decide(&ready, &never),
+            Decision::Restart { warning: Some(_) }
+        ));
+        let losing = Safety::NeverSafe {
+            why: "t-0".into(),
+            loses_data: true,
+        };
+        assert!(matches!(decide(&ready, &losing), Decision::Wait(_)));
         let crashing = BrokerPod {
             crash_looping: true,
             ..starting

@@ -19,7 +19,9 @@ use crate::crd::kafka::{BrokerCounts, KafkaStatus, ListenerStatus, ListenerType,
 use crate::crd::{Condition, Kafka};
 use crate::resources::{broker_config, disruption_budget, selector_labels, services, statefulset};
 
-use super::{apply, connect_admin, object_key, patch_status, Context, Error, RECHECK, RESYNC};
+use super::{
+    apply, connect_admin, object_key, patch_status, roller, Context, Error, RECHECK, RESYNC,
+};
 
 /// A new cluster id in Kafka's format: 16 random bytes, URL-safe base64 without padding.
 pub fn new_cluster_id() -> String {
@@ -122,17 +124,39 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
         return Ok(Action::requeue(RESYNC));
     }
 
-    let cluster_id = previous.cluster_id.clone().unwrap_or_else(new_cluster_id);
-    if previous.cluster_id.is_none() {
-        // Record the id before any broker can be formatted with it.
+    let client = &ctx.client;
+    let identity = cluster_identity(&kafka, client, &previous).await?;
+    if previous.cluster_id.is_none() || previous.quorum_voters.is_empty() {
+        // Record both before any broker can be formatted with them.
         patch_status(
             &kafkas,
             &name,
-            &serde_json::json!({ "clusterId": cluster_id }),
+            &serde_json::json!({ "clusterId": identity.cluster_id, "quorumVoters": identity.voters }),
         )
         .await?;
     }
-    let client = &ctx.client;
+    let mut refusals = Vec::new();
+    let mut planned = kafka.as_ref().clone();
+    let lowest = identity.voters.iter().max().map_or(1, |v| v + 1);
+    if planned.spec.kafka.replicas < lowest {
+        let message = format!(
+            "spec.kafka.replicas {} is refused: brokers {:?} are the metadata quorum's voters, \
+             fixed when the cluster was created, so at least {lowest} brokers must run; nothing \
+             was changed",
+            planned.spec.kafka.replicas, identity.voters
+        );
+        ctx.metrics
+            .refusals
+            .with_label_values(&["BelowQuorumVoters"])
+            .inc();
+        if !has_warning(&previous.conditions, "ScaleDownRefused") {
+            ctx.event(kafka.as_ref(), true, "ScaleDownRefused", message.clone())
+                .await;
+        }
+        refusals.push(Condition::warning("ScaleDownRefused", message));
+        planned.spec.kafka.replicas = lowest;
+    }
+    let kafka = Arc::new(planned);
     apply(
         &Api::<ServiceAccount>::namespaced(client.clone(), &ns),
         &statefulset::service_account(&kafka),
@@ -154,7 +178,7 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
     remove_stale_services(&service_api, &kafka, &desired_services).await?;
     let node_ports = services::node_ports(&kafka, &applied_services);
     let (config_map, hash) =
-        broker_config::config_map(&kafka, &cluster_id, &node_ports).map_err(Error::Invalid)?;
+        broker_config::config_map(&kafka, &identity, &node_ports).map_err(Error::Invalid)?;
     apply(
         &Api::<ConfigMap>::namespaced(client.clone(), &ns),
         &config_map,
@@ -179,17 +203,34 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
         .as_ref()
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
-    let cluster = if ready_pods >= desired {
+    let layout = if ready_pods > 0 {
         Some(match connect_admin(&kafka).await {
-            Ok(mut admin) => admin.cluster().await.map_err(|e| e.to_string()),
+            Ok(mut admin) => admin.layout().await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         })
     } else {
         None
     };
+    let roll = roller::step(
+        &kafka,
+        &ctx,
+        &sts,
+        previous.rolling_update.clone(),
+        layout.as_ref().and_then(|l| l.as_ref().ok()),
+    )
+    .await?;
+    let cluster = layout.filter(|_| ready_pods >= desired).map(|l| {
+        l.map(|l| crate::kafka_admin::ClusterInfo {
+            cluster_id: None,
+            controller_id: l.controller_id,
+            broker_ids: l.brokers.iter().map(|b| b.id).collect(),
+        })
+    });
     let ready = readiness(desired, ready_pods, cluster);
     let is_ready = ready.type_ == "Ready";
     let mut conditions = vec![ready];
+    conditions.extend(refusals);
+    conditions.extend(roll.warnings);
     conditions.extend(spec_warnings(&kafka));
     if !node_ports.is_empty() && node_address.is_none() {
         conditions.push(Condition::warning(
@@ -201,7 +242,9 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
     let status = KafkaStatus {
         conditions: merge_conditions(&previous.conditions, conditions, &now_rfc3339()),
         observed_generation: kafka.metadata.generation,
-        cluster_id: Some(cluster_id),
+        cluster_id: Some(identity.cluster_id),
+        quorum_voters: identity.voters,
+        rolling_update: roll.status,
         listeners: services::bootstrap_addresses(&kafka, &node_ports, node_address.as_deref())
             .into_iter()
             .map(|(name, bootstrap_servers)| ListenerStatus {
@@ -216,7 +259,46 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
     };
     patch_status(&kafkas, &name, &status).await?;
     ctx.succeeded(&object_key(kafka.as_ref()));
-    Ok(Action::requeue(if is_ready { RESYNC } else { RECHECK }))
+    Ok(Action::requeue(match roll.recheck {
+        Some(soon) => soon,
+        None if is_ready => RESYNC,
+        None => RECHECK,
+    }))
+}
+
+fn has_warning(conditions: &[Condition], reason: &str) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == "Warning" && c.reason.as_deref() == Some(reason))
+}
+
+/// The cluster id and quorum voters the brokers are (or will be) formatted with: from the
+/// status; else, for a cluster whose status was lost, the voters its ConfigMap already gives
+/// the brokers; else a new cluster's (see [`broker_config::Identity`]).
+async fn cluster_identity(
+    kafka: &Kafka,
+    client: &kube::Client,
+    previous: &KafkaStatus,
+) -> Result<broker_config::Identity, Error> {
+    let cluster_id = previous.cluster_id.clone().unwrap_or_else(new_cluster_id);
+    if !previous.quorum_voters.is_empty() {
+        return Ok(broker_config::Identity {
+            cluster_id,
+            voters: previous.quorum_voters.clone(),
+        });
+    }
+    let ns = kafka.namespace().unwrap_or_default();
+    let existing = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .get_opt(&crate::resources::names::config_map(kafka))
+        .await?;
+    let recorded = existing
+        .and_then(|cm| cm.data)
+        .and_then(|data| data.get(&broker_config::file_name(0)).cloned())
+        .and_then(|text| broker_config::voters_from_properties(&text));
+    Ok(match recorded {
+        Some(voters) => broker_config::Identity { cluster_id, voters },
+        None => broker_config::Identity::new_cluster(cluster_id, kafka.spec.kafka.replicas),
+    })
 }
 
 /// A node address for nodeport listeners' `bootstrapServers` (see [`services::node_address`]).

@@ -2,6 +2,7 @@
 //! backoff [`error_policy`].
 
 pub mod kafka;
+pub mod roller;
 pub mod topic;
 pub mod user;
 pub mod user_acls;

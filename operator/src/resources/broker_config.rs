@@ -25,8 +25,44 @@ pub const NODE_ADDRESS_ENV: &str = "FJORD_NODE_ADDRESS";
 /// Kafka's environment-variable config provider (KIP-887), which the broker implements.
 const ENV_CONFIG_PROVIDER: &str = "org.apache.kafka.common.config.provider.EnvVarConfigProvider";
 
-/// Most voters the quorum gets: three tolerate one failure, which matches maxUnavailable 1.
+/// Most voters a new cluster's quorum gets: three tolerate one failure, which matches
+/// maxUnavailable 1.
 const MAX_VOTERS: i32 = 3;
+
+/// What the brokers are formatted with and must never change: the cluster id and the metadata
+/// quorum's voters. Both are fixed when the cluster is created and recorded in the `Kafka`'s
+/// status. Voters never follow `spec.kafka.replicas`: a voter set that grows with the cluster
+/// (1 -> 3) lets the new brokers elect a second leader of their own, splitting the metadata
+/// (KIP-853's one-voter-at-a-time membership change is what makes growing it safe, and Fjord's
+/// quorum does not implement it yet). Brokers beyond the voters join as learners.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub cluster_id: String,
+    pub voters: Vec<i32>,
+}
+
+impl Identity {
+    /// A new cluster's identity: the first min(3, replicas) brokers vote.
+    pub fn new_cluster(cluster_id: impl Into<String>, replicas: i32) -> Identity {
+        Identity {
+            cluster_id: cluster_id.into(),
+            voters: (0..replicas.clamp(1, MAX_VOTERS)).collect(),
+        }
+    }
+}
+
+/// The voter ids in a properties file's `controller.quorum.voters` (`id@host:port,...`): how an
+/// operator that lost the status (or predates it) recovers the voters of a running cluster.
+pub fn voters_from_properties(text: &str) -> Option<Vec<i32>> {
+    let value = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("controller.quorum.voters="))?;
+    let voters: Option<Vec<i32>> = value
+        .split(',')
+        .map(|v| v.split_once('@').and_then(|(id, _)| id.trim().parse().ok()))
+        .collect();
+    voters.filter(|v| !v.is_empty())
+}
 
 /// File name of broker `ordinal`'s properties inside the ConfigMap.
 pub fn file_name(ordinal: i32) -> String {
@@ -112,11 +148,6 @@ fn security_protocol(listener: &GenericKafkaListener) -> &'static str {
     }
 }
 
-/// How many of the first pods are quorum voters.
-pub fn voter_count(replicas: i32) -> i32 {
-    replicas.clamp(1, MAX_VOTERS)
-}
-
 /// The `log.dirs` value for the storage type.
 pub fn log_dirs(kafka: &Kafka) -> String {
     let storage = &kafka.spec.kafka.storage;
@@ -131,7 +162,7 @@ pub fn log_dirs(kafka: &Kafka) -> String {
 }
 
 /// The lines every broker shares (also what the pod-template hash covers).
-pub fn shared_properties(kafka: &Kafka, cluster_id: &str) -> Result<String, String> {
+pub fn shared_properties(kafka: &Kafka, identity: &Identity) -> Result<String, String> {
     let spec = &kafka.spec.kafka;
     let mut out = String::new();
     let _ = writeln!(
@@ -140,8 +171,10 @@ pub fn shared_properties(kafka: &Kafka, cluster_id: &str) -> Result<String, Stri
         super::namespace(kafka),
         super::kafka_name(kafka)
     );
-    let voters: Vec<String> = (0..voter_count(spec.replicas))
-        .map(|i| format!("{i}@{}:{CONTROLLER_PORT}", names::pod_dns(kafka, i)))
+    let voters: Vec<String> = identity
+        .voters
+        .iter()
+        .map(|&i| format!("{i}@{}:{CONTROLLER_PORT}", names::pod_dns(kafka, i)))
         .collect();
     let mut protocols = vec![
         "CONTROLLER:PLAINTEXT".to_string(),
@@ -153,7 +186,7 @@ pub fn shared_properties(kafka: &Kafka, cluster_id: &str) -> Result<String, Stri
             .map(|l| format!("{}:{}", listener_name(l), security_protocol(l))),
     );
     let mut fixed: Vec<(String, String)> = vec![
-        ("cluster.id".into(), cluster_id.into()),
+        ("cluster.id".into(), identity.cluster_id.clone()),
         ("controller.quorum.voters".into(), voters.join(",")),
         ("controller.listener.names".into(), "CONTROLLER".into()),
         ("inter.broker.listener.name".into(), "REPLICATION".into()),
@@ -258,10 +291,11 @@ fn advertised_address(
 pub fn pod_properties(
     kafka: &Kafka,
     ordinal: i32,
+    voters: &[i32],
     node_ports: &NodePorts,
 ) -> Result<String, String> {
     let spec = &kafka.spec.kafka;
-    let is_voter = ordinal < voter_count(spec.replicas);
+    let is_voter = voters.contains(&ordinal);
     let host = names::pod_dns(kafka, ordinal);
     let mut listeners = Vec::new();
     let mut advertised = vec![format!("REPLICATION://{host}:{REPLICATION_PORT}")];
@@ -303,13 +337,14 @@ pub fn config_hash(shared: &str) -> String {
 /// `node_ports`: see [`pod_properties`]; an error names a node port that is still missing.
 pub fn config_map(
     kafka: &Kafka,
-    cluster_id: &str,
+    identity: &Identity,
     node_ports: &NodePorts,
 ) -> Result<(ConfigMap, String), String> {
-    let shared = shared_properties(kafka, cluster_id)?;
+    let shared = shared_properties(kafka, identity)?;
     let data: BTreeMap<String, String> = (0..kafka.spec.kafka.replicas.max(0))
         .map(|i| {
-            pod_properties(kafka, i, node_ports).map(|own| (file_name(i), format!("{shared}{own}")))
+            pod_properties(kafka, i, &identity.voters, node_ports)
+                .map(|own| (file_name(i), format!("{shared}{own}")))
         })
         .collect::<Result<_, _>>()?;
     let cm = ConfigMap {
@@ -326,6 +361,11 @@ mod tests {
     use crate::resources::services::ListenerNodePorts;
     use crate::resources::test_support::{kafka, THREE_BROKERS};
 
+    /// The identity a new cluster of `k`'s size gets (cluster id "abc").
+    fn ids(k: &Kafka) -> Identity {
+        Identity::new_cluster("abc", k.spec.kafka.replicas)
+    }
+
     fn props(text: &str) -> BTreeMap<String, String> {
         text.lines()
             .filter(|l| !l.starts_with('#'))
@@ -337,7 +377,7 @@ mod tests {
     #[test]
     fn each_broker_gets_its_id_roles_and_pod_dns() {
         let k = kafka(THREE_BROKERS);
-        let (cm, _) = config_map(&k, "abc", &NodePorts::new()).unwrap();
+        let (cm, _) = config_map(&k, &ids(&k), &NodePorts::new()).unwrap();
         let data = cm.data.unwrap();
         assert_eq!(data.len(), 3);
         let b1 = props(&data["broker-1.properties"]);
@@ -368,10 +408,44 @@ mod tests {
     }
 
     #[test]
+    fn voters_stay_as_created_when_the_cluster_grows() {
+        let mut k = kafka(THREE_BROKERS);
+        k.spec.kafka.replicas = 1;
+        let created = ids(&k);
+        assert_eq!(created.voters, vec![0]);
+        k.spec.kafka.replicas = 3;
+        let (cm, _) = config_map(&k, &created, &NodePorts::new()).unwrap();
+        let data = cm.data.unwrap();
+        for ordinal in 0..3 {
+            let p = props(&data[&file_name(ordinal)]);
+            assert_eq!(
+                p["controller.quorum.voters"],
+                "0@my-cluster-kafka-0.my-cluster-kafka-brokers.prod.svc:9090"
+            );
+            let roles = if ordinal == 0 {
+                "broker,controller"
+            } else {
+                "broker"
+            };
+            assert_eq!(p["process.roles"], roles);
+        }
+        // An operator without the status reads the voters back from a broker's file.
+        assert_eq!(voters_from_properties(&data[&file_name(2)]), Some(vec![0]));
+        let three = ids(&kafka(THREE_BROKERS));
+        let (cm, _) = config_map(&kafka(THREE_BROKERS), &three, &NodePorts::new()).unwrap();
+        assert_eq!(
+            voters_from_properties(&cm.data.unwrap()[&file_name(0)]),
+            Some(vec![0, 1, 2])
+        );
+        assert_eq!(voters_from_properties("controller.quorum.voters=x@y"), None);
+        assert_eq!(voters_from_properties("node.id=1"), None);
+    }
+
+    #[test]
     fn brokers_beyond_three_are_not_voters() {
         let mut k = kafka(THREE_BROKERS);
         k.spec.kafka.replicas = 5;
-        let (cm, _) = config_map(&k, "abc", &NodePorts::new()).unwrap();
+        let (cm, _) = config_map(&k, &ids(&k), &NodePorts::new()).unwrap();
         let b4 = props(&cm.data.unwrap()["broker-4.properties"]);
         assert_eq!(b4["process.roles"], "broker");
         assert!(b4["listeners"].contains("CONTROLLER://0.0.0.0:"));
@@ -386,11 +460,11 @@ mod tests {
     #[test]
     fn hash_follows_shared_config_not_broker_count() {
         let k = kafka(THREE_BROKERS);
-        let (_, h1) = config_map(&k, "abc", &NodePorts::new()).unwrap();
+        let (_, h1) = config_map(&k, &ids(&k), &NodePorts::new()).unwrap();
         let mut more = k.clone();
         more.spec.kafka.replicas = 4;
         assert_eq!(
-            config_map(&more, "abc", &NodePorts::new()).unwrap().1,
+            config_map(&more, &ids(&k), &NodePorts::new()).unwrap().1,
             h1,
             "scale-up must not roll brokers"
         );
@@ -400,7 +474,10 @@ mod tests {
             .kafka
             .config
             .insert("log.retention.hours".into(), serde_json::json!(24));
-        assert_ne!(config_map(&edited, "abc", &NodePorts::new()).unwrap().1, h1);
+        assert_ne!(
+            config_map(&edited, &ids(&k), &NodePorts::new()).unwrap().1,
+            h1
+        );
     }
 
     #[test]
@@ -417,7 +494,7 @@ kafka:
   storage: {type: ephemeral}
 "#,
         );
-        let p = props(&shared_properties(&k, "x").unwrap());
+        let p = props(&shared_properties(&k, &ids(&k)).unwrap());
         assert_eq!(
             p["listener.security.protocol.map"],
             "CONTROLLER:PLAINTEXT,REPLICATION:PLAINTEXT,PLAIN-9092:PLAINTEXT,\
@@ -428,7 +505,7 @@ kafka:
             "SCRAM-SHA-512"
         );
         assert_eq!(p["super.users"], "User:admin;User:ops");
-        assert_eq!(voter_count(1), 1);
+        assert_eq!(Identity::new_cluster("x", 1).voters, vec![0]);
     }
 
     #[test]
@@ -448,7 +525,7 @@ kafka:
         tls.spec.kafka.listeners[0].tls = true;
         assert!(validate(&tls)[0].contains("TLS"), "{:?}", validate(&tls));
         assert!(problems[0].contains("node.id"));
-        assert!(shared_properties(&k, "c").is_err());
+        assert!(shared_properties(&k, &ids(&k)).is_err());
     }
 
     #[test]
@@ -471,7 +548,7 @@ kafka:
 "#,
         );
         assert!(validate(&k).is_empty(), "{:?}", validate(&k));
-        let missing = config_map(&k, "abc", &NodePorts::new()).unwrap_err();
+        let missing = config_map(&k, &ids(&k), &NodePorts::new()).unwrap_err();
         assert!(missing.contains("my-cluster-kafka-external-0"), "{missing}");
         let ports = NodePorts::from([(
             "external".to_string(),
@@ -480,7 +557,7 @@ kafka:
                 brokers: BTreeMap::from([(0, 31010), (1, 31011), (2, 31012)]),
             },
         )]);
-        let (cm, _) = config_map(&k, "abc", &ports).unwrap();
+        let (cm, _) = config_map(&k, &ids(&k), &ports).unwrap();
         let data = cm.data.unwrap();
         let advertised = |i: i32| props(&data[&file_name(i)])["advertised.listeners"].clone();
         let pod = |i: i32| format!("my-cluster-kafka-{i}.my-cluster-kafka-brokers.prod.svc");
@@ -506,7 +583,8 @@ kafka:
         );
 
         // Without nodeport listeners no provider is configured (and the hash is unchanged).
-        let plain = props(&shared_properties(&kafka(THREE_BROKERS), "abc").unwrap());
+        let plain =
+            props(&shared_properties(&kafka(THREE_BROKERS), &ids(&kafka(THREE_BROKERS))).unwrap());
         assert!(!plain.contains_key("config.providers"));
         let mut owned = kafka(THREE_BROKERS);
         owned

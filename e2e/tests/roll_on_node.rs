@@ -1,0 +1,218 @@
+//! A rolling restart on the real node (issue 14): three brokers, an RF 3 topic with
+//! min.insync.replicas 2, an idempotent `acks=all` producer and a consumer group running
+//! throughout. A static broker config change makes the operator restart every broker: one pod at
+//! a time (never two brokers down), the active controller last, `status.rollingUpdate` showing
+//! progress, then Ready again. Midway the operator's own pod is deleted; its replacement reads
+//! the roll from the status and finishes it without restarting any broker twice. At the end no
+//! send failed after the client's retries and every acknowledged record is in the log exactly
+//! once and reached the group. Printed: roll time per broker and in total.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use common::load::Load;
+use common::*;
+use fjord_e2e::fixture::poll_until;
+use fjord_e2e::scenario::Scenario;
+use k8s_openapi::api::core::v1::Pod;
+use kafka_protocol::messages::MetadataRequest;
+
+const TOPIC: &str = "roll-orders";
+const BROKERS: i32 = 3;
+
+/// The active controller, as a broker reports it over the Kafka protocol.
+async fn controller_id(bootstrap: &str) -> Result<i32> {
+    let first = bootstrap.split(',').next().unwrap_or(bootstrap);
+    let mut conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        fjord_client::Connection::connect(first),
+    )
+    .await
+    .context("connecting for Metadata")??;
+    let request = MetadataRequest::default().with_topics(Some(vec![]));
+    let response = tokio::time::timeout(Duration::from_secs(10), conn.send(&request, 12))
+        .await
+        .context("Metadata")??;
+    ensure!(response.controller_id.0 >= 0, "no active controller");
+    Ok(response.controller_id.0)
+}
+
+/// Pod uid and readiness of each broker ordinal present.
+async fn broker_pods(s: &Scenario) -> Result<BTreeMap<i32, (String, bool)>> {
+    let mut out = BTreeMap::new();
+    for ordinal in 0..BROKERS {
+        let name = format!("my-cluster-kafka-{ordinal}");
+        if let Some(pod) = s.api::<Pod>().get_opt(&name).await? {
+            let ready = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            let terminating = pod.metadata.deletion_timestamp.is_some();
+            out.insert(
+                ordinal,
+                (pod.metadata.uid.unwrap_or_default(), ready && !terminating),
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn rolling_update(s: &Scenario) -> Result<String> {
+    s.kubectl(&[
+        "get",
+        "kafka",
+        "my-cluster",
+        "-o",
+        "jsonpath={.status.rollingUpdate}",
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_change_rolls_one_broker_at_a_time_controller_last_and_survives_an_operator_restart()
+{
+    Scenario::run("roll-on-node", |s| async move {
+        let started = Instant::now();
+        s.install_operator().await?;
+        apply_yaml(&s, "kafka", &read_example(NODEPORT_EXAMPLE))?;
+        s.wait_kafka_ready("my-cluster", Duration::from_secs(180))
+            .await?;
+        apply_yaml(&s, "topic", &topic_yaml("my-cluster", TOPIC, 6, 3))?;
+        wait_ready(&s, "kafkatopic", TOPIC, Duration::from_secs(60)).await?;
+        let bootstrap = s.bootstrap_servers("my-cluster", "external")?;
+        poll_until(Duration::from_secs(30), "full ISRs", || {
+            let bootstrap = bootstrap.clone();
+            async move {
+                let isrs = partition_isrs(&bootstrap, TOPIC, &[])?;
+                Ok(isrs.values().all(|isr| isr == &vec![0, 1, 2]))
+            }
+        })
+        .await?;
+        eprintln!("cluster and topic ready after {:?}", started.elapsed());
+
+        let load = Load::start(&bootstrap, TOPIC, "roll-readers")?;
+        let result = async {
+            load.wait_acked(200, Duration::from_secs(30)).await?;
+            let controller = controller_id(&bootstrap).await?;
+            let before = broker_pods(&s).await?;
+            ensure!(
+                before.len() == BROKERS as usize,
+                "pods before the roll: {before:?}"
+            );
+            let mut uids: BTreeMap<i32, BTreeSet<String>> = before
+                .iter()
+                .map(|(o, (uid, _))| (*o, BTreeSet::from([uid.clone()])))
+                .collect();
+
+            // A static broker setting: only a restart applies it.
+            s.kubectl(&[
+                "patch",
+                "kafka",
+                "my-cluster",
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"kafka":{"config":{"log.retention.hours":170}}}}"#,
+            ])?;
+            let roll_started = Instant::now();
+            let mut restarted: Vec<(i32, Duration)> = Vec::new();
+            let mut saw_progress = false;
+            let mut operator_killed = false;
+            let mut most_down = 0;
+            let deadline = Instant::now() + Duration::from_secs(600);
+            loop {
+                ensure!(
+                    Instant::now() < deadline,
+                    "the roll did not finish in 600 s; restarted so far {restarted:?}; \
+                     status.rollingUpdate: {}",
+                    rolling_update(&s).unwrap_or_default()
+                );
+                let pods = broker_pods(&s).await?;
+                let down = BROKERS as usize - pods.values().filter(|(_, ready)| *ready).count();
+                most_down = most_down.max(down);
+                for (ordinal, (uid, ready)) in &pods {
+                    let seen = uids.entry(*ordinal).or_default();
+                    if seen.insert(uid.clone()) {
+                        eprintln!(
+                            "broker {ordinal}: new pod {uid} after {:?}",
+                            roll_started.elapsed()
+                        );
+                    }
+                    let replaced = seen.len() > 1;
+                    if replaced && *ready && !restarted.iter().any(|(o, _)| o == ordinal) {
+                        restarted.push((*ordinal, roll_started.elapsed()));
+                    }
+                }
+                let status = rolling_update(&s)?;
+                if !status.trim().is_empty() {
+                    saw_progress = true;
+                }
+                if restarted.len() == 1 && !operator_killed {
+                    // Mid-roll: the operator goes away; its replacement must carry on.
+                    s.kubectl(&[
+                        "delete",
+                        "pod",
+                        "-l",
+                        "app.kubernetes.io/name=fjord-operator",
+                        "--wait=false",
+                    ])?;
+                    operator_killed = true;
+                    eprintln!(
+                        "deleted the operator pod after {:?} (status: {status})",
+                        roll_started.elapsed()
+                    );
+                }
+                if restarted.len() == BROKERS as usize && status.trim().is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let roll_took = roll_started.elapsed();
+            s.wait_kafka_ready("my-cluster", Duration::from_secs(120))
+                .await?;
+            eprintln!("roll order and times: {restarted:?}; total {roll_took:?}");
+            ensure!(saw_progress, "status.rollingUpdate never showed the roll");
+            ensure!(
+                most_down <= 1,
+                "{most_down} brokers were down at once during the roll"
+            );
+            for (ordinal, seen) in &uids {
+                if seen.len() != 2 {
+                    bail!(
+                        "broker {ordinal} ran {} pods during the roll: {seen:?}",
+                        seen.len()
+                    );
+                }
+            }
+            let last = restarted.last().map(|(o, _)| *o);
+            ensure!(
+                last == Some(controller),
+                "the active controller (broker {controller}) was not restarted last: {restarted:?}"
+            );
+            let config = s.kubectl(&[
+                "get",
+                "configmap",
+                "my-cluster-kafka-config",
+                "-o",
+                "jsonpath={.data.broker-0\\.properties}",
+            ])?;
+            ensure!(config.contains("log.retention.hours=170"), "{config}");
+            let per_broker = roll_took / BROKERS as u32;
+            eprintln!("roll time per broker: {per_broker:?}");
+            // Produce a little longer with every broker back.
+            let acked = load.acked();
+            load.wait_acked(acked + 200, Duration::from_secs(30))
+                .await?;
+            Ok(())
+        }
+        .await;
+        let finished = load.finish(false).await;
+        result?;
+        finished?;
+        eprintln!("total {:?}", started.elapsed());
+        Ok(())
+    })
+    .await;
+}
