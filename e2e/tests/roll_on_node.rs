@@ -12,33 +12,16 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use common::load::Load;
+use common::protocol::controller_id;
 use common::*;
 use fjord_e2e::fixture::poll_until;
 use fjord_e2e::scenario::Scenario;
 use k8s_openapi::api::core::v1::Pod;
-use kafka_protocol::messages::MetadataRequest;
 
 const TOPIC: &str = "roll-orders";
 const BROKERS: i32 = 3;
-
-/// The active controller, as a broker reports it over the Kafka protocol.
-async fn controller_id(bootstrap: &str) -> Result<i32> {
-    let first = bootstrap.split(',').next().unwrap_or(bootstrap);
-    let mut conn = tokio::time::timeout(
-        Duration::from_secs(10),
-        fjord_client::Connection::connect(first),
-    )
-    .await
-    .context("connecting for Metadata")??;
-    let request = MetadataRequest::default().with_topics(Some(vec![]));
-    let response = tokio::time::timeout(Duration::from_secs(10), conn.send(&request, 12))
-        .await
-        .context("Metadata")??;
-    ensure!(response.controller_id.0 >= 0, "no active controller");
-    Ok(response.controller_id.0)
-}
 
 /// Pod uid and readiness of each broker ordinal present.
 async fn broker_pods(s: &Scenario) -> Result<BTreeMap<i32, (String, bool)>> {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod load;
+pub mod protocol;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -33,6 +33,9 @@ use super::Condition;
 #[serde(rename_all = "camelCase")]
 pub struct KafkaSpec {
     pub kafka: KafkaClusterSpec,
+    /// What the operator does with partition replicas when brokers are added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<RebalanceSpec>,
     /// Not supported (rejected); present only so the rejection can say why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::any_object")]
@@ -49,6 +52,16 @@ pub struct KafkaSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::any_object")]
     pub kafka_exporter: Option<serde_json::Value>,
+}
+
+/// `spec.rebalance`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceSpec {
+    /// Move replicas and preferred leaders onto new brokers after a scale-up, so every broker
+    /// holds its share (default true). Scale-down always drains the brokers it removes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_scale: Option<bool>,
 }
 
 /// `spec.kafka`: the brokers.
@@ -351,10 +364,37 @@ pub struct KafkaStatus {
     /// Node ids of the metadata quorum's voters, fixed when the cluster was created.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quorum_voters: Vec<i32>,
+    /// Replica placement across the brokers: what the last rebalance covered and what is moving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<RebalanceStatus>,
     /// The rolling restart in progress; absent (null) when none is. A new operator continues it
     /// from here, so no broker is restarted twice.
     #[serde(default)]
     pub rolling_update: Option<RollingUpdateStatus>,
+}
+
+/// Replica placement across the brokers (scale-up rebalance and scale-down drain).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceStatus {
+    /// Brokers the replicas were last placed over; more brokers in the spec is a scale-up to
+    /// rebalance for, fewer a scale-down to drain for.
+    pub brokers: i32,
+    /// `ScaleUp` or `ScaleDown` while replicas move; null when nothing moves.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Partitions the current operation reassigned.
+    #[serde(default)]
+    pub partitions_total: i32,
+    /// Of those, partitions still moving.
+    #[serde(default)]
+    pub partitions_pending: i32,
+    /// When the current operation started (RFC 3339).
+    #[serde(default)]
+    pub started: Option<String>,
+    /// What happens now, or how the last operation ended.
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 /// Progress of a rolling restart of the broker pods.

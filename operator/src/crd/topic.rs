@@ -55,6 +55,21 @@ pub struct KafkaTopicStatus {
     pub topic_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic_id: Option<String>,
+    /// A replication-factor change in progress or refused; absent (null) when the topic has the
+    /// replication factor the spec asks for.
+    #[serde(default)]
+    pub replicas_change: Option<ReplicasChangeStatus>,
+}
+
+/// Strimzi's `status.replicasChange`: where a `spec.replicas` edit stands.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicasChangeStatus {
+    pub target_replicas: i32,
+    /// `ongoing` (replicas are being added or removed) or `refused` (nothing was changed).
+    pub state: String,
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 impl KafkaTopic {

@@ -17,10 +17,13 @@ use kube::ResourceExt;
 use crate::crd::condition::{merge_conditions, now_rfc3339};
 use crate::crd::kafka::{BrokerCounts, KafkaStatus, ListenerStatus, ListenerType, StorageType};
 use crate::crd::{Condition, Kafka};
-use crate::resources::{broker_config, disruption_budget, selector_labels, services, statefulset};
+use crate::resources::{
+    broker_config, disruption_budget, names, selector_labels, services, statefulset,
+};
 
 use super::{
-    apply, connect_admin, object_key, patch_status, roller, Context, Error, RECHECK, RESYNC,
+    apply, connect_admin, object_key, patch_status, roller, scaling, Context, Error, RECHECK,
+    RESYNC,
 };
 
 /// A new cluster id in Kafka's format: 16 random bytes, URL-safe base64 without padding.
@@ -137,25 +140,30 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
     }
     let mut refusals = Vec::new();
     let mut planned = kafka.as_ref().clone();
-    let lowest = identity.voters.iter().max().map_or(1, |v| v + 1);
-    if planned.spec.kafka.replicas < lowest {
-        let message = format!(
-            "spec.kafka.replicas {} is refused: brokers {:?} are the metadata quorum's voters, \
-             fixed when the cluster was created, so at least {lowest} brokers must run; nothing \
-             was changed",
-            planned.spec.kafka.replicas, identity.voters
-        );
-        ctx.metrics
-            .refusals
-            .with_label_values(&["BelowQuorumVoters"])
-            .inc();
-        if !has_warning(&previous.conditions, "ScaleDownRefused") {
-            ctx.event(kafka.as_ref(), true, "ScaleDownRefused", message.clone())
-                .await;
-        }
-        refusals.push(Condition::warning("ScaleDownRefused", message));
-        planned.spec.kafka.replicas = lowest;
-    }
+    // One admin connection for this reconcile, when some broker can answer.
+    let sts_api = Api::<StatefulSet>::namespaced(client.clone(), &ns);
+    let existing = sts_api.get_opt(&names::statefulset(&kafka)).await?;
+    let ready_before = existing
+        .as_ref()
+        .and_then(|s| s.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let mut admin = if ready_before > 0 {
+        Some(connect_admin(&planned).await.map_err(|e| e.to_string()))
+    } else {
+        None
+    };
+    let scale = scaling::step(
+        &planned,
+        &ctx,
+        (planned.spec.kafka.replicas, &identity.voters),
+        existing.as_ref(),
+        admin.as_mut().and_then(|a| a.as_mut().ok()),
+        previous.rolling_update.is_some(),
+    )
+    .await?;
+    refusals.extend(scale.warnings);
+    planned.spec.kafka.replicas = scale.statefulset_replicas;
     let kafka = Arc::new(planned);
     apply(
         &Api::<ServiceAccount>::namespaced(client.clone(), &ns),
@@ -194,7 +202,6 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
         &disruption_budget::disruption_budget(&kafka),
     )
     .await?;
-    let sts_api = Api::<StatefulSet>::namespaced(client.clone(), &ns);
     let sts = apply(&sts_api, &statefulset::statefulset(&kafka, &hash)).await?;
 
     let desired = kafka.spec.kafka.replicas;
@@ -203,13 +210,13 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
         .as_ref()
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
-    let layout = if ready_pods > 0 {
-        Some(match connect_admin(&kafka).await {
-            Ok(mut admin) => admin.layout().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        })
-    } else {
-        None
+    if admin.is_none() && ready_pods > 0 {
+        admin = Some(connect_admin(&kafka).await.map_err(|e| e.to_string()));
+    }
+    let layout = match admin.as_mut() {
+        Some(Ok(admin)) => Some(admin.layout().await.map_err(|e| e.to_string())),
+        Some(Err(e)) => Some(Err(e.clone())),
+        None => None,
     };
     let roll = roller::step(
         &kafka,
@@ -244,6 +251,7 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
         observed_generation: kafka.metadata.generation,
         cluster_id: Some(identity.cluster_id),
         quorum_voters: identity.voters,
+        rebalance: scale.status,
         rolling_update: roll.status,
         listeners: services::bootstrap_addresses(&kafka, &node_ports, node_address.as_deref())
             .into_iter()
@@ -261,15 +269,10 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
     ctx.succeeded(&object_key(kafka.as_ref()));
     Ok(Action::requeue(match roll.recheck {
         Some(soon) => soon,
+        None if scale.busy => roller::ROLL_RECHECK,
         None if is_ready => RESYNC,
         None => RECHECK,
     }))
-}
-
-fn has_warning(conditions: &[Condition], reason: &str) -> bool {
-    conditions
-        .iter()
-        .any(|c| c.type_ == "Warning" && c.reason.as_deref() == Some(reason))
 }
 
 /// The cluster id and quorum voters the brokers are (or will be) formatted with: from the

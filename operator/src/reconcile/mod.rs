@@ -3,7 +3,9 @@
 
 pub mod kafka;
 pub mod roller;
+pub mod scaling;
 pub mod topic;
+pub mod topic_replicas;
 pub mod user;
 pub mod user_acls;
 

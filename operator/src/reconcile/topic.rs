@@ -1,7 +1,8 @@
 //! KafkaTopic reconciler: makes the topic on the brokers match the resource.
 //!
-//! Creates the topic, grows partitions, sets and removes config overrides, deletes the topic when
-//! the resource is deleted (finalizer). Refusals (partition decrease, invalid config) leave the
+//! Creates the topic, grows partitions, sets and removes config overrides, changes the
+//! replication factor by reassignment ([`topic_replicas`]), deletes the topic when the resource
+//! is deleted (finalizer). Refusals (partition decrease, invalid config) leave the
 //! topic untouched and say why in a condition. Topics without a resource are never touched.
 
 use std::collections::BTreeMap;
@@ -13,11 +14,13 @@ use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::ResourceExt;
 
 use crate::crd::condition::{merge_conditions, now_rfc3339};
+use crate::crd::topic::ReplicasChangeStatus;
 use crate::crd::{config_value_string, Condition, KafkaTopic, KafkaTopicStatus};
 use crate::kafka_admin::{AdminError, TopicDescription};
 
 use super::{
-    connect_admin, object_key, owning_cluster, patch_status, Context, Error, RECHECK, RESYNC,
+    connect_admin, object_key, owning_cluster, patch_status, topic_replicas, Context, Error,
+    RECHECK, RESYNC,
 };
 
 pub const FINALIZER: &str = "kafka.fjord.dev/topic";
@@ -37,11 +40,11 @@ pub enum TopicChange {
     },
 }
 
-/// The plan for one reconcile: a change (if any), warnings, or a refusal that blocks everything.
+/// The plan for one reconcile: a change (if any), or a refusal that blocks everything.
+/// (`spec.replicas` is not planned here: [`topic_replicas`] converges it by reassignment.)
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicPlan {
     pub change: Option<TopicChange>,
-    pub warnings: Vec<Condition>,
     pub refusal: Option<Condition>,
 }
 
@@ -77,7 +80,6 @@ pub fn plan(topic: &KafkaTopic, current: Option<&TopicDescription>) -> TopicPlan
             ..TopicPlan::default()
         };
     };
-    let mut warnings = Vec::new();
     let have = current.info.partitions;
     if let Some(want) = spec.partitions {
         if want < have {
@@ -92,19 +94,6 @@ pub fn plan(topic: &KafkaTopic, current: Option<&TopicDescription>) -> TopicPlan
                 )),
                 ..TopicPlan::default()
             };
-        }
-    }
-    if let Some(want) = spec.replicas {
-        if want != current.info.replication_factor {
-            warnings.push(Condition::warning(
-                "ReplicationFactorChangeNotSupported",
-                format!(
-                    "topic {} has replication factor {}; changing it to {want} needs a \
-                     partition reassignment, which the operator does not do yet",
-                    topic.topic_name(),
-                    current.info.replication_factor
-                ),
-            ));
         }
     }
     let set: BTreeMap<String, String> = config
@@ -127,7 +116,6 @@ pub fn plan(topic: &KafkaTopic, current: Option<&TopicDescription>) -> TopicPlan
         });
     TopicPlan {
         change,
-        warnings,
         refusal: None,
     }
 }
@@ -157,11 +145,24 @@ async fn write_status(
     topic_id: Option<String>,
 ) -> Result<(), Error> {
     let previous = topic.status.clone().unwrap_or_default();
+    let replicas_change = previous.replicas_change.clone();
+    write_full_status(api, topic, conditions, topic_id, replicas_change).await
+}
+
+async fn write_full_status(
+    api: &Api<KafkaTopic>,
+    topic: &KafkaTopic,
+    conditions: Vec<Condition>,
+    topic_id: Option<String>,
+    replicas_change: Option<ReplicasChangeStatus>,
+) -> Result<(), Error> {
+    let previous = topic.status.clone().unwrap_or_default();
     let status = KafkaTopicStatus {
         conditions: merge_conditions(&previous.conditions, conditions, &now_rfc3339()),
         observed_generation: topic.metadata.generation,
         topic_name: Some(topic.topic_name()),
         topic_id: topic_id.or(previous.topic_id),
+        replicas_change,
     };
     patch_status(api, &topic.name_any(), &status).await
 }
@@ -232,12 +233,75 @@ async fn apply(topic: Arc<KafkaTopic>, ctx: &Context) -> Result<Action, Error> {
                 tracing::info!(topic = %name, ?grow_partitions_to, ?set, ?delete, "topic updated");
             }),
     };
+    let outcome = match (outcome, topic.spec.replicas) {
+        (Ok(()), Some(want)) if current.is_some() => {
+            let previous = topic
+                .status
+                .as_ref()
+                .and_then(|s| s.replicas_change.as_ref());
+            topic_replicas::converge(&mut admin, &name, want, previous)
+                .await
+                .map(Some)
+        }
+        (outcome, _) => outcome.map(|()| None),
+    };
     match outcome {
-        Ok(()) => {
+        Ok(replicas) => {
+            let replicas = replicas.unwrap_or_default();
+            if let Some(note) = &replicas.started {
+                ctx.event(
+                    topic.as_ref(),
+                    false,
+                    "ReplicationFactorChanging",
+                    note.clone(),
+                )
+                .await;
+            }
+            if replicas.finished {
+                ctx.event(
+                    topic.as_ref(),
+                    false,
+                    "ReplicationFactorChanged",
+                    format!(
+                        "topic {name} has {} replicas per partition",
+                        topic.spec.replicas.unwrap_or_default()
+                    ),
+                )
+                .await;
+            }
+            let refused = replicas
+                .status
+                .as_ref()
+                .is_some_and(|s| s.state == "refused");
+            if refused
+                && topic
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.replicas_change.as_ref())
+                    != replicas.status.as_ref()
+            {
+                ctx.metrics
+                    .refusals
+                    .with_label_values(&["ReplicationFactorTooLarge"])
+                    .inc();
+                for w in &replicas.warnings {
+                    ctx.event(
+                        topic.as_ref(),
+                        true,
+                        "ReplicationFactorTooLarge",
+                        w.message.clone().unwrap_or_default(),
+                    )
+                    .await;
+                }
+            }
             let mut conditions = vec![Condition::ready()];
-            conditions.extend(plan.warnings);
-            write_status(&api, &topic, conditions, topic_id).await?;
-            Ok(Action::requeue(RESYNC))
+            conditions.extend(replicas.warnings);
+            write_full_status(&api, &topic, conditions, topic_id, replicas.status).await?;
+            Ok(Action::requeue(if replicas.moving {
+                super::roller::ROLL_RECHECK
+            } else {
+                RESYNC
+            }))
         }
         Err(e @ AdminError::Kafka { .. }) => {
             let reason = match e.kafka_error() {
@@ -421,12 +485,10 @@ mod tests {
     }
 
     #[test]
-    fn replication_factor_change_is_a_warning() {
+    fn replication_factor_changes_are_not_config_changes() {
+        // spec.replicas is converged by a reassignment (topic_replicas), not by this plan.
         let t = topic("{partitions: 4, replicas: 3}");
-        let p = plan(&t, Some(&current(4, 1, &[])));
-        assert!(p.change.is_none());
-        assert_eq!(p.warnings.len(), 1);
-        assert_eq!(p.warnings[0].type_, "Warning");
+        assert_eq!(plan(&t, Some(&current(4, 1, &[]))), TopicPlan::default());
     }
 
     #[test]

@@ -334,8 +334,10 @@ pub fn statefulset(kafka: &Kafka, config_hash: &str) -> StatefulSet {
     }
 }
 
-/// Claims are deleted with the cluster only when every persistent volume says `deleteClaim: true`;
-/// scaling down never deletes a claim (the broker's data may be the only copy).
+/// Claims are deleted (with the cluster, or with a broker removed by a scale-down) only when every
+/// persistent volume says `deleteClaim: true`. A scale-down removes a broker only after draining
+/// it (`reconcile::scaling`: the metadata shows it hosting no replica), so its claim holds no
+/// only copy.
 fn claim_retention(kafka: &Kafka) -> StatefulSetPersistentVolumeClaimRetentionPolicy {
     let storage = &kafka.spec.kafka.storage;
     let delete = match storage.type_ {
@@ -348,7 +350,7 @@ fn claim_retention(kafka: &Kafka) -> StatefulSetPersistentVolumeClaimRetentionPo
     };
     StatefulSetPersistentVolumeClaimRetentionPolicy {
         when_deleted: Some(if delete { "Delete" } else { "Retain" }.into()),
-        when_scaled: Some("Retain".into()),
+        when_scaled: Some(if delete { "Delete" } else { "Retain" }.into()),
     }
 }
 
