@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::runtime::controller::Controller;
@@ -40,6 +40,13 @@ pub async fn run(
         .owns(api::<ConfigMap>(&ctx, ns), Config::default())
         .owns(api::<Service>(&ctx, ns), Config::default())
         .owns(api::<PodDisruptionBudget>(&ctx, ns), Config::default())
+        // Broker pods (owned by the StatefulSet, not the Kafka): the roller acts on readiness
+        // changes and on the manual-rolling-update annotation as they happen.
+        .watches(
+            api::<Pod>(&ctx, ns),
+            Config::default().labels(CLUSTER_LABEL),
+            cluster_of_pod,
+        )
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile::kafka::reconcile, error_policy, ctx.clone())
         .for_each(|result| async move { log_result("Kafka", result) });
@@ -87,6 +94,12 @@ where
         .filter(|m| m.namespace() == ns && m.labels().get(CLUSTER_LABEL) == Some(&name))
         .map(|m| ObjectRef::from_obj(m.as_ref()))
         .collect()
+}
+
+/// The Kafka a broker pod belongs to, by its cluster label.
+fn cluster_of_pod(pod: Pod) -> Option<ObjectRef<Kafka>> {
+    let cluster = pod.labels().get(CLUSTER_LABEL)?;
+    Some(ObjectRef::new(cluster).within(&pod.namespace()?))
 }
 
 /// The users whose `spec.authentication.password` names `secret`.

@@ -1,7 +1,8 @@
 //! The Kafka reconciler against the local cluster with a real node: CRDs install, a `Kafka`
 //! becomes its objects and its broker pods really run and come Ready (the operator, in this
 //! process on the host, reaches them through a nodeport listener), config edits change the
-//! ConfigMap and the pod-template hash, deleted objects come back, deleting the `Kafka`
+//! ConfigMap and the pod-template hash (and a roller without restart-safety answers restarts
+//! nothing and says so), deleted objects come back, deleting the `Kafka`
 //! garbage-collects everything, persistent storage gets claims bound by the cluster's default
 //! StorageClass that outlive the cluster, and invalid resources are rejected at admission.
 //!
@@ -210,6 +211,36 @@ async fn kafka_resource_becomes_a_statefulset_and_its_companions() {
             Ok(template_hash(&sts_api.get("my-cluster-kafka").await?) != before)
         })
         .await?;
+        // The roller wants all three restarted, but this operator runs on the host, where pod
+        // DNS names do not resolve: it cannot ask a broker whether stopping it is safe, so it
+        // restarts nothing and says why (a roll in a pod is tested in e2e/tests/roll_on_node.rs).
+        let uids_before: Vec<Option<String>> = pods
+            .list(&ListParams::default().labels("kafka.fjord.dev/cluster=my-cluster"))
+            .await?
+            .items
+            .into_iter()
+            .map(|p| p.metadata.uid)
+            .collect();
+        poll_until(WAIT, "a blocked roll in status.rollingUpdate", || async {
+            let k = kafkas.get("my-cluster").await?;
+            let roll = &k.data["status"]["rollingUpdate"];
+            Ok(roll["pending"].as_array().is_some_and(|p| p.len() == 3)
+                && roll["blockedBy"]
+                    .as_str()
+                    .is_some_and(|b| b.contains("restart safety unknown")))
+        })
+        .await?;
+        let uids_after: Vec<Option<String>> = pods
+            .list(&ListParams::default().labels("kafka.fjord.dev/cluster=my-cluster"))
+            .await?
+            .items
+            .into_iter()
+            .map(|p| p.metadata.uid)
+            .collect();
+        ensure!(
+            uids_before == uids_after,
+            "a broker was restarted without a safety answer"
+        );
 
         // Drift is repaired: a deleted Service comes back.
         let services = ns.api::<Service>();
