@@ -3,7 +3,8 @@
 //! throughout. A static broker config change makes the operator restart every broker: one pod at
 //! a time (never two brokers down), the active controller last, `status.rollingUpdate` showing
 //! progress, then Ready again. Midway the operator's own pod is deleted; its replacement reads
-//! the roll from the status and finishes it without restarting any broker twice. At the end no
+//! the roll from the status and finishes it without restarting any broker twice. Then a dynamic
+//! setting (`log.retention.hours`) is applied as a cluster-wide default and restarts nothing. At the end no
 //! send failed after the client's retries and every acknowledged record is in the log exactly
 //! once and reached the group. Printed: roll time per broker and in total.
 
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
 use common::load::Load;
-use common::protocol::controller_id;
+use common::protocol::{cluster_default, controller_id};
 use common::*;
 use fjord_e2e::fixture::poll_until;
 use fjord_e2e::scenario::Scenario;
@@ -97,7 +98,7 @@ async fn config_change_rolls_one_broker_at_a_time_controller_last_and_survives_a
                 "my-cluster",
                 "--type=merge",
                 "-p",
-                r#"{"spec":{"kafka":{"config":{"log.retention.hours":170}}}}"#,
+                r#"{"spec":{"kafka":{"config":{"num.partitions":2}}}}"#,
             ])?;
             let roll_started = Instant::now();
             let mut restarted: Vec<(i32, Duration)> = Vec::new();
@@ -181,9 +182,44 @@ async fn config_change_rolls_one_broker_at_a_time_controller_last_and_survives_a
                 "-o",
                 "jsonpath={.data.broker-0\\.properties}",
             ])?;
-            ensure!(config.contains("log.retention.hours=170"), "{config}");
+            ensure!(config.contains("num.partitions=2"), "{config}");
             let per_broker = roll_took / BROKERS as u32;
             eprintln!("roll time per broker: {per_broker:?}");
+
+            // A dynamic setting is applied at run time and restarts nothing.
+            let uids_before = broker_pods(&s).await?;
+            s.kubectl(&[
+                "patch",
+                "kafka",
+                "my-cluster",
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"kafka":{"config":{"log.retention.hours":170}}}}"#,
+            ])?;
+            poll_until(
+                Duration::from_secs(60),
+                "log.retention.hours=170 applied",
+                || {
+                    let bootstrap = bootstrap.clone();
+                    async move {
+                        Ok(cluster_default(&bootstrap, "log.retention.hours")
+                            .await?
+                            .as_deref()
+                            == Some("170"))
+                    }
+                },
+            )
+            .await?;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            ensure!(
+                broker_pods(&s).await? == uids_before,
+                "a dynamic config change restarted brokers"
+            );
+            ensure!(
+                rolling_update(&s)?.trim().is_empty(),
+                "a dynamic config change started a roll: {}",
+                rolling_update(&s)?
+            );
             // Produce a little longer with every broker back.
             let acked = load.acked();
             load.wait_acked(acked + 200, Duration::from_secs(30))

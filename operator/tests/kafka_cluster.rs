@@ -198,13 +198,14 @@ async fn kafka_resource_becomes_a_statefulset_and_its_companions() {
 
         // Editing the broker config changes the ConfigMap and the pod-template hash.
         let before = template_hash(&sts);
-        let patch = json!({"spec": {"kafka": {"config": {"log.retention.hours": 24}}}});
+        // num.partitions is static (log.retention.* would be applied at run time, no roll).
+        let patch = json!({"spec": {"kafka": {"config": {"num.partitions": 2}}}});
         kafkas
             .patch("my-cluster", &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
         poll_until(WAIT, "the new config in the ConfigMap", || async {
             let cm = ns.api::<ConfigMap>().get("my-cluster-kafka-config").await?;
-            Ok(cm.data.unwrap()["broker-0.properties"].contains("log.retention.hours=24"))
+            Ok(cm.data.unwrap()["broker-0.properties"].contains("num.partitions=2"))
         })
         .await?;
         poll_until(WAIT, "a new config hash on the pod template", || async {

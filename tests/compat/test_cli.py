@@ -172,6 +172,20 @@ def test_configs(broker, kafka_bin):
     for key in ("num.partitions=1", "auto.create.topics.enable=true", "log.dirs="):
         assert key in out, f"{key} missing from kafka-configs --describe --all for broker 1:\n{out[:3000]}"
 
+    # A cluster-wide dynamic default in hours: described as set, in effect in milliseconds.
+    configs(kafka_bin, broker, "--alter", "--entity-type", "brokers", "--entity-default",
+            "--add-config", "log.retention.hours=170")
+    try:
+        wait_for(lambda: "log.retention.hours=170" in configs(
+            kafka_bin, broker, "--describe", "--entity-type", "brokers", "--entity-default").stdout,
+            30, "log.retention.hours=170 in the cluster default, as set")
+        wait_for(lambda: "retention.ms=612000000" in configs(
+            kafka_bin, broker, "--describe", "--all", "--entity-type", "topics", "--entity-name", t).stdout,
+            30, "retention.ms=612000000 (170 h) in effect for the topic")
+    finally:
+        configs(kafka_bin, broker, "--alter", "--entity-type", "brokers", "--entity-default",
+                "--delete-config", "log.retention.hours")
+
 
 def test_broker_api_versions(broker, kafka_bin):
     out = run(kafka_bin, "kafka-broker-api-versions", "--bootstrap-server", broker.bootstrap).stdout

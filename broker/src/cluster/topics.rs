@@ -84,9 +84,14 @@ impl TopicManager<'_> {
         let img = self.image.snapshot();
         for node in [None, Some(self.config.node_id)] {
             if let Some(map) = img.broker_configs.get(&node) {
+                // Stored as set (`log.retention.hours=170`, what DescribeConfigs shows);
+                // converted to the topic key's unit here. Keys iterate in name order, so
+                // `log.retention.ms` beats `.minutes` beats `.hours`, as in Kafka.
                 for (k, v) in map {
                     if let Some(tk) = crate::config::broker_key_to_topic_key(k) {
-                        d.insert(tk.to_string(), v.clone());
+                        let v = crate::config::dynamic_value_in_topic_units(k, v)
+                            .unwrap_or_else(|_| v.clone());
+                        d.insert(tk.to_string(), v);
                     }
                 }
             }
@@ -260,13 +265,6 @@ impl TopicManager<'_> {
             return Ok(());
         }
         let _guard = self.changes.lock().await;
-        let changes = changes
-            .into_iter()
-            .map(|(k, v)| {
-                let v = v.map(|v| crate::config::dynamic_value_in_topic_units(&k, &v).unwrap_or(v));
-                (k, v)
-            })
-            .collect();
         self.commit_one(MetadataRecord::AlterBrokerConfig { node, changes })
             .await
             .map_err(storage_error)?;

@@ -1,14 +1,16 @@
 //! Kafka protocol questions librdkafka does not expose, asked with `fjord-client`: the active
-//! controller, every broker's address, the replica layout, and DescribeQuorum per broker.
+//! controller, every broker's address, the replica layout, DescribeQuorum per broker and the
+//! cluster-wide dynamic broker defaults.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use fjord_client::Connection;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::{
-    DescribeQuorumRequest, MetadataRequest, MetadataResponse, TopicName,
+    DescribeConfigsRequest, DescribeQuorumRequest, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -99,4 +101,31 @@ pub async fn describe_quorum(address: &str) -> Result<(i32, i32, Vec<i32>)> {
         .collect();
     voters.sort_unstable();
     Ok((partition.leader_id.0, partition.leader_epoch, voters))
+}
+
+/// The cluster-wide dynamic broker default of `key` (DescribeConfigs on the empty broker name).
+pub async fn cluster_default(bootstrap: &str, key: &str) -> Result<Option<String>> {
+    let first = bootstrap.split(',').next().unwrap_or(bootstrap);
+    let mut conn = connect(first).await?;
+    let request =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(StrBytes::from_static_str(""))
+            .with_configuration_keys(None)]);
+    let response = tokio::time::timeout(DEADLINE, conn.send(&request, 4))
+        .await
+        .context("DescribeConfigs: timed out")??;
+    for result in &response.results {
+        ensure!(
+            result.error_code == 0,
+            "DescribeConfigs error {}",
+            result.error_code
+        );
+        for config in &result.configs {
+            if config.name.as_str() == key {
+                return Ok(config.value.as_ref().map(|v| v.to_string()));
+            }
+        }
+    }
+    Ok(None)
 }

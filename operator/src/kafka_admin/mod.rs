@@ -2,6 +2,7 @@
 //! reconciler needs. Every call has a deadline, and Kafka error codes come back as
 //! [`AdminError::Kafka`] with the protocol's name so conditions can quote them.
 
+mod broker_configs;
 mod partitions;
 mod topics;
 mod users;

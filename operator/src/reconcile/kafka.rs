@@ -235,6 +235,13 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
     });
     let ready = readiness(desired, ready_pods, cluster);
     let is_ready = ready.type_ == "Ready";
+    if is_ready {
+        if let Some(Ok(admin)) = admin.as_mut() {
+            if let Err(why) = apply_dynamic_config(&kafka, &ctx, admin).await {
+                refusals.push(Condition::warning("DynamicConfigNotApplied", why));
+            }
+        }
+    }
     let mut conditions = vec![ready];
     conditions.extend(refusals);
     conditions.extend(roll.warnings);
@@ -273,6 +280,35 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
         None if is_ready => RESYNC,
         None => RECHECK,
     }))
+}
+
+/// Applies the dynamic keys of `spec.kafka.config` as cluster-wide broker defaults (no restart).
+async fn apply_dynamic_config(
+    kafka: &Kafka,
+    ctx: &Context,
+    admin: &mut crate::kafka_admin::KafkaAdmin,
+) -> Result<(), String> {
+    let desired = broker_config::dynamic_config(kafka)?;
+    let current = admin
+        .cluster_broker_defaults()
+        .await
+        .map_err(|e| format!("cannot read the brokers' dynamic config: {e}"))?;
+    let (set, delete) = broker_config::dynamic_changes(&desired, &current);
+    if set.is_empty() && delete.is_empty() {
+        return Ok(());
+    }
+    admin
+        .alter_cluster_broker_defaults(&set, &delete)
+        .await
+        .map_err(|e| format!("dynamic broker config {set:?} (removing {delete:?}) refused: {e}"))?;
+    ctx.event(
+        kafka,
+        false,
+        "BrokerConfigUpdated",
+        format!("applied without restarts: set {set:?}, removed {delete:?}"),
+    )
+    .await;
+    Ok(())
 }
 
 /// The cluster id and quorum voters the brokers are (or will be) formatted with: from the

@@ -327,6 +327,58 @@ pub fn pod_properties(
     ))
 }
 
+/// Broker keys Kafka (and Fjord's broker) change at run time as cluster-wide defaults: editing
+/// them in `spec.kafka.config` is applied with IncrementalAlterConfigs and restarts nothing (they
+/// are still written to the properties files, so a restarted broker starts with them, and left
+/// out of the pod-template hash).
+pub const DYNAMIC_BROKER_KEYS: &[&str] = &[
+    "compression.type",
+    "log.cleanup.policy",
+    "log.index.interval.bytes",
+    "log.message.timestamp.type",
+    "log.retention.bytes",
+    "log.retention.hours",
+    "log.retention.minutes",
+    "log.retention.ms",
+    "log.roll.hours",
+    "log.roll.ms",
+    "log.segment.bytes",
+    "message.max.bytes",
+    "min.insync.replicas",
+];
+
+/// The dynamic part of `spec.kafka.config` (see [`DYNAMIC_BROKER_KEYS`]) as broker strings.
+pub fn dynamic_config(kafka: &Kafka) -> Result<BTreeMap<String, String>, String> {
+    kafka
+        .spec
+        .kafka
+        .config
+        .iter()
+        .filter(|(k, _)| DYNAMIC_BROKER_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| Ok((k.clone(), config_value_string(k, v)?)))
+        .collect()
+}
+
+/// What to set and delete in the cluster-wide broker defaults so the dynamic keys match
+/// `desired`: values that differ are set; dynamic keys set but no longer wanted are deleted
+/// (other keys, such as replication throttles a tool set, are left alone).
+pub fn dynamic_changes(
+    desired: &BTreeMap<String, String>,
+    current: &BTreeMap<String, String>,
+) -> (BTreeMap<String, String>, Vec<String>) {
+    let set = desired
+        .iter()
+        .filter(|(k, v)| current.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let delete = current
+        .keys()
+        .filter(|k| DYNAMIC_BROKER_KEYS.contains(&k.as_str()) && !desired.contains_key(*k))
+        .cloned()
+        .collect();
+    (set, delete)
+}
+
 /// Short hash of the shared configuration, written on the pod template.
 pub fn config_hash(shared: &str) -> String {
     let digest = Sha256::digest(shared.as_bytes());
@@ -341,6 +393,14 @@ pub fn config_map(
     node_ports: &NodePorts,
 ) -> Result<(ConfigMap, String), String> {
     let shared = shared_properties(kafka, identity)?;
+    // The hash (what makes the roller restart brokers) leaves out what changes at run time.
+    let mut restart_relevant = kafka.clone();
+    restart_relevant
+        .spec
+        .kafka
+        .config
+        .retain(|k, _| !DYNAMIC_BROKER_KEYS.contains(&k.as_str()));
+    let hash = config_hash(&shared_properties(&restart_relevant, identity)?);
     let data: BTreeMap<String, String> = (0..kafka.spec.kafka.replicas.max(0))
         .map(|i| {
             pod_properties(kafka, i, &identity.voters, node_ports)
@@ -352,7 +412,7 @@ pub fn config_map(
         data: Some(data),
         ..ConfigMap::default()
     };
-    Ok((cm, config_hash(&shared)))
+    Ok((cm, hash))
 }
 
 #[cfg(test)]
@@ -473,11 +533,46 @@ mod tests {
             .spec
             .kafka
             .config
-            .insert("log.retention.hours".into(), serde_json::json!(24));
+            .insert("num.partitions".into(), serde_json::json!(12));
         assert_ne!(
             config_map(&edited, &ids(&k), &NodePorts::new()).unwrap().1,
             h1
         );
+    }
+
+    #[test]
+    fn dynamic_keys_change_the_files_but_not_the_hash() {
+        let k = kafka(THREE_BROKERS);
+        let (cm, hash) = config_map(&k, &ids(&k), &NodePorts::new()).unwrap();
+        let mut edited = k.clone();
+        for (key, value) in [
+            ("log.retention.hours", serde_json::json!(170)),
+            ("min.insync.replicas", serde_json::json!(1)),
+        ] {
+            edited.spec.kafka.config.insert(key.into(), value);
+        }
+        let (cm2, hash2) = config_map(&edited, &ids(&k), &NodePorts::new()).unwrap();
+        assert_eq!(hash, hash2, "a dynamic change must not roll brokers");
+        assert_ne!(cm.data, cm2.data);
+        assert!(cm2.data.unwrap()["broker-0.properties"].contains("log.retention.hours=170"));
+        let dynamic = dynamic_config(&edited).unwrap();
+        assert_eq!(dynamic["log.retention.hours"], "170");
+        assert_eq!(dynamic["min.insync.replicas"], "1");
+        assert!(!dynamic.contains_key("default.replication.factor"));
+        let current = BTreeMap::from([
+            ("log.retention.hours".to_string(), "170".to_string()),
+            ("compression.type".to_string(), "zstd".to_string()),
+            (
+                "follower.replication.throttled.rate".to_string(),
+                "1000".to_string(),
+            ),
+        ]);
+        let (set, delete) = dynamic_changes(&dynamic, &current);
+        assert_eq!(
+            set,
+            BTreeMap::from([("min.insync.replicas".into(), "1".into())])
+        );
+        assert_eq!(delete, vec!["compression.type".to_string()]);
     }
 
     #[test]
