@@ -115,7 +115,15 @@ async fn scale_up_down_refusal_and_replication_factor_changes_lose_nothing() {
         s.wait_kafka_ready("my-cluster", Duration::from_secs(180))
             .await?;
         apply_yaml(&s, "topic", &topic_yaml("my-cluster", LOADED, 6, 3))?;
-        apply_yaml(&s, "topic", &topic_yaml("my-cluster", RESIZED, 3, 1))?;
+        // min.insync.replicas 1: with the cluster's 2, acks=all could never succeed at RF 1.
+        apply_yaml(
+            &s,
+            "topic",
+            &format!(
+                "{}  config:\n    min.insync.replicas: 1\n",
+                topic_yaml("my-cluster", RESIZED, 3, 1)
+            ),
+        )?;
         wait_ready(&s, "kafkatopic", LOADED, Duration::from_secs(60)).await?;
         wait_ready(&s, "kafkatopic", RESIZED, Duration::from_secs(60)).await?;
         let bootstrap = s.bootstrap_servers("my-cluster", "external")?;
