@@ -28,45 +28,11 @@ async fn pod_uid(s: &Scenario, name: &str) -> Result<Option<String>> {
         .and_then(|p| p.metadata.uid))
 }
 
-fn running_and_ready(pod: &Pod) -> bool {
-    let Some(status) = &pod.status else {
-        return false;
-    };
-    status.phase.as_deref() == Some("Running")
-        && status
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_broker_pod_comes_back_and_no_acknowledged_record_is_lost_or_duplicated() {
     Scenario::run("broker-restart-on-node", |s| async move {
         let started = Instant::now();
-        s.install_operator().await?;
-        eprintln!("operator installed after {:?}", started.elapsed());
-        apply_yaml(&s, "kafka", &read_example(NODEPORT_EXAMPLE))?;
-        s.wait_kafka_ready("my-cluster", Duration::from_secs(180))
-            .await?;
-        eprintln!("Kafka my-cluster Ready after {:?}", started.elapsed());
-        apply_yaml(&s, "topic", &topic_yaml("my-cluster", TOPIC, 3, 3))?;
-        wait_ready(&s, "kafkatopic", TOPIC, Duration::from_secs(60)).await?;
-        let bootstrap = s.bootstrap_servers("my-cluster", "external")?;
-        // The topic is fully replicated before anything happens.
-        poll_until(
-            Duration::from_secs(30),
-            "full ISRs before the restart",
-            || {
-                let bootstrap = bootstrap.clone();
-                async move {
-                    let isrs = partition_isrs(&bootstrap, TOPIC, &[])?;
-                    Ok(isrs.values().all(|isr| isr == &vec![0, 1, 2]))
-                }
-            },
-        )
-        .await?;
-        eprintln!("cluster and topic ready after {:?}", started.elapsed());
+        let bootstrap = three_brokers_with_topic(&s, TOPIC, 3).await?;
 
         let load = Load::start(&bootstrap, TOPIC, "restart-readers")?;
         let producing_since = Instant::now();
@@ -94,7 +60,6 @@ async fn deleted_broker_pod_comes_back_and_no_acknowledged_record_is_lost_or_dup
                     }
                     Ok(pods.get_opt(VICTIM).await?.is_some_and(|pod| {
                         pod.metadata.uid.as_deref() != Some(old_uid.as_str())
-                            && pod.metadata.deletion_timestamp.is_none()
                             && running_and_ready(&pod)
                     }))
                 },

@@ -30,16 +30,8 @@ async fn broker_pods(s: &Scenario) -> Result<BTreeMap<i32, (String, bool)>> {
     for ordinal in 0..BROKERS {
         let name = format!("my-cluster-kafka-{ordinal}");
         if let Some(pod) = s.api::<Pod>().get_opt(&name).await? {
-            let ready = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-            let terminating = pod.metadata.deletion_timestamp.is_some();
-            out.insert(
-                ordinal,
-                (pod.metadata.uid.unwrap_or_default(), ready && !terminating),
-            );
+            let ready = running_and_ready(&pod);
+            out.insert(ordinal, (pod.metadata.uid.unwrap_or_default(), ready));
         }
     }
     Ok(out)
@@ -60,22 +52,7 @@ async fn config_change_rolls_one_broker_at_a_time_controller_last_and_survives_a
 {
     Scenario::run("roll-on-node", |s| async move {
         let started = Instant::now();
-        s.install_operator().await?;
-        apply_yaml(&s, "kafka", &read_example(NODEPORT_EXAMPLE))?;
-        s.wait_kafka_ready("my-cluster", Duration::from_secs(180))
-            .await?;
-        apply_yaml(&s, "topic", &topic_yaml("my-cluster", TOPIC, 6, 3))?;
-        wait_ready(&s, "kafkatopic", TOPIC, Duration::from_secs(60)).await?;
-        let bootstrap = s.bootstrap_servers("my-cluster", "external")?;
-        poll_until(Duration::from_secs(30), "full ISRs", || {
-            let bootstrap = bootstrap.clone();
-            async move {
-                let isrs = partition_isrs(&bootstrap, TOPIC, &[])?;
-                Ok(isrs.values().all(|isr| isr == &vec![0, 1, 2]))
-            }
-        })
-        .await?;
-        eprintln!("cluster and topic ready after {:?}", started.elapsed());
+        let bootstrap = three_brokers_with_topic(&s, TOPIC, 6).await?;
 
         let load = Load::start(&bootstrap, TOPIC, "roll-readers")?;
         let result = async {
@@ -92,14 +69,12 @@ async fn config_change_rolls_one_broker_at_a_time_controller_last_and_survives_a
                 .collect();
 
             // A static broker setting: only a restart applies it.
-            s.kubectl(&[
-                "patch",
+            merge_patch(
+                &s,
                 "kafka",
                 "my-cluster",
-                "--type=merge",
-                "-p",
                 r#"{"spec":{"kafka":{"config":{"num.partitions":2}}}}"#,
-            ])?;
+            )?;
             let roll_started = Instant::now();
             let mut restarted: Vec<(i32, Duration)> = Vec::new();
             let mut saw_progress = false;
@@ -188,14 +163,12 @@ async fn config_change_rolls_one_broker_at_a_time_controller_last_and_survives_a
 
             // A dynamic setting is applied at run time and restarts nothing.
             let uids_before = broker_pods(&s).await?;
-            s.kubectl(&[
-                "patch",
+            merge_patch(
+                &s,
                 "kafka",
                 "my-cluster",
-                "--type=merge",
-                "-p",
                 r#"{"spec":{"kafka":{"config":{"log.retention.hours":170}}}}"#,
-            ])?;
+            )?;
             poll_until(
                 Duration::from_secs(60),
                 "log.retention.hours=170 applied",

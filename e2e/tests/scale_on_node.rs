@@ -28,9 +28,14 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 const LOADED: &str = "scale-orders";
 const RESIZED: &str = "scale-resized";
 
-fn patch(s: &Scenario, kind: &str, name: &str, json: &str) -> Result<()> {
-    s.kubectl(&["patch", kind, name, "--type=merge", "-p", json])?;
-    Ok(())
+/// Asks for `brokers` brokers in Kafka my-cluster.
+fn scale_to(s: &Scenario, brokers: i32) -> Result<()> {
+    merge_patch(
+        s,
+        "kafka",
+        "my-cluster",
+        &format!(r#"{{"spec":{{"kafka":{{"replicas":{brokers}}}}}}}"#),
+    )
 }
 
 fn jsonpath(s: &Scenario, kind: &str, name: &str, path: &str) -> Result<String> {
@@ -68,7 +73,7 @@ fn spread(counts: &BTreeMap<i32, usize>, brokers: i32) -> usize {
 async fn resize_topic(s: &Scenario, bootstrap: &str, want: usize) -> Result<Duration> {
     let before = replica_layout(bootstrap).await?;
     let started = Instant::now();
-    patch(
+    merge_patch(
         s,
         "kafkatopic",
         RESIZED,
@@ -148,7 +153,7 @@ async fn scale_up_down_refusal_and_replication_factor_changes_lose_nothing() {
                 "{missing} records of {RESIZED} lost by the resize"
             );
             // Above the broker count: refused, nothing changes.
-            patch(&s, "kafkatopic", RESIZED, r#"{"spec":{"replicas":4}}"#)?;
+            merge_patch(&s, "kafkatopic", RESIZED, r#"{"spec":{"replicas":4}}"#)?;
             poll_until(Duration::from_secs(60), "replicas 4 refused", || async {
                 Ok(
                     jsonpath(&s, "kafkatopic", RESIZED, "{.status.replicasChange.state}")?
@@ -164,16 +169,11 @@ async fn scale_up_down_refusal_and_replication_factor_changes_lose_nothing() {
                     .all(|(_, r)| r.len() == 2),
                 "a refused change moved replicas"
             );
-            patch(&s, "kafkatopic", RESIZED, r#"{"spec":{"replicas":2}}"#)?;
+            merge_patch(&s, "kafkatopic", RESIZED, r#"{"spec":{"replicas":2}}"#)?;
 
             // 3 -> 1 is refused and changes nothing.
             let sts = s.api::<StatefulSet>();
-            patch(
-                &s,
-                "kafka",
-                "my-cluster",
-                r#"{"spec":{"kafka":{"replicas":1}}}"#,
-            )?;
+            scale_to(&s, 1)?;
             poll_until(Duration::from_secs(60), "ScaleDownRefused", || async {
                 let warning = jsonpath(
                     &s,
@@ -190,21 +190,11 @@ async fn scale_up_down_refusal_and_replication_factor_changes_lose_nothing() {
                 replicas == Some(3),
                 "refused scale-down changed the StatefulSet: {replicas:?}"
             );
-            patch(
-                &s,
-                "kafka",
-                "my-cluster",
-                r#"{"spec":{"kafka":{"replicas":3}}}"#,
-            )?;
+            scale_to(&s, 3)?;
 
             // 3 -> 5: the new brokers get their share.
             let up = Instant::now();
-            patch(
-                &s,
-                "kafka",
-                "my-cluster",
-                r#"{"spec":{"kafka":{"replicas":5}}}"#,
-            )?;
+            scale_to(&s, 5)?;
             poll_until(
                 Duration::from_secs(420),
                 "balanced over 5 brokers",
@@ -239,12 +229,7 @@ async fn scale_up_down_refusal_and_replication_factor_changes_lose_nothing() {
 
             // 5 -> 3: brokers 4 and 3 drained before their pods go.
             let down = Instant::now();
-            patch(
-                &s,
-                "kafka",
-                "my-cluster",
-                r#"{"spec":{"kafka":{"replicas":3}}}"#,
-            )?;
+            scale_to(&s, 3)?;
             poll_until(
                 Duration::from_secs(420),
                 "StatefulSet at 3, drained",
@@ -287,22 +272,12 @@ async fn scale_up_down_refusal_and_replication_factor_changes_lose_nothing() {
         finished?;
 
         // A second cluster, 1 -> 3: one quorum.
-        let single = read_example(NODEPORT_EXAMPLE)
-            .replace("name: my-cluster", "name: small")
-            .replace("replicas: 3", "replicas: 1")
-            .replace(
-                "default.replication.factor: 3",
-                "default.replication.factor: 1",
-            )
-            .replace("min.insync.replicas: 2", "min.insync.replicas: 1")
-            .replace(
-                "offsets.topic.replication.factor: 3",
-                "offsets.topic.replication.factor: 1",
-            );
+        let single = single_broker(&read_example(NODEPORT_EXAMPLE))
+            .replace("name: my-cluster", "name: small");
         apply_yaml(&s, "kafka", &single)?;
         s.wait_kafka_ready("small", Duration::from_secs(180))
             .await?;
-        patch(&s, "kafka", "small", r#"{"spec":{"kafka":{"replicas":3}}}"#)?;
+        merge_patch(&s, "kafka", "small", r#"{"spec":{"kafka":{"replicas":3}}}"#)?;
         poll_until(
             Duration::from_secs(240),
             "small at 3 ready brokers",

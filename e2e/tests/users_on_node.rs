@@ -238,18 +238,7 @@ async fn without_super_users_the_operator_is_refused_and_says_so() {
     let _turn = ONE_AT_A_TIME.lock().await;
     Scenario::run("users-no-super-users", |s| async move {
         s.install_operator().await?;
-        let kafka = KAFKA
-            .replace("replicas: 3", "replicas: 1")
-            .replace("      superUsers: [ANONYMOUS]\n", "")
-            .replace(
-                "default.replication.factor: 3",
-                "default.replication.factor: 1",
-            )
-            .replace("min.insync.replicas: 2", "min.insync.replicas: 1")
-            .replace(
-                "offsets.topic.replication.factor: 3",
-                "offsets.topic.replication.factor: 1",
-            );
+        let kafka = single_broker(KAFKA).replace("      superUsers: [ANONYMOUS]\n", "");
         ensure!(!kafka.contains("superUsers"), "{kafka}");
         apply_yaml(&s, "kafka", &kafka)?;
         s.wait_kafka_ready("my-cluster", Duration::from_secs(180))

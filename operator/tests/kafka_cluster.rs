@@ -41,6 +41,17 @@ async fn metadata(address: &str) -> Result<MetadataResponse> {
         .with_context(|| format!("metadata from {address}"))??)
 }
 
+/// The uids of my-cluster's broker pods.
+async fn pod_uids(pods: &kube::Api<Pod>) -> Result<Vec<Option<String>>> {
+    Ok(pods
+        .list(&ListParams::default().labels("kafka.fjord.dev/cluster=my-cluster"))
+        .await?
+        .items
+        .into_iter()
+        .map(|p| p.metadata.uid)
+        .collect())
+}
+
 fn template_hash(sts: &StatefulSet) -> String {
     sts.spec
         .as_ref()
@@ -215,13 +226,7 @@ async fn kafka_resource_becomes_a_statefulset_and_its_companions() {
         // The roller wants all three restarted, but this operator runs on the host, where pod
         // DNS names do not resolve: it cannot ask a broker whether stopping it is safe, so it
         // restarts nothing and says why (a roll in a pod is tested in e2e/tests/roll_on_node.rs).
-        let uids_before: Vec<Option<String>> = pods
-            .list(&ListParams::default().labels("kafka.fjord.dev/cluster=my-cluster"))
-            .await?
-            .items
-            .into_iter()
-            .map(|p| p.metadata.uid)
-            .collect();
+        let uids_before = pod_uids(&pods).await?;
         poll_until(WAIT, "a blocked roll in status.rollingUpdate", || async {
             let k = kafkas.get("my-cluster").await?;
             let roll = &k.data["status"]["rollingUpdate"];
@@ -231,13 +236,7 @@ async fn kafka_resource_becomes_a_statefulset_and_its_companions() {
                     .is_some_and(|b| b.contains("restart safety unknown")))
         })
         .await?;
-        let uids_after: Vec<Option<String>> = pods
-            .list(&ListParams::default().labels("kafka.fjord.dev/cluster=my-cluster"))
-            .await?
-            .items
-            .into_iter()
-            .map(|p| p.metadata.uid)
-            .collect();
+        let uids_after = pod_uids(&pods).await?;
         ensure!(
             uids_before == uids_after,
             "a broker was restarted without a safety answer"

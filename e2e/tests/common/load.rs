@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::{client_config, consume_to_end, producer};
@@ -205,12 +204,7 @@ fn consume_until(
         }
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(message)) => {
-                let value = message
-                    .payload_view::<str>()
-                    .transpose()
-                    .context("non-UTF-8 value")?
-                    .unwrap_or_default()
-                    .to_string();
+                let value = super::value_text(&message)?;
                 *seen.entry(value).or_default() += 1;
                 last_record = Instant::now();
             }

@@ -98,12 +98,7 @@ pub fn consume_all(
     while Instant::now() < deadline && total < expected {
         match consumer.poll(Duration::from_millis(500)) {
             Some(Ok(message)) => {
-                let value = message
-                    .payload_view::<str>()
-                    .transpose()
-                    .context("non-UTF-8 value")?
-                    .unwrap_or_default()
-                    .to_string();
+                let value = value_text(&message)?;
                 *seen.entry(value).or_default() += 1;
                 total += 1;
             }
@@ -151,6 +146,79 @@ pub async fn wait_ready(s: &Scenario, kind: &str, name: &str, timeout: Duration)
 }
 
 /// A KafkaTopic of `cluster`.
+/// `yaml` (a Kafka resource with the nodeport example's settings) turned into a single broker:
+/// one replica, and replication factors and min ISR of 1.
+pub fn single_broker(yaml: &str) -> String {
+    yaml.replace("replicas: 3", "replicas: 1")
+        .replace(
+            "default.replication.factor: 3",
+            "default.replication.factor: 1",
+        )
+        .replace("min.insync.replicas: 2", "min.insync.replicas: 1")
+        .replace(
+            "offsets.topic.replication.factor: 3",
+            "offsets.topic.replication.factor: 1",
+        )
+}
+
+/// A record's value as text.
+pub fn value_text(message: &rdkafka::message::BorrowedMessage<'_>) -> Result<String> {
+    Ok(message
+        .payload_view::<str>()
+        .transpose()
+        .context("non-UTF-8 value")?
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// Running, Ready and not being deleted.
+pub fn running_and_ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    let Some(status) = &pod.status else {
+        return false;
+    };
+    pod.metadata.deletion_timestamp.is_none()
+        && status.phase.as_deref() == Some("Running")
+        && status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// The operator installed, the 3-broker nodeport example Ready, and `topic` (RF 3) created with
+/// every partition's ISR full; returns the external bootstrap servers.
+pub async fn three_brokers_with_topic(
+    s: &Scenario,
+    topic: &str,
+    partitions: i32,
+) -> Result<String> {
+    let started = Instant::now();
+    s.install_operator().await?;
+    apply_yaml(s, "kafka", &read_example(NODEPORT_EXAMPLE))?;
+    s.wait_kafka_ready("my-cluster", Duration::from_secs(180))
+        .await?;
+    eprintln!("Kafka my-cluster Ready after {:?}", started.elapsed());
+    apply_yaml(s, "topic", &topic_yaml("my-cluster", topic, partitions, 3))?;
+    wait_ready(s, "kafkatopic", topic, Duration::from_secs(60)).await?;
+    let bootstrap = s.bootstrap_servers("my-cluster", "external")?;
+    fjord_e2e::fixture::poll_until(Duration::from_secs(30), "full ISRs", || {
+        let bootstrap = bootstrap.clone();
+        async move {
+            let isrs = partition_isrs(&bootstrap, topic, &[])?;
+            Ok(isrs.values().all(|isr| isr == &vec![0, 1, 2]))
+        }
+    })
+    .await?;
+    eprintln!("cluster and topic ready after {:?}", started.elapsed());
+    Ok(bootstrap)
+}
+
+/// Merge-patches `kind/name` with `json` (kubectl patch --type=merge).
+pub fn merge_patch(s: &Scenario, kind: &str, name: &str, json: &str) -> Result<()> {
+    s.kubectl(&["patch", kind, name, "--type=merge", "-p", json])?;
+    Ok(())
+}
+
 pub fn topic_yaml(cluster: &str, name: &str, partitions: i32, replicas: i32) -> String {
     format!(
         "apiVersion: kafka.fjord.dev/v1\nkind: KafkaTopic\nmetadata:\n  name: {name}\n  labels:\n    \
@@ -273,12 +341,7 @@ pub fn consume_to_end(
         }
         match consumer.poll(Duration::from_millis(500)) {
             Some(Ok(message)) => {
-                let value = message
-                    .payload_view::<str>()
-                    .transpose()
-                    .context("non-UTF-8 value")?
-                    .unwrap_or_default()
-                    .to_string();
+                let value = value_text(&message)?;
                 *seen.entry(value).or_default() += 1;
                 let partition = message.partition();
                 if remaining

@@ -1,6 +1,7 @@
-//! Cluster-wide dynamic broker configs (the `--entity-default` of `kafka-configs --entity-type
-//! brokers`): what the Kafka reconciler applies for dynamic keys of `spec.kafka.config` instead
-//! of restarting brokers.
+//! Config calls: DescribeConfigs / IncrementalAlterConfigs on any resource (topics use them
+//! too), and the cluster-wide dynamic broker defaults (the `--entity-default` of `kafka-configs
+//! --entity-type brokers`) the Kafka reconciler applies for dynamic keys of `spec.kafka.config`
+//! instead of restarting brokers.
 
 use std::collections::BTreeMap;
 
@@ -29,10 +30,31 @@ impl KafkaAdmin {
     pub async fn cluster_broker_defaults(
         &mut self,
     ) -> Result<BTreeMap<String, String>, AdminError> {
+        self.configs_from_source(BROKER_RESOURCE, "", SOURCE_DYNAMIC_DEFAULT)
+            .await
+    }
+
+    /// Sets `set` and removes `delete` from the cluster-wide broker defaults.
+    pub async fn alter_cluster_broker_defaults(
+        &mut self,
+        set: &BTreeMap<String, String>,
+        delete: &[String],
+    ) -> Result<(), AdminError> {
+        self.alter_configs(BROKER_RESOURCE, "", set, delete, false)
+            .await
+    }
+
+    /// The configs of one resource whose value comes from `source` (DescribeConfigs).
+    pub(crate) async fn configs_from_source(
+        &mut self,
+        resource_type: i8,
+        name: &str,
+        source: i8,
+    ) -> Result<BTreeMap<String, String>, AdminError> {
         let request = DescribeConfigsRequest::default().with_resources(vec![
             DescribeConfigsResource::default()
-                .with_resource_type(BROKER_RESOURCE)
-                .with_resource_name(s(""))
+                .with_resource_type(resource_type)
+                .with_resource_name(s(name))
                 .with_configuration_keys(None),
         ]);
         let response = self.call(&request, 4).await?;
@@ -40,7 +62,7 @@ impl KafkaAdmin {
         for r in response.results {
             check(r.error_code, r.error_message.as_deref())?;
             for c in r.configs {
-                if c.config_source == SOURCE_DYNAMIC_DEFAULT {
+                if c.config_source == source {
                     if let Some(v) = c.value {
                         out.insert(c.name.to_string(), v.to_string());
                     }
@@ -50,11 +72,15 @@ impl KafkaAdmin {
         Ok(out)
     }
 
-    /// Sets `set` and removes `delete` from the cluster-wide broker defaults.
-    pub async fn alter_cluster_broker_defaults(
+    /// Sets `set` and removes `delete` on one resource in one IncrementalAlterConfigs request;
+    /// `validate_only` changes nothing.
+    pub(crate) async fn alter_configs(
         &mut self,
+        resource_type: i8,
+        name: &str,
         set: &BTreeMap<String, String>,
         delete: &[String],
+        validate_only: bool,
     ) -> Result<(), AdminError> {
         let mut configs: Vec<AlterableConfig> = set
             .iter()
@@ -70,12 +96,12 @@ impl KafkaAdmin {
                 .with_name(s(k))
                 .with_config_operation(OP_DELETE)
         }));
-        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
-            AlterConfigsResource::default()
-                .with_resource_type(BROKER_RESOURCE)
-                .with_resource_name(s(""))
-                .with_configs(configs),
-        ]);
+        let request = IncrementalAlterConfigsRequest::default()
+            .with_resources(vec![AlterConfigsResource::default()
+                .with_resource_type(resource_type)
+                .with_resource_name(s(name))
+                .with_configs(configs)])
+            .with_validate_only(validate_only);
         let response = self.call(&request, 1).await?;
         for r in response.responses {
             check(r.error_code, r.error_message.as_deref())?;

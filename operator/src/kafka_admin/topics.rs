@@ -4,14 +4,9 @@ use std::collections::BTreeMap;
 
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-use kafka_protocol::messages::incremental_alter_configs_request::{
-    AlterConfigsResource, AlterableConfig,
-};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    IncrementalAlterConfigsRequest, MetadataRequest, TopicName,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -21,9 +16,6 @@ use super::{check, AdminError, KafkaAdmin};
 const TOPIC_RESOURCE: i8 = 2;
 /// DescribeConfigs source of a per-topic override (DYNAMIC_TOPIC_CONFIG).
 const SOURCE_TOPIC_OVERRIDE: i8 = 1;
-/// IncrementalAlterConfigs operations.
-const OP_SET: i8 = 0;
-const OP_DELETE: i8 = 1;
 const BROKER_TIMEOUT_MS: i32 = 10_000;
 /// UNKNOWN_TOPIC_OR_PARTITION
 const UNKNOWN_TOPIC: i16 = 3;
@@ -132,25 +124,8 @@ impl KafkaAdmin {
         &mut self,
         name: &str,
     ) -> Result<BTreeMap<String, String>, AdminError> {
-        let request = DescribeConfigsRequest::default().with_resources(vec![
-            DescribeConfigsResource::default()
-                .with_resource_type(TOPIC_RESOURCE)
-                .with_resource_name(s(name))
-                .with_configuration_keys(None),
-        ]);
-        let response = self.call(&request, 4).await?;
-        let mut out = BTreeMap::new();
-        for r in response.results {
-            check(r.error_code, r.error_message.as_deref())?;
-            for c in r.configs {
-                if c.config_source == SOURCE_TOPIC_OVERRIDE {
-                    if let Some(v) = c.value {
-                        out.insert(c.name.to_string(), v.to_string());
-                    }
-                }
-            }
-        }
-        Ok(out)
+        self.configs_from_source(TOPIC_RESOURCE, name, SOURCE_TOPIC_OVERRIDE)
+            .await
     }
 
     /// Sets `set` and removes `delete` overrides in one request; `validate_only` changes nothing.
@@ -161,31 +136,8 @@ impl KafkaAdmin {
         delete: &[String],
         validate_only: bool,
     ) -> Result<(), AdminError> {
-        let mut configs: Vec<AlterableConfig> = set
-            .iter()
-            .map(|(k, v)| {
-                AlterableConfig::default()
-                    .with_name(s(k))
-                    .with_config_operation(OP_SET)
-                    .with_value(Some(s(v)))
-            })
-            .collect();
-        configs.extend(delete.iter().map(|k| {
-            AlterableConfig::default()
-                .with_name(s(k))
-                .with_config_operation(OP_DELETE)
-        }));
-        let request = IncrementalAlterConfigsRequest::default()
-            .with_resources(vec![AlterConfigsResource::default()
-                .with_resource_type(TOPIC_RESOURCE)
-                .with_resource_name(s(name))
-                .with_configs(configs)])
-            .with_validate_only(validate_only);
-        let response = self.call(&request, 1).await?;
-        for r in response.responses {
-            check(r.error_code, r.error_message.as_deref())?;
-        }
-        Ok(())
+        self.alter_configs(TOPIC_RESOURCE, name, set, delete, validate_only)
+            .await
     }
 
     /// Deletes the topic; a topic that is already gone is not an error.
