@@ -287,23 +287,37 @@ async fn scale_up_down_refusal_and_replication_factor_changes_lose_nothing() {
         s.wait_kafka_ready("small", Duration::from_secs(120))
             .await?;
         let small = s.bootstrap_servers("small", "external")?;
-        let addresses = broker_addresses(&small).await?;
-        ensure!(addresses.len() == 3, "registered brokers: {addresses:?}");
-        let mut answers = Vec::new();
-        for (id, address) in &addresses {
-            let answer = describe_quorum(address).await?;
-            eprintln!("broker {id}: DescribeQuorum {answer:?}");
-            answers.push(answer);
-        }
+        // Every broker answers (its own node port may take a moment to be routed after it
+        // turns Ready), and all give the same answer.
+        let answers = std::sync::Mutex::new(Vec::new());
+        poll_until(
+            Duration::from_secs(60),
+            "DescribeQuorum from all three brokers",
+            || async {
+                let addresses = broker_addresses(&small).await?;
+                let mut got = Vec::new();
+                for (id, address) in &addresses {
+                    match describe_quorum(address).await {
+                        Ok(answer) => got.push((*id, answer)),
+                        Err(e) => {
+                            eprintln!("broker {id} at {address}: {e:#}");
+                            return Ok(false);
+                        }
+                    }
+                }
+                let complete = got.len() == 3;
+                *answers.lock().unwrap() = got;
+                Ok(complete)
+            },
+        )
+        .await?;
+        let answers = answers.into_inner().unwrap();
+        eprintln!("DescribeQuorum by broker: {answers:?}");
         ensure!(
-            answers.windows(2).all(|w| w[0] == w[1]),
+            answers.windows(2).all(|w| w[0].1 == w[1].1),
             "brokers disagree about the quorum: {answers:?}"
         );
-        ensure!(
-            answers[0].2 == vec![0],
-            "voters changed: {:?}",
-            answers[0].2
-        );
+        ensure!(answers[0].1 .2 == vec![0], "voters changed: {answers:?}");
         eprintln!("total {:?}", started.elapsed());
         Ok(())
     })
