@@ -81,6 +81,9 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The Pod Security admission label that makes the API server enforce a standard.
+pub const POD_SECURITY_LABEL: &str = "pod-security.kubernetes.io/enforce";
+
 /// One scenario's namespace on the cluster with a node.
 pub struct Scenario {
     pub client: Client,
@@ -100,7 +103,15 @@ impl Scenario {
                 &Namespace {
                     metadata: ObjectMeta {
                         name: Some(namespace.clone()),
-                        labels: Some([(NAMESPACE_LABEL.to_string(), "true".to_string())].into()),
+                        // Every scenario runs under the `restricted` Pod Security Standard:
+                        // the API server refuses any pod (broker, operator) that would not pass.
+                        labels: Some(
+                            [
+                                (NAMESPACE_LABEL.to_string(), "true".to_string()),
+                                (POD_SECURITY_LABEL.to_string(), "restricted".to_string()),
+                            ]
+                            .into(),
+                        ),
                         ..Default::default()
                     },
                     ..Default::default()

@@ -1,6 +1,7 @@
 //! The Helm chart: `helm lint --strict` is clean, and what `helm template` renders — with the
 //! default values and with a values file that sets every option — is accepted by the real API
 //! server (`kubectl apply --dry-run=server`). Wrong values are refused with a message naming them.
+//! The scenario namespaces enforce the `restricted` Pod Security Standard (checked here once).
 
 use anyhow::ensure;
 use fjord_e2e::scenario::{repo_root, Scenario};
@@ -68,6 +69,27 @@ async fn chart_lints_and_renders_objects_the_api_server_accepts() {
                 "{what}: {applied}"
             );
         }
+
+        // Scenario namespaces enforce the `restricted` Pod Security Standard, so the brokers
+        // and operators of every scenario pass it; a pod without its settings is refused.
+        let bare_pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: unrestricted\nspec:\n  \
+                        containers:\n    - name: c\n      image: localhost/fjord-broker:0.1.0\n";
+        let file = std::env::temp_dir().join(format!("{}-pod.yaml", s.namespace));
+        std::fs::write(&file, bare_pod)?;
+        let refused = s.kubectl(&[
+            "apply",
+            "--dry-run=server",
+            "-f",
+            &file.display().to_string(),
+        ]);
+        let message = format!(
+            "{:#}",
+            refused.expect_err("an unrestricted pod was admitted")
+        );
+        ensure!(
+            message.contains("violates PodSecurity \"restricted"),
+            "refused for another reason: {message}"
+        );
 
         let refused = s.helm(&["template", "x", &chart, "--set", "replicas=0"]);
         ensure!(refused.is_err(), "replicas=0 was accepted");

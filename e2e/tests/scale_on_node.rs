@@ -3,14 +3,19 @@
 //! check at the end:
 //!
 //! - KafkaTopic `spec.replicas` 1 -> 3 -> 2: every partition gets exactly that many replicas on
-//!   distinct brokers, the preferred leader is kept, the records written before are all there;
+//!   distinct brokers (as `kafka-topics --describe` shows too), the preferred leader is kept, the
+//!   records written before are all there;
 //! - 3 -> 1 brokers is refused (the voters, and the RF 3 topic, name why) and nothing changes;
-//! - 3 -> 5: the new brokers get their share of replicas and leaders (within one of the others);
-//! - 5 -> 3: brokers 4 and 3 are drained (metadata shows them hosting nothing) before their pods go;
+//! - 3 -> 5 under `spec.rebalance.throttleBytesPerSecond`: the new brokers get their share of
+//!   replicas and leaders (within one of the others); the brokers carry the throttle while
+//!   replicas move, `status.rebalance.bytesLeft` counts down, no new broker receives faster than
+//!   the throttle allows, and the throttle is gone afterwards;
+//! - 5 -> 3 unthrottled: brokers 4 and 3 are drained (metadata shows them hosting nothing)
+//!   before their pods go;
 //! - a second cluster scaled 1 -> 3 keeps one quorum: DescribeQuorum from every broker names the
 //!   same leader, epoch and voters.
 //!
-//! Printed: reassignment durations and the scale 3 -> 5 total.
+//! Printed: reassignment durations, bytes moved and MiB/s (throttled and not), the 3 -> 5 total.
 
 mod common;
 
@@ -18,15 +23,90 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use common::cli::describe_topic;
 use common::load::Load;
-use common::protocol::{broker_addresses, describe_quorum, replica_layout};
+use common::protocol::{
+    broker_addresses, cluster_default, describe_quorum, replica_layout, replica_sizes,
+    topic_override,
+};
 use common::*;
 use fjord_e2e::fixture::poll_until;
 use fjord_e2e::scenario::Scenario;
 use k8s_openapi::api::apps::v1::StatefulSet;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::FutureRecord;
 
 const LOADED: &str = "scale-orders";
 const RESIZED: &str = "scale-resized";
+/// A topic with tens of MB, so reassignments move real data and take measurable time.
+const BULK: &str = "scale-bulk";
+const BULK_RECORDS: usize = 720;
+const BULK_RECORD_BYTES: usize = 64 * 1024;
+/// The scale-up's throttle: low enough that copying BULK takes seconds.
+const THROTTLE: u64 = 2 * 1024 * 1024;
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Writes BULK_RECORDS records of BULK_RECORD_BYTES to BULK, many in flight.
+async fn fill_bulk(bootstrap: &str) -> Result<()> {
+    let producer = producer(bootstrap, &[("linger.ms", "20"), ("batch.size", "1000000")])?;
+    let payload = vec![b'x'; BULK_RECORD_BYTES];
+    // send_result enqueues at once, so many records are in flight; then every delivery is
+    // awaited (acked or an error).
+    let mut deliveries = Vec::with_capacity(BULK_RECORDS);
+    for i in 0..BULK_RECORDS {
+        let key = format!("bulk-{i}");
+        loop {
+            match producer.send_result(FutureRecord::to(BULK).key(&key).payload(&payload)) {
+                Ok(delivery) => break deliveries.push(delivery),
+                // The local queue is full: let deliveries drain.
+                Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err((e, _)) => anyhow::bail!("bulk record {key}: {e}"),
+            }
+        }
+    }
+    for (i, delivery) in deliveries.into_iter().enumerate() {
+        match delivery.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => anyhow::bail!("bulk record {i} not acknowledged: {e}"),
+            Err(_) => anyhow::bail!("bulk record {i}: the producer went away"),
+        }
+    }
+    Ok(())
+}
+
+/// Bytes that arrived on brokers that did not hold a replica before: for every (partition,
+/// broker) in `after` but not in `before`, that replica's size now. Also per receiving broker.
+async fn bytes_moved(
+    bootstrap: &str,
+    before: &BTreeMap<(String, i32), Vec<i32>>,
+) -> Result<(u64, BTreeMap<i32, u64>)> {
+    let after = replica_layout(bootstrap).await?;
+    let mut sizes = BTreeMap::new();
+    for (id, address) in broker_addresses(bootstrap).await? {
+        sizes.insert(id, replica_sizes(&address).await?);
+    }
+    let mut per_broker: BTreeMap<i32, u64> = BTreeMap::new();
+    for (key, replicas) in &after {
+        let old = before.get(key).cloned().unwrap_or_default();
+        for b in replicas.iter().filter(|b| !old.contains(b)) {
+            let size = sizes.get(b).and_then(|s| s.get(key)).copied().unwrap_or(0);
+            *per_broker.entry(*b).or_default() += size;
+        }
+    }
+    Ok((per_broker.values().sum(), per_broker))
+}
+
+/// `spec.rebalance.throttleBytesPerSecond` of my-cluster.
+fn set_throttle(s: &Scenario, bytes_per_second: u64) -> Result<()> {
+    merge_patch(
+        s,
+        "kafka",
+        "my-cluster",
+        &format!(r#"{{"spec":{{"rebalance":{{"throttleBytesPerSecond":{bytes_per_second}}}}}}}"#),
+    )
+}
 
 /// Asks for `brokers` brokers in Kafka my-cluster.
 fn scale_to(s: &Scenario, brokers: i32) -> Result<()> {
@@ -70,6 +150,39 @@ fn spread(counts: &BTreeMap<i32, usize>, brokers: i32) -> usize {
     all.iter().max().unwrap() - all.iter().min().unwrap()
 }
 
+/// What the status and the brokers showed while replicas moved.
+#[derive(Debug, Default)]
+struct MoveObservations {
+    first_moving: Option<Instant>,
+    last_moving: Option<Instant>,
+    max_bytes_left: Option<i64>,
+    throttle_seen: Option<String>,
+}
+
+impl MoveObservations {
+    fn see(&mut self, moving: bool, bytes_left: Option<i64>, rate: Option<String>) {
+        if moving {
+            let now = Instant::now();
+            self.first_moving.get_or_insert(now);
+            self.last_moving = Some(now);
+            if rate.is_some() {
+                self.throttle_seen = rate;
+            }
+        }
+        if let Some(b) = bytes_left {
+            self.max_bytes_left = Some(self.max_bytes_left.map_or(b, |m| m.max(b)));
+        }
+    }
+
+    /// From the first to the last poll that saw replicas moving.
+    fn moving_for(&self) -> Duration {
+        match (self.first_moving, self.last_moving) {
+            (Some(first), Some(last)) => last - first,
+            _ => Duration::ZERO,
+        }
+    }
+}
+
 async fn resize_topic(s: &Scenario, bootstrap: &str, want: usize) -> Result<Duration> {
     let before = replica_layout(bootstrap).await?;
     let started = Instant::now();
@@ -96,6 +209,19 @@ async fn resize_topic(s: &Scenario, bootstrap: &str, want: usize) -> Result<Dura
     .await?;
     let took = started.elapsed();
     let after = replica_layout(bootstrap).await?;
+    // What a user's own tool shows.
+    let described = describe_topic(bootstrap, RESIZED)?;
+    ensure!(
+        described.replication_factor == want,
+        "kafka-topics --describe: {described:?}"
+    );
+    for (partition, replicas) in &described.replicas {
+        ensure!(
+            after.get(&(RESIZED.to_string(), *partition)) == Some(replicas),
+            "kafka-topics --describe shows {RESIZED}-{partition} on {replicas:?}, Metadata on {:?}",
+            after.get(&(RESIZED.to_string(), *partition))
+        );
+    }
     for (key, replicas) in after.iter().filter(|((t, _), _)| t == RESIZED) {
         let mut unique = replicas.clone();
         unique.sort_unstable();
@@ -129,9 +255,25 @@ async fn scale_up_down_refusal_and_replication_factor_changes_lose_nothing() {
                 topic_yaml("my-cluster", RESIZED, 3, 1)
             ),
         )?;
+        apply_yaml(
+            &s,
+            "topic",
+            &format!(
+                "{}  config:\n    min.insync.replicas: 1\n",
+                topic_yaml("my-cluster", BULK, 4, 2)
+            ),
+        )?;
         wait_ready(&s, "kafkatopic", LOADED, Duration::from_secs(60)).await?;
         wait_ready(&s, "kafkatopic", RESIZED, Duration::from_secs(60)).await?;
+        wait_ready(&s, "kafkatopic", BULK, Duration::from_secs(60)).await?;
         let bootstrap = s.bootstrap_servers("my-cluster", "external")?;
+        let filling = Instant::now();
+        fill_bulk(&bootstrap).await?;
+        eprintln!(
+            "{BULK}: {:.0} MiB written in {:?}",
+            (BULK_RECORDS * BULK_RECORD_BYTES) as f64 / MIB,
+            filling.elapsed()
+        );
         let resized_records = {
             let producer = producer(&bootstrap, &[])?;
             produce(&producer, RESIZED, "kept", 300).await?
@@ -192,9 +334,12 @@ async fn scale_up_down_refusal_and_replication_factor_changes_lose_nothing() {
             );
             scale_to(&s, 3)?;
 
-            // 3 -> 5: the new brokers get their share.
+            // 3 -> 5 under a throttle: the new brokers get their share.
+            set_throttle(&s, THROTTLE)?;
+            let before_up = replica_layout(&bootstrap).await?;
             let up = Instant::now();
             scale_to(&s, 5)?;
+            let observed = std::sync::Mutex::new(MoveObservations::default());
             poll_until(
                 Duration::from_secs(420),
                 "balanced over 5 brokers",
@@ -202,6 +347,21 @@ async fn scale_up_down_refusal_and_replication_factor_changes_lose_nothing() {
                     let brokers =
                         jsonpath(&s, "kafka", "my-cluster", "{.status.rebalance.brokers}")?;
                     let reason = jsonpath(&s, "kafka", "my-cluster", "{.status.rebalance.reason}")?;
+                    let moving = jsonpath(
+                        &s,
+                        "kafka",
+                        "my-cluster",
+                        "{.status.rebalance.partitionsTotal}",
+                    )?;
+                    let bytes_left =
+                        jsonpath(&s, "kafka", "my-cluster", "{.status.rebalance.bytesLeft}")?;
+                    let rate =
+                        cluster_default(&bootstrap, "follower.replication.throttled.rate").await?;
+                    observed.lock().unwrap().see(
+                        reason == "ScaleUp" && moving.parse::<i32>().unwrap_or(0) > 0,
+                        bytes_left.parse().ok(),
+                        rate,
+                    );
                     Ok(brokers == "5" && reason.is_empty())
                 },
             )
@@ -213,6 +373,52 @@ async fn scale_up_down_refusal_and_replication_factor_changes_lose_nothing() {
                 )
             })?;
             let up_took = up.elapsed();
+            let observed = observed.into_inner().unwrap();
+            let moving_for = observed.moving_for();
+            let (moved, per_broker) = bytes_moved(&bootstrap, &before_up).await?;
+            eprintln!(
+                "3 -> 5 moved {:.1} MiB ({per_broker:?}) in {moving_for:?} of reassignment \
+                 (throttle {:.0} MiB/s per broker): {:.2} MiB/s overall; largest bytesLeft seen \
+                 {:?}",
+                moved as f64 / MIB,
+                THROTTLE as f64 / MIB,
+                moved as f64 / MIB / moving_for.as_secs_f64().max(0.001),
+                observed.max_bytes_left
+            );
+            ensure!(
+                observed.throttle_seen.as_deref() == Some(THROTTLE.to_string().as_str()),
+                "the brokers never had the throttle rate while replicas moved: {observed:?}"
+            );
+            ensure!(
+                observed.max_bytes_left.is_some_and(|b| b > 0),
+                "status.rebalance.bytesLeft never showed bytes to copy: {observed:?}"
+            );
+            // The throttle held: no new broker received more than its rate allows (plus the
+            // bucket's one-second burst), with room for the status polling's granularity.
+            let allowed = THROTTLE as f64 * (moving_for.as_secs_f64() + 3.0) * 1.5;
+            for (broker, bytes) in &per_broker {
+                ensure!(
+                    (*bytes as f64) <= allowed,
+                    "broker {broker} received {bytes} bytes in {moving_for:?}, more than a \
+                     {THROTTLE} B/s throttle allows"
+                );
+            }
+            // Cleaned up: no throttle left to slow a later catch-up.
+            ensure!(
+                cluster_default(&bootstrap, "follower.replication.throttled.rate")
+                    .await?
+                    .is_none(),
+                "the throttle rate stayed after the rebalance"
+            );
+            for topic in [LOADED, RESIZED, BULK] {
+                let left =
+                    topic_override(&bootstrap, topic, "follower.replication.throttled.replicas")
+                        .await?;
+                ensure!(
+                    left.is_none(),
+                    "{topic} kept its throttled replicas: {left:?}"
+                );
+            }
             let layout = replica_layout(&bootstrap).await?;
             let (replicas, leaders) = counts(&layout);
             eprintln!("after 3 -> 5 ({up_took:?}): replicas {replicas:?}, leaders {leaders:?}");
@@ -227,35 +433,66 @@ async fn scale_up_down_refusal_and_replication_factor_changes_lose_nothing() {
             s.wait_kafka_ready("my-cluster", Duration::from_secs(120))
                 .await?;
 
-            // 5 -> 3: brokers 4 and 3 drained before their pods go.
+            // 5 -> 3, unthrottled (the raw reassignment rate): brokers 4 and 3 drained before
+            // their pods go.
+            set_throttle(&s, 0)?;
+            let before_down = replica_layout(&bootstrap).await?;
             let down = Instant::now();
             scale_to(&s, 3)?;
+            let observed = std::sync::Mutex::new(MoveObservations::default());
+            let stranded_seen = std::sync::Mutex::new(Vec::new());
             poll_until(
                 Duration::from_secs(420),
                 "StatefulSet at 3, drained",
                 || async {
                     let spec = sts.get("my-cluster-kafka").await?.spec.unwrap().replicas;
+                    let reason = jsonpath(&s, "kafka", "my-cluster", "{.status.rebalance.reason}")?;
+                    let pending = jsonpath(
+                        &s,
+                        "kafka",
+                        "my-cluster",
+                        "{.status.rebalance.partitionsPending}",
+                    )?;
+                    observed.lock().unwrap().see(
+                        spec == Some(5)
+                            && reason == "ScaleDown"
+                            && pending.parse::<i32>().unwrap_or(0) > 0,
+                        None,
+                        None,
+                    );
                     if spec == Some(5) {
                         return Ok(false);
                     }
-                    // The moment the StatefulSet shrinks, the leaving brokers must be empty.
+                    // The moment the StatefulSet shrinks, the leaving brokers must be empty
+                    // (recorded, not retried: poll_until would retry an error).
                     let layout = replica_layout(&bootstrap).await?;
                     let stranded: Vec<_> = layout
                         .iter()
                         .filter(|(_, r)| r.iter().any(|b| *b >= spec.unwrap_or(5)))
+                        .map(|(k, r)| format!("{k:?} on {r:?} with the StatefulSet at {spec:?}"))
                         .collect();
-                    ensure!(
-                        stranded.is_empty(),
-                        "StatefulSet at {spec:?} while partitions still live on removed brokers: \
-                     {stranded:?}"
-                    );
+                    stranded_seen.lock().unwrap().extend(stranded);
                     Ok(spec == Some(3))
                 },
             )
             .await?;
+            let stranded = stranded_seen.into_inner().unwrap();
+            ensure!(
+                stranded.is_empty(),
+                "the StatefulSet shrank while partitions still lived on removed brokers: \
+                 {stranded:?}"
+            );
+            let moving_for = observed.into_inner().unwrap().moving_for();
             s.wait_kafka_ready("my-cluster", Duration::from_secs(180))
                 .await?;
-            eprintln!("5 -> 3 drained and removed in {:?}", down.elapsed());
+            let (moved, per_broker) = bytes_moved(&bootstrap, &before_down).await?;
+            eprintln!(
+                "5 -> 3 drained and removed in {:?}: {:.1} MiB moved ({per_broker:?}) in \
+                 {moving_for:?} unthrottled: {:.2} MiB/s",
+                down.elapsed(),
+                moved as f64 / MIB,
+                moved as f64 / MIB / moving_for.as_secs_f64().max(0.001)
+            );
             let layout = replica_layout(&bootstrap).await?;
             ensure!(
                 layout.values().all(|r| r.iter().all(|b| *b < 3)),

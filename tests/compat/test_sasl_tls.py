@@ -33,7 +33,8 @@ def openssl(*args: str, cwd: Path) -> None:
 def make_pki(d: Path) -> dict[str, Path]:
     """CA + server certificate for 127.0.0.1/localhost; keystore = certificate + PKCS#8 key."""
     if not shutil.which("openssl"):
-        pytest.skip("openssl CLI not installed")
+        # Never a silent skip: `cargo xtask test` installs it (xtask/src/deps.rs).
+        pytest.fail("openssl CLI not installed (apt-get install openssl)", pytrace=False)
     openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
             "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=fjord-compat-ca", cwd=d)
     openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",

@@ -22,6 +22,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "conntrack",
     "iproute2",
     "util-linux",
+    // The compatibility suite's TLS tests make their certificates with the openssl CLI.
+    "openssl",
 ];
 
 fn installed(pkg: &str) -> bool {

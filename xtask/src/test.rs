@@ -64,7 +64,8 @@ pub fn run_all(args: &[String]) -> anyhow::Result<()> {
     let env = prepare_client_env()?;
     let mut pytest = Command::new(env.python);
     pytest
-        .args(["-m", "pytest", "tests/compat", "-q"])
+        // -rs: every skipped test is listed with its reason in the summary.
+        .args(["-m", "pytest", "tests/compat", "-q", "-rs"])
         .args(args)
         .env("FJORD_BROKER_BIN", &env.broker)
         .current_dir(repo_root());

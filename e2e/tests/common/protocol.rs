@@ -1,6 +1,6 @@
 //! Kafka protocol questions librdkafka does not expose, asked with `fjord-client`: the active
-//! controller, every broker's address, the replica layout, DescribeQuorum per broker and the
-//! cluster-wide dynamic broker defaults.
+//! controller, every broker's address, the replica layout, DescribeQuorum per broker, replica
+//! sizes on disk, the cluster-wide dynamic broker defaults and topic overrides.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,7 +10,8 @@ use fjord_client::Connection;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::{
-    DescribeConfigsRequest, DescribeQuorumRequest, MetadataRequest, MetadataResponse, TopicName,
+    DescribeConfigsRequest, DescribeLogDirsRequest, DescribeQuorumRequest, MetadataRequest,
+    MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -105,12 +106,33 @@ pub async fn describe_quorum(address: &str) -> Result<(i32, i32, Vec<i32>)> {
 
 /// The cluster-wide dynamic broker default of `key` (DescribeConfigs on the empty broker name).
 pub async fn cluster_default(bootstrap: &str, key: &str) -> Result<Option<String>> {
+    config_value(bootstrap, BROKER_RESOURCE, "", key).await
+}
+
+/// A topic's config override of `key` (None when the topic does not override it).
+pub async fn topic_override(bootstrap: &str, topic: &str, key: &str) -> Result<Option<String>> {
+    config_value(bootstrap, TOPIC_RESOURCE, topic, key).await
+}
+
+/// Config resource types of DescribeConfigs.
+const TOPIC_RESOURCE: i8 = 2;
+const BROKER_RESOURCE: i8 = 4;
+/// DescribeConfigs sources of values set on the resource itself (per topic, broker default).
+const SET_SOURCES: [i8; 2] = [1, 3];
+
+/// `key` of one config resource when it is set on that resource (not a static default).
+async fn config_value(
+    bootstrap: &str,
+    resource_type: i8,
+    name: &str,
+    key: &str,
+) -> Result<Option<String>> {
     let first = bootstrap.split(',').next().unwrap_or(bootstrap);
     let mut conn = connect(first).await?;
     let request =
         DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
-            .with_resource_type(4)
-            .with_resource_name(StrBytes::from_static_str(""))
+            .with_resource_type(resource_type)
+            .with_resource_name(StrBytes::from_string(name.to_string()))
             .with_configuration_keys(None)]);
     let response = tokio::time::timeout(DEADLINE, conn.send(&request, 4))
         .await
@@ -122,10 +144,36 @@ pub async fn cluster_default(bootstrap: &str, key: &str) -> Result<Option<String
             result.error_code
         );
         for config in &result.configs {
-            if config.name.as_str() == key {
+            if config.name.as_str() == key && SET_SOURCES.contains(&config.config_source) {
                 return Ok(config.value.as_ref().map(|v| v.to_string()));
             }
         }
     }
     Ok(None)
+}
+
+/// Size on disk of every partition replica the broker at `address` hosts (DescribeLogDirs).
+pub async fn replica_sizes(address: &str) -> Result<BTreeMap<(String, i32), u64>> {
+    let mut conn = connect(address).await?;
+    let request = DescribeLogDirsRequest::default().with_topics(None);
+    let response = tokio::time::timeout(DEADLINE, conn.send(&request, 3))
+        .await
+        .context("DescribeLogDirs: timed out")??;
+    ensure!(
+        response.error_code == 0,
+        "DescribeLogDirs error {}",
+        response.error_code
+    );
+    let mut sizes = BTreeMap::new();
+    for dir in &response.results {
+        for topic in &dir.topics {
+            for p in &topic.partitions {
+                sizes.insert(
+                    (topic.name.0.to_string(), p.partition_index),
+                    u64::try_from(p.partition_size).unwrap_or(0),
+                );
+            }
+        }
+    }
+    Ok(sizes)
 }

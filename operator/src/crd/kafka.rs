@@ -62,6 +62,31 @@ pub struct RebalanceSpec {
     /// holds its share (default true). Scale-down always drains the brokers it removes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_scale: Option<bool>,
+    /// Bytes per second each broker may spend copying replicas to their new brokers while the
+    /// operator reassigns (scale-up, drain, replication-factor change); in-sync replicas are
+    /// never slowed. Default 52428800 (50 MiB/s); 0 copies unthrottled. The operator owns the
+    /// `*.replication.throttled.rate` broker defaults and the `*.replication.throttled.replicas`
+    /// topic configs while it moves replicas, and removes them when the moves finish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub throttle_bytes_per_second: Option<i64>,
+}
+
+/// Default `spec.rebalance.throttleBytesPerSecond`: fast enough that a move of tens of GB ends
+/// within minutes, slow enough to leave most of a broker's disk and network to clients.
+pub const DEFAULT_THROTTLE_BYTES_PER_SECOND: i64 = 50 * 1024 * 1024;
+
+impl Kafka {
+    /// The reassignment throttle in bytes per second; `None` copies unthrottled.
+    pub fn reassignment_throttle(&self) -> Option<u64> {
+        let rate = self
+            .spec
+            .rebalance
+            .as_ref()
+            .and_then(|r| r.throttle_bytes_per_second)
+            .unwrap_or(DEFAULT_THROTTLE_BYTES_PER_SECOND);
+        u64::try_from(rate).ok().filter(|r| *r > 0)
+    }
 }
 
 /// `spec.kafka`: the brokers.
@@ -392,6 +417,12 @@ pub struct RebalanceStatus {
     /// When the current operation started (RFC 3339).
     #[serde(default)]
     pub started: Option<String>,
+    /// Bytes the new replicas still have to copy from their leaders (null when unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_left: Option<i64>,
+    /// The throttle the moves run under, bytes per second (null: unthrottled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle_bytes_per_second: Option<i64>,
     /// What happens now, or how the last operation ended.
     #[serde(default)]
     pub message: Option<String>,

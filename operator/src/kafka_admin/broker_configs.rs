@@ -10,19 +10,27 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, IncrementalAlterConfigsRequest};
-use kafka_protocol::protocol::StrBytes;
 
-use super::{check, AdminError, KafkaAdmin};
+use super::{check, s, AdminError, KafkaAdmin};
 
 /// Kafka's config resource type for brokers; the empty name is the cluster-wide default.
-const BROKER_RESOURCE: i8 = 4;
+pub(crate) const BROKER_RESOURCE: i8 = 4;
+/// Kafka's config resource type for topics.
+pub(crate) const TOPIC_RESOURCE: i8 = 2;
+/// DescribeConfigs source of a per-topic override (DYNAMIC_TOPIC_CONFIG).
+pub(crate) const SOURCE_TOPIC_OVERRIDE: i8 = 1;
 /// DescribeConfigs source DYNAMIC_DEFAULT_BROKER_CONFIG.
 const SOURCE_DYNAMIC_DEFAULT: i8 = 3;
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
 
-fn s(text: &str) -> StrBytes {
-    StrBytes::from_string(text.to_string())
+/// Sets and deletes on one config resource, for [`KafkaAdmin::alter_many_configs`].
+#[derive(Debug, Clone)]
+pub(crate) struct ConfigChange {
+    pub resource_type: i8,
+    pub name: String,
+    pub set: BTreeMap<String, String>,
+    pub delete: Vec<String>,
 }
 
 impl KafkaAdmin {
@@ -51,20 +59,45 @@ impl KafkaAdmin {
         name: &str,
         source: i8,
     ) -> Result<BTreeMap<String, String>, AdminError> {
-        let request = DescribeConfigsRequest::default().with_resources(vec![
-            DescribeConfigsResource::default()
-                .with_resource_type(resource_type)
-                .with_resource_name(s(name))
-                .with_configuration_keys(None),
-        ]);
+        let mut all = self
+            .describe_configs(resource_type, &[name.to_string()], None, Some(source))
+            .await?;
+        Ok(all.remove(name).unwrap_or_default())
+    }
+
+    /// Config values of several resources of one type in one DescribeConfigs request: only
+    /// `keys` when given, only values from `source` when given (otherwise the value in effect).
+    pub(crate) async fn describe_configs(
+        &mut self,
+        resource_type: i8,
+        names: &[String],
+        keys: Option<&[&str]>,
+        source: Option<i8>,
+    ) -> Result<BTreeMap<String, BTreeMap<String, String>>, AdminError> {
+        if names.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let keys: Option<Vec<_>> = keys.map(|keys| keys.iter().map(|k| s(k)).collect());
+        let request = DescribeConfigsRequest::default().with_resources(
+            names
+                .iter()
+                .map(|name| {
+                    DescribeConfigsResource::default()
+                        .with_resource_type(resource_type)
+                        .with_resource_name(s(name))
+                        .with_configuration_keys(keys.clone())
+                })
+                .collect(),
+        );
         let response = self.call(&request, 4).await?;
-        let mut out = BTreeMap::new();
+        let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for r in response.results {
             check(r.error_code, r.error_message.as_deref())?;
+            let configs = out.entry(r.resource_name.to_string()).or_default();
             for c in r.configs {
-                if c.config_source == source {
+                if source.is_none_or(|wanted| c.config_source == wanted) {
                     if let Some(v) = c.value {
-                        out.insert(c.name.to_string(), v.to_string());
+                        configs.insert(c.name.to_string(), v.to_string());
                     }
                 }
             }
@@ -82,25 +115,51 @@ impl KafkaAdmin {
         delete: &[String],
         validate_only: bool,
     ) -> Result<(), AdminError> {
-        let mut configs: Vec<AlterableConfig> = set
+        let change = ConfigChange {
+            resource_type,
+            name: name.to_string(),
+            set: set.clone(),
+            delete: delete.to_vec(),
+        };
+        self.alter_many_configs(&[change], validate_only).await
+    }
+
+    /// Several resources' changes in one IncrementalAlterConfigs request; the first refusal is
+    /// the error.
+    pub(crate) async fn alter_many_configs(
+        &mut self,
+        changes: &[ConfigChange],
+        validate_only: bool,
+    ) -> Result<(), AdminError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let resources = changes
             .iter()
-            .map(|(k, v)| {
-                AlterableConfig::default()
-                    .with_name(s(k))
-                    .with_config_operation(OP_SET)
-                    .with_value(Some(s(v)))
+            .map(|change| {
+                let mut configs: Vec<AlterableConfig> = change
+                    .set
+                    .iter()
+                    .map(|(k, v)| {
+                        AlterableConfig::default()
+                            .with_name(s(k))
+                            .with_config_operation(OP_SET)
+                            .with_value(Some(s(v)))
+                    })
+                    .collect();
+                configs.extend(change.delete.iter().map(|k| {
+                    AlterableConfig::default()
+                        .with_name(s(k))
+                        .with_config_operation(OP_DELETE)
+                }));
+                AlterConfigsResource::default()
+                    .with_resource_type(change.resource_type)
+                    .with_resource_name(s(&change.name))
+                    .with_configs(configs)
             })
             .collect();
-        configs.extend(delete.iter().map(|k| {
-            AlterableConfig::default()
-                .with_name(s(k))
-                .with_config_operation(OP_DELETE)
-        }));
         let request = IncrementalAlterConfigsRequest::default()
-            .with_resources(vec![AlterConfigsResource::default()
-                .with_resource_type(resource_type)
-                .with_resource_name(s(name))
-                .with_configs(configs)])
+            .with_resources(resources)
             .with_validate_only(validate_only);
         let response = self.call(&request, 1).await?;
         for r in response.responses {

@@ -3,7 +3,9 @@
 //! [`AdminError::Kafka`] with the protocol's name so conditions can quote them.
 
 mod broker_configs;
+mod log_dirs;
 mod partitions;
+mod throttles;
 mod topics;
 mod users;
 
@@ -12,8 +14,9 @@ use std::time::Duration;
 use fjord_client::{ClientError, Connection};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::MetadataRequest;
-use kafka_protocol::protocol::Request;
+use kafka_protocol::protocol::{Request, StrBytes};
 
+pub use log_dirs::copy_progress;
 pub use partitions::{ClusterLayout, OngoingReassignment, PartitionState};
 pub use topics::{TopicDescription, TopicInfo};
 pub use users::{acl_codes, AclBinding, ScramCredentialInfo, ScramMechanism, SCRAM_ITERATIONS};
@@ -49,6 +52,11 @@ impl From<ClientError> for AdminError {
     fn from(e: ClientError) -> Self {
         AdminError::Protocol(e.to_string())
     }
+}
+
+/// A protocol string from text (every request field the admin calls fill).
+pub(crate) fn s(text: &str) -> StrBytes {
+    StrBytes::from_string(text.to_string())
 }
 
 /// Turns a response error code into a result; `message` is the broker's own explanation.

@@ -12,9 +12,8 @@ use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, BrokerId, ElectLeadersRequest,
     ListPartitionReassignmentsRequest, MetadataRequest, TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
 
-use super::{check, AdminError, KafkaAdmin};
+use super::{check, s, AdminError, KafkaAdmin};
 use crate::planning::assignment::{BrokerSlot, PartitionReplicas};
 
 const BROKER_TIMEOUT_MS: i32 = 30_000;
@@ -38,6 +37,8 @@ pub struct PartitionState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterLayout {
     pub brokers: Vec<BrokerSlot>,
+    /// `host:port` of each broker on the listener the admin connection uses.
+    pub addresses: BTreeMap<i32, String>,
     pub controller_id: Option<i32>,
     pub partitions: Vec<PartitionState>,
 }
@@ -64,6 +65,13 @@ impl ClusterLayout {
             .collect()
     }
 
+    /// Every topic's name, once each, in order.
+    pub fn topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self.partitions.iter().map(|p| p.topic.clone()).collect();
+        topics.dedup();
+        topics
+    }
+
     /// How many replicas `broker` holds.
     pub fn replicas_on(&self, broker: i32) -> usize {
         self.partitions
@@ -83,7 +91,7 @@ pub struct OngoingReassignment {
 }
 
 fn name(text: &str) -> TopicName {
-    TopicName(StrBytes::from_string(text.to_string()))
+    TopicName(s(text))
 }
 
 /// Partitions grouped by topic, in order.
@@ -113,6 +121,11 @@ impl KafkaAdmin {
             })
             .collect();
         brokers.sort_by_key(|b| b.id);
+        let addresses = response
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
+            .collect();
         let mut partitions = Vec::new();
         for t in &response.topics {
             check(t.error_code, None)?;
@@ -132,6 +145,7 @@ impl KafkaAdmin {
         partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         Ok(ClusterLayout {
             brokers,
+            addresses,
             controller_id: (response.controller_id.0 >= 0).then_some(response.controller_id.0),
             partitions,
         })
@@ -265,6 +279,7 @@ mod tests {
     fn layout_answers_what_the_roller_and_planners_ask() {
         let layout = ClusterLayout {
             brokers: vec![],
+            addresses: BTreeMap::new(),
             controller_id: Some(1),
             partitions: vec![
                 partition("a", 0, &[0, 1], &[0, 1]),

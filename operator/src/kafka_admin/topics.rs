@@ -8,21 +8,13 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, MetadataRequest, TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
 
-use super::{check, AdminError, KafkaAdmin};
+use super::broker_configs::{SOURCE_TOPIC_OVERRIDE, TOPIC_RESOURCE};
+use super::{check, s, AdminError, KafkaAdmin};
 
-/// Kafka's config resource type for topics.
-const TOPIC_RESOURCE: i8 = 2;
-/// DescribeConfigs source of a per-topic override (DYNAMIC_TOPIC_CONFIG).
-const SOURCE_TOPIC_OVERRIDE: i8 = 1;
 const BROKER_TIMEOUT_MS: i32 = 10_000;
 /// UNKNOWN_TOPIC_OR_PARTITION
 const UNKNOWN_TOPIC: i16 = 3;
-
-fn s(text: &str) -> StrBytes {
-    StrBytes::from_string(text.to_string())
-}
 
 fn topic(name: &str) -> TopicName {
     TopicName(s(name))

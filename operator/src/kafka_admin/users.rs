@@ -19,11 +19,10 @@ use kafka_protocol::messages::{
     DeleteAclsRequest, DescribeAclsRequest, DescribeClientQuotasRequest,
     DescribeUserScramCredentialsRequest,
 };
-use kafka_protocol::protocol::StrBytes;
 use rand::Rng;
 use sha2::{Sha256, Sha512};
 
-use super::{check, AdminError, KafkaAdmin};
+use super::{check, s, AdminError, KafkaAdmin};
 
 /// RESOURCE_NOT_FOUND: the user has no (such) SCRAM credential.
 const RESOURCE_NOT_FOUND: i16 = 91;
@@ -57,10 +56,6 @@ pub mod acl_codes {
     pub const ALLOW: i8 = 3;
     /// The only name a CLUSTER resource has.
     pub const CLUSTER_NAME: &str = "kafka-cluster";
-}
-
-fn s(text: &str) -> StrBytes {
-    StrBytes::from_string(text.to_string())
 }
 
 /// A SCRAM mechanism the brokers store credentials for.

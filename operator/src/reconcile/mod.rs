@@ -2,6 +2,7 @@
 //! backoff [`error_policy`].
 
 pub mod kafka;
+pub mod reassignment;
 pub mod roller;
 pub mod scaling;
 pub mod topic;

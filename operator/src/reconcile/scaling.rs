@@ -20,7 +20,7 @@ use crate::crd::{Condition, Kafka};
 use crate::kafka_admin::{ClusterLayout, KafkaAdmin};
 use crate::planning::assignment::{changes, plan, BrokerSlot, Goal, PlanError};
 
-use super::{Context, Error};
+use super::{reassignment, Context, Error};
 
 /// What scaling decided for this reconcile.
 pub struct ScaleOutcome {
@@ -120,6 +120,8 @@ pub async fn step(
             started: previous.as_ref().and_then(|p| p.started.clone()),
             partitions_total: previous.as_ref().map_or(0, |p| p.partitions_total),
             partitions_pending: previous.as_ref().map_or(0, |p| p.partitions_pending),
+            bytes_left: previous.as_ref().and_then(|p| p.bytes_left),
+            throttle_bytes_per_second: previous.as_ref().and_then(|p| p.throttle_bytes_per_second),
         }),
         warnings: Vec::new(),
         busy: true,
@@ -145,9 +147,11 @@ pub async fn step(
         .as_ref()
         .is_some_and(|p| p.reason.as_deref() == Some("ScaleUp") && p.partitions_total > 0);
     if !ongoing.is_empty() {
-        let mut outcome = waiting(format!("{} partitions are moving", ongoing.len()));
+        let bytes_left = reassignment::remaining_bytes(&layout, &ongoing).await;
+        let mut outcome = waiting(moving_message(ongoing.len(), bytes_left));
         if let Some(s) = outcome.status.as_mut() {
             s.partitions_pending = ongoing.len() as i32;
+            s.bytes_left = bytes_left;
         }
         update_gauge(ctx, kafka, ongoing.len());
         return Ok(outcome);
@@ -160,6 +164,7 @@ pub async fn step(
             .map(|p| (p.topic.clone(), p.partition))
             .collect();
         admin.elect_preferred_leaders(&all).await?;
+        reassignment::finish(admin, &layout.topics(), false).await?;
         let total = previous.as_ref().map_or(0, |p| p.partitions_total);
         let message = format!(
             "balanced over {desired} brokers: {total} partitions moved, preferred leaders elected"
@@ -185,10 +190,12 @@ pub async fn step(
             Some(format!("{desired} brokers, already balanced")),
         ));
     }
-    admin.reassign(&moves).await?;
+    let throttle = kafka.reassignment_throttle();
+    reassignment::start(admin, &layout, &moves, throttle).await?;
     let message = format!(
-        "balancing replicas and leaders over {desired} brokers: {} partitions reassigned",
-        moves.len()
+        "balancing replicas and leaders over {desired} brokers: {} partitions reassigned{}",
+        moves.len(),
+        throttle_note(throttle)
     );
     ctx.event(kafka, false, "RebalanceStarted", message.clone())
         .await;
@@ -201,6 +208,8 @@ pub async fn step(
             partitions_total: moves.len() as i32,
             partitions_pending: moves.len() as i32,
             started: Some(now_rfc3339()),
+            bytes_left: None,
+            throttle_bytes_per_second: throttle.and_then(|t| i64::try_from(t).ok()),
             message: Some(message),
         }),
         warnings: Vec::new(),
@@ -223,10 +232,11 @@ async fn drain(
         .filter(|p| p.reason.as_deref() == Some("ScaleDown"))
         .and_then(|p| p.started.clone())
         .unwrap_or_else(now_rfc3339);
-    let total = previous
+    let draining = previous
         .as_ref()
-        .filter(|p| p.reason.as_deref() == Some("ScaleDown"))
-        .map_or(0, |p| p.partitions_total);
+        .filter(|p| p.reason.as_deref() == Some("ScaleDown"));
+    let total = draining.map_or(0, |p| p.partitions_total);
+    let throttle = kafka.reassignment_throttle();
     let outcome =
         |replicas: i32, pending: usize, message: String, warnings: Vec<Condition>| ScaleOutcome {
             statefulset_replicas: replicas,
@@ -236,6 +246,8 @@ async fn drain(
                 partitions_total: total.max(pending as i32),
                 partitions_pending: pending as i32,
                 started: Some(started.clone()),
+                bytes_left: None,
+                throttle_bytes_per_second: throttle.and_then(|t| i64::try_from(t).ok()),
                 message: Some(message),
             }),
             warnings,
@@ -264,7 +276,7 @@ async fn drain(
         if !blocking_topics.is_empty() {
             why.push(format!(
                 "the remaining brokers cannot hold {}",
-                topic_list(&blocking_topics)
+                rf_blocking(&blocking_topics).join(", ")
             ));
         }
         return Ok(refuse(kafka, ctx, desired, running, previous, &why.join("; and ")).await);
@@ -287,22 +299,30 @@ async fn drain(
     };
     let ongoing = admin.ongoing_reassignments().await?;
     update_gauge(ctx, kafka, ongoing.len());
+    let layout = admin.layout().await?;
     if !ongoing.is_empty() {
-        return Ok(outcome(
+        let bytes_left = reassignment::remaining_bytes(&layout, &ongoing).await;
+        let mut out = outcome(
             running,
             ongoing.len(),
             format!(
-                "draining brokers {desired}..{}: {} partitions are moving",
+                "draining brokers {desired}..{}: {}",
                 running - 1,
-                ongoing.len()
+                moving_message(ongoing.len(), bytes_left)
             ),
             Vec::new(),
-        ));
+        );
+        if let Some(s) = out.status.as_mut() {
+            s.bytes_left = bytes_left;
+        }
+        return Ok(out);
     }
-    let layout = admin.layout().await?;
     let leaving: Vec<i32> = (desired..running).collect();
     let hosted: usize = leaving.iter().map(|&b| layout.replicas_on(b)).sum();
     if hosted == 0 {
+        if draining.is_some_and(|p| p.partitions_total > 0) {
+            reassignment::finish(admin, &layout.topics(), false).await?;
+        }
         let next = running - 1;
         ctx.event(
             kafka,
@@ -338,23 +358,35 @@ async fn drain(
         brokers: placement_brokers(&layout, desired),
         ..Goal::default()
     };
+    let min_isr_blocking = min_isr_above(admin, &layout, desired).await?;
     match plan(&current, &goal) {
         Err(PlanError::NotEnoughBrokers { topics, .. }) => {
+            let mut blocking = rf_blocking(&topics);
+            blocking.extend(min_isr_blocking);
             let why = format!(
                 "the remaining brokers cannot hold {}; lower those topics' replication factor \
-                 first",
-                topic_list(&topics)
+                 (and min.insync.replicas) first",
+                blocking.join(", ")
             );
             Ok(refuse(kafka, ctx, desired, running, previous, &why).await)
         }
         Err(e) => Err(Error::Invalid(e.to_string())),
+        Ok(_) if !min_isr_blocking.is_empty() => {
+            let why = format!(
+                "{} could no longer accept acks=all writes on {desired} brokers; lower \
+                 min.insync.replicas first",
+                min_isr_blocking.join(", ")
+            );
+            Ok(refuse(kafka, ctx, desired, running, previous, &why).await)
+        }
         Ok(target) => {
             let moves = changes(&current, &target);
-            admin.reassign(&moves).await?;
+            reassignment::start(admin, &layout, &moves, throttle).await?;
             let message = format!(
-                "draining brokers {desired}..{}: {} partitions reassigned",
+                "draining brokers {desired}..{}: {} partitions reassigned{}",
                 running - 1,
-                moves.len()
+                moves.len(),
+                throttle_note(throttle)
             );
             ctx.event(kafka, false, "DrainingBrokers", message.clone())
                 .await;
@@ -368,12 +400,52 @@ async fn drain(
     }
 }
 
-fn topic_list(topics: &[(String, usize)]) -> String {
+/// Topics whose replication factor the remaining brokers cannot hold, for a refusal message.
+fn rf_blocking(topics: &[(String, usize)]) -> Vec<String> {
     topics
         .iter()
         .map(|(t, rf)| format!("topic {t} (replication factor {rf})"))
-        .collect::<Vec<_>>()
-        .join(", ")
+        .collect()
+}
+
+/// Topics whose `min.insync.replicas` (in effect) exceeds `brokers`: with fewer brokers than
+/// that, no ISR can be large enough and every `acks=all` write would fail.
+async fn min_isr_above(
+    admin: &mut KafkaAdmin,
+    layout: &ClusterLayout,
+    brokers: i32,
+) -> Result<Vec<String>, Error> {
+    let values = admin
+        .topic_config_value(&layout.topics(), "min.insync.replicas")
+        .await?;
+    Ok(values
+        .into_iter()
+        .filter_map(|(topic, v)| {
+            let min_isr: i32 = v.trim().parse().ok()?;
+            (min_isr > brokers).then(|| format!("topic {topic} (min.insync.replicas {min_isr})"))
+        })
+        .collect())
+}
+
+/// "N partitions are moving" with the bytes still to copy when known.
+fn moving_message(partitions: usize, bytes_left: Option<i64>) -> String {
+    match bytes_left {
+        Some(b) => format!(
+            "{partitions} partitions are moving, {:.1} MiB left to copy",
+            b as f64 / (1024.0 * 1024.0)
+        ),
+        None => format!("{partitions} partitions are moving"),
+    }
+}
+
+/// ", copies throttled to X MiB/s" (or nothing when unthrottled).
+fn throttle_note(throttle: Option<u64>) -> String {
+    throttle.map_or(String::new(), |t| {
+        format!(
+            ", copies throttled to {:.1} MiB/s per broker",
+            t as f64 / (1024.0 * 1024.0)
+        )
+    })
 }
 
 /// A refused scale-down: the StatefulSet keeps `running` brokers, a Warning says why (an event

@@ -17,6 +17,7 @@ use crate::crd::condition::{merge_conditions, now_rfc3339};
 use crate::crd::topic::ReplicasChangeStatus;
 use crate::crd::{config_value_string, Condition, KafkaTopic, KafkaTopicStatus};
 use crate::kafka_admin::{AdminError, TopicDescription};
+use crate::planning::throttle;
 
 use super::{
     connect_admin, object_key, owning_cluster, patch_status, topic_replicas, Context, Error,
@@ -48,13 +49,23 @@ pub struct TopicPlan {
     pub refusal: Option<Condition>,
 }
 
-/// The spec's config rendered as the strings the brokers store.
+/// The spec's config rendered as the strings the brokers store. The reassignment throttle
+/// lists are the operator's own (set while it moves replicas), so the spec may not hold them.
 pub fn desired_config(topic: &KafkaTopic) -> Result<BTreeMap<String, String>, String> {
     topic
         .spec
         .config
         .iter()
-        .map(|(k, v)| Ok((k.clone(), config_value_string(k, v)?)))
+        .map(|(k, v)| {
+            if throttle::TOPIC_KEYS.contains(&k.as_str()) {
+                return Err(format!(
+                    "config.{k}: set by the operator while it reassigns replicas (throttled at \
+                     the Kafka's spec.rebalance.throttleBytesPerSecond); remove it from the \
+                     KafkaTopic"
+                ));
+            }
+            Ok((k.clone(), config_value_string(k, v)?))
+        })
         .collect()
 }
 
@@ -104,7 +115,7 @@ pub fn plan(topic: &KafkaTopic, current: Option<&TopicDescription>) -> TopicPlan
     let delete: Vec<String> = current
         .overrides
         .keys()
-        .filter(|k| !config.contains_key(*k))
+        .filter(|k| !config.contains_key(*k) && !throttle::TOPIC_KEYS.contains(&k.as_str()))
         .cloned()
         .collect();
     let grow = spec.partitions.filter(|want| *want > have);
@@ -233,13 +244,22 @@ async fn apply(topic: Arc<KafkaTopic>, ctx: &Context) -> Result<Action, Error> {
                 tracing::info!(topic = %name, ?grow_partitions_to, ?set, ?delete, "topic updated");
             }),
     };
+    let previous_change = topic
+        .status
+        .as_ref()
+        .and_then(|s| s.replicas_change.as_ref());
+    // Reassignment state is asked for only when partition 0's factor differs from the spec or
+    // a change is under way (or was refused and may fit now): not on every resync.
+    let replicas_differ = |want: i32| {
+        current
+            .as_ref()
+            .is_some_and(|c| c.info.replication_factor != want)
+            || previous_change.is_some()
+    };
     let outcome = match (outcome, topic.spec.replicas) {
-        (Ok(()), Some(want)) if current.is_some() => {
-            let previous = topic
-                .status
-                .as_ref()
-                .and_then(|s| s.replicas_change.as_ref());
-            topic_replicas::converge(&mut admin, &name, want, previous)
+        (Ok(()), Some(want)) if current.is_some() && replicas_differ(want) => {
+            let throttle = kafka.reassignment_throttle();
+            topic_replicas::converge(&mut admin, &name, want, previous_change, throttle)
                 .await
                 .map(Some)
         }
@@ -489,6 +509,27 @@ mod tests {
         // spec.replicas is converged by a reassignment (topic_replicas), not by this plan.
         let t = topic("{partitions: 4, replicas: 3}");
         assert_eq!(plan(&t, Some(&current(4, 1, &[]))), TopicPlan::default());
+    }
+
+    #[test]
+    fn reassignment_throttle_lists_are_the_operators() {
+        // Set by a running reassignment: the topic's own config diff leaves them alone...
+        let t = topic("{partitions: 4, config: {retention.ms: 1000}}");
+        let now = current(
+            4,
+            1,
+            &[
+                ("retention.ms", "1000"),
+                (throttle::FOLLOWER_REPLICAS, "0:3"),
+                (throttle::LEADER_REPLICAS, "0:0"),
+            ],
+        );
+        assert_eq!(plan(&t, Some(&now)), TopicPlan::default());
+        // ...and a KafkaTopic cannot claim them.
+        let t = topic("{config: {follower.replication.throttled.replicas: '*'}}");
+        let refusal = plan(&t, None).refusal.unwrap();
+        assert_eq!(refusal.reason.as_deref(), Some("InvalidConfig"));
+        assert!(refusal.message.unwrap().contains("throttleBytesPerSecond"));
     }
 
     #[test]

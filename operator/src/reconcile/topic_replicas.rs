@@ -4,11 +4,15 @@
 //! reported in `status.replicasChange` until the brokers finish it.
 //!
 //! A factor above the number of brokers is refused: nothing changes and a Warning says why.
+//! New replicas copy under the owning Kafka's `spec.rebalance.throttleBytesPerSecond`, removed
+//! again when the topic's moves finish ([`super::reassignment`]).
 
 use crate::crd::topic::ReplicasChangeStatus;
 use crate::crd::Condition;
 use crate::kafka_admin::{AdminError, KafkaAdmin};
 use crate::planning::assignment::{changes, plan, Goal, PlanError};
+
+use super::reassignment;
 
 /// Where the topic's replication factor stands after this reconcile.
 #[derive(Debug, Default)]
@@ -23,19 +27,20 @@ pub struct ReplicasOutcome {
     pub moving: bool,
 }
 
-/// Moves topic `name` toward `want` replicas per partition.
+/// Moves topic `name` toward `want` replicas per partition, copying new replicas at no more
+/// than `throttle` bytes/s per broker (unthrottled when `None`).
 pub async fn converge(
     admin: &mut KafkaAdmin,
     name: &str,
     want: i32,
     previous: Option<&ReplicasChangeStatus>,
+    throttle: Option<u64>,
 ) -> Result<ReplicasOutcome, AdminError> {
-    let ongoing: Vec<_> = admin
+    let (ongoing, others): (Vec<_>, Vec<_>) = admin
         .ongoing_reassignments()
         .await?
         .into_iter()
-        .filter(|r| r.topic == name)
-        .collect();
+        .partition(|r| r.topic == name);
     if !ongoing.is_empty() {
         return Ok(ReplicasOutcome {
             status: Some(ReplicasChangeStatus {
@@ -51,8 +56,12 @@ pub async fn converge(
     let current = layout.assignment();
     let ours: Vec<_> = current.iter().filter(|p| p.topic == name).collect();
     if ours.iter().all(|p| p.replicas.len() == want as usize) {
+        let finished = previous.is_some_and(|p| p.state == "ongoing");
+        if finished {
+            reassignment::finish(admin, &[name.to_string()], !others.is_empty()).await?;
+        }
         return Ok(ReplicasOutcome {
-            finished: previous.is_some_and(|p| p.state == "ongoing"),
+            finished,
             ..ReplicasOutcome::default()
         });
     }
@@ -81,7 +90,7 @@ pub async fn converge(
         }
     };
     let moves = changes(&current, &target);
-    admin.reassign(&moves).await?;
+    reassignment::start(admin, &layout, &moves, throttle).await?;
     let from = ours.first().map_or(0, |p| p.replicas.len());
     Ok(ReplicasOutcome {
         status: Some(ReplicasChangeStatus {
