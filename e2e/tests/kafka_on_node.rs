@@ -1,7 +1,8 @@
 //! The product end to end on a real node: the operator installed with Helm runs in a pod from
 //! our image, a `Kafka` resource becomes three broker pods running our broker image that come
 //! Ready, a `KafkaTopic` becomes a topic, and a librdkafka client on the host produces and
-//! consumes through the nodeport listener.
+//! consumes through the nodeport listener. The operator keeps the cluster and clients CAs in
+//! Strimzi-shaped Secrets.
 
 mod common;
 
@@ -76,6 +77,51 @@ async fn kafka_comes_ready_on_the_node_and_serves_clients_on_the_host() {
                 broker_image.config_digest
             );
         }
+        // The operator made both CAs, in Strimzi's Secrets: a CA certificate valid for the
+        // default 365 days in `-cert`, its key only in the other Secret.
+        for (ca, cn) in [
+            ("cluster-ca", "cluster-ca my-cluster"),
+            ("clients-ca", "clients-ca my-cluster"),
+        ] {
+            let cert_secret = format!("my-cluster-{ca}-cert");
+            let pem = s.kubectl(&[
+                "get",
+                "secret",
+                &cert_secret,
+                "-o",
+                "go-template={{index .data \"ca.crt\" | base64decode}}",
+            ])?;
+            let described =
+                openssl_x509(&pem, &["-subject", "-enddate", "-ext", "basicConstraints"])?;
+            ensure!(described.contains(cn), "{cert_secret}: {described}");
+            ensure!(
+                described.contains("CA:TRUE"),
+                "{cert_secret} is no CA: {described}"
+            );
+            let keys = s.kubectl(&[
+                "get",
+                "secret",
+                &cert_secret,
+                "-o",
+                "go-template={{range $k, $v := .data}}{{$k}} {{end}}",
+            ])?;
+            ensure!(keys.trim() == "ca.crt", "{cert_secret} holds {keys}");
+            let key_secret = format!("my-cluster-{ca}");
+            let keys = s.kubectl(&[
+                "get",
+                "secret",
+                &key_secret,
+                "-o",
+                "go-template={{range $k, $v := .data}}{{$k}} {{end}}",
+            ])?;
+            ensure!(keys.trim() == "ca.key", "{key_secret} holds {keys}");
+            let end = openssl_x509(&pem, &["-checkend", &(364 * 24 * 3600).to_string()]);
+            ensure!(
+                end.is_ok(),
+                "{cert_secret} expires within 364 days: {end:?}"
+            );
+        }
+
         // `kubectl logs` works against the node.
         let logs = s.kubectl(&["logs", "my-cluster-kafka-0", "--tail=50"])?;
         ensure!(!logs.trim().is_empty(), "kubectl logs returned nothing");
@@ -128,4 +174,31 @@ spec:
         Ok(())
     })
     .await;
+}
+
+/// `openssl x509 -noout <args>` on a PEM certificate; its output, or an error with it.
+fn openssl_x509(pem: &str, args: &[&str]) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("openssl")
+        .args(["x509", "-noout"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running openssl")?;
+    child
+        .stdin
+        .take()
+        .context("openssl stdin")?
+        .write_all(pem.as_bytes())?;
+    let out = child.wait_with_output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(out.status.success(), "openssl x509 {args:?}: {text}");
+    Ok(text)
 }

@@ -10,6 +10,7 @@ pub mod http;
 pub mod kafka_admin;
 pub mod leader;
 pub mod metrics;
+pub mod pki;
 pub mod planning;
 pub mod reconcile;
 pub mod resources;

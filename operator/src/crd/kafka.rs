@@ -33,6 +33,14 @@ use super::Condition;
 #[serde(rename_all = "camelCase")]
 pub struct KafkaSpec {
     pub kafka: KafkaClusterSpec,
+    /// The cluster CA, which signs the brokers' certificates: Secrets `<name>-cluster-ca-cert`
+    /// (`ca.crt`) and `<name>-cluster-ca` (`ca.key`), as Strimzi names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_ca: Option<CertificateAuthority>,
+    /// The clients CA, which signs KafkaUser certificates: Secrets `<name>-clients-ca-cert`
+    /// and `<name>-clients-ca`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients_ca: Option<CertificateAuthority>,
     /// What the operator does with partition replicas when brokers are added.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebalance: Option<RebalanceSpec>,
@@ -52,6 +60,26 @@ pub struct KafkaSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::any_object")]
     pub kafka_exporter: Option<serde_json::Value>,
+}
+
+/// `spec.clusterCa` / `spec.clientsCa` (Strimzi's `CertificateAuthority`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.validityDays) || !has(self.renewalDays) || self.renewalDays < self.validityDays").message("renewalDays must be smaller than validityDays"))]
+pub struct CertificateAuthority {
+    /// Let the operator create and renew the CA (default true). With false, put your own CA in
+    /// the two Secrets; the operator only warns when it is missing or about to expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate_certificate_authority: Option<bool>,
+    /// Days a CA certificate is valid (default 365).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 36500))]
+    pub validity_days: Option<u32>,
+    /// Days before expiry the CA certificate is renewed, keeping its key, so certificates it
+    /// signed stay trusted (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36499))]
+    pub renewal_days: Option<u32>,
 }
 
 /// `spec.rebalance`.

@@ -12,7 +12,7 @@ pub mod user;
 use kube::CustomResourceExt;
 
 pub use condition::Condition;
-pub use kafka::{Kafka, KafkaSpec, KafkaStatus};
+pub use kafka::{CertificateAuthority, Kafka, KafkaSpec, KafkaStatus};
 pub use topic::{KafkaTopic, KafkaTopicSpec, KafkaTopicStatus};
 pub use user::{KafkaUser, KafkaUserSpec, KafkaUserStatus};
 

@@ -22,8 +22,8 @@ use crate::resources::{
 };
 
 use super::{
-    apply, connect_admin, object_key, patch_status, roller, scaling, Context, Error, RECHECK,
-    RESYNC,
+    apply, certificates, connect_admin, object_key, patch_status, roller, scaling, Context, Error,
+    RECHECK, RESYNC,
 };
 
 /// A new cluster id in Kafka's format: 16 random bytes, URL-safe base64 without padding.
@@ -138,7 +138,8 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
         )
         .await?;
     }
-    let mut refusals = Vec::new();
+    // The CAs exist before anything could need a certificate from them.
+    let mut refusals = certificates::reconcile_cas(&kafka, &ctx).await?;
     let mut planned = kafka.as_ref().clone();
     // One admin connection for this reconcile, when some broker can answer.
     let sts_api = Api::<StatefulSet>::namespaced(client.clone(), &ns);

@@ -1,6 +1,7 @@
 //! Reconcilers, one file per kind, sharing a [`Context`], an [`Error`] type and an exponential
 //! backoff [`error_policy`].
 
+pub mod certificates;
 pub mod kafka;
 pub mod reassignment;
 pub mod roller;

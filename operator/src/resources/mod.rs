@@ -2,6 +2,7 @@
 //! field that matters is unit-tested; the reconciler only applies what these return.
 
 pub mod broker_config;
+pub mod certificates;
 pub mod disruption_budget;
 pub mod names;
 pub mod services;

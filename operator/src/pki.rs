@@ -1,0 +1,357 @@
+//! The operator's certificate authorities (issue 15): a cluster CA that signs the brokers'
+//! server certificates and a clients CA that signs KafkaUser certificates, as Strimzi keeps
+//! them. Everything here is pure — PEM text in, PEM text out, the clock passed in — so the
+//! rules (SANs, validity, when to renew) are unit-tested without a cluster.
+//!
+//! Keys are ECDSA P-256: small, fast to generate in a reconcile, and accepted by rustls, the
+//! JVM and librdkafka alike.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256,
+};
+use time::{Duration, OffsetDateTime};
+
+/// Default `validityDays` of a CA and the certificates it signs (Strimzi's default).
+pub const DEFAULT_VALIDITY_DAYS: u32 = 365;
+/// Default `renewalDays`: how long before expiry a certificate is replaced (Strimzi's default).
+pub const DEFAULT_RENEWAL_DAYS: u32 = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("generating a key or certificate failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("not a PEM certificate: {0}")]
+    NotACertificate(String),
+    #[error("validityDays {validity} must be larger than renewalDays {renewal}")]
+    RenewalLongerThanValidity { validity: u32, renewal: u32 },
+}
+
+/// A certificate and its private key, both PEM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertAndKey {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// How long certificates live and when they are replaced (`spec.clusterCa` / `spec.clientsCa`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Validity {
+    pub validity_days: u32,
+    pub renewal_days: u32,
+}
+
+impl Default for Validity {
+    fn default() -> Self {
+        Validity {
+            validity_days: DEFAULT_VALIDITY_DAYS,
+            renewal_days: DEFAULT_RENEWAL_DAYS,
+        }
+    }
+}
+
+impl Validity {
+    /// Checked: a renewal window as long as the validity would renew on every reconcile.
+    pub fn new(validity_days: u32, renewal_days: u32) -> Result<Validity, PkiError> {
+        if renewal_days >= validity_days {
+            return Err(PkiError::RenewalLongerThanValidity {
+                validity: validity_days,
+                renewal: renewal_days,
+            });
+        }
+        Ok(Validity {
+            validity_days,
+            renewal_days,
+        })
+    }
+}
+
+fn params(common_name: &str, now: OffsetDateTime, validity: Validity) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "fjord.dev");
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    // A few minutes back: clocks of the brokers and clients are never exactly ours.
+    params.not_before = now - Duration::minutes(5);
+    params.not_after = now + Duration::days(i64::from(validity.validity_days));
+    params
+}
+
+/// A new self-signed CA named `common_name`.
+pub fn new_ca(
+    common_name: &str,
+    now: OffsetDateTime,
+    validity: Validity,
+) -> Result<CertAndKey, PkiError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let cert = ca_params(common_name, now, validity).self_signed(&key)?;
+    Ok(CertAndKey {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// A new certificate for an existing CA key: same subject and key, new validity. Certificates
+/// the old one signed verify against the new one, so renewal breaks no trust.
+pub fn renew_ca(
+    ca: &CertAndKey,
+    common_name: &str,
+    now: OffsetDateTime,
+    validity: Validity,
+) -> Result<CertAndKey, PkiError> {
+    let key = KeyPair::from_pem(&ca.key_pem)?;
+    let cert = ca_params(common_name, now, validity).self_signed(&key)?;
+    Ok(CertAndKey {
+        cert_pem: cert.pem(),
+        key_pem: ca.key_pem.clone(),
+    })
+}
+
+fn ca_params(common_name: &str, now: OffsetDateTime, validity: Validity) -> CertificateParams {
+    let mut params = params(common_name, now, validity);
+    // Signs leaf certificates only (path length 0).
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+}
+
+/// What a signed certificate is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Usage {
+    /// A broker: serves TLS and, towards other brokers, authenticates as a client.
+    Broker,
+    /// A KafkaUser's client certificate.
+    Client,
+}
+
+/// A certificate for `common_name` (and `sans`, DNS names or IP addresses) signed by `ca`.
+pub fn issue(
+    ca: &CertAndKey,
+    common_name: &str,
+    sans: &[String],
+    usage: Usage,
+    now: OffsetDateTime,
+    validity: Validity,
+) -> Result<CertAndKey, PkiError> {
+    let ca_key = KeyPair::from_pem(&ca.key_pem)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, &ca_key)?;
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut params = params(common_name, now, validity);
+    params.subject_alt_names = sans
+        .iter()
+        .map(|s| match s.parse() {
+            Ok(ip) => Ok(SanType::IpAddress(ip)),
+            Err(_) => Ok(SanType::DnsName(s.clone().try_into()?)),
+        })
+        .collect::<Result<_, rcgen::Error>>()?;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = match usage {
+        Usage::Broker => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+        Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+    };
+    params.use_authority_key_identifier_extension = true;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok(CertAndKey {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// When a PEM certificate expires.
+pub fn not_after(cert_pem: &str) -> Result<OffsetDateTime, PkiError> {
+    let parsed = ::pem::parse(cert_pem).map_err(|e| PkiError::NotACertificate(e.to_string()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(parsed.contents())
+        .map_err(|e| PkiError::NotACertificate(e.to_string()))?;
+    Ok(cert.validity().not_after.to_datetime())
+}
+
+/// Whether a certificate expiring at `expires` is due for replacement at `now`: inside the
+/// renewal window, or already expired.
+pub fn needs_renewal(expires: OffsetDateTime, now: OffsetDateTime, validity: Validity) -> bool {
+    expires - now <= Duration::days(i64::from(validity.renewal_days))
+}
+
+/// The names a broker's server certificate must cover: its pod DNS names (short and fully
+/// qualified, through the headless Service), the bootstrap Service's names, and any external
+/// addresses its listeners advertise (node addresses, advertised hosts).
+pub fn broker_sans(
+    cluster: &str,
+    namespace: &str,
+    broker: i32,
+    external: &[String],
+) -> Vec<String> {
+    let headless = format!("{cluster}-kafka-brokers");
+    let bootstrap = format!("{cluster}-kafka-bootstrap");
+    let pod = format!("{cluster}-kafka-{broker}");
+    let mut sans = vec![
+        format!("{pod}.{headless}.{namespace}.svc"),
+        format!("{pod}.{headless}.{namespace}.svc.cluster.local"),
+        format!("{pod}.{headless}"),
+        bootstrap.clone(),
+        format!("{bootstrap}.{namespace}"),
+        format!("{bootstrap}.{namespace}.svc"),
+        format!("{bootstrap}.{namespace}.svc.cluster.local"),
+    ];
+    for address in external {
+        if !sans.contains(address) {
+            sans.push(address.clone());
+        }
+    }
+    sans
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::extensions::GeneralName;
+
+    fn parse(pem_text: &str) -> Vec<u8> {
+        ::pem::parse(pem_text).unwrap().contents().to_vec()
+    }
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+    }
+
+    #[test]
+    fn broker_certificates_cover_pod_bootstrap_and_external_names() {
+        let validity = Validity::default();
+        let ca = new_ca("cluster-ca my-cluster", now(), validity).unwrap();
+        let sans = broker_sans("my-cluster", "kafka", 2, &["10.0.0.7".into()]);
+        let broker = issue(
+            &ca,
+            "my-cluster-kafka-2",
+            &sans,
+            Usage::Broker,
+            now(),
+            validity,
+        )
+        .unwrap();
+        let der = parse(&broker.cert_pem);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let names: Vec<String> = cert
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .iter()
+            .map(|n| match n {
+                GeneralName::DNSName(d) => d.to_string(),
+                GeneralName::IPAddress(ip) => format!("{ip:?}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        for expected in [
+            "my-cluster-kafka-2.my-cluster-kafka-brokers.kafka.svc",
+            "my-cluster-kafka-2.my-cluster-kafka-brokers.kafka.svc.cluster.local",
+            "my-cluster-kafka-bootstrap.kafka.svc",
+            "my-cluster-kafka-bootstrap",
+        ] {
+            assert!(
+                names.iter().any(|n| n == expected),
+                "{expected} in {names:?}"
+            );
+        }
+        assert!(names.contains(&"[10, 0, 0, 7]".to_string()), "{names:?}");
+        // Signed by the CA: the issuer is the CA's subject, and the CA says it is one.
+        let ca_der = parse(&ca.cert_pem);
+        let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        assert_eq!(cert.issuer(), ca_cert.subject());
+        assert!(ca_cert.is_ca());
+        assert!(!cert.is_ca());
+        assert!(cert.verify_signature(Some(ca_cert.public_key())).is_ok());
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.server_auth && eku.client_auth);
+    }
+
+    #[test]
+    fn client_certificates_are_for_client_auth_only() {
+        let validity = Validity::default();
+        let ca = new_ca("clients-ca my-cluster", now(), validity).unwrap();
+        let user = issue(&ca, "alice", &[], Usage::Client, now(), validity).unwrap();
+        let der = parse(&user.cert_pem);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert_eq!(
+            cert.subject()
+                .iter_common_name()
+                .next()
+                .unwrap()
+                .as_str()
+                .unwrap(),
+            "alice",
+            "the principal is User:CN=alice"
+        );
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && !eku.server_auth);
+    }
+
+    #[test]
+    fn validity_and_renewal_window() {
+        let validity = Validity::new(100, 10).unwrap();
+        let ca = new_ca("ca", now(), validity).unwrap();
+        let expires = not_after(&ca.cert_pem).unwrap();
+        assert_eq!(expires, now() + Duration::days(100));
+        assert!(!needs_renewal(expires, now(), validity));
+        assert!(!needs_renewal(
+            expires,
+            now() + Duration::days(89),
+            validity
+        ));
+        assert!(needs_renewal(expires, now() + Duration::days(90), validity));
+        assert!(
+            needs_renewal(expires, now() + Duration::days(200), validity),
+            "expired"
+        );
+        assert!(matches!(
+            Validity::new(30, 30),
+            Err(PkiError::RenewalLongerThanValidity { .. })
+        ));
+        assert!(matches!(
+            not_after("not a certificate"),
+            Err(PkiError::NotACertificate(_))
+        ));
+    }
+
+    #[test]
+    fn a_renewed_ca_keeps_its_key_and_still_verifies_what_it_signed() {
+        let short = Validity::new(10, 5).unwrap();
+        let ca = new_ca("ca", now(), short).unwrap();
+        let leaf = issue(&ca, "b", &["b".into()], Usage::Broker, now(), short).unwrap();
+        let later = now() + Duration::days(6);
+        let renewed = renew_ca(&ca, "ca", later, short).unwrap();
+        assert_eq!(renewed.key_pem, ca.key_pem);
+        assert_eq!(
+            not_after(&renewed.cert_pem).unwrap(),
+            later + Duration::days(10)
+        );
+        let (leaf_der, ca_der) = (parse(&leaf.cert_pem), parse(&renewed.cert_pem));
+        let (_, leaf) = x509_parser::parse_x509_certificate(&leaf_der).unwrap();
+        let (_, renewed) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        assert_eq!(leaf.issuer(), renewed.subject());
+        assert!(leaf.verify_signature(Some(renewed.public_key())).is_ok());
+    }
+
+    #[test]
+    fn a_certificate_signed_by_another_ca_does_not_verify() {
+        let validity = Validity::default();
+        let ca = new_ca("one", now(), validity).unwrap();
+        let other = new_ca("two", now(), validity).unwrap();
+        let leaf = issue(&ca, "b", &["b".into()], Usage::Broker, now(), validity).unwrap();
+        let (leaf_der, other_der) = (parse(&leaf.cert_pem), parse(&other.cert_pem));
+        let (_, leaf) = x509_parser::parse_x509_certificate(&leaf_der).unwrap();
+        let (_, other) = x509_parser::parse_x509_certificate(&other_der).unwrap();
+        assert!(leaf.verify_signature(Some(other.public_key())).is_err());
+    }
+}
