@@ -175,30 +175,3 @@ spec:
     })
     .await;
 }
-
-/// `openssl x509 -noout <args>` on a PEM certificate; its output, or an error with it.
-fn openssl_x509(pem: &str, args: &[&str]) -> anyhow::Result<String> {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("openssl")
-        .args(["x509", "-noout"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running openssl")?;
-    child
-        .stdin
-        .take()
-        .context("openssl stdin")?
-        .write_all(pem.as_bytes())?;
-    let out = child.wait_with_output()?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    ensure!(out.status.success(), "openssl x509 {args:?}: {text}");
-    Ok(text)
-}

@@ -1,6 +1,9 @@
-//! SCRAM-SHA-512 users and ACLs end to end on a real node: a Kafka whose nodeport listener wants
-//! `scram-sha-512` with `authorization: simple`, a KafkaUser whose Secret a librdkafka client on
-//! the host logs in with, ACLs that let it write and read its topic and refuse another one.
+//! SCRAM-SHA-512 users and ACLs end to end on a real node: a Kafka whose nodeport listener is
+//! TLS (broker certificates from the operator's cluster CA) and wants `scram-sha-512` with
+//! `authorization: simple`, a KafkaUser whose Secret a librdkafka client on the host logs in
+//! with over TLS trusting only the CA in `status.listeners[].certificates` (and `openssl
+//! s_client -verify_return_error` checks the chain and the node address; another CA is refused),
+//! ACLs that let it write and read its topic and refuse another one.
 //!
 //! `superUsers: [ANONYMOUS]` is needed today: the operator's admin connection and the brokers'
 //! replication connections use the plaintext `REPLICATION` listener (port 9091) and so act as
@@ -33,7 +36,7 @@ spec:
       - name: external
         port: 9094
         type: nodeport
-        tls: false
+        tls: true
         authentication:
           type: scram-sha-512
     authorization:
@@ -68,12 +71,14 @@ spec:
         operations: [Read]
 "#;
 
-fn sasl<'a>(user: &'a str, password: &'a str) -> [(&'a str, &'a str); 4] {
+/// SCRAM-SHA-512 over TLS, trusting only the cluster CA from the Kafka's status.
+fn sasl<'a>(user: &'a str, password: &'a str, ca_file: &'a str) -> [(&'a str, &'a str); 5] {
     [
-        ("security.protocol", "SASL_PLAINTEXT"),
+        ("security.protocol", "SASL_SSL"),
         ("sasl.mechanisms", "SCRAM-SHA-512"),
         ("sasl.username", user),
         ("sasl.password", password),
+        ("ssl.ca.location", ca_file),
     ]
 }
 
@@ -135,7 +140,29 @@ async fn scram_user_with_acls_produces_and_consumes_from_the_host() {
         );
 
         let bootstrap = s.bootstrap_servers("my-cluster", "external")?;
-        let alice = sasl("alice", &password);
+        // The listener is TLS with certificates from the operator's cluster CA: a client that
+        // trusts only the CA in the status verifies the chain and the node's address...
+        let ca_file = listener_ca_file(&s, "my-cluster", "external")?;
+        let verified = openssl_connect(&bootstrap, &ca_file)?;
+        ensure!(verified.contains("Verification: OK"), "{verified}");
+        // ...and one that trusts another CA (the clients CA) does not.
+        let clients_ca = std::env::temp_dir().join(format!("{}-clients-ca.crt", s.namespace));
+        std::fs::write(
+            &clients_ca,
+            s.kubectl(&[
+                "get",
+                "secret",
+                "my-cluster-clients-ca-cert",
+                "-o",
+                "go-template={{index .data \"ca.crt\" | base64decode}}",
+            ])?,
+        )?;
+        let refused = openssl_connect(&bootstrap, &clients_ca.display().to_string());
+        ensure!(
+            refused.is_err(),
+            "a client trusting another CA accepted the brokers' certificate"
+        );
+        let alice = sasl("alice", &password, &ca_file);
 
         // The user produces (idempotent, acks=all) and consumes in a group it may use.
         let producer = producer(&bootstrap, &alice)?;
@@ -167,7 +194,7 @@ async fn scram_user_with_acls_produces_and_consumes_from_the_host() {
         );
 
         // A wrong password is refused at authentication.
-        let wrong = sasl("alice", "not-the-password");
+        let wrong = sasl("alice", "not-the-password", &ca_file);
         let (result, errors) = metadata(&bootstrap, None, &wrong, Duration::from_secs(10));
         ensure!(result.is_err(), "metadata with a wrong password succeeded");
         ensure!(

@@ -358,3 +358,86 @@ pub fn consume_to_end(
     }
     Ok(seen)
 }
+
+/// `openssl x509 -noout <args>` on a PEM certificate; its output, or an error with it.
+pub fn openssl_x509(pem: &str, args: &[&str]) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("openssl")
+        .args(["x509", "-noout"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running openssl")?;
+    child
+        .stdin
+        .take()
+        .context("openssl stdin")?
+        .write_all(pem.as_bytes())?;
+    let out = child.wait_with_output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(out.status.success(), "openssl x509 {args:?}: {text}");
+    Ok(text)
+}
+
+/// The CA certificate `status.listeners[<listener>].certificates` gives for a TLS listener,
+/// written to a file for clients (`ssl.ca.location`, `openssl -CAfile`).
+pub fn listener_ca_file(s: &Scenario, kafka: &str, listener: &str) -> Result<String> {
+    let pem = s.kubectl(&[
+        "get",
+        "kafka",
+        kafka,
+        "-o",
+        &format!("jsonpath={{.status.listeners[?(@.name==\"{listener}\")].certificates[0]}}"),
+    ])?;
+    ensure!(
+        pem.contains("BEGIN CERTIFICATE"),
+        "status.listeners[{listener}].certificates has no certificate: {pem:?}"
+    );
+    let file = std::env::temp_dir().join(format!("{}-{kafka}-{listener}-ca.crt", s.namespace));
+    std::fs::write(&file, pem)?;
+    Ok(file.display().to_string())
+}
+
+/// `openssl s_client` to `address` trusting only `ca_file`, verifying the certificate chain and
+/// that it names the host (`-verify_ip` / `-verify_hostname`); Err with openssl's output when
+/// the handshake or the verification fails.
+pub fn openssl_connect(address: &str, ca_file: &str) -> Result<String> {
+    use std::process::{Command, Stdio};
+    let (host, _) = address
+        .rsplit_once(':')
+        .with_context(|| format!("no port in {address}"))?;
+    let verify_name = if host.parse::<std::net::IpAddr>().is_ok() {
+        "-verify_ip"
+    } else {
+        "-verify_hostname"
+    };
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            address,
+            "-CAfile",
+            ca_file,
+            "-verify_return_error",
+            verify_name,
+            host,
+            "-brief",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .context("running openssl s_client")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(out.status.success(), "openssl s_client {address}: {text}");
+    Ok(text)
+}

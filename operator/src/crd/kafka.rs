@@ -495,6 +495,9 @@ pub struct ListenerStatus {
     /// `host:port` to give clients as `bootstrap.servers` (for a nodeport listener: a node's
     /// address and the bootstrap Service's node port).
     pub bootstrap_servers: String,
+    /// For a `tls: true` listener: the cluster CA certificate (PEM) clients must trust.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

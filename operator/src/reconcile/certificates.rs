@@ -4,8 +4,9 @@
 //! that moment), and with `generateCertificateAuthority: false` left to the user, with a Warning
 //! when one is missing or expiring.
 //!
-//! The decision is the pure [`decide`]; this module only reads and writes the Secrets. Broker and
-//! user certificates signed by these CAs come with TLS listeners (issue 15, not built yet).
+//! The decision is the pure [`decide`]; this module only reads and writes the Secrets. It also
+//! issues the brokers' certificates for TLS listeners ([`reconcile_broker_certs`]). KafkaUser
+//! certificates (clients CA) are not issued yet.
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -15,8 +16,9 @@ use time::OffsetDateTime;
 use crate::crd::{Condition, Kafka};
 use crate::pki::{self, CertAndKey, Validity};
 use crate::resources::certificates::{
-    ca_secrets, generation, secret_text, CaKind, CERT_GENERATION_ANNOTATION,
-    KEY_GENERATION_ANNOTATION,
+    broker_cert_files, broker_cert_names, broker_certs_input, broker_certs_secret,
+    broker_certs_secret_name, ca_secrets, generation, needs_broker_certs, secret_text, CaKind,
+    BROKER_CERTS_INPUT_ANNOTATION, CERT_GENERATION_ANNOTATION, KEY_GENERATION_ANNOTATION,
 };
 
 use super::{apply, Context, Error};
@@ -141,6 +143,83 @@ async fn reconcile_ca(
             ),
         ))),
     }
+}
+
+/// Issues the brokers' certificates (signed by the cluster CA) into `<cluster>-kafka-brokers`
+/// when a listener serves TLS: again whenever the CA, the names they must cover
+/// (`node_addresses`: every node's) or the broker count change, or the earliest one enters the
+/// renewal window. Brokers re-read the files when the kubelet updates the mounted Secret, so a
+/// new certificate needs no restart.
+pub async fn reconcile_broker_certs(
+    kafka: &Kafka,
+    ctx: &Context,
+    node_addresses: &[String],
+) -> Result<(), Error> {
+    if !needs_broker_certs(kafka) {
+        return Ok(());
+    }
+    let api: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &kafka.namespace().unwrap_or_default());
+    let kind = CaKind::Cluster;
+    let (Some(cert), Some(key)) = (
+        api.get_opt(&kind.cert_secret(kafka)).await?,
+        api.get_opt(&kind.key_secret(kafka)).await?,
+    ) else {
+        // A user-managed CA not provided yet: its Warning already says so.
+        return Ok(());
+    };
+    let (Some(cert_pem), Some(key_pem)) =
+        (secret_text(&cert, "ca.crt"), secret_text(&key, "ca.key"))
+    else {
+        return Ok(());
+    };
+    let ca = CertAndKey { cert_pem, key_pem };
+    let validity = kind.validity(kafka).map_err(Error::Invalid)?;
+    let names: Vec<Vec<String>> = (0..kafka.spec.kafka.replicas.max(0))
+        .map(|i| broker_cert_names(kafka, i, node_addresses))
+        .collect();
+    let input = broker_certs_input(&ca.cert_pem, &names, validity.validity_days);
+    let name = broker_certs_secret_name(kafka);
+    let existing = api.get_opt(&name).await?;
+    let now = OffsetDateTime::now_utc();
+    let current = existing.as_ref().is_some_and(|s| {
+        let same_input = s
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(BROKER_CERTS_INPUT_ANNOTATION))
+            == Some(&input);
+        let fresh = (0..names.len() as i32).all(|i| {
+            secret_text(s, &broker_cert_files(kafka, i).0)
+                .and_then(|pem| pki::not_after(&pem).ok())
+                .is_some_and(|expires| !pki::needs_renewal(expires, now, validity))
+        });
+        same_input && fresh
+    });
+    if current {
+        return Ok(());
+    }
+    let invalid = |e: pki::PkiError| Error::Invalid(e.to_string());
+    let mut certs = std::collections::BTreeMap::new();
+    for (ordinal, sans) in names.iter().enumerate() {
+        let ordinal = ordinal as i32;
+        let common_name = format!("{}-kafka-{ordinal}", kafka.name_any());
+        let issued = pki::issue(&ca, &common_name, sans, pki::Usage::Broker, now, validity)
+            .map_err(invalid)?;
+        certs.insert(ordinal, issued);
+    }
+    apply(&api, &broker_certs_secret(kafka, &certs, &input)).await?;
+    ctx.event(
+        kafka,
+        false,
+        "BrokerCertificatesIssued",
+        format!(
+            "issued certificates for {} brokers signed by the cluster CA (Secret {name})",
+            certs.len()
+        ),
+    )
+    .await;
+    Ok(())
 }
 
 async fn write(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::Action;
@@ -17,6 +17,7 @@ use kube::ResourceExt;
 use crate::crd::condition::{merge_conditions, now_rfc3339};
 use crate::crd::kafka::{BrokerCounts, KafkaStatus, ListenerStatus, ListenerType, StorageType};
 use crate::crd::{Condition, Kafka};
+use crate::resources::certificates::{needs_broker_certs, secret_text, CaKind};
 use crate::resources::{
     broker_config, disruption_budget, names, selector_labels, services, statefulset,
 };
@@ -193,10 +194,20 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
         &config_map,
     )
     .await?;
-    let node_address = if node_ports.is_empty() {
-        None
+    let nodes = if node_ports.is_empty() && !needs_broker_certs(&kafka) {
+        Vec::new()
     } else {
-        nodeport_address(client).await
+        list_nodes(client).await
+    };
+    let node_address = (!node_ports.is_empty())
+        .then(|| services::node_address(&nodes))
+        .flatten();
+    // Before the StatefulSet: broker pods mount the certificates.
+    certificates::reconcile_broker_certs(&kafka, &ctx, &services::node_addresses(&nodes)).await?;
+    let listener_ca = if needs_broker_certs(&kafka) {
+        cluster_ca_certificate(&kafka, client).await?
+    } else {
+        None
     };
     apply(
         &Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns),
@@ -263,9 +274,18 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
         rolling_update: roll.status,
         listeners: services::bootstrap_addresses(&kafka, &node_ports, node_address.as_deref())
             .into_iter()
-            .map(|(name, bootstrap_servers)| ListenerStatus {
-                name,
-                bootstrap_servers,
+            .map(|(name, bootstrap_servers)| {
+                let tls = kafka
+                    .spec
+                    .kafka
+                    .listeners
+                    .iter()
+                    .any(|l| l.name == name && l.tls);
+                ListenerStatus {
+                    certificates: listener_ca.clone().filter(|_| tls).into_iter().collect(),
+                    name,
+                    bootstrap_servers,
+                }
             })
             .collect(),
         brokers: Some(BrokerCounts {
@@ -344,15 +364,29 @@ async fn cluster_identity(
 /// A node address for nodeport listeners' `bootstrapServers` (see [`services::node_address`]).
 /// Listing Nodes needs cluster-wide `get`/`list` on `nodes`; without it (or on any error) the
 /// address is unknown and the status says so instead of failing the reconcile.
-async fn nodeport_address(client: &kube::Client) -> Option<String> {
+/// The cluster's Nodes (nodeport listeners advertise their addresses, and broker certificates
+/// name them); none when the operator may not list them.
+async fn list_nodes(client: &kube::Client) -> Vec<Node> {
     let nodes: Api<Node> = Api::all(client.clone());
     match nodes.list(&ListParams::default()).await {
-        Ok(list) => services::node_address(&list.items),
+        Ok(list) => list.items,
         Err(e) => {
             tracing::warn!(error = %e, "cannot list Nodes for nodeport listener addresses");
-            None
+            Vec::new()
         }
     }
+}
+
+/// The cluster CA certificate (PEM) TLS clients trust, from `<cluster>-cluster-ca-cert`.
+async fn cluster_ca_certificate(
+    kafka: &Kafka,
+    client: &kube::Client,
+) -> Result<Option<String>, Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &kafka.namespace().unwrap_or_default());
+    Ok(api
+        .get_opt(&CaKind::Cluster.cert_secret(kafka))
+        .await?
+        .and_then(|s| secret_text(&s, "ca.crt")))
 }
 
 /// Deletes listener Services of this cluster that the spec no longer asks for (they hold no data).

@@ -16,6 +16,7 @@ use crate::crd::kafka::{
 };
 use crate::crd::{config_value_string, Kafka};
 
+use super::certificates;
 use super::services::{broker_override, NodePorts};
 use super::{names, owned_meta, ADMIN_PORT, CONTROLLER_PORT, DATA_ROOT, REPLICATION_PORT};
 
@@ -94,12 +95,18 @@ pub fn validate(kafka: &Kafka) -> Vec<String> {
             ));
         }
     }
-    for l in kafka.spec.kafka.listeners.iter().filter(|l| l.tls) {
-        problems.push(format!(
-            "listener '{}' asks for TLS, but the operator does not issue broker certificates yet \
-             (brokers would not start); use tls: false (with scram-sha-512 authentication) for now",
-            l.name
-        ));
+    for l in &kafka.spec.kafka.listeners {
+        if matches!(
+            l.authentication.as_ref().map(|a| a.type_),
+            Some(ListenerAuthenticationType::Tls)
+        ) {
+            problems.push(format!(
+                "listener '{}' asks for authentication type tls (client certificates), but the \
+                 operator does not issue KafkaUser certificates yet; use scram-sha-512 on a tls \
+                 listener for now",
+                l.name
+            ));
+        }
     }
     if kafka.spec.kafka.replicas < 1 {
         problems.push("spec.kafka.replicas must be at least 1".into());
@@ -320,11 +327,22 @@ pub fn pod_properties(
     } else {
         "broker"
     };
-    Ok(format!(
+    let mut own = format!(
         "# broker {ordinal}\nnode.id={ordinal}\nprocess.roles={roles}\nlisteners={}\nadvertised.listeners={}\n",
         listeners.join(","),
         advertised.join(",")
-    ))
+    );
+    // TLS listeners serve this broker's certificate from the mounted Secret (re-read when the
+    // operator renews it).
+    let (crt, key) = certificates::broker_cert_files(kafka, ordinal);
+    for l in spec.listeners.iter().filter(|l| l.tls) {
+        let prefix = format!("listener.name.{}", listener_name(l).to_lowercase());
+        let dir = certificates::BROKER_CERTS_DIR;
+        let _ = writeln!(own, "{prefix}.ssl.keystore.type=PEM");
+        let _ = writeln!(own, "{prefix}.ssl.keystore.certificate.chain={dir}/{crt}");
+        let _ = writeln!(own, "{prefix}.ssl.keystore.key={dir}/{key}");
+    }
+    Ok(own)
 }
 
 /// Broker keys Kafka (and Fjord's broker) change at run time as cluster-wide defaults: editing

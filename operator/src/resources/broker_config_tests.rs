@@ -183,6 +183,18 @@ kafka:
     );
     assert_eq!(p["super.users"], "User:admin;User:ops");
     assert_eq!(Identity::new_cluster("x", 1).voters, vec![0]);
+    // The TLS listener serves broker 0's certificate from the mounted Secret.
+    let own = props(&pod_properties(&k, 0, &[0], &NodePorts::default()).unwrap());
+    assert_eq!(own["listener.name.tls-9093.ssl.keystore.type"], "PEM");
+    assert_eq!(
+        own["listener.name.tls-9093.ssl.keystore.certificate.chain"],
+        "/etc/fjord-tls/broker/my-cluster-kafka-0.crt"
+    );
+    assert_eq!(
+        own["listener.name.tls-9093.ssl.keystore.key"],
+        "/etc/fjord-tls/broker/my-cluster-kafka-0.key"
+    );
+    assert!(!own.contains_key("listener.name.plain-9092.ssl.keystore.type"));
 }
 
 #[test]
@@ -198,9 +210,18 @@ fn operator_owned_keys_and_nested_values_are_refused() {
         .insert("x".into(), serde_json::json!({"nested": true}));
     let problems = validate(&k);
     assert_eq!(problems.len(), 2, "{problems:?}");
+    // A TLS listener is fine (the operator issues broker certificates); client-certificate
+    // authentication is refused until KafkaUser certificates exist.
     let mut tls = kafka(THREE_BROKERS);
     tls.spec.kafka.listeners[0].tls = true;
-    assert!(validate(&tls)[0].contains("TLS"), "{:?}", validate(&tls));
+    assert!(validate(&tls).is_empty(), "{:?}", validate(&tls));
+    tls.spec.kafka.listeners[0].authentication =
+        Some(serde_json::from_value(serde_json::json!({"type": "tls"})).unwrap());
+    assert!(
+        validate(&tls)[0].contains("authentication type tls"),
+        "{:?}",
+        validate(&tls)
+    );
     assert!(problems[0].contains("node.id"));
     assert!(shared_properties(&k, &ids(&k)).is_err());
 }

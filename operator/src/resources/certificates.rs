@@ -119,6 +119,93 @@ pub fn ca_secrets(
     )
 }
 
+/// Where broker pods mount their certificates (`<pod>.crt`, `<pod>.key`). Not below the
+/// read-only ConfigMap mount, so the kubelet can create the mount point.
+pub const BROKER_CERTS_DIR: &str = "/etc/fjord-tls/broker";
+/// What the broker certificates were issued from (CA, names, validity): when it changes they
+/// are issued again.
+pub const BROKER_CERTS_INPUT_ANNOTATION: &str = "kafka.fjord.dev/broker-certs-input";
+
+/// The Secret with every broker's certificate and key (Strimzi's `<cluster>-kafka-brokers`).
+pub fn broker_certs_secret_name(kafka: &Kafka) -> String {
+    format!("{}-kafka-brokers", kafka_name(kafka))
+}
+
+/// Does any listener serve TLS (so brokers need certificates)?
+pub fn needs_broker_certs(kafka: &Kafka) -> bool {
+    kafka.spec.kafka.listeners.iter().any(|l| l.tls)
+}
+
+/// The names broker `ordinal`'s certificate covers: its pod and the bootstrap Service in the
+/// cluster, every node address (a nodeport listener advertises the node the pod landed on,
+/// known only after scheduling), and the `advertisedHost`s of nodeport listeners.
+pub fn broker_cert_names(kafka: &Kafka, ordinal: i32, node_addresses: &[String]) -> Vec<String> {
+    let mut external: Vec<String> = node_addresses.to_vec();
+    for l in &kafka.spec.kafka.listeners {
+        let custom = l
+            .configuration
+            .as_ref()
+            .into_iter()
+            .flat_map(|c| c.brokers.iter())
+            .find(|b| b.broker == ordinal);
+        if let Some(host) = custom.and_then(|b| b.advertised_host.clone()) {
+            external.push(host);
+        }
+    }
+    crate::pki::broker_sans(
+        &kafka_name(kafka),
+        &super::namespace(kafka),
+        ordinal,
+        &external,
+    )
+}
+
+/// Fingerprint of what the broker certificates depend on.
+pub fn broker_certs_input(ca_cert_pem: &str, names: &[Vec<String>], validity_days: u32) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(ca_cert_pem.as_bytes());
+    for (i, list) in names.iter().enumerate() {
+        hasher.update(format!("|{i}:{}", list.join(",")).as_bytes());
+    }
+    hasher.update(format!("|{validity_days}").as_bytes());
+    hasher.finalize()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The file names of broker `ordinal`'s certificate and key in the Secret (and the mount).
+pub fn broker_cert_files(kafka: &Kafka, ordinal: i32) -> (String, String) {
+    let pod = format!("{}-kafka-{ordinal}", kafka_name(kafka));
+    (format!("{pod}.crt"), format!("{pod}.key"))
+}
+
+/// The brokers' certificate Secret: `<pod>.crt` and `<pod>.key` per broker.
+pub fn broker_certs_secret(
+    kafka: &Kafka,
+    certs: &BTreeMap<i32, CertAndKey>,
+    input: &str,
+) -> Secret {
+    let mut meta = owned_meta(kafka, broker_certs_secret_name(kafka));
+    meta.annotations = Some(BTreeMap::from([(
+        BROKER_CERTS_INPUT_ANNOTATION.to_string(),
+        input.to_string(),
+    )]));
+    let mut data = BTreeMap::new();
+    for (ordinal, cert) in certs {
+        let (crt, key) = broker_cert_files(kafka, *ordinal);
+        data.insert(crt, ByteString(cert.cert_pem.as_bytes().to_vec()));
+        data.insert(key, ByteString(cert.key_pem.as_bytes().to_vec()));
+    }
+    Secret {
+        metadata: meta,
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Secret::default()
+    }
+}
+
 /// A generation annotation's value (0 when absent or unreadable).
 pub fn generation(secret: &Secret, annotation: &str) -> u64 {
     secret
@@ -176,6 +263,49 @@ mod tests {
             "my-cluster-clients-ca-cert"
         );
         assert_eq!(CaKind::Clients.key_secret(&k), "my-cluster-clients-ca");
+    }
+
+    #[test]
+    fn broker_certificates_name_pods_nodes_and_advertised_hosts() {
+        let k = kafka(THREE_BROKERS);
+        let names = broker_cert_names(&k, 1, &["10.0.0.5".into()]);
+        assert!(names.contains(&"my-cluster-kafka-1.my-cluster-kafka-brokers.prod.svc".into()));
+        assert!(names.contains(&"10.0.0.5".into()));
+        let certs = BTreeMap::from([(
+            1,
+            CertAndKey {
+                cert_pem: "C1".into(),
+                key_pem: "K1".into(),
+            },
+        )]);
+        let secret = broker_certs_secret(&k, &certs, "in");
+        assert_eq!(
+            secret.metadata.name.as_deref(),
+            Some("my-cluster-kafka-brokers")
+        );
+        assert_eq!(
+            secret_text(&secret, "my-cluster-kafka-1.crt").as_deref(),
+            Some("C1")
+        );
+        assert_eq!(
+            secret_text(&secret, "my-cluster-kafka-1.key").as_deref(),
+            Some("K1")
+        );
+        let a = broker_certs_input("CA", std::slice::from_ref(&names), 365);
+        assert_eq!(
+            a,
+            broker_certs_input("CA", std::slice::from_ref(&names), 365)
+        );
+        assert_ne!(
+            a,
+            broker_certs_input("CA2", std::slice::from_ref(&names), 365),
+            "a new CA"
+        );
+        assert_ne!(
+            a,
+            broker_certs_input("CA", &[names, vec![]], 365),
+            "a new broker"
+        );
     }
 
     #[test]

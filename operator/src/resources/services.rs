@@ -243,6 +243,21 @@ pub fn node_address(nodes: &[Node]) -> Option<String> {
     })
 }
 
+/// Every address of every Node (of the types [`node_address`] considers), sorted and once each:
+/// what a nodeport listener's broker certificates must name, since a broker may run on any node.
+pub fn node_addresses(nodes: &[Node]) -> Vec<String> {
+    let mut out: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| n.status.as_ref()?.addresses.as_ref())
+        .flatten()
+        .filter(|a| NODE_ADDRESS_TYPES.contains(&a.type_.as_str()) && !a.address.is_empty())
+        .map(|a| a.address.clone())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Bootstrap addresses per listener, as reported in `status.listeners`. A nodeport listener's is
 /// `<node address>:<bootstrap node port>`, and is left out until both are known.
 pub fn bootstrap_addresses(

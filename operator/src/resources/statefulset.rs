@@ -14,8 +14,8 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecurityContext, ServiceAccount, TCPSocketAction,
-    Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, ServiceAccount,
+    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -25,6 +25,7 @@ use kube::api::ObjectMeta;
 use crate::crd::kafka::{JbodVolumeType, MetricsType, StorageType};
 use crate::crd::Kafka;
 
+use super::certificates;
 use super::{
     common_labels, names, owned_meta, selector_labels, ADMIN_PORT, CONFIG_DIR, CONTROLLER_PORT,
     DATA_ROOT, REPLICATION_PORT,
@@ -173,6 +174,14 @@ fn broker_container(kafka: &Kafka, volumes: &[DataVolume]) -> Container {
         read_only: Some(true),
         ..VolumeMount::default()
     }];
+    if certificates::needs_broker_certs(kafka) {
+        mounts.push(VolumeMount {
+            name: BROKER_CERTS_VOLUME.into(),
+            mount_path: certificates::BROKER_CERTS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
     mounts.extend(volumes.iter().map(|v| VolumeMount {
         name: v.name.clone(),
         mount_path: format!("{DATA_ROOT}/{}", v.name),
@@ -213,6 +222,9 @@ fn broker_container(kafka: &Kafka, volumes: &[DataVolume]) -> Container {
         ..Container::default()
     }
 }
+
+/// The volume with the brokers' certificates (TLS listeners).
+const BROKER_CERTS_VOLUME: &str = "broker-certs";
 
 /// The image's non-root user (`fjord`, see `fjord_e2e::oci`); fixed so volumes are writable
 /// through `fsGroup` whatever the storage.
@@ -322,6 +334,18 @@ pub fn statefulset(kafka: &Kafka, config_hash: &str) -> StatefulSet {
                 ..Volume::default()
             }),
     );
+    if certificates::needs_broker_certs(kafka) {
+        pod_volumes.push(Volume {
+            name: BROKER_CERTS_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(certificates::broker_certs_secret_name(kafka)),
+                // Readable by the broker's group (fsGroup) only.
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
     let claims: Vec<PersistentVolumeClaim> =
         volumes.iter().filter_map(|v| v.claim.clone()).collect();
 
