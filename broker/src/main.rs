@@ -135,7 +135,25 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let running = match fjord_broker::start(config).await {
+        // The handlers exist before start-up: in a container the broker is PID 1, and PID 1
+        // ignores a SIGTERM it has no handler for, so a pod deleted while the broker recovers its
+        // logs or waits for its quorum would hang until the grace period's SIGKILL.
+        let mut stop = match StopSignals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let started = tokio::select! {
+            started = fjord_broker::start(config) => started,
+            () = stop.recv() => {
+                // Nothing was acknowledged yet; logs are crash-safe, so stopping here is safe.
+                tracing::info!("stop signal during start-up: exiting");
+                return ExitCode::SUCCESS;
+            }
+        };
+        let running = match started {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -149,7 +167,7 @@ fn main() -> ExitCode {
             admin = %running.admin_addr,
             "fjord-broker ready"
         );
-        wait_for_signal().await;
+        stop.recv().await;
         tracing::info!("shutting down");
         fjord_broker::cluster::controller::controlled_shutdown(&running.broker).await;
         let started = std::time::Instant::now();
@@ -159,12 +177,25 @@ fn main() -> ExitCode {
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, installed once and awaited as often as needed.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }

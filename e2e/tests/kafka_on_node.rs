@@ -84,13 +84,7 @@ async fn kafka_comes_ready_on_the_node_and_serves_clients_on_the_host() {
             ("clients-ca", "clients-ca my-cluster"),
         ] {
             let cert_secret = format!("my-cluster-{ca}-cert");
-            let pem = s.kubectl(&[
-                "get",
-                "secret",
-                &cert_secret,
-                "-o",
-                "go-template={{index .data \"ca.crt\" | base64decode}}",
-            ])?;
+            let pem = secret_value(&s, &cert_secret, "ca.crt")?;
             let described =
                 openssl_x509(&pem, &["-subject", "-enddate", "-ext", "basicConstraints"])?;
             ensure!(described.contains(cn), "{cert_secret}: {described}");
@@ -98,23 +92,11 @@ async fn kafka_comes_ready_on_the_node_and_serves_clients_on_the_host() {
                 described.contains("CA:TRUE"),
                 "{cert_secret} is no CA: {described}"
             );
-            let keys = s.kubectl(&[
-                "get",
-                "secret",
-                &cert_secret,
-                "-o",
-                "go-template={{range $k, $v := .data}}{{$k}} {{end}}",
-            ])?;
-            ensure!(keys.trim() == "ca.crt", "{cert_secret} holds {keys}");
+            let keys = secret_keys(&s, &cert_secret)?;
+            ensure!(keys == ["ca.crt"], "{cert_secret} holds {keys:?}");
             let key_secret = format!("my-cluster-{ca}");
-            let keys = s.kubectl(&[
-                "get",
-                "secret",
-                &key_secret,
-                "-o",
-                "go-template={{range $k, $v := .data}}{{$k}} {{end}}",
-            ])?;
-            ensure!(keys.trim() == "ca.key", "{key_secret} holds {keys}");
+            let keys = secret_keys(&s, &key_secret)?;
+            ensure!(keys == ["ca.key"], "{key_secret} holds {keys:?}");
             let end = openssl_x509(&pem, &["-checkend", &(364 * 24 * 3600).to_string()]);
             ensure!(
                 end.is_ok(),

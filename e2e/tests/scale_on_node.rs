@@ -12,8 +12,9 @@
 //!   the throttle allows, and the throttle is gone afterwards;
 //! - 5 -> 3 unthrottled: brokers 4 and 3 are drained (metadata shows them hosting nothing)
 //!   before their pods go;
-//! - a second cluster scaled 1 -> 3 keeps one quorum: DescribeQuorum from every broker names the
-//!   same leader, epoch and voters.
+//! - one quorum throughout: after 3 -> 5 -> 3, and on a second cluster scaled 1 -> 3,
+//!   DescribeQuorum from every broker names the same leader, epoch and voters (those the cluster
+//!   was created with).
 //!
 //! Printed: reassignment durations, bytes moved and MiB/s (throttled and not), the 3 -> 5 total.
 
@@ -83,9 +84,14 @@ async fn bytes_moved(
     before: &BTreeMap<(String, i32), Vec<i32>>,
 ) -> Result<(u64, BTreeMap<i32, u64>)> {
     let after = replica_layout(bootstrap).await?;
+    // Only brokers that hold replicas now: a removed broker may still be listed for a while,
+    // and its node port is gone.
+    let holding: std::collections::BTreeSet<i32> = after.values().flatten().copied().collect();
     let mut sizes = BTreeMap::new();
     for (id, address) in broker_addresses(bootstrap).await? {
-        sizes.insert(id, replica_sizes(&address).await?);
+        if holding.contains(&id) {
+            sizes.insert(id, replica_sizes(&address).await?);
+        }
     }
     let mut per_broker: BTreeMap<i32, u64> = BTreeMap::new();
     for (key, replicas) in &after {
@@ -115,6 +121,16 @@ fn scale_to(s: &Scenario, brokers: i32) -> Result<()> {
         "kafka",
         "my-cluster",
         &format!(r#"{{"spec":{{"kafka":{{"replicas":{brokers}}}}}}}"#),
+    )
+}
+
+/// A field of my-cluster's `status.rebalance`.
+fn rebalance(s: &Scenario, field: &str) -> Result<String> {
+    jsonpath(
+        s,
+        "kafka",
+        "my-cluster",
+        &format!("{{.status.rebalance.{field}}}"),
     )
 }
 
@@ -148,6 +164,42 @@ fn spread(counts: &BTreeMap<i32, usize>, brokers: i32) -> usize {
         .map(|b| counts.get(&b).copied().unwrap_or(0))
         .collect();
     all.iter().max().unwrap() - all.iter().min().unwrap()
+}
+
+/// DescribeQuorum from each of the `brokers` brokers behind `bootstrap` once all answer (a
+/// broker's own node port may take a moment to be routed after it turns Ready); fails unless
+/// they agree on leader, epoch and voters.
+async fn one_quorum(bootstrap: &str, brokers: usize) -> Result<Vec<(i32, (i32, i32, Vec<i32>))>> {
+    let answers = std::sync::Mutex::new(Vec::new());
+    poll_until(
+        Duration::from_secs(60),
+        &format!("DescribeQuorum from all {brokers} brokers"),
+        || async {
+            let addresses = broker_addresses(bootstrap).await?;
+            let mut got = Vec::new();
+            // Brokers 0..brokers (a removed broker may still be listed until it is forgotten).
+            for (id, address) in addresses.iter().filter(|(id, _)| **id < brokers as i32) {
+                match describe_quorum(address).await {
+                    Ok(answer) => got.push((*id, answer)),
+                    Err(e) => {
+                        eprintln!("broker {id} at {address}: {e:#}");
+                        return Ok(false);
+                    }
+                }
+            }
+            let complete = got.len() == brokers;
+            *answers.lock().unwrap() = got;
+            Ok(complete)
+        },
+    )
+    .await?;
+    let answers = answers.into_inner().unwrap();
+    eprintln!("DescribeQuorum by broker: {answers:?}");
+    ensure!(
+        answers.windows(2).all(|w| w[0].1 == w[1].1),
+        "brokers disagree about the quorum: {answers:?}"
+    );
+    Ok(answers)
 }
 
 /// What the status and the brokers showed while replicas moved.
@@ -344,17 +396,10 @@ async fn scale_up_down_refusal_and_replication_factor_changes_lose_nothing() {
                 Duration::from_secs(420),
                 "balanced over 5 brokers",
                 || async {
-                    let brokers =
-                        jsonpath(&s, "kafka", "my-cluster", "{.status.rebalance.brokers}")?;
-                    let reason = jsonpath(&s, "kafka", "my-cluster", "{.status.rebalance.reason}")?;
-                    let moving = jsonpath(
-                        &s,
-                        "kafka",
-                        "my-cluster",
-                        "{.status.rebalance.partitionsTotal}",
-                    )?;
-                    let bytes_left =
-                        jsonpath(&s, "kafka", "my-cluster", "{.status.rebalance.bytesLeft}")?;
+                    let brokers = rebalance(&s, "brokers")?;
+                    let reason = rebalance(&s, "reason")?;
+                    let moving = rebalance(&s, "partitionsTotal")?;
+                    let bytes_left = rebalance(&s, "bytesLeft")?;
                     let rate =
                         cluster_default(&bootstrap, "follower.replication.throttled.rate").await?;
                     observed.lock().unwrap().see(
@@ -446,13 +491,8 @@ async fn scale_up_down_refusal_and_replication_factor_changes_lose_nothing() {
                 "StatefulSet at 3, drained",
                 || async {
                     let spec = sts.get("my-cluster-kafka").await?.spec.unwrap().replicas;
-                    let reason = jsonpath(&s, "kafka", "my-cluster", "{.status.rebalance.reason}")?;
-                    let pending = jsonpath(
-                        &s,
-                        "kafka",
-                        "my-cluster",
-                        "{.status.rebalance.partitionsPending}",
-                    )?;
+                    let reason = rebalance(&s, "reason")?;
+                    let pending = rebalance(&s, "partitionsPending")?;
                     observed.lock().unwrap().see(
                         spec == Some(5)
                             && reason == "ScaleDown"
@@ -498,6 +538,12 @@ async fn scale_up_down_refusal_and_replication_factor_changes_lose_nothing() {
                 layout.values().all(|r| r.iter().all(|b| *b < 3)),
                 "replicas on removed brokers: {layout:?}"
             );
+            // Still one quorum after 3 -> 5 -> 3: the voters the cluster was created with.
+            let answers = one_quorum(&bootstrap, 3).await?;
+            ensure!(
+                answers[0].1 .2 == vec![0, 1, 2],
+                "voters changed: {answers:?}"
+            );
             let acked = load.acked();
             load.wait_acked(acked + 200, Duration::from_secs(60))
                 .await?;
@@ -524,36 +570,7 @@ async fn scale_up_down_refusal_and_replication_factor_changes_lose_nothing() {
         s.wait_kafka_ready("small", Duration::from_secs(120))
             .await?;
         let small = s.bootstrap_servers("small", "external")?;
-        // Every broker answers (its own node port may take a moment to be routed after it
-        // turns Ready), and all give the same answer.
-        let answers = std::sync::Mutex::new(Vec::new());
-        poll_until(
-            Duration::from_secs(60),
-            "DescribeQuorum from all three brokers",
-            || async {
-                let addresses = broker_addresses(&small).await?;
-                let mut got = Vec::new();
-                for (id, address) in &addresses {
-                    match describe_quorum(address).await {
-                        Ok(answer) => got.push((*id, answer)),
-                        Err(e) => {
-                            eprintln!("broker {id} at {address}: {e:#}");
-                            return Ok(false);
-                        }
-                    }
-                }
-                let complete = got.len() == 3;
-                *answers.lock().unwrap() = got;
-                Ok(complete)
-            },
-        )
-        .await?;
-        let answers = answers.into_inner().unwrap();
-        eprintln!("DescribeQuorum by broker: {answers:?}");
-        ensure!(
-            answers.windows(2).all(|w| w[0].1 == w[1].1),
-            "brokers disagree about the quorum: {answers:?}"
-        );
+        let answers = one_quorum(&small, 3).await?;
         ensure!(answers[0].1 .2 == vec![0], "voters changed: {answers:?}");
         eprintln!("total {:?}", started.elapsed());
         Ok(())

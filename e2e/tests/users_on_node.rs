@@ -149,13 +149,7 @@ async fn scram_user_with_acls_produces_and_consumes_from_the_host() {
         let clients_ca = std::env::temp_dir().join(format!("{}-clients-ca.crt", s.namespace));
         std::fs::write(
             &clients_ca,
-            s.kubectl(&[
-                "get",
-                "secret",
-                "my-cluster-clients-ca-cert",
-                "-o",
-                "go-template={{index .data \"ca.crt\" | base64decode}}",
-            ])?,
+            secret_value(&s, "my-cluster-clients-ca-cert", "ca.crt")?,
         )?;
         let refused = openssl_connect(&bootstrap, &clients_ca.display().to_string());
         ensure!(

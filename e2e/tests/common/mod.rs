@@ -441,3 +441,26 @@ pub fn openssl_connect(address: &str, ca_file: &str) -> Result<String> {
     ensure!(out.status.success(), "openssl s_client {address}: {text}");
     Ok(text)
 }
+
+/// One key of a Secret in the scenario's namespace, decoded.
+pub fn secret_value(s: &Scenario, secret: &str, key: &str) -> Result<String> {
+    s.kubectl(&[
+        "get",
+        "secret",
+        secret,
+        "-o",
+        &format!("go-template={{{{index .data \"{key}\" | base64decode}}}}"),
+    ])
+}
+
+/// The keys a Secret holds, sorted.
+pub fn secret_keys(s: &Scenario, secret: &str) -> Result<Vec<String>> {
+    let keys = s.kubectl(&[
+        "get",
+        "secret",
+        secret,
+        "-o",
+        "go-template={{range $k, $v := .data}}{{$k}} {{end}}",
+    ])?;
+    Ok(keys.split_whitespace().map(str::to_string).collect())
+}
