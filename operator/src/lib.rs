@@ -1,7 +1,9 @@
 //! fjord-operator: reconciles `Kafka`, `KafkaTopic` and `KafkaUser` resources into StatefulSets of
 //! Fjord brokers, topics and users. Shaped like kube-rs `controller-rs`: [`crd`] types,
-//! [`resources`] pure builders, [`planning`] pure day-2 planners, one reconciler per kind in [`reconcile`], and the runtime pieces
-//! ([`metrics`], [`telemetry`], [`leader`] election, [`http`]) in their own modules.
+//! [`resources`] pure builders, [`planning`] pure day-2 planners, [`pki`] the pure certificate
+//! authority, one reconciler per kind in [`reconcile`] (with the day-2 steps beside them), the
+//! brokers' Kafka API in [`kafka_admin`], and the runtime pieces ([`metrics`], [`telemetry`],
+//! [`leader`] election, [`http`]) in their own modules.
 
 pub mod broker_http;
 pub mod controllers;

@@ -24,14 +24,42 @@ async fn connect(address: &str) -> Result<Connection> {
         .with_context(|| format!("connecting to {address}"))
 }
 
-/// Metadata for every topic from the first bootstrap address.
+/// A connection to one of the `bootstrap` addresses. A nodeport bootstrap Service picks a broker
+/// at random, and for a moment after a broker pod goes (a roll, a scale-down) the node may still
+/// send a new connection to it, where it hangs: a few short tries instead of one long one.
+async fn connect_bootstrap(bootstrap: &str) -> Result<Connection> {
+    const TRIES: usize = 4;
+    const PER_TRY: Duration = Duration::from_secs(4);
+    let addresses: Vec<&str> = bootstrap.split(',').collect();
+    let mut last = None;
+    for attempt in 0..TRIES {
+        let address = addresses[attempt % addresses.len()];
+        match tokio::time::timeout(PER_TRY, Connection::connect(address)).await {
+            Ok(Ok(conn)) => return Ok(conn),
+            Ok(Err(e)) => last = Some(format!("{address}: {e}")),
+            Err(_) => last = Some(format!("{address}: no connection within {PER_TRY:?}")),
+        }
+    }
+    anyhow::bail!(
+        "connecting to {bootstrap}: {TRIES} tries failed, the last: {}",
+        last.unwrap_or_default()
+    )
+}
+
+/// Metadata for every topic from one of the bootstrap addresses (asked again on another
+/// connection when a broker goes away mid-request).
 pub async fn metadata(bootstrap: &str) -> Result<MetadataResponse> {
-    let first = bootstrap.split(',').next().unwrap_or(bootstrap);
-    let mut conn = connect(first).await?;
     let request = MetadataRequest::default().with_topics(None);
-    Ok(tokio::time::timeout(DEADLINE, conn.send(&request, 12))
-        .await
-        .context("Metadata: timed out")??)
+    let mut last = None;
+    for _ in 0..3 {
+        let mut conn = connect_bootstrap(bootstrap).await?;
+        match tokio::time::timeout(DEADLINE, conn.send(&request, 12)).await {
+            Ok(Ok(response)) => return Ok(response),
+            Ok(Err(e)) => last = Some(anyhow::Error::from(e).context("Metadata")),
+            Err(_) => last = Some(anyhow::anyhow!("Metadata: timed out")),
+        }
+    }
+    Err(last.expect("three tries were made"))
 }
 
 /// The active controller's id.
@@ -127,8 +155,7 @@ async fn config_value(
     name: &str,
     key: &str,
 ) -> Result<Option<String>> {
-    let first = bootstrap.split(',').next().unwrap_or(bootstrap);
-    let mut conn = connect(first).await?;
+    let mut conn = connect_bootstrap(bootstrap).await?;
     let request =
         DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
             .with_resource_type(resource_type)

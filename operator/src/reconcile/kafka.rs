@@ -194,16 +194,19 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
         &config_map,
     )
     .await?;
-    let nodes = if node_ports.is_empty() && !needs_broker_certs(&kafka) {
-        Vec::new()
+    // Node addresses matter only to nodeport listeners (advertised, and named by certificates).
+    let nodes = if node_ports.is_empty() {
+        Some(Vec::new())
     } else {
         list_nodes(client).await
     };
-    let node_address = (!node_ports.is_empty())
-        .then(|| services::node_address(&nodes))
-        .flatten();
-    // Before the StatefulSet: broker pods mount the certificates.
-    certificates::reconcile_broker_certs(&kafka, &ctx, &services::node_addresses(&nodes)).await?;
+    let node_address = nodes.as_deref().and_then(services::node_address);
+    // Before the StatefulSet: broker pods mount the certificates. Not when the Nodes could not
+    // be read: certificates without the node addresses would break clients until the next try.
+    if let Some(nodes) = &nodes {
+        certificates::reconcile_broker_certs(&kafka, &ctx, &services::node_addresses(nodes))
+            .await?;
+    }
     let listener_ca = if needs_broker_certs(&kafka) {
         cluster_ca_certificate(&kafka, client).await?
     } else {
@@ -361,18 +364,16 @@ async fn cluster_identity(
     })
 }
 
-/// A node address for nodeport listeners' `bootstrapServers` (see [`services::node_address`]).
-/// Listing Nodes needs cluster-wide `get`/`list` on `nodes`; without it (or on any error) the
-/// address is unknown and the status says so instead of failing the reconcile.
-/// The cluster's Nodes (nodeport listeners advertise their addresses, and broker certificates
-/// name them); none when the operator may not list them.
-async fn list_nodes(client: &kube::Client) -> Vec<Node> {
+/// The cluster's Nodes: nodeport listeners advertise their addresses and broker certificates
+/// name them. Listing Nodes needs cluster-wide `list` on `nodes`; without it (or on any error)
+/// this is `None` and the status says the address is unknown instead of failing the reconcile.
+async fn list_nodes(client: &kube::Client) -> Option<Vec<Node>> {
     let nodes: Api<Node> = Api::all(client.clone());
     match nodes.list(&ListParams::default()).await {
-        Ok(list) => list.items,
+        Ok(list) => Some(list.items),
         Err(e) => {
             tracing::warn!(error = %e, "cannot list Nodes for nodeport listener addresses");
-            Vec::new()
+            None
         }
     }
 }

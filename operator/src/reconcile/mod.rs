@@ -1,5 +1,8 @@
-//! Reconcilers, one file per kind, sharing a [`Context`], an [`Error`] type and an exponential
-//! backoff [`error_policy`].
+//! Reconcilers, one file per kind ([`kafka`], [`topic`], [`user`]), sharing a [`Context`], an
+//! [`Error`] type and an exponential backoff [`error_policy`]; the steps a reconcile delegates
+//! have files of their own: [`certificates`] (CAs and broker certificates), [`roller`]
+//! (restarts), [`scaling`] and [`topic_replicas`] (replica moves, both through
+//! [`reassignment`]) and [`user_acls`].
 
 pub mod certificates;
 pub mod kafka;
