@@ -226,6 +226,15 @@ impl MoveObservations {
         }
     }
 
+    /// "X MiB/s" for `bytes` over the observed moving time, or why there is no figure.
+    fn rate(&self, bytes: u64) -> String {
+        let secs = self.moving_for().as_secs_f64();
+        if secs < 0.5 {
+            return "no rate (the moves started and ended between two polls)".into();
+        }
+        format!("{:.2} MiB/s", bytes as f64 / MIB / secs)
+    }
+
     /// From the first to the last poll that saw replicas moving.
     fn moving_for(&self) -> Duration {
         match (self.first_moving, self.last_moving) {
@@ -423,11 +432,10 @@ async fn scale_up_down_refusal_and_replication_factor_changes_lose_nothing() {
             let (moved, per_broker) = bytes_moved(&bootstrap, &before_up).await?;
             eprintln!(
                 "3 -> 5 moved {:.1} MiB ({per_broker:?}) in {moving_for:?} of reassignment \
-                 (throttle {:.0} MiB/s per broker): {:.2} MiB/s overall; largest bytesLeft seen \
-                 {:?}",
+                 (throttle {:.0} MiB/s per broker): {} overall; largest bytesLeft seen {:?}",
                 moved as f64 / MIB,
                 THROTTLE as f64 / MIB,
-                moved as f64 / MIB / moving_for.as_secs_f64().max(0.001),
+                observed.rate(moved),
                 observed.max_bytes_left
             );
             ensure!(
@@ -522,16 +530,17 @@ async fn scale_up_down_refusal_and_replication_factor_changes_lose_nothing() {
                 "the StatefulSet shrank while partitions still lived on removed brokers: \
                  {stranded:?}"
             );
-            let moving_for = observed.into_inner().unwrap().moving_for();
+            let observed = observed.into_inner().unwrap();
+            let moving_for = observed.moving_for();
             s.wait_kafka_ready("my-cluster", Duration::from_secs(180))
                 .await?;
             let (moved, per_broker) = bytes_moved(&bootstrap, &before_down).await?;
             eprintln!(
                 "5 -> 3 drained and removed in {:?}: {:.1} MiB moved ({per_broker:?}) in \
-                 {moving_for:?} unthrottled: {:.2} MiB/s",
+                 {moving_for:?} unthrottled: {}",
                 down.elapsed(),
                 moved as f64 / MIB,
-                moved as f64 / MIB / moving_for.as_secs_f64().max(0.001)
+                observed.rate(moved)
             );
             let layout = replica_layout(&bootstrap).await?;
             ensure!(

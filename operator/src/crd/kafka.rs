@@ -445,11 +445,13 @@ pub struct RebalanceStatus {
     /// When the current operation started (RFC 3339).
     #[serde(default)]
     pub started: Option<String>,
-    /// Bytes the new replicas still have to copy from their leaders (null when unknown).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Bytes the new replicas still have to copy from their leaders (null when unknown). Always
+    /// written, null included: the status is merge-patched, and an omitted field would keep a
+    /// stale value.
+    #[serde(default)]
     pub bytes_left: Option<i64>,
     /// The throttle the moves run under, bytes per second (null: unthrottled).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub throttle_bytes_per_second: Option<i64>,
     /// What happens now, or how the last operation ended.
     #[serde(default)]

@@ -151,6 +151,9 @@ pub async fn step(
         let mut outcome = waiting(moving_message(ongoing.len(), bytes_left));
         if let Some(s) = outcome.status.as_mut() {
             s.partitions_pending = ongoing.len() as i32;
+            // The status this reconcile read may predate the one that started the moves (the
+            // cache lags a patch): the moves themselves say they were started.
+            s.partitions_total = s.partitions_total.max(ongoing.len() as i32);
             s.bytes_left = bytes_left;
         }
         update_gauge(ctx, kafka, ongoing.len());
@@ -185,6 +188,15 @@ pub async fn step(
     let target = plan(&current, &goal).map_err(|e| Error::Invalid(e.to_string()))?;
     let moves = changes(&current, &target);
     if moves.is_empty() {
+        // Also where a finished move ends up when the status read was older than its start:
+        // leaders and throttles are settled here too (both are no-ops when nothing moved).
+        let all: Vec<(String, i32)> = layout
+            .partitions
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition))
+            .collect();
+        admin.elect_preferred_leaders(&all).await?;
+        reassignment::finish(admin, &layout.topics(), false).await?;
         return Ok(idle(
             desired,
             Some(format!("{desired} brokers, already balanced")),
@@ -320,9 +332,8 @@ async fn drain(
     let leaving: Vec<i32> = (desired..running).collect();
     let hosted: usize = leaving.iter().map(|&b| layout.replicas_on(b)).sum();
     if hosted == 0 {
-        if draining.is_some_and(|p| p.partitions_total > 0) {
-            reassignment::finish(admin, &layout.topics(), false).await?;
-        }
+        // Not only when the status says moves ran: the status read may predate them.
+        reassignment::finish(admin, &layout.topics(), false).await?;
         let next = running - 1;
         ctx.event(
             kafka,

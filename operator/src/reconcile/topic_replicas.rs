@@ -57,9 +57,8 @@ pub async fn converge(
     let ours: Vec<_> = current.iter().filter(|p| p.topic == name).collect();
     if ours.iter().all(|p| p.replicas.len() == want as usize) {
         let finished = previous.is_some_and(|p| p.state == "ongoing");
-        if finished {
-            reassignment::finish(admin, &[name.to_string()], !others.is_empty()).await?;
-        }
+        // Whatever the (possibly older) status says: no throttle list outlives the moves.
+        reassignment::finish(admin, &[name.to_string()], !others.is_empty()).await?;
         return Ok(ReplicasOutcome {
             finished,
             ..ReplicasOutcome::default()
