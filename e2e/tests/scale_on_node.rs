@@ -209,10 +209,18 @@ struct MoveObservations {
     last_moving: Option<Instant>,
     max_bytes_left: Option<i64>,
     throttle_seen: Option<String>,
+    last_poll: Option<Instant>,
+    /// The longest time between two polls: the moves may have run that much longer than seen.
+    max_gap: Duration,
 }
 
 impl MoveObservations {
     fn see(&mut self, moving: bool, bytes_left: Option<i64>, rate: Option<String>) {
+        let now = Instant::now();
+        if let Some(last) = self.last_poll {
+            self.max_gap = self.max_gap.max(now - last);
+        }
+        self.last_poll = Some(now);
         if moving {
             let now = Instant::now();
             self.first_moving.get_or_insert(now);
@@ -446,14 +454,16 @@ async fn scale_up_down_refusal_and_replication_factor_changes_lose_nothing() {
                 observed.max_bytes_left.is_some_and(|b| b > 0),
                 "status.rebalance.bytesLeft never showed bytes to copy: {observed:?}"
             );
-            // The throttle held: no new broker received more than its rate allows (plus the
-            // bucket's one-second burst), with room for the status polling's granularity.
-            let allowed = THROTTLE as f64 * (moving_for.as_secs_f64() + 3.0) * 1.5;
+            // The throttle held: no new broker received more than its rate allows over the
+            // longest the moves can have run (what was seen plus a poll gap at each end), plus
+            // the bucket's one-second burst.
+            let longest = moving_for + observed.max_gap * 2 + Duration::from_secs(1);
+            let allowed = THROTTLE as f64 * longest.as_secs_f64() * 1.3;
             for (broker, bytes) in &per_broker {
                 ensure!(
                     (*bytes as f64) <= allowed,
-                    "broker {broker} received {bytes} bytes in {moving_for:?}, more than a \
-                     {THROTTLE} B/s throttle allows"
+                    "broker {broker} received {bytes} bytes in at most {longest:?}, more than \
+                     a {THROTTLE} B/s throttle allows"
                 );
             }
             // Cleaned up: no throttle left to slow a later catch-up.
