@@ -161,13 +161,7 @@ pub async fn step(
     }
     update_gauge(ctx, kafka, 0);
     if started {
-        let all: Vec<(String, i32)> = layout
-            .partitions
-            .iter()
-            .map(|p| (p.topic.clone(), p.partition))
-            .collect();
-        admin.elect_preferred_leaders(&all).await?;
-        reassignment::finish(admin, &layout.topics(), false).await?;
+        settle(admin, &layout).await?;
         let total = previous.as_ref().map_or(0, |p| p.partitions_total);
         let message = format!(
             "balanced over {desired} brokers: {total} partitions moved, preferred leaders elected"
@@ -190,13 +184,7 @@ pub async fn step(
     if moves.is_empty() {
         // Also where a finished move ends up when the status read was older than its start:
         // leaders and throttles are settled here too (both are no-ops when nothing moved).
-        let all: Vec<(String, i32)> = layout
-            .partitions
-            .iter()
-            .map(|p| (p.topic.clone(), p.partition))
-            .collect();
-        admin.elect_preferred_leaders(&all).await?;
-        reassignment::finish(admin, &layout.topics(), false).await?;
+        settle(admin, &layout).await?;
         return Ok(idle(
             desired,
             Some(format!("{desired} brokers, already balanced")),
@@ -492,6 +480,19 @@ async fn refuse(
         warnings: vec![Condition::warning("ScaleDownRefused", message)],
         busy: false,
     }
+}
+
+/// After a balancing move (or where one may have ended unseen): preferred leaders elected on
+/// every partition and the reassignment throttle removed. Both are no-ops when nothing moved.
+async fn settle(admin: &mut KafkaAdmin, layout: &ClusterLayout) -> Result<(), Error> {
+    let all: Vec<(String, i32)> = layout
+        .partitions
+        .iter()
+        .map(|p| (p.topic.clone(), p.partition))
+        .collect();
+    admin.elect_preferred_leaders(&all).await?;
+    reassignment::finish(admin, &layout.topics(), false).await?;
+    Ok(())
 }
 
 fn update_gauge(ctx: &Context, kafka: &Kafka, pending: usize) {
