@@ -66,10 +66,42 @@ impl Validity {
     }
 }
 
-fn params(common_name: &str, now: OffsetDateTime, validity: Validity) -> CertificateParams {
+/// The organization of every certificate the operator makes for itself, its CAs and the
+/// brokers. KafkaUser certificates carry only their CN, so no user (whatever its name) can
+/// present the principal of a broker or of the operator.
+pub const ORGANIZATION: &str = "fjord.dev";
+
+/// The common name every broker of `cluster` presents (one name for all brokers, so
+/// `super.users` does not change when the cluster scales).
+pub fn broker_common_name(cluster: &str) -> String {
+    format!("{cluster}-kafka")
+}
+
+/// The common name of the operator's own admin certificate.
+pub const OPERATOR_COMMON_NAME: &str = "fjord-operator";
+
+/// The Kafka principal (RFC 2253 form of the subject, as brokers derive it) of a certificate
+/// the operator issued with [`Usage::Broker`] or [`Usage::Operator`].
+pub fn internal_principal(common_name: &str) -> String {
+    format!("User:CN={common_name},O={ORGANIZATION}")
+}
+
+/// The principal of a KafkaUser authenticated by its client certificate.
+pub fn user_principal(user: &str) -> String {
+    format!("User:CN={user}")
+}
+
+fn params(
+    common_name: &str,
+    organization: Option<&str>,
+    now: OffsetDateTime,
+    validity: Validity,
+) -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "fjord.dev");
+    if let Some(o) = organization {
+        dn.push(DnType::OrganizationName, o);
+    }
     dn.push(DnType::CommonName, common_name);
     params.distinguished_name = dn;
     // A few minutes back: clocks of the brokers and clients are never exactly ours.
@@ -109,7 +141,7 @@ pub fn renew_ca(
 }
 
 fn ca_params(common_name: &str, now: OffsetDateTime, validity: Validity) -> CertificateParams {
-    let mut params = params(common_name, now, validity);
+    let mut params = params(common_name, Some(ORGANIZATION), now, validity);
     // Signs leaf certificates only (path length 0).
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
@@ -125,8 +157,10 @@ fn ca_params(common_name: &str, now: OffsetDateTime, validity: Validity) -> Cert
 pub enum Usage {
     /// A broker: serves TLS and, towards other brokers, authenticates as a client.
     Broker,
-    /// A KafkaUser's client certificate.
-    Client,
+    /// The operator's admin identity towards the brokers (client only).
+    Operator,
+    /// A KafkaUser's client certificate: subject `CN=<user>` and nothing else.
+    User,
 }
 
 /// A certificate for `common_name` (and `sans`, DNS names or IP addresses) signed by `ca`.
@@ -141,7 +175,11 @@ pub fn issue(
     let ca_key = KeyPair::from_pem(&ca.key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, &ca_key)?;
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let mut params = params(common_name, now, validity);
+    let organization = match usage {
+        Usage::Broker | Usage::Operator => Some(ORGANIZATION),
+        Usage::User => None,
+    };
+    let mut params = params(common_name, organization, now, validity);
     params.subject_alt_names = sans
         .iter()
         .map(|s| match s.parse() {
@@ -158,7 +196,7 @@ pub fn issue(
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ],
-        Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        Usage::Operator | Usage::User => vec![ExtendedKeyUsagePurpose::ClientAuth],
     };
     params.use_authority_key_identifier_extension = true;
     let cert = params.signed_by(&key, &issuer)?;
@@ -183,8 +221,9 @@ pub fn needs_renewal(expires: OffsetDateTime, now: OffsetDateTime, validity: Val
 }
 
 /// The names a broker's server certificate must cover: its pod DNS names (short and fully
-/// qualified, through the headless Service), the bootstrap Service's names, and any external
-/// addresses its listeners advertise (node addresses, advertised hosts).
+/// qualified, through the headless Service), the headless Service itself (where the operator
+/// connects), the bootstrap Service's names, and any external addresses its listeners
+/// advertise (node addresses, advertised hosts).
 pub fn broker_sans(
     cluster: &str,
     namespace: &str,
@@ -198,6 +237,8 @@ pub fn broker_sans(
         format!("{pod}.{headless}.{namespace}.svc"),
         format!("{pod}.{headless}.{namespace}.svc.cluster.local"),
         format!("{pod}.{headless}"),
+        format!("{headless}.{namespace}.svc"),
+        format!("{headless}.{namespace}.svc.cluster.local"),
         bootstrap.clone(),
         format!("{bootstrap}.{namespace}"),
         format!("{bootstrap}.{namespace}.svc"),
@@ -258,6 +299,7 @@ mod tests {
             "my-cluster-kafka-2.my-cluster-kafka-brokers.kafka.svc.cluster.local",
             "my-cluster-kafka-bootstrap.kafka.svc",
             "my-cluster-kafka-bootstrap",
+            "my-cluster-kafka-brokers.kafka.svc",
         ] {
             assert!(
                 names.iter().any(|n| n == expected),
@@ -280,21 +322,72 @@ mod tests {
     fn client_certificates_are_for_client_auth_only() {
         let validity = Validity::default();
         let ca = new_ca("clients-ca my-cluster", now(), validity).unwrap();
-        let user = issue(&ca, "alice", &[], Usage::Client, now(), validity).unwrap();
+        let user = issue(&ca, "alice", &[], Usage::User, now(), validity).unwrap();
         let der = parse(&user.cert_pem);
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
         assert_eq!(
-            cert.subject()
-                .iter_common_name()
-                .next()
-                .unwrap()
-                .as_str()
-                .unwrap(),
-            "alice",
-            "the principal is User:CN=alice"
+            subject(&cert),
+            vec![("2.5.4.3".to_string(), "alice".to_string())],
+            "only the CN: the principal is User:CN=alice"
         );
+        assert_eq!(user_principal("alice"), "User:CN=alice");
         let eku = cert.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.client_auth && !eku.server_auth);
+        let operator = issue(
+            &ca,
+            OPERATOR_COMMON_NAME,
+            &[],
+            Usage::Operator,
+            now(),
+            validity,
+        )
+        .unwrap();
+        let der = parse(&operator.cert_pem);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && !eku.server_auth);
+    }
+
+    /// The subject's attributes (OID, value) in certificate order.
+    fn subject(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<(String, String)> {
+        cert.subject()
+            .iter_attributes()
+            .map(|a| {
+                (
+                    a.attr_type().to_id_string(),
+                    a.as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn brokers_and_the_operator_carry_the_organization_users_cannot_have() {
+        let validity = Validity::default();
+        let ca = new_ca("cluster-ca c", now(), validity).unwrap();
+        let broker = issue(
+            &ca,
+            &broker_common_name("c"),
+            &[],
+            Usage::Broker,
+            now(),
+            validity,
+        )
+        .unwrap();
+        let der = parse(&broker.cert_pem);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        // Certificate order O, CN is RFC 2253's CN=...,O=... (most specific first).
+        assert_eq!(
+            subject(&cert),
+            vec![
+                ("2.5.4.10".to_string(), ORGANIZATION.to_string()),
+                ("2.5.4.3".to_string(), "c-kafka".to_string())
+            ]
+        );
+        assert_eq!(
+            internal_principal(&broker_common_name("c")),
+            "User:CN=c-kafka,O=fjord.dev"
+        );
     }
 
     #[test]

@@ -36,8 +36,10 @@ impl KafkaAdmin {
     }
 }
 
-/// How far each moving partition has copied: asks its leader and the brokers receiving it.
+/// How far each moving partition has copied: asks its leader and the brokers receiving it
+/// (connecting to each as `via` is connected).
 pub async fn copy_progress(
+    via: &KafkaAdmin,
     layout: &ClusterLayout,
     moving: &[OngoingReassignment],
 ) -> Result<Vec<CopyProgress>, AdminError> {
@@ -58,7 +60,7 @@ pub async fn copy_progress(
         let Some(address) = layout.addresses.get(&broker) else {
             continue;
         };
-        let mut admin = KafkaAdmin::connect(address).await?;
+        let mut admin = via.connect_to(address).await?;
         sizes.insert(broker, admin.hosted_replica_sizes().await?);
     }
     let size_on = |broker: i32, m: &OngoingReassignment| {

@@ -11,7 +11,7 @@ mod users;
 
 use std::time::Duration;
 
-use fjord_client::{ClientError, Connection};
+use fjord_client::{ClientError, ClientSecurity, Connection};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::MetadataRequest;
 use kafka_protocol::protocol::{Request, StrBytes};
@@ -100,22 +100,35 @@ pub struct ClusterInfo {
 pub struct KafkaAdmin {
     conn: Connection,
     address: String,
+    /// How this connection was secured; connections to single brokers use the same.
+    security: ClientSecurity,
 }
 
 impl KafkaAdmin {
-    pub async fn connect(address: &str) -> Result<KafkaAdmin, AdminError> {
+    /// Connects to `address` (`host:port`) secured as `security` says (the operator's mutual
+    /// TLS identity on the replication listener; plaintext only for a test's own brokers).
+    pub async fn connect(
+        address: &str,
+        security: ClientSecurity,
+    ) -> Result<KafkaAdmin, AdminError> {
         let unreachable = |reason: String| AdminError::Unreachable {
             address: address.to_string(),
             reason,
         };
-        let conn = tokio::time::timeout(CALL_TIMEOUT, Connection::connect(address))
+        let conn = tokio::time::timeout(CALL_TIMEOUT, Connection::connect_with(address, &security))
             .await
             .map_err(|_| unreachable("timed out".into()))?
             .map_err(|e| unreachable(e.to_string()))?;
         Ok(KafkaAdmin {
             conn,
             address: address.to_string(),
+            security,
         })
+    }
+
+    /// Another admin connection, to one broker at `address`, secured like this one.
+    pub async fn connect_to(&self, address: &str) -> Result<KafkaAdmin, AdminError> {
+        KafkaAdmin::connect(address, self.security.clone()).await
     }
 
     /// Sends one request with the call deadline.

@@ -5,8 +5,14 @@
 //! when one is missing or expiring.
 //!
 //! The decision is the pure [`decide`]; this module only reads and writes the Secrets. It also
-//! issues the brokers' certificates for TLS listeners ([`reconcile_broker_certs`]). KafkaUser
-//! certificates (clients CA) are not issued yet.
+//! issues what the cluster CA signs: every broker's certificate ([`reconcile_broker_certs`],
+//! for the mutual-TLS replication and controller listeners and any TLS client listener) and
+//! the operator's own admin certificate ([`reconcile_operator_cert`]). KafkaUser certificates
+//! (clients CA) are issued by the user reconciler through [`ensure_issued`].
+//!
+//! `kafka.fjord.dev/force-renew` on a CA's `-cert` Secret renews that CA now (same key), which
+//! re-issues what it signed and rolls the brokers (their pod template carries the CA
+//! certificate generations).
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -16,12 +22,16 @@ use time::OffsetDateTime;
 use crate::crd::{Condition, Kafka};
 use crate::pki::{self, CertAndKey, Validity};
 use crate::resources::certificates::{
-    broker_cert_files, broker_cert_names, broker_certs_input, broker_certs_secret,
-    broker_certs_secret_name, ca_secrets, generation, needs_broker_certs, secret_text, CaKind,
-    BROKER_CERTS_INPUT_ANNOTATION, CERT_GENERATION_ANNOTATION, KEY_GENERATION_ANNOTATION,
+    broker_cert_files, broker_cert_names, broker_certs_secret_name, ca_secrets, generation,
+    issued_from, issued_is_current, issued_secret, operator_certs_secret_name, secret_text, CaKind,
+    CERT_GENERATION_ANNOTATION, KEY_GENERATION_ANNOTATION, OPERATOR_CERT_FILES,
 };
 
 use super::{apply, Context, Error};
+
+/// Annotation on a CA's `-cert` Secret asking the operator to renew that CA now (Strimzi's
+/// `strimzi.io/force-renew`); removed once done.
+pub const FORCE_RENEW_ANNOTATION: &str = "kafka.fjord.dev/force-renew";
 
 /// What to do with one CA now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,16 +47,20 @@ pub enum CaAction {
     Expiring,
 }
 
-/// `existing_expiry`: when the CA certificate in the Secrets expires (`None`: no usable pair).
+/// `existing_expiry`: when the CA certificate in the Secrets expires (`None`: no usable pair);
+/// `forced`: the user asked for a renewal now ([`FORCE_RENEW_ANNOTATION`]; only for a CA the
+/// operator generates).
 pub fn decide(
     generated: bool,
     existing_expiry: Option<OffsetDateTime>,
     now: OffsetDateTime,
     validity: Validity,
+    forced: bool,
 ) -> CaAction {
     match (generated, existing_expiry) {
         (true, None) => CaAction::Create,
         (false, None) => CaAction::Missing,
+        (true, Some(_)) if forced => CaAction::Renew,
         (generated, Some(expires)) if pki::needs_renewal(expires, now, validity) => {
             if generated {
                 CaAction::Renew
@@ -101,7 +115,10 @@ async fn reconcile_ca(
     );
     let common_name = kind.common_name(kafka);
     let invalid = |e: pki::PkiError| Error::Invalid(e.to_string());
-    match decide(kind.generated(kafka), expires, now, validity) {
+    let forced = cert_secret
+        .as_ref()
+        .is_some_and(|s| s.annotations().contains_key(FORCE_RENEW_ANNOTATION));
+    match decide(kind.generated(kafka), expires, now, validity, forced) {
         CaAction::Keep => Ok(None),
         CaAction::Create => {
             let ca = pki::new_ca(&common_name, now, validity).map_err(invalid)?;
@@ -120,8 +137,26 @@ async fn reconcile_ca(
             let old = existing.expect("renewal needs an existing CA");
             let ca = pki::renew_ca(&old, &common_name, now, validity).map_err(invalid)?;
             write(api, kafka, kind, &ca, (generations.0 + 1, generations.1)).await?;
+            if forced {
+                // The user's annotation is not in the operator's applied fields: remove it
+                // explicitly, or every reconcile would renew again.
+                let patch = serde_json::json!({
+                    "metadata": {"annotations": {FORCE_RENEW_ANNOTATION: null}}
+                });
+                api.patch(
+                    &cert_name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await?;
+            }
             let note = format!(
-                "renewed {common_name} (same key) until {}",
+                "renewed {common_name} (same key{}) until {}",
+                if forced {
+                    ", as asked by annotation"
+                } else {
+                    ""
+                },
                 pki::not_after(&ca.cert_pem).map_err(invalid)?
             );
             ctx.event(kafka, false, "CertificateAuthorityRenewed", note)
@@ -145,81 +180,189 @@ async fn reconcile_ca(
     }
 }
 
-/// Issues the brokers' certificates (signed by the cluster CA) into `<cluster>-kafka-brokers`
-/// when a listener serves TLS: again whenever the CA, the names they must cover
-/// (`node_addresses`: every node's) or the broker count change, or the earliest one enters the
-/// renewal window. Brokers re-read the files when the kubelet updates the mounted Secret, so a
-/// new certificate needs no restart.
+/// The certificate and key of `kind`, when both are stored (a user-managed CA may be missing:
+/// its Warning already says so).
+pub async fn stored_ca(
+    api: &Api<Secret>,
+    kafka: &Kafka,
+    kind: CaKind,
+) -> Result<Option<CertAndKey>, Error> {
+    let (Some(cert), Some(key)) = (
+        api.get_opt(&kind.cert_secret(kafka)).await?,
+        api.get_opt(&kind.key_secret(kafka)).await?,
+    ) else {
+        return Ok(None);
+    };
+    Ok(secret_text(&cert, "ca.crt")
+        .zip(secret_text(&key, "ca.key"))
+        .map(|(cert_pem, key_pem)| CertAndKey { cert_pem, key_pem }))
+}
+
+/// One certificate to issue into a Secret: file names and the names (SANs) it covers.
+pub struct Leaf {
+    pub cert_file: String,
+    pub key_file: String,
+    pub sans: Vec<String>,
+}
+
+/// A Secret of certificates signed by one CA, all with the same subject.
+pub struct Issuance {
+    pub secret: String,
+    pub common_name: String,
+    pub usage: pki::Usage,
+    pub leaves: Vec<Leaf>,
+    /// Files stored next to the certificates (e.g. `ca.crt`).
+    pub extra_files: std::collections::BTreeMap<String, String>,
+}
+
+/// Issues `issuance` into its Secret unless what is stored was issued from the same input and
+/// is not due for renewal. `Ok(true)` when it issued.
+pub async fn ensure_issued(
+    api: &Api<Secret>,
+    kafka: &Kafka,
+    ca: &CertAndKey,
+    validity: Validity,
+    issuance: Issuance,
+) -> Result<bool, Error> {
+    let names: Vec<Vec<String>> = issuance.leaves.iter().map(|l| l.sans.clone()).collect();
+    let input = issued_from(
+        &ca.cert_pem,
+        &issuance.common_name,
+        &names,
+        validity.validity_days,
+    );
+    let now = OffsetDateTime::now_utc();
+    let cert_files: Vec<String> = issuance
+        .leaves
+        .iter()
+        .map(|l| l.cert_file.clone())
+        .collect();
+    if let Some(existing) = api.get_opt(&issuance.secret).await? {
+        if issued_is_current(&existing, &input, &cert_files, now, validity) {
+            return Ok(false);
+        }
+    }
+    let invalid = |e: pki::PkiError| Error::Invalid(e.to_string());
+    let mut files = issuance.extra_files;
+    for leaf in &issuance.leaves {
+        let issued = pki::issue(
+            ca,
+            &issuance.common_name,
+            &leaf.sans,
+            issuance.usage,
+            now,
+            validity,
+        )
+        .map_err(invalid)?;
+        files.insert(leaf.cert_file.clone(), issued.cert_pem);
+        files.insert(leaf.key_file.clone(), issued.key_pem);
+    }
+    apply(api, &issued_secret(kafka, issuance.secret, files, &input)).await?;
+    Ok(true)
+}
+
+/// Issues the brokers' certificates (signed by the cluster CA, subject
+/// `CN=<cluster>-kafka,O=fjord.dev`) into `<cluster>-kafka-brokers`: again whenever the CA,
+/// the names they must cover (`node_addresses`: every node's) or the broker count change, or
+/// one enters the renewal window. Every broker has one: the replication and controller
+/// listeners are mutual TLS. Brokers re-read the files when the kubelet updates the mounted
+/// Secret, so a new certificate needs no restart.
 pub async fn reconcile_broker_certs(
     kafka: &Kafka,
     ctx: &Context,
     node_addresses: &[String],
 ) -> Result<(), Error> {
-    if !needs_broker_certs(kafka) {
-        return Ok(());
-    }
     let api: Api<Secret> =
         Api::namespaced(ctx.client.clone(), &kafka.namespace().unwrap_or_default());
-    let kind = CaKind::Cluster;
-    let (Some(cert), Some(key)) = (
-        api.get_opt(&kind.cert_secret(kafka)).await?,
-        api.get_opt(&kind.key_secret(kafka)).await?,
-    ) else {
-        // A user-managed CA not provided yet: its Warning already says so.
+    let Some(ca) = stored_ca(&api, kafka, CaKind::Cluster).await? else {
         return Ok(());
     };
-    let (Some(cert_pem), Some(key_pem)) =
-        (secret_text(&cert, "ca.crt"), secret_text(&key, "ca.key"))
-    else {
-        return Ok(());
-    };
-    let ca = CertAndKey { cert_pem, key_pem };
-    let validity = kind.validity(kafka).map_err(Error::Invalid)?;
-    let names: Vec<Vec<String>> = (0..kafka.spec.kafka.replicas.max(0))
-        .map(|i| broker_cert_names(kafka, i, node_addresses))
+    let validity = CaKind::Cluster.validity(kafka).map_err(Error::Invalid)?;
+    let leaves: Vec<Leaf> = (0..kafka.spec.kafka.replicas.max(0))
+        .map(|i| {
+            let (cert_file, key_file) = broker_cert_files(kafka, i);
+            Leaf {
+                cert_file,
+                key_file,
+                sans: broker_cert_names(kafka, i, node_addresses),
+            }
+        })
         .collect();
-    let input = broker_certs_input(&ca.cert_pem, &names, validity.validity_days);
+    let count = leaves.len();
     let name = broker_certs_secret_name(kafka);
-    let existing = api.get_opt(&name).await?;
-    let now = OffsetDateTime::now_utc();
-    let current = existing.as_ref().is_some_and(|s| {
-        let same_input = s
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(BROKER_CERTS_INPUT_ANNOTATION))
-            == Some(&input);
-        let fresh = (0..names.len() as i32).all(|i| {
-            secret_text(s, &broker_cert_files(kafka, i).0)
-                .and_then(|pem| pki::not_after(&pem).ok())
-                .is_some_and(|expires| !pki::needs_renewal(expires, now, validity))
-        });
-        same_input && fresh
-    });
-    if current {
-        return Ok(());
+    let issuance = Issuance {
+        secret: name.clone(),
+        common_name: pki::broker_common_name(&kafka.name_any()),
+        usage: pki::Usage::Broker,
+        leaves,
+        extra_files: Default::default(),
+    };
+    if ensure_issued(&api, kafka, &ca, validity, issuance).await? {
+        let note = format!(
+            "issued certificates for {count} brokers signed by the cluster CA (Secret {name})"
+        );
+        ctx.event(kafka, false, "BrokerCertificatesIssued", note)
+            .await;
     }
-    let invalid = |e: pki::PkiError| Error::Invalid(e.to_string());
-    let mut certs = std::collections::BTreeMap::new();
-    for (ordinal, sans) in names.iter().enumerate() {
-        let ordinal = ordinal as i32;
-        let common_name = format!("{}-kafka-{ordinal}", kafka.name_any());
-        let issued = pki::issue(&ca, &common_name, sans, pki::Usage::Broker, now, validity)
-            .map_err(invalid)?;
-        certs.insert(ordinal, issued);
-    }
-    apply(&api, &broker_certs_secret(kafka, &certs, &input)).await?;
-    ctx.event(
-        kafka,
-        false,
-        "BrokerCertificatesIssued",
-        format!(
-            "issued certificates for {} brokers signed by the cluster CA (Secret {name})",
-            certs.len()
-        ),
-    )
-    .await;
     Ok(())
+}
+
+/// Issues the operator's own client certificate for this cluster (cluster CA, subject
+/// `CN=fjord-operator,O=fjord.dev`, in `super.users`) into `<cluster>-cluster-operator-certs`:
+/// its admin connections authenticate with it on the replication listener.
+pub async fn reconcile_operator_cert(kafka: &Kafka, ctx: &Context) -> Result<(), Error> {
+    let api: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &kafka.namespace().unwrap_or_default());
+    let Some(ca) = stored_ca(&api, kafka, CaKind::Cluster).await? else {
+        return Ok(());
+    };
+    let validity = CaKind::Cluster.validity(kafka).map_err(Error::Invalid)?;
+    let (cert_file, key_file) = OPERATOR_CERT_FILES;
+    let issuance = Issuance {
+        secret: operator_certs_secret_name(kafka),
+        common_name: pki::OPERATOR_COMMON_NAME.into(),
+        usage: pki::Usage::Operator,
+        leaves: vec![Leaf {
+            cert_file: cert_file.into(),
+            key_file: key_file.into(),
+            sans: Vec::new(),
+        }],
+        extra_files: Default::default(),
+    };
+    ensure_issued(&api, kafka, &ca, validity, issuance).await?;
+    Ok(())
+}
+
+/// How the operator's admin connections to `kafka` authenticate: mutual TLS with its
+/// certificate, trusting the cluster CA. `None` while either is not stored yet.
+pub async fn operator_tls(
+    kafka: &Kafka,
+    client: &kube::Client,
+) -> Result<Option<fjord_client::TlsSettings>, kube::Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &kafka.namespace().unwrap_or_default());
+    let (Some(ca), Some(own)) = (
+        api.get_opt(&CaKind::Cluster.cert_secret(kafka)).await?,
+        api.get_opt(&operator_certs_secret_name(kafka)).await?,
+    ) else {
+        return Ok(None);
+    };
+    let (cert_file, key_file) = OPERATOR_CERT_FILES;
+    let (Some(ca_pem), Some(cert), Some(key)) = (
+        secret_text(&ca, "ca.crt"),
+        secret_text(&own, cert_file),
+        secret_text(&own, key_file),
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(fjord_client::TlsSettings {
+        ca: Some(fjord_client::PemSource::Pem(ca_pem)),
+        client_cert: Some(fjord_client::ClientCertificate {
+            cert_chain: fjord_client::PemSource::Pem(cert),
+            key: fjord_client::PemSource::Pem(key),
+        }),
+        server_name: None,
+        verify_hostname: true,
+    }))
 }
 
 async fn write(
@@ -245,15 +388,19 @@ mod tests {
     fn create_renew_keep_or_warn() {
         let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
         let v = Validity::new(365, 30).unwrap();
-        assert_eq!(decide(true, None, now, v), CaAction::Create);
-        assert_eq!(decide(false, None, now, v), CaAction::Missing);
+        assert_eq!(decide(true, None, now, v, false), CaAction::Create);
+        assert_eq!(decide(false, None, now, v, false), CaAction::Missing);
         let fresh = now + Duration::days(200);
-        assert_eq!(decide(true, Some(fresh), now, v), CaAction::Keep);
-        assert_eq!(decide(false, Some(fresh), now, v), CaAction::Keep);
+        assert_eq!(decide(true, Some(fresh), now, v, false), CaAction::Keep);
+        assert_eq!(decide(false, Some(fresh), now, v, false), CaAction::Keep);
         let soon = now + Duration::days(29);
-        assert_eq!(decide(true, Some(soon), now, v), CaAction::Renew);
-        assert_eq!(decide(false, Some(soon), now, v), CaAction::Expiring);
+        assert_eq!(decide(true, Some(soon), now, v, false), CaAction::Renew);
+        assert_eq!(decide(false, Some(soon), now, v, false), CaAction::Expiring);
         let expired = now - Duration::days(1);
-        assert_eq!(decide(true, Some(expired), now, v), CaAction::Renew);
+        assert_eq!(decide(true, Some(expired), now, v, false), CaAction::Renew);
+        // Forced: a generated CA renews at once; a user's CA is the user's to replace.
+        assert_eq!(decide(true, Some(fresh), now, v, true), CaAction::Renew);
+        assert_eq!(decide(false, Some(fresh), now, v, true), CaAction::Keep);
+        assert_eq!(decide(true, None, now, v, true), CaAction::Create);
     }
 }

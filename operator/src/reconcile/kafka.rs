@@ -17,7 +17,7 @@ use kube::ResourceExt;
 use crate::crd::condition::{merge_conditions, now_rfc3339};
 use crate::crd::kafka::{BrokerCounts, KafkaStatus, ListenerStatus, ListenerType, StorageType};
 use crate::crd::{Condition, Kafka};
-use crate::resources::certificates::{needs_broker_certs, secret_text, CaKind};
+use crate::resources::certificates::{generation, secret_text, CaKind, CERT_GENERATION_ANNOTATION};
 use crate::resources::{
     broker_config, disruption_budget, names, selector_labels, services, statefulset,
 };
@@ -60,14 +60,6 @@ pub fn spec_warnings(kafka: &Kafka) -> Vec<Condition> {
         out.push(Condition::warning(
             "JbodUsesFirstVolume",
             "all volumes are mounted, but brokers store partitions only in the first log dir",
-        ));
-    }
-    if spec.authorization.is_some() {
-        out.push(Condition::warning(
-            "OperatorHasNoCredentials",
-            "the operator's admin connection is unauthenticated (User:ANONYMOUS), so with \
-             authorization on, KafkaTopic and KafkaUser reconciliation needs ACLs for it; \
-             operator credentials come with TLS certificate provisioning",
         ));
     }
     out
@@ -139,8 +131,10 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
         )
         .await?;
     }
-    // The CAs exist before anything could need a certificate from them.
+    // The CAs exist before anything could need a certificate from them, and the operator's
+    // own certificate before its first admin connection.
     let mut refusals = certificates::reconcile_cas(&kafka, &ctx).await?;
+    certificates::reconcile_operator_cert(&kafka, &ctx).await?;
     let mut planned = kafka.as_ref().clone();
     // One admin connection for this reconcile, when some broker can answer.
     let sts_api = Api::<StatefulSet>::namespaced(client.clone(), &ns);
@@ -151,7 +145,11 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
     let mut admin = if ready_before > 0 {
-        Some(connect_admin(&planned).await.map_err(|e| e.to_string()))
+        Some(
+            connect_admin(&planned, &ctx.client)
+                .await
+                .map_err(|e| e.to_string()),
+        )
     } else {
         None
     };
@@ -175,10 +173,8 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
     // Services first: nodeport listeners advertise the node ports Kubernetes allocates for the
     // per-broker Services, read back from what the API server returns.
     let service_api = Api::<Service>::namespaced(client.clone(), &ns);
-    let mut desired_services = vec![
-        services::headless_service(&kafka),
-        services::bootstrap_service(&kafka),
-    ];
+    let mut desired_services = vec![services::headless_service(&kafka)];
+    desired_services.extend(services::bootstrap_service(&kafka));
     desired_services.extend(services::listener_services(&kafka));
     desired_services.extend(services::broker_services(&kafka));
     let mut applied_services = Vec::with_capacity(desired_services.len());
@@ -207,17 +203,29 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
         certificates::reconcile_broker_certs(&kafka, &ctx, &services::node_addresses(nodes))
             .await?;
     }
-    let listener_ca = if needs_broker_certs(&kafka) {
-        cluster_ca_certificate(&kafka, client).await?
-    } else {
-        None
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let cluster_ca = secrets
+        .get_opt(&CaKind::Cluster.cert_secret(&kafka))
+        .await?;
+    let clients_ca = secrets
+        .get_opt(&CaKind::Clients.cert_secret(&kafka))
+        .await?;
+    let listener_ca = cluster_ca.as_ref().and_then(|s| secret_text(s, "ca.crt"));
+    let template = statefulset::TemplateInputs {
+        config_hash: hash,
+        cluster_ca_generation: cluster_ca
+            .as_ref()
+            .map_or(0, |s| generation(s, CERT_GENERATION_ANNOTATION)),
+        clients_ca_generation: clients_ca
+            .as_ref()
+            .map_or(0, |s| generation(s, CERT_GENERATION_ANNOTATION)),
     };
     apply(
         &Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns),
         &disruption_budget::disruption_budget(&kafka),
     )
     .await?;
-    let sts = apply(&sts_api, &statefulset::statefulset(&kafka, &hash)).await?;
+    let sts = apply(&sts_api, &statefulset::statefulset(&kafka, &template)).await?;
 
     let desired = kafka.spec.kafka.replicas;
     let ready_pods = sts
@@ -226,7 +234,11 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
     if admin.is_none() && ready_pods > 0 {
-        admin = Some(connect_admin(&kafka).await.map_err(|e| e.to_string()));
+        admin = Some(
+            connect_admin(&kafka, &ctx.client)
+                .await
+                .map_err(|e| e.to_string()),
+        );
     }
     let layout = match admin.as_mut() {
         Some(Ok(admin)) => Some(admin.layout().await.map_err(|e| e.to_string())),
@@ -378,18 +390,6 @@ async fn list_nodes(client: &kube::Client) -> Option<Vec<Node>> {
     }
 }
 
-/// The cluster CA certificate (PEM) TLS clients trust, from `<cluster>-cluster-ca-cert`.
-async fn cluster_ca_certificate(
-    kafka: &Kafka,
-    client: &kube::Client,
-) -> Result<Option<String>, Error> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), &kafka.namespace().unwrap_or_default());
-    Ok(api
-        .get_opt(&CaKind::Cluster.cert_secret(kafka))
-        .await?
-        .and_then(|s| secret_text(&s, "ca.crt")))
-}
-
 /// Deletes listener Services of this cluster that the spec no longer asks for (they hold no data).
 async fn remove_stale_services(
     api: &Api<Service>,
@@ -476,12 +476,6 @@ kafka:
             .into_iter()
             .map(|c| c.reason.unwrap())
             .collect();
-        assert_eq!(
-            reasons,
-            vec![
-                "ExternalAddressesNotImplemented",
-                "OperatorHasNoCredentials"
-            ]
-        );
+        assert_eq!(reasons, vec!["ExternalAddressesNotImplemented"]);
     }
 }

@@ -218,18 +218,36 @@ pub async fn owning_cluster<K: Resource>(
     }
 }
 
-/// Where the operator sends admin requests for `kafka`.
+/// Where the operator sends admin requests for `kafka`: the replication listener through the
+/// headless Service (no internal port is published on the bootstrap Service).
 pub fn admin_address(kafka: &Kafka) -> String {
     kafka
         .annotations()
         .get(ADMIN_BOOTSTRAP_ANNOTATION)
         .cloned()
-        .unwrap_or_else(|| names::bootstrap_address(kafka, REPLICATION_PORT))
+        .unwrap_or_else(|| names::admin_address(kafka, REPLICATION_PORT))
 }
 
-/// An admin connection to `kafka`'s brokers.
-pub async fn connect_admin(kafka: &Kafka) -> Result<KafkaAdmin, AdminError> {
-    KafkaAdmin::connect(&admin_address(kafka)).await
+/// An admin connection to `kafka`'s brokers, authenticated by the operator's certificate for
+/// this cluster (`<cluster>-cluster-operator-certs`, a super user). With
+/// [`ADMIN_BOOTSTRAP_ANNOTATION`] (the operator's tests, which start their own plaintext
+/// brokers) it connects there without TLS.
+pub async fn connect_admin(kafka: &Kafka, client: &kube::Client) -> Result<KafkaAdmin, AdminError> {
+    if let Some(address) = kafka.annotations().get(ADMIN_BOOTSTRAP_ANNOTATION) {
+        return KafkaAdmin::connect(address, fjord_client::ClientSecurity::plaintext()).await;
+    }
+    let address = admin_address(kafka);
+    let tls = certificates::operator_tls(kafka, client)
+        .await
+        .map_err(|e| AdminError::Unreachable {
+            address: address.clone(),
+            reason: format!("cannot read the operator's certificate: {e}"),
+        })?
+        .ok_or_else(|| AdminError::Unreachable {
+            address: address.clone(),
+            reason: "the operator's certificate for this cluster is not issued yet".into(),
+        })?;
+    KafkaAdmin::connect(&address, fjord_client::ClientSecurity::ssl(tls)).await
 }
 
 #[cfg(test)]

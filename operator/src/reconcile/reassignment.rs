@@ -27,10 +27,11 @@ pub async fn start(
 /// (the operator may run where the brokers' advertised names do not resolve). Progress is a
 /// report, never a reason to fail the reconcile.
 pub async fn remaining_bytes(
+    admin: &KafkaAdmin,
     layout: &ClusterLayout,
     moving: &[OngoingReassignment],
 ) -> Option<i64> {
-    match crate::kafka_admin::copy_progress(layout, moving).await {
+    match crate::kafka_admin::copy_progress(admin, layout, moving).await {
         Ok(progress) => bytes_left(&progress).and_then(|b| i64::try_from(b).ok()),
         Err(e) => {
             tracing::debug!(error = %e, "reassignment progress in bytes unavailable");

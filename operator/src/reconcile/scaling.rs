@@ -147,7 +147,7 @@ pub async fn step(
         .as_ref()
         .is_some_and(|p| p.reason.as_deref() == Some("ScaleUp") && p.partitions_total > 0);
     if !ongoing.is_empty() {
-        let bytes_left = reassignment::remaining_bytes(&layout, &ongoing).await;
+        let bytes_left = reassignment::remaining_bytes(admin, &layout, &ongoing).await;
         let mut outcome = waiting(moving_message(ongoing.len(), bytes_left));
         if let Some(s) = outcome.status.as_mut() {
             s.partitions_pending = ongoing.len() as i32;
@@ -301,7 +301,7 @@ async fn drain(
     update_gauge(ctx, kafka, ongoing.len());
     let layout = admin.layout().await?;
     if !ongoing.is_empty() {
-        let bytes_left = reassignment::remaining_bytes(&layout, &ongoing).await;
+        let bytes_left = reassignment::remaining_bytes(admin, &layout, &ongoing).await;
         let mut out = outcome(
             running,
             ongoing.len(),

@@ -190,7 +190,7 @@ async fn apply(topic: Arc<KafkaTopic>, ctx: &Context) -> Result<Action, Error> {
         }
     };
     let name = topic.topic_name();
-    let mut admin = match connect_admin(&kafka).await {
+    let mut admin = match connect_admin(&kafka, &ctx.client).await {
         Ok(a) => a,
         Err(e) => return unreachable(&api, &topic, e).await,
     };
@@ -398,7 +398,7 @@ async fn cleanup(topic: Arc<KafkaTopic>, ctx: &Context) -> Result<Action, Error>
     if kafka.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let mut admin = connect_admin(&kafka).await?;
+    let mut admin = connect_admin(&kafka, &ctx.client).await?;
     admin.delete_topic(&name).await?;
     ctx.event(
         topic.as_ref(),

@@ -424,7 +424,7 @@ async fn apply(user: Arc<KafkaUser>, ctx: &Context) -> Result<Action, Error> {
         }
     };
 
-    let mut admin = match connect_admin(&kafka).await {
+    let mut admin = match connect_admin(&kafka, &ctx.client).await {
         Ok(a) => a,
         Err(e) => return unreachable(&api, &user, e, previous_secret).await,
     };
@@ -676,7 +676,7 @@ async fn cleanup(user: Arc<KafkaUser>, ctx: &Context) -> Result<Action, Error> {
     if kafka.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let mut admin = connect_admin(&kafka).await?;
+    let mut admin = connect_admin(&kafka, &ctx.client).await?;
     admin.delete_scram(&username, &ScramMechanism::ALL).await?;
     admin
         .delete_all_acls(&user_acls::principal(&username))

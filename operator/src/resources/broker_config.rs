@@ -19,6 +19,7 @@ use crate::crd::{config_value_string, Kafka};
 use super::certificates;
 use super::services::{broker_override, NodePorts};
 use super::{names, owned_meta, ADMIN_PORT, CONTROLLER_PORT, DATA_ROOT, REPLICATION_PORT};
+use crate::pki;
 
 /// Environment variable of the broker container holding its node's address (`status.hostIP`,
 /// from the downward API), which nodeport listeners advertise.
@@ -96,14 +97,9 @@ pub fn validate(kafka: &Kafka) -> Vec<String> {
         }
     }
     for l in &kafka.spec.kafka.listeners {
-        if matches!(
-            l.authentication.as_ref().map(|a| a.type_),
-            Some(ListenerAuthenticationType::Tls)
-        ) {
+        if client_auth_by_certificate(l) && !l.tls {
             problems.push(format!(
-                "listener '{}' asks for authentication type tls (client certificates), but the \
-                 operator does not issue KafkaUser certificates yet; use scram-sha-512 on a tls \
-                 listener for now",
+                "listener '{}': authentication type tls (client certificates) needs tls: true",
                 l.name
             ));
         }
@@ -140,6 +136,28 @@ pub fn uses_node_address(kafka: &Kafka) -> bool {
 /// Kafka's name for a client listener: `PLAIN-9092` for `{name: plain, port: 9092}`.
 pub fn listener_name(listener: &GenericKafkaListener) -> String {
     format!("{}-{}", listener.name.to_uppercase(), listener.port)
+}
+
+/// Does the listener authenticate clients by their certificate (`authentication.type: tls`)?
+fn client_auth_by_certificate(listener: &GenericKafkaListener) -> bool {
+    matches!(
+        listener.authentication.as_ref().map(|a| a.type_),
+        Some(ListenerAuthenticationType::Tls)
+    )
+}
+
+/// The lines that make listener `name` (lower case) require a client certificate signed by the
+/// CA mounted at `ca_dir`.
+fn trust(name: &str, ca_dir: &str) -> [(String, String); 3] {
+    let prefix = format!("listener.name.{name}");
+    [
+        (format!("{prefix}.ssl.truststore.type"), "PEM".into()),
+        (
+            format!("{prefix}.ssl.truststore.location"),
+            format!("{ca_dir}/ca.crt"),
+        ),
+        (format!("{prefix}.ssl.client.auth"), "required".into()),
+    ]
 }
 
 fn security_protocol(listener: &GenericKafkaListener) -> &'static str {
@@ -183,10 +201,7 @@ pub fn shared_properties(kafka: &Kafka, identity: &Identity) -> Result<String, S
         .iter()
         .map(|&i| format!("{i}@{}:{CONTROLLER_PORT}", names::pod_dns(kafka, i)))
         .collect();
-    let mut protocols = vec![
-        "CONTROLLER:PLAINTEXT".to_string(),
-        "REPLICATION:PLAINTEXT".to_string(),
-    ];
+    let mut protocols = vec!["CONTROLLER:SSL".to_string(), "REPLICATION:SSL".to_string()];
     protocols.extend(
         spec.listeners
             .iter()
@@ -209,6 +224,17 @@ pub fn shared_properties(kafka: &Kafka, identity: &Identity) -> Result<String, S
             ENV_CONFIG_PROVIDER.into(),
         ));
     }
+    // The brokers' own listeners take only certificates the cluster CA signed: other brokers
+    // (replication, the quorum) and the operator.
+    for internal in ["controller", "replication"] {
+        fixed.extend(trust(internal, certificates::CLUSTER_CA_DIR));
+    }
+    for l in &spec.listeners {
+        if client_auth_by_certificate(l) {
+            let name = listener_name(l).to_lowercase();
+            fixed.extend(trust(&name, certificates::CLIENTS_CA_DIR));
+        }
+    }
     for l in &spec.listeners {
         if security_protocol(l).starts_with("SASL") {
             fixed.push((
@@ -225,20 +251,20 @@ pub fn shared_properties(kafka: &Kafka, identity: &Identity) -> Result<String, S
             "authorizer.class.name".into(),
             "org.apache.kafka.metadata.authorizer.StandardAuthorizer".into(),
         ));
-        if !authz.super_users.is_empty() {
-            let users: Vec<String> = authz
-                .super_users
-                .iter()
-                .map(|u| {
-                    if u.starts_with("User:") {
-                        u.clone()
-                    } else {
-                        format!("User:{u}")
-                    }
-                })
-                .collect();
-            fixed.push(("super.users".into(), users.join(";")));
-        }
+        // The brokers (replication needs CLUSTER_ACTION) and the operator (topics, users,
+        // reassignments) come first; then whoever the user lists.
+        let mut users = vec![
+            pki::internal_principal(&pki::broker_common_name(&super::kafka_name(kafka))),
+            pki::internal_principal(pki::OPERATOR_COMMON_NAME),
+        ];
+        users.extend(authz.super_users.iter().map(|u| {
+            if u.starts_with("User:") {
+                u.clone()
+            } else {
+                format!("User:{u}")
+            }
+        }));
+        fixed.push(("super.users".into(), users.join(";")));
     }
     for (k, v) in fixed {
         let _ = writeln!(out, "{k}={v}");
@@ -332,11 +358,19 @@ pub fn pod_properties(
         listeners.join(","),
         advertised.join(",")
     );
-    // TLS listeners serve this broker's certificate from the mounted Secret (re-read when the
-    // operator renews it).
+    // TLS listeners (the brokers' own always) serve this broker's certificate from the
+    // mounted Secret (re-read when the operator renews it).
     let (crt, key) = certificates::broker_cert_files(kafka, ordinal);
-    for l in spec.listeners.iter().filter(|l| l.tls) {
-        let prefix = format!("listener.name.{}", listener_name(l).to_lowercase());
+    let tls_listeners = ["controller".to_string(), "replication".to_string()]
+        .into_iter()
+        .chain(
+            spec.listeners
+                .iter()
+                .filter(|l| l.tls)
+                .map(|l| listener_name(l).to_lowercase()),
+        );
+    for name in tls_listeners {
+        let prefix = format!("listener.name.{name}");
         let dir = certificates::BROKER_CERTS_DIR;
         let _ = writeln!(own, "{prefix}.ssl.keystore.type=PEM");
         let _ = writeln!(own, "{prefix}.ssl.keystore.certificate.chain={dir}/{crt}");

@@ -45,7 +45,25 @@ fn each_broker_gets_its_id_roles_and_pod_dns() {
     );
     assert_eq!(
         b1["listener.security.protocol.map"],
-        "CONTROLLER:PLAINTEXT,REPLICATION:PLAINTEXT,PLAIN-9092:PLAINTEXT"
+        "CONTROLLER:SSL,REPLICATION:SSL,PLAIN-9092:PLAINTEXT"
+    );
+    // The brokers' own listeners: mutual TLS with the cluster CA, this broker's certificate.
+    for listener in ["controller", "replication"] {
+        let key = |k: &str| b1[&format!("listener.name.{listener}.{k}")].clone();
+        assert_eq!(key("ssl.client.auth"), "required");
+        assert_eq!(key("ssl.truststore.type"), "PEM");
+        assert_eq!(
+            key("ssl.truststore.location"),
+            "/etc/fjord-tls/cluster-ca/ca.crt"
+        );
+        assert_eq!(
+            key("ssl.keystore.certificate.chain"),
+            "/etc/fjord-tls/broker/my-cluster-kafka-1.crt"
+        );
+    }
+    assert!(
+        !b1.contains_key("super.users"),
+        "no authorizer, no super users"
     );
 }
 
@@ -174,14 +192,26 @@ kafka:
     let p = props(&shared_properties(&k, &ids(&k)).unwrap());
     assert_eq!(
         p["listener.security.protocol.map"],
-        "CONTROLLER:PLAINTEXT,REPLICATION:PLAINTEXT,PLAIN-9092:PLAINTEXT,\
+        "CONTROLLER:SSL,REPLICATION:SSL,PLAIN-9092:PLAINTEXT,\
              SCRAM-9094:SASL_PLAINTEXT,TLS-9093:SSL"
     );
     assert_eq!(
         p["listener.name.scram-9094.sasl.enabled.mechanisms"],
         "SCRAM-SHA-512"
     );
-    assert_eq!(p["super.users"], "User:admin;User:ops");
+    assert_eq!(
+        p["super.users"],
+        "User:CN=my-cluster-kafka,O=fjord.dev;User:CN=fjord-operator,O=fjord.dev;\
+         User:admin;User:ops",
+        "the brokers and the operator first"
+    );
+    // Client certificates on the tls listener: signed by the clients CA.
+    assert_eq!(p["listener.name.tls-9093.ssl.client.auth"], "required");
+    assert_eq!(
+        p["listener.name.tls-9093.ssl.truststore.location"],
+        "/etc/fjord-tls/clients-ca/ca.crt"
+    );
+    assert!(!p.contains_key("listener.name.scram-9094.ssl.client.auth"));
     assert_eq!(Identity::new_cluster("x", 1).voters, vec![0]);
     // The TLS listener serves broker 0's certificate from the mounted Secret.
     let own = props(&pod_properties(&k, 0, &[0], &NodePorts::default()).unwrap());
@@ -210,18 +240,17 @@ fn operator_owned_keys_and_nested_values_are_refused() {
         .insert("x".into(), serde_json::json!({"nested": true}));
     let problems = validate(&k);
     assert_eq!(problems.len(), 2, "{problems:?}");
-    // A TLS listener is fine (the operator issues broker certificates); client-certificate
-    // authentication is refused until KafkaUser certificates exist.
+    // Client-certificate authentication needs a TLS listener.
     let mut tls = kafka(THREE_BROKERS);
-    tls.spec.kafka.listeners[0].tls = true;
-    assert!(validate(&tls).is_empty(), "{:?}", validate(&tls));
     tls.spec.kafka.listeners[0].authentication =
         Some(serde_json::from_value(serde_json::json!({"type": "tls"})).unwrap());
     assert!(
-        validate(&tls)[0].contains("authentication type tls"),
+        validate(&tls)[0].contains("needs tls: true"),
         "{:?}",
         validate(&tls)
     );
+    tls.spec.kafka.listeners[0].tls = true;
+    assert!(validate(&tls).is_empty(), "{:?}", validate(&tls));
     assert!(problems[0].contains("node.id"));
     assert!(shared_properties(&k, &ids(&k)).is_err());
 }
@@ -276,7 +305,7 @@ kafka:
     assert!(b0["listeners"].ends_with(",EXTERNAL-9094://0.0.0.0:9094"));
     assert_eq!(
         b0["listener.security.protocol.map"],
-        "CONTROLLER:PLAINTEXT,REPLICATION:PLAINTEXT,PLAIN-9092:PLAINTEXT,\
+        "CONTROLLER:SSL,REPLICATION:SSL,PLAIN-9092:PLAINTEXT,\
              EXTERNAL-9094:PLAINTEXT"
     );
 

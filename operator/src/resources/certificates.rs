@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 
 use super::{kafka_name, owned_meta};
+use crate::crd::kafka::ListenerAuthenticationType;
 use crate::crd::{CertificateAuthority, Kafka};
 use crate::pki::{CertAndKey, Validity, DEFAULT_RENEWAL_DAYS, DEFAULT_VALIDITY_DAYS};
 
@@ -122,18 +123,38 @@ pub fn ca_secrets(
 /// Where broker pods mount their certificates (`<pod>.crt`, `<pod>.key`). Not below the
 /// read-only ConfigMap mount, so the kubelet can create the mount point.
 pub const BROKER_CERTS_DIR: &str = "/etc/fjord-tls/broker";
-/// What the broker certificates were issued from (CA, names, validity): when it changes they
-/// are issued again.
-pub const BROKER_CERTS_INPUT_ANNOTATION: &str = "kafka.fjord.dev/broker-certs-input";
+/// Where broker pods mount the cluster CA certificate (`ca.crt`): what the replication and
+/// controller listeners trust, so only brokers (and the operator) get through them.
+pub const CLUSTER_CA_DIR: &str = "/etc/fjord-tls/cluster-ca";
+/// Where broker pods mount the clients CA certificate: what listeners with
+/// `authentication.type: tls` trust (KafkaUser certificates).
+pub const CLIENTS_CA_DIR: &str = "/etc/fjord-tls/clients-ca";
+/// What a Secret of issued certificates was issued from (CA, subject, names, validity): when
+/// it changes they are issued again.
+pub const ISSUED_FROM_ANNOTATION: &str = "kafka.fjord.dev/issued-from";
 
 /// The Secret with every broker's certificate and key (Strimzi's `<cluster>-kafka-brokers`).
 pub fn broker_certs_secret_name(kafka: &Kafka) -> String {
     format!("{}-kafka-brokers", kafka_name(kafka))
 }
 
-/// Does any listener serve TLS (so brokers need certificates)?
-pub fn needs_broker_certs(kafka: &Kafka) -> bool {
-    kafka.spec.kafka.listeners.iter().any(|l| l.tls)
+/// The Secret with the operator's own client certificate for this cluster (Strimzi's
+/// `<cluster>-cluster-operator-certs`).
+pub fn operator_certs_secret_name(kafka: &Kafka) -> String {
+    format!("{}-cluster-operator-certs", kafka_name(kafka))
+}
+
+/// File names of the operator's certificate and key in its Secret.
+pub const OPERATOR_CERT_FILES: (&str, &str) = ("cluster-operator.crt", "cluster-operator.key");
+
+/// Does some listener authenticate clients by certificate (so brokers trust the clients CA)?
+pub fn needs_clients_ca(kafka: &Kafka) -> bool {
+    kafka.spec.kafka.listeners.iter().any(|l| {
+        matches!(
+            l.authentication.as_ref().map(|a| a.type_),
+            Some(ListenerAuthenticationType::Tls)
+        )
+    })
 }
 
 /// The names broker `ordinal`'s certificate covers: its pod and the bootstrap Service in the
@@ -160,11 +181,18 @@ pub fn broker_cert_names(kafka: &Kafka, ordinal: i32, node_addresses: &[String])
     )
 }
 
-/// Fingerprint of what the broker certificates depend on.
-pub fn broker_certs_input(ca_cert_pem: &str, names: &[Vec<String>], validity_days: u32) -> String {
+/// Fingerprint of what issued certificates depend on: the CA certificate, the subject, the
+/// names of each certificate and the validity.
+pub fn issued_from(
+    ca_cert_pem: &str,
+    common_name: &str,
+    names: &[Vec<String>],
+    validity_days: u32,
+) -> String {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     hasher.update(ca_cert_pem.as_bytes());
+    hasher.update(format!("|{common_name}").as_bytes());
     for (i, list) in names.iter().enumerate() {
         hasher.update(format!("|{i}:{}", list.join(",")).as_bytes());
     }
@@ -181,29 +209,53 @@ pub fn broker_cert_files(kafka: &Kafka, ordinal: i32) -> (String, String) {
     (format!("{pod}.crt"), format!("{pod}.key"))
 }
 
-/// The brokers' certificate Secret: `<pod>.crt` and `<pod>.key` per broker.
-pub fn broker_certs_secret(
+/// A Secret of issued certificates: `files` (name -> PEM) and the fingerprint they were
+/// issued from.
+pub fn issued_secret(
     kafka: &Kafka,
-    certs: &BTreeMap<i32, CertAndKey>,
+    name: String,
+    files: BTreeMap<String, String>,
     input: &str,
 ) -> Secret {
-    let mut meta = owned_meta(kafka, broker_certs_secret_name(kafka));
+    let mut meta = owned_meta(kafka, name);
     meta.annotations = Some(BTreeMap::from([(
-        BROKER_CERTS_INPUT_ANNOTATION.to_string(),
+        ISSUED_FROM_ANNOTATION.to_string(),
         input.to_string(),
     )]));
-    let mut data = BTreeMap::new();
-    for (ordinal, cert) in certs {
-        let (crt, key) = broker_cert_files(kafka, *ordinal);
-        data.insert(crt, ByteString(cert.cert_pem.as_bytes().to_vec()));
-        data.insert(key, ByteString(cert.key_pem.as_bytes().to_vec()));
-    }
     Secret {
         metadata: meta,
         type_: Some("Opaque".into()),
-        data: Some(data),
+        data: Some(
+            files
+                .into_iter()
+                .map(|(k, v)| (k, ByteString(v.into_bytes())))
+                .collect(),
+        ),
         ..Secret::default()
     }
+}
+
+/// Whether the certificates in `secret` (`cert_files`) were issued from `input` and none is
+/// due for renewal at `now`.
+pub fn issued_is_current(
+    secret: &Secret,
+    input: &str,
+    cert_files: &[String],
+    now: time::OffsetDateTime,
+    validity: Validity,
+) -> bool {
+    let same_input = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ISSUED_FROM_ANNOTATION))
+        .is_some_and(|v| v == input);
+    same_input
+        && cert_files.iter().all(|file| {
+            secret_text(secret, file)
+                .and_then(|pem| crate::pki::not_after(&pem).ok())
+                .is_some_and(|expires| !crate::pki::needs_renewal(expires, now, validity))
+        })
 }
 
 /// A generation annotation's value (0 when absent or unreadable).
@@ -271,14 +323,12 @@ mod tests {
         let names = broker_cert_names(&k, 1, &["10.0.0.5".into()]);
         assert!(names.contains(&"my-cluster-kafka-1.my-cluster-kafka-brokers.prod.svc".into()));
         assert!(names.contains(&"10.0.0.5".into()));
-        let certs = BTreeMap::from([(
-            1,
-            CertAndKey {
-                cert_pem: "C1".into(),
-                key_pem: "K1".into(),
-            },
-        )]);
-        let secret = broker_certs_secret(&k, &certs, "in");
+        assert!(names.contains(&"my-cluster-kafka-brokers.prod.svc".into()));
+        let files = BTreeMap::from([
+            ("my-cluster-kafka-1.crt".to_string(), "C1".to_string()),
+            ("my-cluster-kafka-1.key".to_string(), "K1".to_string()),
+        ]);
+        let secret = issued_secret(&k, broker_certs_secret_name(&k), files, "in");
         assert_eq!(
             secret.metadata.name.as_deref(),
             Some("my-cluster-kafka-brokers")
@@ -291,21 +341,36 @@ mod tests {
             secret_text(&secret, "my-cluster-kafka-1.key").as_deref(),
             Some("K1")
         );
-        let a = broker_certs_input("CA", std::slice::from_ref(&names), 365);
-        assert_eq!(
-            a,
-            broker_certs_input("CA", std::slice::from_ref(&names), 365)
-        );
+        let one = std::slice::from_ref(&names);
+        let a = issued_from("CA", "c-kafka", one, 365);
+        assert_eq!(a, issued_from("CA", "c-kafka", one, 365));
+        assert_ne!(a, issued_from("CA2", "c-kafka", one, 365), "a new CA");
+        assert_ne!(a, issued_from("CA", "c-kafka-0", one, 365), "a new subject");
+        assert_ne!(a, issued_from("CA", "c-kafka", one, 30), "a new validity");
         assert_ne!(
             a,
-            broker_certs_input("CA2", std::slice::from_ref(&names), 365),
-            "a new CA"
-        );
-        assert_ne!(
-            a,
-            broker_certs_input("CA", &[names, vec![]], 365),
+            issued_from("CA", "c-kafka", &[names, vec![]], 365),
             "a new broker"
         );
+    }
+
+    #[test]
+    fn issued_certificates_are_current_until_their_input_changes_or_renewal_is_due() {
+        let k = kafka(THREE_BROKERS);
+        let now = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let validity = Validity::new(100, 10).unwrap();
+        let ca = crate::pki::new_ca("ca", now, validity).unwrap();
+        let leaf =
+            crate::pki::issue(&ca, "x", &[], crate::pki::Usage::User, now, validity).unwrap();
+        let files = BTreeMap::from([("x.crt".to_string(), leaf.cert_pem.clone())]);
+        let secret = issued_secret(&k, "s".into(), files, "in-1");
+        let crt = ["x.crt".to_string()];
+        assert!(issued_is_current(&secret, "in-1", &crt, now, validity));
+        assert!(!issued_is_current(&secret, "in-2", &crt, now, validity));
+        let late = now + time::Duration::days(91);
+        assert!(!issued_is_current(&secret, "in-1", &crt, late, validity));
+        let missing = ["y.crt".to_string()];
+        assert!(!issued_is_current(&secret, "in-1", &missing, now, validity));
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub fn headless_service(kafka: &Kafka) -> String {
     format!("{}-kafka-brokers", kafka_name(kafka))
 }
 
-/// ClusterIP Service for `bootstrap.servers` (all internal listeners + replication).
+/// ClusterIP Service for `bootstrap.servers` (the internal listeners).
 pub fn bootstrap_service(kafka: &Kafka) -> String {
     format!("{}-kafka-bootstrap", kafka_name(kafka))
 }
@@ -50,6 +50,15 @@ pub fn pod_dns(kafka: &Kafka, ordinal: i32) -> String {
     format!(
         "{}-{ordinal}.{}.{}.svc",
         statefulset(kafka),
+        headless_service(kafka),
+        namespace(kafka)
+    )
+}
+
+/// `host:port` of every broker (the headless Service, which resolves to all pods) on `port`.
+pub fn admin_address(kafka: &Kafka, port: i32) -> String {
+    format!(
+        "{}.{}.svc:{port}",
         headless_service(kafka),
         namespace(kafka)
     )

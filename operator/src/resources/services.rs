@@ -54,20 +54,22 @@ pub fn headless_service(kafka: &Kafka) -> Service {
     }
 }
 
-/// Ready brokers only, on the replication port (the operator's admin connection) and every
-/// `internal` listener.
-pub fn bootstrap_service(kafka: &Kafka) -> Service {
-    let mut ports = vec![service_port("tcp-replication", REPLICATION_PORT)];
-    ports.extend(
-        kafka
-            .spec
-            .kafka
-            .listeners
-            .iter()
-            .filter(|l| l.type_ == ListenerType::Internal)
-            .map(listener_port),
-    );
-    Service {
+/// Ready brokers only, on every `internal` listener — never the brokers' own replication and
+/// controller ports (the operator reaches those through the headless Service). `None` when no
+/// listener is internal (a Service needs a port).
+pub fn bootstrap_service(kafka: &Kafka) -> Option<Service> {
+    let ports: Vec<ServicePort> = kafka
+        .spec
+        .kafka
+        .listeners
+        .iter()
+        .filter(|l| l.type_ == ListenerType::Internal)
+        .map(listener_port)
+        .collect();
+    if ports.is_empty() {
+        return None;
+    }
+    Some(Service {
         metadata: owned_meta(kafka, names::bootstrap_service(kafka)),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
@@ -76,7 +78,7 @@ pub fn bootstrap_service(kafka: &Kafka) -> Service {
             ..ServiceSpec::default()
         }),
         ..Service::default()
-    }
+    })
 }
 
 /// One Service per listener of type cluster-ip, nodeport or loadbalancer.
@@ -328,7 +330,7 @@ mod tests {
     }
 
     #[test]
-    fn bootstrap_has_replication_and_internal_listeners_only() {
+    fn bootstrap_has_internal_listeners_only() {
         let mut k = kafka(THREE_BROKERS);
         k.spec.kafka.listeners.push(GenericKafkaListener {
             name: "external".into(),
@@ -338,7 +340,18 @@ mod tests {
             authentication: None,
             configuration: None,
         });
-        assert_eq!(ports(&bootstrap_service(&k)), vec![9091, 9092]);
+        assert_eq!(
+            ports(&bootstrap_service(&k).unwrap()),
+            vec![9092],
+            "no replication or controller port"
+        );
+        let mut nodeport_only = k.clone();
+        nodeport_only.spec.kafka.listeners.remove(0);
+        assert_eq!(
+            bootstrap_service(&nodeport_only),
+            None,
+            "no internal listener"
+        );
         let extra = listener_services(&k);
         assert_eq!(extra.len(), 1);
         assert_eq!(

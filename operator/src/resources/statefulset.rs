@@ -174,10 +174,10 @@ fn broker_container(kafka: &Kafka, volumes: &[DataVolume]) -> Container {
         read_only: Some(true),
         ..VolumeMount::default()
     }];
-    if certificates::needs_broker_certs(kafka) {
+    for (volume, _, dir) in certificate_volumes(kafka) {
         mounts.push(VolumeMount {
-            name: BROKER_CERTS_VOLUME.into(),
-            mount_path: certificates::BROKER_CERTS_DIR.into(),
+            name: volume.into(),
+            mount_path: dir.into(),
             read_only: Some(true),
             ..VolumeMount::default()
         });
@@ -223,8 +223,46 @@ fn broker_container(kafka: &Kafka, volumes: &[DataVolume]) -> Container {
     }
 }
 
-/// The volume with the brokers' certificates (TLS listeners).
-const BROKER_CERTS_VOLUME: &str = "broker-certs";
+/// The certificate volumes of a broker pod: (volume, Secret, mount directory). Every broker
+/// has its own certificate and trusts the cluster CA (the replication and controller listeners
+/// are mutual TLS); the clients CA only where a listener authenticates users by certificate.
+fn certificate_volumes(kafka: &Kafka) -> Vec<(&'static str, String, &'static str)> {
+    let mut out = vec![
+        (
+            "broker-certs",
+            certificates::broker_certs_secret_name(kafka),
+            certificates::BROKER_CERTS_DIR,
+        ),
+        (
+            "cluster-ca",
+            certificates::CaKind::Cluster.cert_secret(kafka),
+            certificates::CLUSTER_CA_DIR,
+        ),
+    ];
+    if certificates::needs_clients_ca(kafka) {
+        out.push((
+            "clients-ca",
+            certificates::CaKind::Clients.cert_secret(kafka),
+            certificates::CLIENTS_CA_DIR,
+        ));
+    }
+    out
+}
+
+/// Pod-template annotations with the generation of each CA certificate the brokers trust
+/// (Strimzi's `strimzi.io/cluster-ca-cert-generation`): a renewed CA changes the template, so
+/// the roller restarts the brokers one at a time onto it.
+pub const CLUSTER_CA_GENERATION_ANNOTATION: &str = "kafka.fjord.dev/cluster-ca-cert-generation";
+pub const CLIENTS_CA_GENERATION_ANNOTATION: &str = "kafka.fjord.dev/clients-ca-cert-generation";
+
+/// What the pod template is made from besides the `Kafka` itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TemplateInputs {
+    /// Hash of the brokers' shared configuration.
+    pub config_hash: String,
+    pub cluster_ca_generation: u64,
+    pub clients_ca_generation: u64,
+}
 
 /// The image's non-root user (`fjord`, see `fjord_e2e::oci`); fixed so volumes are writable
 /// through `fsGroup` whatever the storage.
@@ -292,7 +330,7 @@ fn affinity(kafka: &Kafka) -> Option<Affinity> {
 }
 
 /// The StatefulSet running the brokers; `config_hash` comes from [`broker_config::config_map`].
-pub fn statefulset(kafka: &Kafka, config_hash: &str) -> StatefulSet {
+pub fn statefulset(kafka: &Kafka, inputs: &TemplateInputs) -> StatefulSet {
     let spec = &kafka.spec.kafka;
     let template = spec.template.as_ref().and_then(|t| t.pod.as_ref());
     let volumes = data_volumes(kafka);
@@ -306,7 +344,17 @@ pub fn statefulset(kafka: &Kafka, config_hash: &str) -> StatefulSet {
         }
         annotations.extend(meta.annotations.clone());
     }
-    annotations.insert(CONFIG_HASH_ANNOTATION.into(), config_hash.into());
+    annotations.insert(CONFIG_HASH_ANNOTATION.into(), inputs.config_hash.clone());
+    annotations.insert(
+        CLUSTER_CA_GENERATION_ANNOTATION.into(),
+        inputs.cluster_ca_generation.to_string(),
+    );
+    if certificates::needs_clients_ca(kafka) {
+        annotations.insert(
+            CLIENTS_CA_GENERATION_ANNOTATION.into(),
+            inputs.clients_ca_generation.to_string(),
+        );
+    }
     if spec.metrics_config.as_ref().map(|m| m.type_) == Some(MetricsType::Prometheus) {
         annotations.insert("prometheus.io/scrape".into(), "true".into());
         annotations.insert("prometheus.io/port".into(), ADMIN_PORT.to_string());
@@ -334,11 +382,11 @@ pub fn statefulset(kafka: &Kafka, config_hash: &str) -> StatefulSet {
                 ..Volume::default()
             }),
     );
-    if certificates::needs_broker_certs(kafka) {
+    for (volume, secret, _) in certificate_volumes(kafka) {
         pod_volumes.push(Volume {
-            name: BROKER_CERTS_VOLUME.into(),
+            name: volume.into(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(certificates::broker_certs_secret_name(kafka)),
+                secret_name: Some(secret),
                 // Readable by the broker's group (fsGroup) only.
                 default_mode: Some(0o440),
                 ..SecretVolumeSource::default()

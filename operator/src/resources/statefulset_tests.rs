@@ -9,7 +9,7 @@ fn pod_spec(sts: &StatefulSet) -> &PodSpec {
 
 #[test]
 fn brokers_are_restarted_only_by_the_operator() {
-    let sts = statefulset(&kafka(THREE_BROKERS), "h1");
+    let sts = statefulset(&kafka(THREE_BROKERS), &inputs("h1"));
     let spec = sts.spec.as_ref().unwrap();
     assert_eq!(spec.replicas, Some(3));
     assert_eq!(
@@ -35,7 +35,7 @@ fn brokers_are_restarted_only_by_the_operator() {
 
 #[test]
 fn node_id_comes_from_the_pod_index_label() {
-    let sts = statefulset(&kafka(THREE_BROKERS), "h");
+    let sts = statefulset(&kafka(THREE_BROKERS), &inputs("h"));
     let c = &pod_spec(&sts).containers[0];
     assert_eq!(
         c.args.as_ref().unwrap()[0],
@@ -77,7 +77,7 @@ kafka:
   storage: {type: persistent-claim, size: 20Gi, class: fast}
 "#,
     );
-    let sts = statefulset(&k, "h");
+    let sts = statefulset(&k, &inputs("h"));
     let claims = sts
         .spec
         .as_ref()
@@ -117,7 +117,7 @@ kafka:
 fn ephemeral_storage_is_an_empty_dir_with_the_size_limit() {
     let mut k = kafka(THREE_BROKERS);
     k.spec.kafka.storage.size = Some("5Gi".into());
-    let sts = statefulset(&k, "h");
+    let sts = statefulset(&k, &inputs("h"));
     assert!(sts.spec.as_ref().unwrap().volume_claim_templates.is_none());
     let data = pod_spec(&sts)
         .volumes
@@ -148,7 +148,7 @@ kafka:
       tolerations: [{key: dedicated, operator: Equal, value: kafka, effect: NoSchedule}]
 "#,
     );
-    let sts = statefulset(&k, "h");
+    let sts = statefulset(&k, &inputs("h"));
     let meta = sts
         .spec
         .as_ref()
@@ -198,7 +198,7 @@ kafka:
 #[test]
 fn nodeport_brokers_learn_their_node_address_from_the_downward_api() {
     let env_names = |k: &Kafka| -> Vec<String> {
-        let sts = statefulset(k, "h");
+        let sts = statefulset(k, &inputs("h"));
         pod_spec(&sts).containers[0]
             .env
             .iter()
@@ -217,7 +217,7 @@ kafka:
   storage: {type: ephemeral}
 "#,
     );
-    let sts = statefulset(&k, "h");
+    let sts = statefulset(&k, &inputs("h"));
     let env = pod_spec(&sts).containers[0].env.clone().unwrap();
     let node = env.iter().find(|e| e.name == "FJORD_NODE_ADDRESS").unwrap();
     assert_eq!(
@@ -245,7 +245,7 @@ fn default_image_follows_version() {
 
 #[test]
 fn pods_pass_the_restricted_pod_security_standard() {
-    let sts = statefulset(&kafka(THREE_BROKERS), "h");
+    let sts = statefulset(&kafka(THREE_BROKERS), &inputs("h"));
     let pod = pod_spec(&sts).security_context.clone().unwrap();
     assert_eq!(pod.run_as_non_root, Some(true));
     assert_eq!(pod.run_as_user, Some(65532));
@@ -262,4 +262,94 @@ fn pods_pass_the_restricted_pod_security_standard() {
     assert_eq!(c.allow_privilege_escalation, Some(false));
     assert_eq!(c.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
     assert_eq!(c.read_only_root_filesystem, Some(true));
+}
+
+fn inputs(config_hash: &str) -> TemplateInputs {
+    TemplateInputs {
+        config_hash: config_hash.into(),
+        ..TemplateInputs::default()
+    }
+}
+
+#[test]
+fn every_broker_mounts_its_certificate_and_the_cas_it_trusts() {
+    let secret_of = |sts: &StatefulSet, volume: &str| {
+        pod_spec(sts)
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == volume)
+            .and_then(|v| v.secret.as_ref())
+            .and_then(|s| s.secret_name.clone())
+    };
+    let mount_of = |sts: &StatefulSet, volume: &str| {
+        pod_spec(sts).containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == volume)
+            .map(|m| m.mount_path.clone())
+    };
+    let template_annotation = |sts: &StatefulSet, key: &str| {
+        sts.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key).cloned())
+    };
+    // Plaintext client listeners only: still a certificate (replication, quorum) and the
+    // cluster CA, but no clients CA.
+    let plain = kafka(THREE_BROKERS);
+    let generations = TemplateInputs {
+        config_hash: "h".into(),
+        cluster_ca_generation: 4,
+        clients_ca_generation: 2,
+    };
+    let sts = statefulset(&plain, &generations);
+    assert_eq!(
+        secret_of(&sts, "broker-certs").as_deref(),
+        Some("my-cluster-kafka-brokers")
+    );
+    assert_eq!(
+        secret_of(&sts, "cluster-ca").as_deref(),
+        Some("my-cluster-cluster-ca-cert"),
+        "the public CA Secret, never the key"
+    );
+    assert_eq!(
+        mount_of(&sts, "cluster-ca").as_deref(),
+        Some(certificates::CLUSTER_CA_DIR)
+    );
+    assert_eq!(secret_of(&sts, "clients-ca"), None);
+    assert_eq!(
+        template_annotation(&sts, CLUSTER_CA_GENERATION_ANNOTATION).as_deref(),
+        Some("4"),
+        "a renewed cluster CA changes the template (and rolls the brokers)"
+    );
+    assert_eq!(
+        template_annotation(&sts, CLIENTS_CA_GENERATION_ANNOTATION),
+        None
+    );
+    let mut mtls = plain.clone();
+    mtls.spec.kafka.listeners = serde_yaml::from_str(
+        "[{name: mtls, port: 9093, type: internal, tls: true, authentication: {type: tls}}]",
+    )
+    .unwrap();
+    let sts = statefulset(&mtls, &generations);
+    assert_eq!(
+        secret_of(&sts, "clients-ca").as_deref(),
+        Some("my-cluster-clients-ca-cert")
+    );
+    assert_eq!(
+        mount_of(&sts, "clients-ca").as_deref(),
+        Some(certificates::CLIENTS_CA_DIR)
+    );
+    assert_eq!(
+        template_annotation(&sts, CLIENTS_CA_GENERATION_ANNOTATION).as_deref(),
+        Some("2")
+    );
 }
