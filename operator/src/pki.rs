@@ -23,6 +23,8 @@ pub enum PkiError {
     Generate(#[from] rcgen::Error),
     #[error("not a PEM certificate: {0}")]
     NotACertificate(String),
+    #[error("writing a PKCS#12 store failed: {0}")]
+    Pkcs12(String),
     #[error("validityDays {validity} must be larger than renewalDays {renewal}")]
     RenewalLongerThanValidity { validity: u32, renewal: u32 },
 }
@@ -204,6 +206,50 @@ pub fn issue(
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
     })
+}
+
+fn der(pem_text: &str) -> Result<Vec<u8>, PkiError> {
+    ::pem::parse(pem_text)
+        .map(|p| p.contents().to_vec())
+        .map_err(|e| PkiError::NotACertificate(e.to_string()))
+}
+
+fn p12_error(e: p12_keystore::error::Error) -> PkiError {
+    PkiError::Pkcs12(e.to_string())
+}
+
+/// A PKCS#12 truststore holding `ca_pem` as a trusted certificate (Java reads it as a
+/// truststore: the entry carries Java's trusted-certificate attribute), as Strimzi's `ca.p12`.
+pub fn pkcs12_truststore(ca_pem: &str, password: &str) -> Result<Vec<u8>, PkiError> {
+    let mut store = p12_keystore::KeyStore::new();
+    let ca = p12_keystore::Certificate::from_der(&der(ca_pem)?).map_err(p12_error)?;
+    store.add_entry("ca.crt", p12_keystore::KeyStoreEntry::Certificate(ca));
+    store.writer(password).write().map_err(p12_error)
+}
+
+/// A PKCS#12 keystore with `leaf`'s key and its chain up to `ca_pem` under `alias`, as
+/// Strimzi's `user.p12`.
+pub fn pkcs12_keystore(
+    alias: &str,
+    leaf: &CertAndKey,
+    ca_pem: &str,
+    password: &str,
+) -> Result<Vec<u8>, PkiError> {
+    let key = p12_keystore::PrivateKey::from_der(&der(&leaf.key_pem)?).map_err(p12_error)?;
+    let chain = [
+        p12_keystore::Certificate::from_der(&der(&leaf.cert_pem)?).map_err(p12_error)?,
+        p12_keystore::Certificate::from_der(&der(ca_pem)?).map_err(p12_error)?,
+    ];
+    let mut store = p12_keystore::KeyStore::new();
+    let entry = p12_keystore::PrivateKeyChain::new(alias, key, chain);
+    store.add_entry(alias, p12_keystore::KeyStoreEntry::PrivateKeyChain(entry));
+    store.writer(password).write().map_err(p12_error)
+}
+
+/// A random password for a PKCS#12 file (alphanumeric, 32 characters).
+pub fn store_password() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), 32)
 }
 
 /// When a PEM certificate expires.
@@ -388,6 +434,35 @@ mod tests {
             internal_principal(&broker_common_name("c")),
             "User:CN=c-kafka,O=fjord.dev"
         );
+    }
+
+    #[test]
+    fn pkcs12_stores_read_back_with_their_password() {
+        let validity = Validity::default();
+        let ca = new_ca("clients-ca c", now(), validity).unwrap();
+        let user = issue(&ca, "alice", &[], Usage::User, now(), validity).unwrap();
+        let password = store_password();
+        assert_eq!(password.len(), 32);
+        let bytes = pkcs12_keystore("alice", &user, &ca.cert_pem, &password).unwrap();
+        let policy = p12_keystore::Pkcs12ImportPolicy::default();
+        let store = p12_keystore::KeyStore::from_pkcs12(&bytes, &password, policy).unwrap();
+        let (alias, chain) = store.private_key_chain().unwrap();
+        assert_eq!(alias, "alice");
+        assert_eq!(chain.certs().len(), 2, "the user's certificate and the CA");
+        assert_eq!(chain.certs()[0].as_der(), parse(&user.cert_pem).as_slice());
+        assert_eq!(chain.key().as_der(), parse(&user.key_pem).as_slice());
+        assert!(
+            p12_keystore::KeyStore::from_pkcs12(&bytes, "wrong", policy).is_err(),
+            "the password protects it"
+        );
+        let bytes = pkcs12_truststore(&ca.cert_pem, &password).unwrap();
+        let store = p12_keystore::KeyStore::from_pkcs12(&bytes, &password, policy).unwrap();
+        match store.entry("ca.crt") {
+            Some(p12_keystore::KeyStoreEntry::Certificate(c)) => {
+                assert_eq!(c.as_der(), parse(&ca.cert_pem).as_slice())
+            }
+            other => panic!("no trusted CA entry: {other:?}"),
+        }
     }
 
     #[test]

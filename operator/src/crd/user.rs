@@ -34,7 +34,10 @@ pub struct KafkaUserSpec {
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.password) || self.type == 'scram-sha-512'").message("password is only for authentication type scram-sha-512"))]
 pub struct UserAuthentication {
+    /// `scram-sha-512` (a password) or `tls` (a client certificate signed by the clients CA,
+    /// principal `User:CN=<name>`).
     #[serde(rename = "type")]
     pub type_: UserAuthenticationType,
     /// Where the password comes from; generated (and kept in the user's Secret) when absent.
@@ -46,6 +49,8 @@ pub struct UserAuthentication {
 pub enum UserAuthenticationType {
     #[serde(rename = "scram-sha-512")]
     ScramSha512,
+    #[serde(rename = "tls")]
+    Tls,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

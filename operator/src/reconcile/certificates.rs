@@ -21,6 +21,7 @@ use time::OffsetDateTime;
 
 use crate::crd::{Condition, Kafka};
 use crate::pki::{self, CertAndKey, Validity};
+use crate::resources::certificates::Truststore;
 use crate::resources::certificates::{
     broker_cert_files, broker_cert_names, broker_certs_secret_name, ca_secrets, generation,
     issued_from, issued_is_current, issued_secret, operator_certs_secret_name, secret_text, CaKind,
@@ -372,7 +373,13 @@ async fn write(
     ca: &CertAndKey,
     generations: (u64, u64),
 ) -> Result<(), Error> {
-    let (cert, key) = ca_secrets(kafka, kind, ca, generations);
+    let password = pki::store_password();
+    let truststore = Truststore {
+        p12: pki::pkcs12_truststore(&ca.cert_pem, &password)
+            .map_err(|e| Error::Invalid(e.to_string()))?,
+        password,
+    };
+    let (cert, key) = ca_secrets(kafka, kind, ca, generations, truststore);
     // The key first: a certificate Secret never points at a key that is not stored yet.
     apply(api, &key).await?;
     apply(api, &cert).await?;

@@ -13,6 +13,7 @@ pub mod topic;
 pub mod topic_replicas;
 pub mod user;
 pub mod user_acls;
+pub mod user_secret;
 
 use std::collections::HashMap;
 use std::fmt::Debug;

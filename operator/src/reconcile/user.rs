@@ -1,16 +1,22 @@
-//! KafkaUser reconciler: makes one user's SCRAM credential, ACLs and quotas on the brokers match
-//! the resource, and keeps its credentials in a Secret named like the user.
+//! KafkaUser reconciler: makes one user's credential, ACLs and quotas on the brokers match
+//! the resource, and keeps its credentials in a Secret named like the user (built by
+//! [`super::user_secret`]).
 //!
-//! - `spec.authentication` (scram-sha-512): the password comes from
+//! - `spec.authentication` `tls`: a client certificate from the clients CA in the Secret
+//!   (renewed as the CA or the renewal window asks); the brokers need nothing (they trust the
+//!   clients CA), so any SCRAM credential of the name is removed.
+//! - `spec.authentication` `scram-sha-512`: the password comes from
 //!   `password.valueFrom.secretKeyRef` or is generated once and then kept (read back from the
 //!   user's Secret). The brokers get only a salted password (PBKDF2, random salt, 4096
 //!   iterations) through AlterUserScramCredentials, and only when the credential is missing or
 //!   the password changed: the Secret carries a SHA-256 of the password the brokers were last
 //!   given. The Secret (`password`, `sasl.jaas.config`) is owned by the KafkaUser, so it is
 //!   garbage-collected with it. Without authentication, credentials and Secret are removed.
-//! - `spec.authorization`: the principal's ACLs are made exactly the spec's (create missing,
-//!   delete extra); without it, the principal has no ACLs.
-//! - `spec.quotas`: the quotas of entity `user=<name>` are made exactly the spec's.
+//! - `spec.authorization`: the principal's ACLs (`User:<name>`, or `User:CN=<name>` for TLS)
+//!   are made exactly the spec's (create missing, delete extra); without it, the principal has
+//!   no ACLs. ACLs of the other principal form (a user that switched type) are removed.
+//! - `spec.quotas`: the quotas of entity `user=<name>` (`user=CN=<name>`) are made exactly the
+//!   spec's.
 //! - Deletion (finalizer): credentials, ACLs and quotas are removed from the brokers.
 //!
 //! A password that cannot be read (missing Secret or key) makes the user NotReady and changes
@@ -21,34 +27,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::ByteString;
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
-use kube::{Resource, ResourceExt};
-use rand::distr::{Alphanumeric, SampleString};
-use sha2::{Digest, Sha256};
+use kube::ResourceExt;
 
 use crate::crd::condition::{merge_conditions, now_rfc3339};
-use crate::crd::user::{SecretKeyRef, UserQuotas};
-use crate::crd::{Condition, KafkaUser, KafkaUserStatus, CLUSTER_LABEL};
+use crate::crd::user::{UserAuthenticationType, UserQuotas};
+use crate::crd::{Condition, KafkaUser, KafkaUserStatus};
 use crate::kafka_admin::{AdminError, KafkaAdmin, ScramMechanism};
+use crate::resources::certificates::CaKind;
 
 use super::user_acls::{self, AclDiff};
+use super::user_secret::{
+    generate_password, kept_or_generated, other_principals, owned_by, password_from_ref,
+    password_hash, principal, quota_entity, secret_conflict, tls_user_secret, user_secret,
+    PasswordOrigin, PASSWORD_HASH_ANNOTATION,
+};
 use super::{
     connect_admin, object_key, owning_cluster, patch_status, Context, Error, FIELD_MANAGER,
     RECHECK, RESYNC,
 };
 
 pub const FINALIZER: &str = "kafka.fjord.dev/user";
-/// Annotation on the user's Secret: hex SHA-256 of the password the brokers were last given.
-pub const PASSWORD_HASH_ANNOTATION: &str = "kafka.fjord.dev/password-sha256";
-pub const PASSWORD_KEY: &str = "password";
-pub const JAAS_KEY: &str = "sasl.jaas.config";
 /// The mechanism `scram-sha-512` means.
 pub const MECHANISM: ScramMechanism = ScramMechanism::Sha512;
-/// Length of generated passwords (alphanumeric).
-pub const GENERATED_PASSWORD_LEN: usize = 32;
 /// Users whose password lives in a Secret of their own are looked at this often: the controller
 /// is not told when that Secret changes.
 pub const PASSWORD_REF_RESYNC: Duration = Duration::from_secs(60);
@@ -60,138 +63,6 @@ pub const REQUEST_PERCENTAGE: &str = "request_percentage";
 
 // ---------------------------------------------------------------------------------------------
 // Pure parts
-
-/// The `sasl.jaas.config` line a Java client uses to log in as this user.
-pub fn jaas_config(username: &str, password: &str) -> String {
-    format!(
-        "org.apache.kafka.common.security.scram.ScramLoginModule required username=\"{}\" password=\"{}\";",
-        jaas_escape(username),
-        jaas_escape(password)
-    )
-}
-
-/// JAAS option values are double-quoted strings with backslash escapes.
-fn jaas_escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
-/// A fresh random password: 32 alphanumerics (~190 bits).
-pub fn generate_password() -> String {
-    Alphanumeric.sample_string(&mut rand::rng(), GENERATED_PASSWORD_LEN)
-}
-
-/// Hex SHA-256 of a password, as kept in [`PASSWORD_HASH_ANNOTATION`].
-pub fn password_hash(password: &str) -> String {
-    Sha256::digest(password.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// True when `secret` is controlled by the KafkaUser with `uid`.
-pub fn owned_by(secret: &Secret, uid: &str) -> bool {
-    secret
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.uid == uid && o.kind == "KafkaUser")
-}
-
-fn secret_value(secret: &Secret, key: &str) -> Option<String> {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .and_then(|v| String::from_utf8(v.0.clone()).ok())
-}
-
-/// The password `secretKeyRef` points at, or why it cannot be used (a NotReady condition).
-pub fn password_from_ref(
-    reference: &SecretKeyRef,
-    secret: Option<&Secret>,
-) -> Result<String, Condition> {
-    let (name, key) = (&reference.name, &reference.key);
-    let Some(secret) = secret else {
-        return Err(Condition::not_ready(
-            "PasswordSecretNotFound",
-            format!(
-                "spec.authentication.password.valueFrom.secretKeyRef names Secret {name}, which \
-                 does not exist in this namespace; nothing was changed on the brokers"
-            ),
-        ));
-    };
-    let Some(raw) = secret.data.as_ref().and_then(|d| d.get(key)) else {
-        return Err(Condition::not_ready(
-            "PasswordKeyNotFound",
-            format!(
-                "Secret {name} has no key {key} (named by \
-                 spec.authentication.password.valueFrom.secretKeyRef); nothing was changed on the \
-                 brokers"
-            ),
-        ));
-    };
-    match String::from_utf8(raw.0.clone()) {
-        Ok(p) if !p.is_empty() => Ok(p),
-        Ok(_) => Err(Condition::not_ready(
-            "InvalidPassword",
-            format!("key {key} of Secret {name} is empty; nothing was changed on the brokers"),
-        )),
-        Err(_) => Err(Condition::not_ready(
-            "InvalidPassword",
-            format!(
-                "key {key} of Secret {name} is not UTF-8 text; nothing was changed on the brokers"
-            ),
-        )),
-    }
-}
-
-/// Where this reconcile's password came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PasswordOrigin {
-    /// `spec.authentication.password.valueFrom.secretKeyRef`.
-    Referenced,
-    /// Generated earlier, read back from the user's Secret.
-    Kept,
-    /// Generated now (no usable Secret yet).
-    Generated,
-}
-
-/// Generated-password decision: keep the password in the user's own Secret (one this KafkaUser
-/// controls, with a non-empty `password`), else generate a new one.
-pub fn kept_or_generated(
-    user_secret: Option<&Secret>,
-    uid: &str,
-    generate: impl FnOnce() -> String,
-) -> (String, PasswordOrigin) {
-    match user_secret
-        .filter(|s| owned_by(s, uid))
-        .and_then(|s| secret_value(s, PASSWORD_KEY))
-        .filter(|p| !p.is_empty())
-    {
-        Some(p) => (p, PasswordOrigin::Kept),
-        None => (generate(), PasswordOrigin::Generated),
-    }
-}
-
-/// A Secret named like the user that this KafkaUser does not control is never overwritten.
-pub fn secret_conflict(
-    user_secret: Option<&Secret>,
-    username: &str,
-    uid: &str,
-) -> Option<Condition> {
-    let secret = user_secret?;
-    (!owned_by(secret, uid)).then(|| {
-        Condition::not_ready(
-            "SecretConflict",
-            format!(
-                "Secret {username} exists and does not belong to this KafkaUser; the operator \
-                 keeps the user's credentials in a Secret named like the user and will not \
-                 overwrite another one (delete or rename it)"
-            ),
-        )
-    })
-}
 
 /// What to do with the broker-side credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,47 +134,6 @@ pub fn quota_changes(
             .collect(),
     }
 }
-
-/// The user's Secret, owned (controller reference) by the KafkaUser.
-pub fn user_secret(user: &KafkaUser, cluster: &str, password: &str) -> Secret {
-    let username = user.name_any();
-    let data = BTreeMap::from([
-        (
-            PASSWORD_KEY.to_string(),
-            ByteString(password.as_bytes().to_vec()),
-        ),
-        (
-            JAAS_KEY.to_string(),
-            ByteString(jaas_config(&username, password).into_bytes()),
-        ),
-    ]);
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(username.clone()),
-            namespace: user.namespace(),
-            labels: Some(BTreeMap::from([
-                (CLUSTER_LABEL.to_string(), cluster.to_string()),
-                (
-                    "app.kubernetes.io/managed-by".to_string(),
-                    "fjord-operator".to_string(),
-                ),
-                ("app.kubernetes.io/instance".to_string(), username),
-            ])),
-            annotations: Some(BTreeMap::from([(
-                PASSWORD_HASH_ANNOTATION.to_string(),
-                password_hash(password),
-            )])),
-            owner_references: user.controller_owner_ref(&()).map(|o| vec![o]),
-            ..ObjectMeta::default()
-        },
-        data: Some(data),
-        type_: Some("Opaque".to_string()),
-        ..Secret::default()
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reconciler
 
 /// Entry point for the controller.
 pub async fn reconcile(user: Arc<KafkaUser>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -385,14 +215,26 @@ async fn apply(user: Arc<KafkaUser>, ctx: &Context) -> Result<Action, Error> {
 
     // Everything read from Kubernetes and checked before the brokers are touched.
     let existing_secret = secrets.get_opt(&username).await?;
-    let password = match &user.spec.authentication {
-        None => None,
-        Some(auth) => {
-            if let Some(c) = secret_conflict(existing_secret.as_ref(), &username, &uid) {
-                not_ready(ctx, &api, &user, c, None).await?;
-                return Ok(Action::requeue(RECHECK));
+    if user.spec.authentication.is_some() {
+        if let Some(c) = secret_conflict(existing_secret.as_ref(), &username, &uid) {
+            not_ready(ctx, &api, &user, c, None).await?;
+            return Ok(Action::requeue(RECHECK));
+        }
+    }
+    let credentials = match &user.spec.authentication {
+        None => Credentials::None,
+        Some(auth) if auth.type_ == UserAuthenticationType::Tls => {
+            let owned = existing_secret.as_ref().filter(|s| owned_by(s, &uid));
+            match tls_credentials(&user, &kafka, &secrets, owned).await? {
+                Ok(secret) => Credentials::Tls(secret.map(Box::new)),
+                Err(c) => {
+                    not_ready(ctx, &api, &user, c, previous_secret).await?;
+                    return Ok(Action::requeue(RECHECK));
+                }
             }
-            match auth.password.as_ref().map(|p| &p.value_from.secret_key_ref) {
+        }
+        Some(auth) => {
+            let password = match auth.password.as_ref().map(|p| &p.value_from.secret_key_ref) {
                 Some(reference) if reference.name == username => {
                     let c = Condition::not_ready(
                         "PasswordSecretConflict",
@@ -420,7 +262,9 @@ async fn apply(user: Arc<KafkaUser>, ctx: &Context) -> Result<Action, Error> {
                     &uid,
                     generate_password,
                 )),
-            }
+            };
+            let (password, origin) = password.expect("every branch gives a password or returns");
+            Credentials::Scram(password, origin)
         }
     };
 
@@ -428,8 +272,11 @@ async fn apply(user: Arc<KafkaUser>, ctx: &Context) -> Result<Action, Error> {
         Ok(a) => a,
         Err(e) => return unreachable(&api, &user, e, previous_secret).await,
     };
-    let referenced = matches!(password, Some((_, PasswordOrigin::Referenced)));
-    let secret_name = password.as_ref().map(|_| username.clone());
+    let referenced = matches!(
+        credentials,
+        Credentials::Scram(_, PasswordOrigin::Referenced)
+    );
+    let secret_name = (!matches!(credentials, Credentials::None)).then(|| username.clone());
     let converged = converge(
         ctx,
         &mut admin,
@@ -437,7 +284,7 @@ async fn apply(user: Arc<KafkaUser>, ctx: &Context) -> Result<Action, Error> {
         &cluster,
         &secrets,
         existing_secret.as_ref(),
-        password,
+        credentials,
     )
     .await;
     match converged {
@@ -460,6 +307,40 @@ async fn apply(user: Arc<KafkaUser>, ctx: &Context) -> Result<Action, Error> {
     }
 }
 
+/// What the user authenticates with after this reconcile.
+enum Credentials {
+    None,
+    Scram(String, PasswordOrigin),
+    /// A certificate Secret to write (`None`: the stored certificate is current).
+    Tls(Option<Box<Secret>>),
+}
+
+/// The TLS user's Secret to write (`Ok(None)`: the stored one is current), or why there is no
+/// certificate to give (the clients CA is missing: a NotReady condition).
+async fn tls_credentials(
+    user: &KafkaUser,
+    kafka: &crate::crd::Kafka,
+    secrets: &Api<Secret>,
+    owned: Option<&Secret>,
+) -> Result<Result<Option<Secret>, Condition>, Error> {
+    let validity = CaKind::Clients.validity(kafka).map_err(Error::Invalid)?;
+    let Some(ca) = super::certificates::stored_ca(secrets, kafka, CaKind::Clients).await? else {
+        return Ok(Err(Condition::not_ready(
+            "ClientsCaMissing",
+            format!(
+                "the clients CA of Kafka {} is not in Secrets {} and {} yet",
+                kafka.name_any(),
+                CaKind::Clients.cert_secret(kafka),
+                CaKind::Clients.key_secret(kafka)
+            ),
+        )));
+    };
+    let now = time::OffsetDateTime::now_utc();
+    tls_user_secret(user, &kafka.name_any(), owned, &ca, validity, now)
+        .map(Ok)
+        .map_err(|e| Error::Invalid(e.to_string()))
+}
+
 /// Brings credential, Secret, ACLs and quotas in line, in that order. On failure, says which
 /// step failed.
 async fn converge(
@@ -469,7 +350,7 @@ async fn converge(
     cluster: &str,
     secrets: &Api<Secret>,
     existing_secret: Option<&Secret>,
-    password: Option<(String, PasswordOrigin)>,
+    credentials: Credentials,
 ) -> Result<(), (&'static str, Error)> {
     let username = user.name_any();
     let uid = user.uid().unwrap_or_default();
@@ -482,8 +363,8 @@ async fn converge(
         .await
         .map_err(admin_step("the SCRAM credential"))?;
     let owned_secret = existing_secret.filter(|s| owned_by(s, &uid));
-    match password {
-        Some((password, origin)) => {
+    match credentials {
+        Credentials::Scram(password, origin) => {
             let has = creds.iter().any(|c| c.mechanism == MECHANISM);
             let recorded = owned_secret
                 .and_then(|s| s.annotations().get(PASSWORD_HASH_ANNOTATION))
@@ -545,7 +426,7 @@ async fn converge(
                 .await
                 .map_err(step("the Secret"))?;
         }
-        None => {
+        Credentials::None | Credentials::Tls(_) => {
             if !creds.is_empty() {
                 let all: Vec<ScramMechanism> = creds.iter().map(|c| c.mechanism).collect();
                 admin
@@ -556,11 +437,25 @@ async fn converge(
                     user,
                     false,
                     "CredentialDeleted",
-                    format!("deleted the SCRAM credentials of {username} (no spec.authentication)"),
+                    format!("deleted the SCRAM credentials of {username} (no scram-sha-512 authentication)"),
                 )
                 .await;
             }
-            if owned_secret.is_some() {
+            if let Credentials::Tls(Some(secret)) = credentials {
+                super::apply(secrets, &secret)
+                    .await
+                    .map_err(step("the Secret"))?;
+                ctx.event(
+                    user,
+                    false,
+                    "CertificateIssued",
+                    format!(
+                        "issued a client certificate for {username} (User:CN={username}) signed \
+                         by the clients CA, in Secret {username}"
+                    ),
+                )
+                .await;
+            } else if matches!(credentials, Credentials::None) && owned_secret.is_some() {
                 delete_secret(secrets, &username)
                     .await
                     .map_err(step("the Secret"))?;
@@ -569,8 +464,9 @@ async fn converge(
     }
 
     // ACLs.
-    let principal = user_acls::principal(&username);
-    let desired = user_acls::desired_bindings(&username, user.spec.authorization.as_ref());
+    let auth = user.spec.authentication.as_ref().map(|a| a.type_);
+    let principal = principal(&username, auth);
+    let desired = user_acls::desired_bindings(&principal, user.spec.authorization.as_ref());
     let current = admin
         .describe_acls(&principal)
         .await
@@ -591,17 +487,49 @@ async fn converge(
         ctx.event(user, false, "AclsUpdated", acl_summary(&diff))
             .await;
     }
+    for old in other_principals(&username, auth) {
+        let left = admin
+            .describe_acls(&old)
+            .await
+            .map_err(admin_step("ACLs"))?;
+        if !left.is_empty() {
+            admin
+                .delete_all_acls(&old)
+                .await
+                .map_err(admin_step("ACLs"))?;
+            let note = format!(
+                "deleted {} ACL(s) of {old}: {username} now authenticates as {principal}",
+                left.len()
+            );
+            ctx.event(user, false, "AclsUpdated", note).await;
+        }
+    }
 
     // Quotas.
+    let entity = quota_entity(&username, auth);
+    for old in other_principals(&username, auth) {
+        let old = old.strip_prefix("User:").unwrap_or(&old).to_string();
+        let left = admin
+            .describe_user_quotas(&old)
+            .await
+            .map_err(admin_step("quotas"))?;
+        if !left.is_empty() {
+            let keys: Vec<String> = left.into_keys().collect();
+            admin
+                .alter_user_quotas(&old, &BTreeMap::new(), &keys)
+                .await
+                .map_err(admin_step("quotas"))?;
+        }
+    }
     let desired = desired_quotas(user.spec.quotas.as_ref());
     let current = admin
-        .describe_user_quotas(&username)
+        .describe_user_quotas(&entity)
         .await
         .map_err(admin_step("quotas"))?;
     let changes = quota_changes(&desired, &current);
     if !changes.is_empty() {
         admin
-            .alter_user_quotas(&username, &changes.set, &changes.remove)
+            .alter_user_quotas(&entity, &changes.set, &changes.remove)
             .await
             .map_err(admin_step("quotas"))?;
         ctx.event(
@@ -678,14 +606,18 @@ async fn cleanup(user: Arc<KafkaUser>, ctx: &Context) -> Result<Action, Error> {
     }
     let mut admin = connect_admin(&kafka, &ctx.client).await?;
     admin.delete_scram(&username, &ScramMechanism::ALL).await?;
-    admin
-        .delete_all_acls(&user_acls::principal(&username))
-        .await?;
-    let quotas = admin.describe_user_quotas(&username).await?;
-    let keys: Vec<String> = quotas.into_keys().collect();
-    admin
-        .alter_user_quotas(&username, &BTreeMap::new(), &keys)
-        .await?;
+    // Both principal forms (SCRAM and TLS): whatever the user was, nothing of it is left.
+    for auth in [None, Some(UserAuthenticationType::Tls)] {
+        admin.delete_all_acls(&principal(&username, auth)).await?;
+        let entity = quota_entity(&username, auth);
+        let quotas = admin.describe_user_quotas(&entity).await?;
+        let keys: Vec<String> = quotas.into_keys().collect();
+        if !keys.is_empty() {
+            admin
+                .alter_user_quotas(&entity, &BTreeMap::new(), &keys)
+                .await?;
+        }
+    }
     // The Secret would be garbage-collected anyway (owner reference); removing it now means it
     // is gone when the KafkaUser is.
     let secrets: Api<Secret> =
@@ -708,130 +640,12 @@ async fn cleanup(user: Arc<KafkaUser>, ctx: &Context) -> Result<Action, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-
-    fn secret(
-        owner_uid: Option<&str>,
-        data: &[(&str, &[u8])],
-        annotations: &[(&str, &str)],
-    ) -> Secret {
-        Secret {
-            metadata: ObjectMeta {
-                name: Some("alice".into()),
-                owner_references: owner_uid.map(|uid| {
-                    vec![OwnerReference {
-                        api_version: "kafka.fjord.dev/v1".into(),
-                        kind: "KafkaUser".into(),
-                        name: "alice".into(),
-                        uid: uid.into(),
-                        controller: Some(true),
-                        block_owner_deletion: Some(true),
-                    }]
-                }),
-                annotations: Some(
-                    annotations
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
-                ..ObjectMeta::default()
-            },
-            data: Some(
-                data.iter()
-                    .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
-                    .collect(),
-            ),
-            ..Secret::default()
-        }
-    }
 
     fn user(yaml: &str) -> KafkaUser {
         let mut u = KafkaUser::new("alice", serde_yaml::from_str(yaml).unwrap());
         u.metadata.namespace = Some("ns".into());
         u.metadata.uid = Some("uid-1".into());
         u
-    }
-
-    #[test]
-    fn jaas_line_is_what_java_clients_expect() {
-        assert_eq!(
-            jaas_config("alice", "s3cret"),
-            "org.apache.kafka.common.security.scram.ScramLoginModule required \
-             username=\"alice\" password=\"s3cret\";"
-        );
-        // Quotes and backslashes in a chosen password are escaped for the JAAS parser.
-        assert_eq!(
-            jaas_config("a", r#"p"w\x"#),
-            r#"org.apache.kafka.common.security.scram.ScramLoginModule required username="a" password="p\"w\\x";"#
-        );
-    }
-
-    #[test]
-    fn generated_passwords_are_32_random_alphanumerics() {
-        let (a, b) = (generate_password(), generate_password());
-        assert_eq!(a.len(), 32);
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()), "{a}");
-        assert_ne!(a, b);
-    }
-
-    #[test]
-    fn password_is_kept_only_from_the_users_own_secret() {
-        let own = secret(Some("uid-1"), &[("password", b"kept")], &[]);
-        assert_eq!(
-            kept_or_generated(Some(&own), "uid-1", || "new".into()),
-            ("kept".into(), PasswordOrigin::Kept)
-        );
-        // A Secret of an earlier KafkaUser with the same name, or nobody's, is not reused.
-        let stale = secret(Some("uid-0"), &[("password", b"old")], &[]);
-        assert_eq!(
-            kept_or_generated(Some(&stale), "uid-1", || "new".into()),
-            ("new".into(), PasswordOrigin::Generated)
-        );
-        let empty = secret(Some("uid-1"), &[("password", b"")], &[]);
-        assert_eq!(
-            kept_or_generated(Some(&empty), "uid-1", || "new".into()).1,
-            PasswordOrigin::Generated
-        );
-        assert_eq!(
-            kept_or_generated(None, "uid-1", || "new".into()).1,
-            PasswordOrigin::Generated
-        );
-    }
-
-    #[test]
-    fn foreign_secret_with_the_users_name_is_a_conflict() {
-        let foreign = secret(None, &[("password", b"x")], &[]);
-        let c = secret_conflict(Some(&foreign), "alice", "uid-1").unwrap();
-        assert_eq!(c.reason.as_deref(), Some("SecretConflict"));
-        let own = secret(Some("uid-1"), &[], &[]);
-        assert!(secret_conflict(Some(&own), "alice", "uid-1").is_none());
-        assert!(secret_conflict(None, "alice", "uid-1").is_none());
-    }
-
-    #[test]
-    fn referenced_password_problems_are_readable() {
-        let r = SecretKeyRef {
-            name: "alice-pw".into(),
-            key: "pw".into(),
-        };
-        let missing = password_from_ref(&r, None).unwrap_err();
-        assert_eq!(missing.type_, "NotReady");
-        assert_eq!(missing.reason.as_deref(), Some("PasswordSecretNotFound"));
-        assert!(missing.message.unwrap().contains("Secret alice-pw"));
-        let no_key = secret(None, &[("other", b"x")], &[]);
-        let e = password_from_ref(&r, Some(&no_key)).unwrap_err();
-        assert_eq!(e.reason.as_deref(), Some("PasswordKeyNotFound"));
-        assert!(e.message.unwrap().contains("no key pw"));
-        let bad = secret(None, &[("pw", &[0xff, 0xfe])], &[]);
-        assert_eq!(
-            password_from_ref(&r, Some(&bad))
-                .unwrap_err()
-                .reason
-                .as_deref(),
-            Some("InvalidPassword")
-        );
-        let good = secret(None, &[("pw", b"hunter22")], &[]);
-        assert_eq!(password_from_ref(&r, Some(&good)).unwrap(), "hunter22");
     }
 
     #[test]
@@ -887,27 +701,5 @@ mod tests {
             quota_changes(&desired_quotas(None), &current).remove.len(),
             3
         );
-    }
-
-    #[test]
-    fn secret_is_owned_labelled_and_holds_password_and_jaas() {
-        let u = user("{authentication: {type: scram-sha-512}}");
-        let s = user_secret(&u, "my-cluster", "pw");
-        assert_eq!(s.metadata.name.as_deref(), Some("alice"));
-        assert_eq!(s.metadata.namespace.as_deref(), Some("ns"));
-        assert_eq!(
-            s.labels().get(CLUSTER_LABEL).map(String::as_str),
-            Some("my-cluster")
-        );
-        assert_eq!(secret_value(&s, PASSWORD_KEY).as_deref(), Some("pw"));
-        assert_eq!(secret_value(&s, JAAS_KEY), Some(jaas_config("alice", "pw")));
-        assert_eq!(
-            s.annotations().get(PASSWORD_HASH_ANNOTATION),
-            Some(&password_hash("pw"))
-        );
-        assert!(owned_by(&s, "uid-1"));
-        let owner = &s.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!(owner.controller, Some(true));
-        assert_eq!(owner.kind, "KafkaUser");
     }
 }

@@ -8,11 +8,6 @@ use crate::crd::user::{
 };
 use crate::kafka_admin::{acl_codes as c, AclBinding};
 
-/// The Kafka principal of a KafkaUser.
-pub fn principal(username: &str) -> String {
-    format!("User:{username}")
-}
-
 fn resource_type(t: AclResourceType) -> i8 {
     match t {
         AclResourceType::Topic => c::RESOURCE_TOPIC,
@@ -76,15 +71,14 @@ pub fn rule_bindings(principal: &str, rule: &AclRule) -> Vec<AclBinding> {
 
 /// Every binding the spec asks for (none without `spec.authorization`), deduplicated.
 pub fn desired_bindings(
-    username: &str,
+    principal: &str,
     authorization: Option<&UserAuthorization>,
 ) -> BTreeSet<AclBinding> {
-    let principal = principal(username);
     authorization
         .map(|a| {
             a.acls
                 .iter()
-                .flat_map(|rule| rule_bindings(&principal, rule))
+                .flat_map(|rule| rule_bindings(principal, rule))
                 .collect()
         })
         .unwrap_or_default()
@@ -217,7 +211,7 @@ acls:
     operations: [All, Alter, AlterConfigs, ClusterAction, Create, Delete]
 "#,
         );
-        let got = desired_bindings("alice", Some(&a));
+        let got = desired_bindings("User:alice", Some(&a));
         let lit = c::PATTERN_LITERAL;
         let want: BTreeSet<AclBinding> = [
             binding(2, "orders", lit, "*", 3, 3),
@@ -243,10 +237,10 @@ acls:
             "{type: simple, acls: [{resource: {type: topic, name: t}, operations: [Read, Read]}, \
              {resource: {type: topic, name: t}, operations: [Read]}]}",
         );
-        assert_eq!(desired_bindings("alice", Some(&a)).len(), 1);
-        assert!(desired_bindings("alice", None).is_empty());
+        assert_eq!(desired_bindings("User:alice", Some(&a)).len(), 1);
+        assert!(desired_bindings("User:alice", None).is_empty());
         let empty = authorization("{type: simple}");
-        assert!(desired_bindings("alice", Some(&empty)).is_empty());
+        assert!(desired_bindings("User:alice", Some(&empty)).is_empty());
     }
 
     #[test]
@@ -293,6 +287,5 @@ acls:
             describe(&binding(3, "orders-", 4, "*", 3, 2)),
             "DENY READ GROUP:orders- (prefixed) from *"
         );
-        assert_eq!(principal("bob"), "User:bob");
     }
 }

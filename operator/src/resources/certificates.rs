@@ -80,13 +80,21 @@ impl CaKind {
     }
 }
 
+/// The CA certificate as a PKCS#12 truststore (`ca.p12`) and its password (`ca.password`).
+pub struct Truststore {
+    pub p12: Vec<u8>,
+    pub password: String,
+}
+
 /// The two Secrets of a CA at `generation` (certificate and key generation move together here:
-/// a renewal keeps the key but counts as a new certificate generation only).
+/// a renewal keeps the key but counts as a new certificate generation only). The public one
+/// also carries the certificate as a PKCS#12 truststore for Java clients.
 pub fn ca_secrets(
     kafka: &Kafka,
     kind: CaKind,
     ca: &CertAndKey,
     (cert_generation, key_generation): (u64, u64),
+    truststore: Truststore,
 ) -> (Secret, Secret) {
     let secret = |name: String, key: &str, value: &str, annotation: (&str, u64)| {
         let mut meta = owned_meta(kafka, name);
@@ -104,13 +112,21 @@ pub fn ca_secrets(
             ..Secret::default()
         }
     };
+    let mut cert = secret(
+        kind.cert_secret(kafka),
+        "ca.crt",
+        &ca.cert_pem,
+        (CERT_GENERATION_ANNOTATION, cert_generation),
+    );
+    if let Some(data) = cert.data.as_mut() {
+        data.insert("ca.p12".into(), ByteString(truststore.p12));
+        data.insert(
+            "ca.password".into(),
+            ByteString(truststore.password.into_bytes()),
+        );
+    }
     (
-        secret(
-            kind.cert_secret(kafka),
-            "ca.crt",
-            &ca.cert_pem,
-            (CERT_GENERATION_ANNOTATION, cert_generation),
-        ),
+        cert,
         secret(
             kind.key_secret(kafka),
             "ca.key",
@@ -290,7 +306,13 @@ mod tests {
             cert_pem: "CERT".into(),
             key_pem: "KEY".into(),
         };
-        let (cert, key) = ca_secrets(&k, CaKind::Cluster, &ca, (3, 1));
+        let truststore = Truststore {
+            p12: b"P12".to_vec(),
+            password: "pw".into(),
+        };
+        let (cert, key) = ca_secrets(&k, CaKind::Cluster, &ca, (3, 1), truststore);
+        assert_eq!(secret_text(&cert, "ca.p12").as_deref(), Some("P12"));
+        assert_eq!(secret_text(&cert, "ca.password").as_deref(), Some("pw"));
         assert_eq!(
             cert.metadata.name.as_deref(),
             Some("my-cluster-cluster-ca-cert")
