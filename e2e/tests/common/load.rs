@@ -29,21 +29,35 @@ pub struct Load {
     producing: tokio::task::JoinHandle<Produced>,
     consuming: std::thread::JoinHandle<Result<BTreeMap<String, usize>>>,
     started: Instant,
+    /// Client settings both clients (and the final read) use: security, for secured listeners.
+    security: Vec<(String, String)>,
 }
 
 impl Load {
     /// Starts producing to `topic` and consuming it in group `group`.
     pub fn start(bootstrap: &str, topic: &str, group: &str) -> Result<Load> {
+        Load::start_with(bootstrap, topic, group, &[])
+    }
+
+    /// [`Load::start`] with client settings (`security.protocol`, certificates, ...).
+    pub fn start_with(
+        bootstrap: &str,
+        topic: &str,
+        group: &str,
+        security: &[(&str, &str)],
+    ) -> Result<Load> {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicUsize::new(0));
-        let producer = producer(bootstrap, &[("linger.ms", "5")])?;
+        let mut settings = security.to_vec();
+        settings.push(("linger.ms", "5"));
+        let producer = producer(bootstrap, &settings)?;
         let producing = tokio::spawn(produce_until(
             producer,
             topic.to_string(),
             stop.clone(),
             acked.clone(),
         ));
-        let mut config = client_config(bootstrap, &[]);
+        let mut config = client_config(bootstrap, security);
         config
             .set("group.id", group)
             .set("auto.offset.reset", "earliest")
@@ -62,6 +76,10 @@ impl Load {
             producing,
             consuming,
             started: Instant::now(),
+            security: security
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         })
     }
 
@@ -106,7 +124,17 @@ impl Load {
             produced.failed.len(),
             produced.failed.iter().take(3).collect::<Vec<_>>()
         );
-        let log = consume_to_end(&self.bootstrap, &self.topic, Duration::from_secs(90), &[])?;
+        let security: Vec<(&str, &str)> = self
+            .security
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let log = consume_to_end(
+            &self.bootstrap,
+            &self.topic,
+            Duration::from_secs(90),
+            &security,
+        )?;
         let duplicates: Vec<_> = log.iter().filter(|(_, n)| **n > 1).collect();
         ensure!(
             duplicates.is_empty(),

@@ -200,6 +200,10 @@ pub struct GenericKafkaListener {
     /// Node ports and advertised addresses (nodeport listeners only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub configuration: Option<GenericKafkaListenerConfiguration>,
+    /// Who may connect to this listener (the cluster's NetworkPolicy, as Strimzi's); everyone
+    /// when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_policy_peers: Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>,
 }
 
 /// Strimzi's `listeners[].configuration`, the parts that apply to nodeport listeners.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use base64::Engine;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::Action;
@@ -19,7 +20,7 @@ use crate::crd::kafka::{BrokerCounts, KafkaStatus, ListenerStatus, ListenerType,
 use crate::crd::{Condition, Kafka};
 use crate::resources::certificates::{generation, secret_text, CaKind, CERT_GENERATION_ANNOTATION};
 use crate::resources::{
-    broker_config, disruption_budget, names, selector_labels, services, statefulset,
+    broker_config, disruption_budget, names, network_policy, selector_labels, services, statefulset,
 };
 
 use super::{
@@ -223,6 +224,11 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
     apply(
         &Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns),
         &disruption_budget::disruption_budget(&kafka),
+    )
+    .await?;
+    apply(
+        &Api::<NetworkPolicy>::namespaced(client.clone(), &ns),
+        &network_policy::network_policy(&kafka),
     )
     .await?;
     let sts = apply(&sts_api, &statefulset::statefulset(&kafka, &template)).await?;

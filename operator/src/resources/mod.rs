@@ -5,6 +5,7 @@ pub mod broker_config;
 pub mod certificates;
 pub mod disruption_budget;
 pub mod names;
+pub mod network_policy;
 pub mod services;
 pub mod statefulset;
 

@@ -339,6 +339,7 @@ mod tests {
             tls: false,
             authentication: None,
             configuration: None,
+            network_policy_peers: Vec::new(),
         });
         assert_eq!(
             ports(&bootstrap_service(&k).unwrap()),
