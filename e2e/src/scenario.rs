@@ -344,6 +344,24 @@ impl Scenario {
             let text = self.kubectl(&args).unwrap_or_else(|e| format!("{e:#}"));
             report += &format!("----- {what} in {} -----\n{text}\n", self.namespace);
         }
+        // A panic scrolls out of the tails above behind the errors it causes elsewhere: look
+        // for it in the whole logs.
+        let whole = self
+            .kubectl(&[
+                "logs",
+                "-l",
+                "app.kubernetes.io/name=kafka",
+                "--all-containers",
+                "--prefix",
+                "--max-log-requests=20",
+                "--tail=-1",
+            ])
+            .unwrap_or_default();
+        report += &format!(
+            "----- panics in broker logs in {} -----\n{}\n",
+            self.namespace,
+            panic_lines(&whole)
+        );
         report
     }
 }
@@ -386,4 +404,17 @@ impl Drop for Scenario {
 
 fn helm_home() -> PathBuf {
     control_plane::target_dir().join("helm-home")
+}
+
+/// The lines of `log` that report a panic (a thread's panic message and the three lines after
+/// it), not the errors other nodes log about it.
+fn panic_lines(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.contains("panicked at") {
+            out.extend(lines[i..(i + 4).min(lines.len())].iter().copied());
+        }
+    }
+    out.join("\n")
 }

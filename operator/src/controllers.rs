@@ -40,6 +40,12 @@ pub async fn run(
         .owns(api::<ConfigMap>(&ctx, ns), Config::default())
         .owns(api::<Service>(&ctx, ns), Config::default())
         .owns(api::<PodDisruptionBudget>(&ctx, ns), Config::default())
+        // Its CA and certificate Secrets: a `force-renew` annotation acts at once, and a
+        // deleted Secret is made again.
+        .owns(
+            api::<Secret>(&ctx, ns),
+            Config::default().labels(CLUSTER_LABEL),
+        )
         // Broker pods (owned by the StatefulSet, not the Kafka): the roller acts on readiness
         // changes and on the manual-rolling-update annotation as they happen.
         .watches(

@@ -31,6 +31,8 @@ pub struct Load {
     started: Instant,
     /// Client settings both clients (and the final read) use: security, for secured listeners.
     security: Vec<(String, String)>,
+    /// The consumer group; the final read uses `<group>-check` (under an ACL prefix with it).
+    group: String,
 }
 
 impl Load {
@@ -80,6 +82,7 @@ impl Load {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            group: group.to_string(),
         })
     }
 
@@ -124,11 +127,13 @@ impl Load {
             produced.failed.len(),
             produced.failed.iter().take(3).collect::<Vec<_>>()
         );
-        let security: Vec<(&str, &str)> = self
+        let check_group = format!("{}-check", self.group);
+        let mut security: Vec<(&str, &str)> = self
             .security
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
+        security.push(("group.id", &check_group));
         let log = consume_to_end(
             &self.bootstrap,
             &self.topic,

@@ -308,9 +308,12 @@ pub fn consume_to_end(
     extra: &[(&str, &str)],
 ) -> Result<BTreeMap<String, usize>> {
     let mut config = client_config(bootstrap, extra);
-    config
-        .set("group.id", format!("e2e-to-end-{}", std::process::id()))
-        .set("enable.auto.commit", "false");
+    if config.get("group.id").is_none() {
+        // Never joined (partitions are assigned), but librdkafka wants one; a caller under
+        // authorization passes one its ACLs allow.
+        config.set("group.id", format!("e2e-to-end-{}", std::process::id()));
+    }
+    config.set("enable.auto.commit", "false");
     let consumer: BaseConsumer = config.create()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions: Vec<i32> = metadata
