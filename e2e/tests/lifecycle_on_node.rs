@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 /// Kinds the operator creates for a Kafka (besides the claims).
 const OPERATOR_KINDS: &str =
-    "statefulsets,pods,services,configmaps,poddisruptionbudgets,serviceaccounts";
+    "statefulsets,pods,services,configmaps,poddisruptionbudgets,serviceaccounts,networkpolicies,secrets";
 
 /// A one-broker Kafka on a 1Gi claim with an `external` nodeport listener.
 fn one_broker_kafka(name: &str, delete_claim: Option<bool>) -> String {
@@ -88,6 +88,13 @@ fn expected_objects(name: &str) -> Vec<String> {
         format!("configmap/{name}-kafka-config"),
         format!("poddisruptionbudget.policy/{name}-kafka"),
         format!("serviceaccount/{name}-kafka"),
+        format!("networkpolicy.networking.k8s.io/{name}-network-policy-kafka"),
+        format!("secret/{name}-cluster-ca-cert"),
+        format!("secret/{name}-cluster-ca"),
+        format!("secret/{name}-clients-ca-cert"),
+        format!("secret/{name}-clients-ca"),
+        format!("secret/{name}-kafka-brokers"),
+        format!("secret/{name}-cluster-operator-certs"),
     ]
     .into()
 }
