@@ -67,6 +67,8 @@ pub fn run_all(args: &[String]) -> anyhow::Result<()> {
         // -rs: every skipped test is listed with its reason in the summary.
         .args(["-m", "pytest", "tests/compat", "-q", "-rs"])
         .args(args)
+        // The broker this command just built, never one a shell variable points elsewhere.
+        .env("FJORD_TEST_TARGET", "fjord")
         .env("FJORD_BROKER_BIN", &env.broker)
         .current_dir(repo_root());
     run(
