@@ -78,7 +78,8 @@ async fn kafka_comes_ready_on_the_node_and_serves_clients_on_the_host() {
             );
         }
         // The operator made both CAs, in Strimzi's Secrets: a CA certificate valid for the
-        // default 365 days in `-cert`, its key only in the other Secret.
+        // default 365 days in `-cert` (also as a PKCS#12 truststore), its key only in the
+        // other Secret.
         for (ca, cn) in [
             ("cluster-ca", "cluster-ca my-cluster"),
             ("clients-ca", "clients-ca my-cluster"),
@@ -93,7 +94,10 @@ async fn kafka_comes_ready_on_the_node_and_serves_clients_on_the_host() {
                 "{cert_secret} is no CA: {described}"
             );
             let keys = secret_keys(&s, &cert_secret)?;
-            ensure!(keys == ["ca.crt"], "{cert_secret} holds {keys:?}");
+            ensure!(
+                keys == ["ca.crt", "ca.p12", "ca.password"],
+                "{cert_secret} holds {keys:?} (the certificate, PEM and PKCS#12, never the key)"
+            );
             let key_secret = format!("my-cluster-{ca}");
             let keys = secret_keys(&s, &key_secret)?;
             ensure!(keys == ["ca.key"], "{key_secret} holds {keys:?}");

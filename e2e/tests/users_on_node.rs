@@ -22,6 +22,10 @@
 //! - Forcing a cluster CA renewal (`kafka.fjord.dev/force-renew`) rolls every broker while a
 //!   TLS user keeps producing and consuming; nothing acknowledged is lost and a client that
 //!   trusts the new CA certificate works.
+//! - Replacing the cluster CA's key (`kafka.fjord.dev/force-replace`) goes through its three
+//!   rolls while a TLS user that trusts the published bundle keeps producing and consuming;
+//!   nothing acknowledged is lost, the old certificate is no longer accepted afterwards, and the
+//!   operator (whose certificate was re-issued) still administers the cluster.
 
 mod common;
 
@@ -363,6 +367,8 @@ async fn scram_and_tls_users_on_a_cluster_whose_own_ports_take_only_its_certific
             &bob_files,
         )
         .await?;
+        eprintln!("CA renewal checked after {:?}", started.elapsed());
+        ca_key_replacement_keeps_trust(&s, &mtls_bootstrap, &external, &bob_files).await?;
         eprintln!("done after {:?}", started.elapsed());
         Ok(())
     })
@@ -637,5 +643,127 @@ async fn ca_renewal_rolls_the_brokers_without_losing_anything(
         Duration::from_secs(20),
     );
     result.with_context(|| format!("metadata trusting the new CA: {errors:?}"))?;
+    Ok(())
+}
+
+/// Replaces the cluster CA's key while bob produces and consumes trusting the bundle published
+/// when the replacement starts.
+async fn ca_key_replacement_keeps_trust(
+    s: &Scenario,
+    bootstrap: &str,
+    external: &str,
+    bob_files: &(String, String),
+) -> Result<()> {
+    let phase = |s: &Scenario| {
+        s.kubectl(&[
+            "get",
+            "secret",
+            "my-cluster-cluster-ca-cert",
+            "-o",
+            "jsonpath={.metadata.annotations.kafka\\.fjord\\.dev/ca-key-replacement}",
+        ])
+    };
+    let old = secret_value(s, "my-cluster-cluster-ca-cert", "ca.crt")?;
+    let old_file = temp_file(s, "replaced-cluster-ca.crt", old.as_bytes())?;
+    s.kubectl(&[
+        "annotate",
+        "secret",
+        "my-cluster-cluster-ca",
+        "kafka.fjord.dev/force-replace=true",
+    ])?;
+    let started = Instant::now();
+    poll_until(
+        Duration::from_secs(60),
+        "the replacement to start",
+        || async { Ok(phase(s)?.trim() == "trust-both") },
+    )
+    .await?;
+    let bundle = secret_value(s, "my-cluster-cluster-ca-cert", "ca.crt")?;
+    ensure!(
+        bundle.matches("BEGIN CERTIFICATE").count() == 2 && bundle.contains(old.trim()),
+        "ca.crt during the replacement is not the new and the old certificate: {bundle}"
+    );
+    let status_certs = s.kubectl(&[
+        "get",
+        "kafka",
+        "my-cluster",
+        "-o",
+        "jsonpath={.status.listeners[?(@.name==\"mtls\")].certificates}",
+    ]);
+    eprintln!(
+        "replacement started; status lists {} certificate(s)",
+        status_certs
+            .map(|c| c.matches("BEGIN CERTIFICATE").count())
+            .unwrap_or(0)
+    );
+    let bundle_file = temp_file(s, "bundle-cluster-ca.crt", bundle.as_bytes())?;
+    let security = mtls(bob_files, &bundle_file);
+    let load = Load::start_with(bootstrap, "bob-orders", "bob-replace", &security)?;
+    let replaced = async {
+        load.wait_acked(200, Duration::from_secs(60)).await?;
+        poll_until(
+            Duration::from_secs(480),
+            "the key replacement to finish",
+            || async {
+                let done = phase(s)?.trim().is_empty();
+                let certs = secret_value(s, "my-cluster-cluster-ca-cert", "ca.crt")?;
+                let rolling = s.kubectl(&[
+                    "get",
+                    "kafka",
+                    "my-cluster",
+                    "-o",
+                    "jsonpath={.status.rollingUpdate}",
+                ])?;
+                let pods = broker_uids(s).await?;
+                Ok(done
+                    && certs.matches("BEGIN CERTIFICATE").count() == 1
+                    && rolling.trim().is_empty()
+                    && pods.len() == 3
+                    && pods.values().all(|(_, ready)| *ready))
+            },
+        )
+        .await?;
+        eprintln!(
+            "key replaced in {:?} ({} acknowledged so far)",
+            started.elapsed(),
+            load.acked()
+        );
+        let acked = load.acked();
+        load.wait_acked(acked + 100, Duration::from_secs(60))
+            .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    let finished = load.finish(false).await;
+    replaced?;
+    finished?;
+    let new = secret_value(s, "my-cluster-cluster-ca-cert", "ca.crt")?;
+    ensure!(
+        new.trim() != old.trim(),
+        "the CA certificate did not change"
+    );
+    let new_file = listener_ca_file(s, "my-cluster", "external")?;
+    let verified = openssl_connect(external, &new_file)?;
+    ensure!(verified.contains("Verification: OK"), "{verified}");
+    ensure!(
+        openssl_connect(external, &old_file).is_err(),
+        "the brokers still present a certificate the replaced CA signed"
+    );
+    let key_annotations = s.kubectl(&[
+        "get",
+        "secret",
+        "my-cluster-cluster-ca",
+        "-o",
+        "jsonpath={.metadata.annotations}",
+    ])?;
+    ensure!(
+        !key_annotations.contains("force-replace"),
+        "force-replace left on the key Secret: {key_annotations}"
+    );
+    // The operator still administers the cluster with its re-issued certificate.
+    apply_yaml(s, "topic", &topic_yaml("my-cluster", "after-replace", 1, 3))?;
+    wait_ready(s, "kafkatopic", "after-replace", Duration::from_secs(90)).await?;
+    s.wait_kafka_ready("my-cluster", Duration::from_secs(60))
+        .await?;
     Ok(())
 }

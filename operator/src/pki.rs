@@ -218,12 +218,42 @@ fn p12_error(e: p12_keystore::error::Error) -> PkiError {
     PkiError::Pkcs12(e.to_string())
 }
 
-/// A PKCS#12 truststore holding `ca_pem` as a trusted certificate (Java reads it as a
-/// truststore: the entry carries Java's trusted-certificate attribute), as Strimzi's `ca.p12`.
+/// Each certificate of a PEM bundle (several CA certificates while a CA key is replaced), as
+/// its own PEM text, in order.
+pub fn split_certificates(bundle: &str) -> Vec<String> {
+    ::pem::parse_many(bundle)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.tag() == "CERTIFICATE")
+        .map(|p| {
+            ::pem::encode_config(
+                &p,
+                ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF),
+            )
+        })
+        .collect()
+}
+
+/// A PKCS#12 truststore holding every certificate of `ca_pem` as a trusted certificate (Java
+/// reads it as a truststore: the entries carry Java's trusted-certificate attribute), as
+/// Strimzi's `ca.p12`.
 pub fn pkcs12_truststore(ca_pem: &str, password: &str) -> Result<Vec<u8>, PkiError> {
     let mut store = p12_keystore::KeyStore::new();
-    let ca = p12_keystore::Certificate::from_der(&der(ca_pem)?).map_err(p12_error)?;
-    store.add_entry("ca.crt", p12_keystore::KeyStoreEntry::Certificate(ca));
+    let certs = split_certificates(ca_pem);
+    if certs.is_empty() {
+        return Err(PkiError::NotACertificate(
+            "no CERTIFICATE in the CA PEM".into(),
+        ));
+    }
+    for (i, pem) in certs.iter().enumerate() {
+        let ca = p12_keystore::Certificate::from_der(&der(pem)?).map_err(p12_error)?;
+        let alias = if i == 0 {
+            "ca.crt".to_string()
+        } else {
+            format!("ca-{i}.crt")
+        };
+        store.add_entry(&alias, p12_keystore::KeyStoreEntry::Certificate(ca));
+    }
     store.writer(password).write().map_err(p12_error)
 }
 
@@ -454,6 +484,19 @@ mod tests {
         assert!(
             p12_keystore::KeyStore::from_pkcs12(&bytes, "wrong", policy).is_err(),
             "the password protects it"
+        );
+        let other = new_ca("clients-ca c (next)", now(), validity).unwrap();
+        let bundle = format!("{}{}", other.cert_pem, ca.cert_pem);
+        assert_eq!(
+            split_certificates(&bundle),
+            vec![other.cert_pem.clone(), ca.cert_pem.clone()]
+        );
+        let both = pkcs12_truststore(&bundle, &password).unwrap();
+        let store = p12_keystore::KeyStore::from_pkcs12(&both, &password, policy).unwrap();
+        assert_eq!(
+            store.entries_len(),
+            2,
+            "every certificate of a bundle is trusted"
         );
         let bytes = pkcs12_truststore(&ca.cert_pem, &password).unwrap();
         let store = p12_keystore::KeyStore::from_pkcs12(&bytes, &password, policy).unwrap();

@@ -21,12 +21,12 @@ use time::OffsetDateTime;
 
 use crate::crd::{Condition, Kafka};
 use crate::pki::{self, CertAndKey, Validity};
-use crate::resources::certificates::Truststore;
 use crate::resources::certificates::{
     broker_cert_files, broker_cert_names, broker_certs_secret_name, ca_secrets, generation,
     issued_from, issued_is_current, issued_secret, operator_certs_secret_name, secret_text, CaKind,
     CERT_GENERATION_ANNOTATION, KEY_GENERATION_ANNOTATION, OPERATOR_CERT_FILES,
 };
+use crate::resources::certificates::{Replacement, Truststore};
 
 use super::{apply, Context, Error};
 
@@ -114,6 +114,19 @@ async fn reconcile_ca(
             .as_ref()
             .map_or(0, |s| generation(s, KEY_GENERATION_ANNOTATION)),
     );
+    if super::ca_replacement::advance(
+        kafka,
+        ctx,
+        api,
+        kind,
+        cert_secret.as_ref(),
+        key_secret.as_ref(),
+    )
+    .await?
+    {
+        // A key replacement under way: it renews the certificate itself.
+        return Ok(None);
+    }
     let common_name = kind.common_name(kafka);
     let invalid = |e: pki::PkiError| Error::Invalid(e.to_string());
     let forced = cert_secret
@@ -128,7 +141,7 @@ async fn reconcile_ca(
                 generations.0 + u64::from(cert_secret.is_some()),
                 generations.1 + u64::from(key_secret.is_some()),
             );
-            write(api, kafka, kind, &ca, next).await?;
+            write(api, kafka, kind, &ca, next, None).await?;
             let note = format!("created {common_name} in Secrets {cert_name} and {key_name}");
             ctx.event(kafka, false, "CertificateAuthorityCreated", note)
                 .await;
@@ -137,7 +150,15 @@ async fn reconcile_ca(
         CaAction::Renew => {
             let old = existing.expect("renewal needs an existing CA");
             let ca = pki::renew_ca(&old, &common_name, now, validity).map_err(invalid)?;
-            write(api, kafka, kind, &ca, (generations.0 + 1, generations.1)).await?;
+            write(
+                api,
+                kafka,
+                kind,
+                &ca,
+                (generations.0 + 1, generations.1),
+                None,
+            )
+            .await?;
             if forced {
                 // The user's annotation is not in the operator's applied fields: remove it
                 // explicitly, or every reconcile would renew again.
@@ -181,22 +202,36 @@ async fn reconcile_ca(
     }
 }
 
-/// The certificate and key of `kind`, when both are stored (a user-managed CA may be missing:
-/// its Warning already says so).
+/// A stored CA as a signer: the certificate that goes with the key (the first of `ca.crt`, which
+/// holds two while the key is replaced) and whether issuing must wait (a key replacement whose
+/// brokers do not trust the new key yet).
+pub struct StoredCa {
+    pub ca: CertAndKey,
+    pub hold_issuing: bool,
+}
+
+/// The signing certificate and key of `kind`, when both are stored (a user-managed CA may be
+/// missing: its Warning already says so).
 pub async fn stored_ca(
     api: &Api<Secret>,
     kafka: &Kafka,
     kind: CaKind,
-) -> Result<Option<CertAndKey>, Error> {
+) -> Result<Option<StoredCa>, Error> {
     let (Some(cert), Some(key)) = (
         api.get_opt(&kind.cert_secret(kafka)).await?,
         api.get_opt(&kind.key_secret(kafka)).await?,
     ) else {
         return Ok(None);
     };
-    Ok(secret_text(&cert, "ca.crt")
+    let hold_issuing = Replacement::of(&cert) == Some(Replacement::TrustBoth);
+    let signing = secret_text(&cert, "ca.crt")
+        .and_then(|bundle| pki::split_certificates(&bundle).into_iter().next());
+    Ok(signing
         .zip(secret_text(&key, "ca.key"))
-        .map(|(cert_pem, key_pem)| CertAndKey { cert_pem, key_pem }))
+        .map(|(cert_pem, key_pem)| StoredCa {
+            ca: CertAndKey { cert_pem, key_pem },
+            hold_issuing,
+        }))
 }
 
 /// One certificate to issue into a Secret: file names and the names (SANs) it covers.
@@ -217,14 +252,16 @@ pub struct Issuance {
 }
 
 /// Issues `issuance` into its Secret unless what is stored was issued from the same input and
-/// is not due for renewal. `Ok(true)` when it issued.
+/// is not due for renewal, or issuing is on hold (a key replacement) and something is stored.
+/// `Ok(true)` when it issued.
 pub async fn ensure_issued(
     api: &Api<Secret>,
     kafka: &Kafka,
-    ca: &CertAndKey,
+    signer: &StoredCa,
     validity: Validity,
     issuance: Issuance,
 ) -> Result<bool, Error> {
+    let ca = &signer.ca;
     let names: Vec<Vec<String>> = issuance.leaves.iter().map(|l| l.sans.clone()).collect();
     let input = issued_from(
         &ca.cert_pem,
@@ -239,7 +276,7 @@ pub async fn ensure_issued(
         .map(|l| l.cert_file.clone())
         .collect();
     if let Some(existing) = api.get_opt(&issuance.secret).await? {
-        if issued_is_current(&existing, &input, &cert_files, now, validity) {
+        if signer.hold_issuing || issued_is_current(&existing, &input, &cert_files, now, validity) {
             return Ok(false);
         }
     }
@@ -366,12 +403,15 @@ pub async fn operator_tls(
     }))
 }
 
-async fn write(
+/// Writes a CA's two Secrets (`ca.cert_pem` may be a bundle: every certificate in it is
+/// trusted, the first signs).
+pub(super) async fn write(
     api: &Api<Secret>,
     kafka: &Kafka,
     kind: CaKind,
     ca: &CertAndKey,
     generations: (u64, u64),
+    replacement: Option<Replacement>,
 ) -> Result<(), Error> {
     let password = pki::store_password();
     let truststore = Truststore {
@@ -379,7 +419,7 @@ async fn write(
             .map_err(|e| Error::Invalid(e.to_string()))?,
         password,
     };
-    let (cert, key) = ca_secrets(kafka, kind, ca, generations, truststore);
+    let (cert, key) = ca_secrets(kafka, kind, ca, generations, truststore, replacement);
     // The key first: a certificate Secret never points at a key that is not stored yet.
     apply(api, &key).await?;
     apply(api, &cert).await?;

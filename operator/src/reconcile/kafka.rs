@@ -211,7 +211,12 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
     let clients_ca = secrets
         .get_opt(&CaKind::Clients.cert_secret(&kafka))
         .await?;
-    let listener_ca = cluster_ca.as_ref().and_then(|s| secret_text(s, "ca.crt"));
+    // Every certificate clients must trust: two while the cluster CA's key is replaced.
+    let listener_ca: Vec<String> = cluster_ca
+        .as_ref()
+        .and_then(|s| secret_text(s, "ca.crt"))
+        .map(|bundle| crate::pki::split_certificates(&bundle))
+        .unwrap_or_default();
     let template = statefulset::TemplateInputs {
         config_hash: hash,
         cluster_ca_generation: cluster_ca
@@ -303,7 +308,7 @@ pub async fn reconcile(kafka: Arc<Kafka>, ctx: Arc<Context>) -> Result<Action, E
                     .iter()
                     .any(|l| l.name == name && l.tls);
                 ListenerStatus {
-                    certificates: listener_ca.clone().filter(|_| tls).into_iter().collect(),
+                    certificates: if tls { listener_ca.clone() } else { Vec::new() },
                     name,
                     bootstrap_servers,
                 }

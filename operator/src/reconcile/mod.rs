@@ -4,6 +4,7 @@
 //! (restarts), [`scaling`] and [`topic_replicas`] (replica moves, both through
 //! [`reassignment`]) and [`user_acls`].
 
+pub mod ca_replacement;
 pub mod certificates;
 pub mod kafka;
 pub mod reassignment;

@@ -335,8 +335,12 @@ async fn tls_credentials(
             ),
         )));
     };
+    if ca.hold_issuing && owned.is_some() {
+        // The clients CA's key is being replaced and the brokers do not trust the new one yet.
+        return Ok(Ok(None));
+    }
     let now = time::OffsetDateTime::now_utc();
-    tls_user_secret(user, &kafka.name_any(), owned, &ca, validity, now)
+    tls_user_secret(user, &kafka.name_any(), owned, &ca.ca, validity, now)
         .map(Ok)
         .map_err(|e| Error::Invalid(e.to_string()))
 }

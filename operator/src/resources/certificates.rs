@@ -20,6 +20,44 @@ pub const CERT_GENERATION_ANNOTATION: &str = "kafka.fjord.dev/ca-cert-generation
 /// Generation of the CA key (on the key Secret), as Strimzi's `strimzi.io/ca-key-generation`.
 pub const KEY_GENERATION_ANNOTATION: &str = "kafka.fjord.dev/ca-key-generation";
 
+/// Annotation on a CA's key Secret asking for a new key (Strimzi's `strimzi.io/force-replace`);
+/// removed once the replacement starts.
+pub const FORCE_REPLACE_ANNOTATION: &str = "kafka.fjord.dev/force-replace";
+/// Annotation on a CA's `-cert` Secret while its key is being replaced: the [`Replacement`]
+/// phase.
+pub const REPLACEMENT_ANNOTATION: &str = "kafka.fjord.dev/ca-key-replacement";
+
+/// Where a CA key replacement stands. Trust is never broken: first every broker trusts the old
+/// and the new certificate (`ca.crt` holds both, new first) while everything is still signed by
+/// the old key; then everything is issued again with the new key; then the old certificate goes.
+/// Each step waits until every broker restarted onto the previous one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replacement {
+    /// `ca.crt` is the new and the old certificate; nothing is issued with the new key yet.
+    TrustBoth,
+    /// Certificates are issued with the new key; `ca.crt` still holds both.
+    Reissue,
+}
+
+impl Replacement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Replacement::TrustBoth => "trust-both",
+            Replacement::Reissue => "reissue",
+        }
+    }
+
+    /// The phase recorded on a `-cert` Secret, if a replacement is under way.
+    pub fn of(secret: &Secret) -> Option<Replacement> {
+        let annotations = secret.metadata.annotations.as_ref()?;
+        match annotations.get(REPLACEMENT_ANNOTATION)?.as_str() {
+            "trust-both" => Some(Replacement::TrustBoth),
+            "reissue" => Some(Replacement::Reissue),
+            _ => None,
+        }
+    }
+}
+
 /// Which of a cluster's two CAs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CaKind {
@@ -95,6 +133,7 @@ pub fn ca_secrets(
     ca: &CertAndKey,
     (cert_generation, key_generation): (u64, u64),
     truststore: Truststore,
+    replacement: Option<Replacement>,
 ) -> (Secret, Secret) {
     let secret = |name: String, key: &str, value: &str, annotation: (&str, u64)| {
         let mut meta = owned_meta(kafka, name);
@@ -118,6 +157,9 @@ pub fn ca_secrets(
         &ca.cert_pem,
         (CERT_GENERATION_ANNOTATION, cert_generation),
     );
+    if let (Some(phase), Some(annotations)) = (replacement, cert.metadata.annotations.as_mut()) {
+        annotations.insert(REPLACEMENT_ANNOTATION.into(), phase.as_str().into());
+    }
     if let Some(data) = cert.data.as_mut() {
         data.insert("ca.p12".into(), ByteString(truststore.p12));
         data.insert(
@@ -310,7 +352,8 @@ mod tests {
             p12: b"P12".to_vec(),
             password: "pw".into(),
         };
-        let (cert, key) = ca_secrets(&k, CaKind::Cluster, &ca, (3, 1), truststore);
+        let (cert, key) = ca_secrets(&k, CaKind::Cluster, &ca, (3, 1), truststore, None);
+        assert_eq!(Replacement::of(&cert), None);
         assert_eq!(secret_text(&cert, "ca.p12").as_deref(), Some("P12"));
         assert_eq!(secret_text(&cert, "ca.password").as_deref(), Some("pw"));
         assert_eq!(
