@@ -176,12 +176,25 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>> {
-        Ok(self
+        let entries: Vec<Entry<TypeConfig>> = self
             .lock()
             .entries
             .range(range)
             .map(|(_, e)| e.clone())
-            .collect())
+            .collect();
+        // Raft assumes what it reads is contiguous; a hole would otherwise surface as a panic
+        // far from its cause, so name it here.
+        if let Some(pair) = entries
+            .windows(2)
+            .find(|w| w[1].log_id.index != w[0].log_id.index + 1)
+        {
+            tracing::error!(
+                after = pair[0].log_id.index,
+                next = pair[1].log_id.index,
+                "the Raft log has a hole"
+            );
+        }
+        Ok(entries)
     }
 }
 

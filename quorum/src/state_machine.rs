@@ -49,6 +49,12 @@ pub struct StateMachine {
     inner: Arc<Mutex<Inner>>,
     applier: Arc<dyn Applier>,
     path: PathBuf,
+    /// Held while an entry is applied and its index recorded, and while a snapshot reads the
+    /// applier's state and that index: Raft builds snapshots on another task while entries keep
+    /// being applied, and a snapshot whose state and `last_log_id` disagree would make every
+    /// node restored from it skip the entries in between. Never held across an await, and
+    /// separate from `inner` so the applier's hooks may read `last_applied`.
+    applying: Arc<Mutex<()>>,
 }
 
 impl StateMachine {
@@ -75,6 +81,7 @@ impl StateMachine {
             inner: Arc::new(Mutex::new(inner)),
             applier,
             path,
+            applying: Arc::default(),
         })
     }
 
@@ -90,25 +97,31 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
-        let state = self.applier.snapshot();
-        let mut inner = self.lock();
-        inner.snapshots_built += 1;
-        let meta = Meta {
-            last_log_id: inner.last_applied,
-            last_membership: inner.membership.clone(),
-            snapshot_id: format!(
-                "{}-{}",
-                inner.last_applied.map(|l| l.index).unwrap_or(0),
-                inner.snapshots_built
-            ),
+        let (state, meta) = {
+            let _applying = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+            // The state and the index it includes, read together.
+            let state = self.applier.snapshot();
+            let mut inner = self.lock();
+            inner.snapshots_built += 1;
+            let meta = Meta {
+                last_log_id: inner.last_applied,
+                last_membership: inner.membership.clone(),
+                snapshot_id: format!(
+                    "{}-{}",
+                    inner.last_applied.map(|l| l.index).unwrap_or(0),
+                    inner.snapshots_built
+                ),
+            };
+            (state, meta)
         };
         let file = SnapshotFile {
             meta: meta.clone(),
             state,
         };
+        // Written without any lock held: entries keep being applied meanwhile.
         write_json_atomic(&self.path, &file).map_err(|e| io_err(ErrorVerb::Write, e))?;
         let bytes = serde_json::to_vec(&file).map_err(|e| io_err(ErrorVerb::Write, e))?;
-        inner.snapshot = Some((meta.clone(), bytes.clone()));
+        self.lock().snapshot = Some((meta.clone(), bytes.clone()));
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -136,6 +149,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut out = Vec::new();
         for entry in entries {
+            let _applying = self.applying.lock().unwrap_or_else(|p| p.into_inner());
             match &entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(command) => self.applier.apply(&command.0),
@@ -181,5 +195,76 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RestoreError;
+    use openraft::CommittedLeaderId;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    /// Counts applied commands; taking a snapshot is slow, as a large image's is.
+    struct Counter(AtomicU64);
+
+    impl Applier for Counter {
+        fn apply(&self, _command: &serde_json::Value) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn snapshot(&self) -> serde_json::Value {
+            let count = self.0.load(Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(100));
+            serde_json::json!(count)
+        }
+        fn restore(&self, state: serde_json::Value) -> std::result::Result<(), RestoreError> {
+            self.0.store(state.as_u64().unwrap_or(0), Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn entry(index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 0), index),
+            payload: EntryPayload::Normal(crate::Command(serde_json::json!(index))),
+        }
+    }
+
+    /// Regression: the snapshot's state was read before its index, so entries applied in
+    /// between were counted in `last_log_id` but missing from the state, and every node
+    /// restored from it skipped them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_holds_exactly_the_entries_its_index_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(dir.path(), Arc::new(Counter(AtomicU64::new(0)))).unwrap();
+        sm.apply((1..=10).map(entry)).await.unwrap();
+        let mut builder = sm.get_snapshot_builder().await;
+        let building = tokio::spawn(async move { builder.build_snapshot().await.unwrap() });
+        // Entries applied while the snapshot is being taken.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut applier_side = sm.clone();
+        let applying =
+            tokio::spawn(async move { applier_side.apply((11..=20).map(entry)).await.unwrap() });
+        let snapshot = building.await.unwrap();
+        applying.await.unwrap();
+        let state: u64 = serde_json::from_slice::<SnapshotFile>(&snapshot.snapshot.into_inner())
+            .unwrap()
+            .state
+            .as_u64()
+            .unwrap();
+        let index = snapshot.meta.last_log_id.map(|l| l.index).unwrap();
+        assert_eq!(
+            state, index,
+            "state of {state} entries labelled as up to {index}"
+        );
+        // And a node restored from it continues from the right place.
+        let restored =
+            StateMachine::open(dir.path(), Arc::new(Counter(AtomicU64::new(0)))).unwrap();
+        assert_eq!(
+            restored.last_applied().map(|l| l.index),
+            Some(state),
+            "restored state and index agree"
+        );
     }
 }
