@@ -191,6 +191,13 @@ async fn brokers_current(
     if template_generation != Some(generation.to_string()) {
         return Ok(false);
     }
+    // The revision in the status is the template's only once the StatefulSet controller has
+    // seen this generation: right after the template changed it still names the old one, which
+    // every pod runs.
+    let observed = sts.status.as_ref().and_then(|s| s.observed_generation);
+    if observed.is_none() || observed != sts.metadata.generation {
+        return Ok(false);
+    }
     let Some(revision) = sts.status.as_ref().and_then(|s| s.update_revision.clone()) else {
         return Ok(false);
     };
