@@ -196,10 +196,13 @@ where
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last_error = None;
     loop {
-        match check().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(error) => last_error = Some(error),
+        // A check that never answers (a hung API call) must not outlive the deadline.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left.max(Duration::from_secs(10)), check()).await {
+            Ok(Ok(true)) => return Ok(()),
+            Ok(Ok(false)) => {}
+            Ok(Err(error)) => last_error = Some(error),
+            Err(_) => last_error = Some(anyhow!("the check did not answer before the deadline")),
         }
         if tokio::time::Instant::now() >= deadline {
             let detail = last_error

@@ -102,6 +102,42 @@ pub struct QuorumNode {
     leader_client: tokio::sync::Mutex<Option<(u64, PeerClient)>>,
 }
 
+/// How long a voter with an empty log waits to hear from a leader before it proposes the
+/// initial configuration: several heartbeats, and a leader's retry after a failed connection.
+const PRISTINE_VOTER_WAIT: Duration = Duration::from_secs(3);
+
+/// Whether a leader reached this node within `wait` (its term moved past 0). A voter whose log
+/// is empty may be new (a cluster being created: nobody leads yet) or may have lost its disk
+/// (ephemeral storage, a replaced volume) in a cluster that runs on. In the second case it
+/// must not start a log of its own: its initial entry would sit below what the leader sends
+/// (a snapshot and the entries after it) and leave a hole Raft cannot apply across. The leader
+/// fills an empty log itself.
+async fn contacted_by_a_leader(raft: &Raft, wait: Duration) -> bool {
+    let mut metrics = raft.metrics();
+    let reached = tokio::time::timeout(wait, async {
+        loop {
+            {
+                let m = metrics.borrow_and_update();
+                if m.current_term > 0 || m.current_leader.is_some() {
+                    return;
+                }
+            }
+            if metrics.changed().await.is_err() {
+                // The node stopped: nothing more will come.
+                std::future::pending::<()>().await;
+            }
+        }
+    })
+    .await
+    .is_ok();
+    if reached {
+        tracing::info!(
+            "empty quorum log: a leader already runs, joining it instead of initializing"
+        );
+    }
+    reached
+}
+
 impl QuorumNode {
     /// Starts the node serving RPCs on `listener` (already bound, so tests can use port 0).
     pub async fn start(
@@ -140,7 +176,11 @@ impl QuorumNode {
             handler.clone(),
             config.tls.clone(),
         ));
-        if pristine && config.voters.contains_key(&config.node_id) {
+        let sole_voter = config.voters.len() == 1;
+        if pristine
+            && config.voters.contains_key(&config.node_id)
+            && (sole_voter || !contacted_by_a_leader(&raft, PRISTINE_VOTER_WAIT).await)
+        {
             let members: BTreeMap<u64, BasicNode> = config
                 .voters
                 .iter()
