@@ -74,8 +74,12 @@ spec:
       min.insync.replicas: 2
       offsets.topic.replication.factor: 3
       auto.create.topics.enable: false
+    # Persistent: brokers keep their metadata log across the rolls below (a voter restarted on
+    # an empty emptyDir must rejoin from the leader; see the quorum notes in issue 15).
     storage:
-      type: ephemeral
+      type: persistent-claim
+      size: 1Gi
+      deleteClaim: true
 "#;
 
 const USERS: &str = r#"apiVersion: kafka.fjord.dev/v1
