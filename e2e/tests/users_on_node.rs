@@ -113,7 +113,7 @@ spec:
   authorization:
     type: simple
     acls:
-      - resource: {type: topic, name: bob-orders, patternType: literal}
+      - resource: {type: topic, name: bob-, patternType: prefix}
         operations: [Write, Describe, Read, DescribeConfigs]
       - resource: {type: group, name: bob-, patternType: prefix}
         operations: [Read]
@@ -250,14 +250,15 @@ async fn scram_and_tls_users_on_a_cluster_whose_own_ports_take_only_its_certific
             &s,
             "topics",
             &format!(
-                "{}---\n{}---\n{}",
+                "{}---\n{}---\n{}---\n{}",
                 topic_yaml("my-cluster", "alice-orders", 3, 3),
                 topic_yaml("my-cluster", "bob-orders", 3, 3),
+                topic_yaml("my-cluster", "bob-replaced", 3, 3),
                 topic_yaml("my-cluster", "forbidden", 1, 3)
             ),
         )?;
         apply_yaml(&s, "users", USERS)?;
-        for topic in ["alice-orders", "bob-orders", "forbidden"] {
+        for topic in ["alice-orders", "bob-orders", "bob-replaced", "forbidden"] {
             wait_ready(&s, "kafkatopic", topic, Duration::from_secs(90)).await?;
         }
         for user in ["alice", "bob"] {
@@ -702,7 +703,8 @@ async fn ca_key_replacement_keeps_trust(
     );
     let bundle_file = temp_file(s, "bundle-cluster-ca.crt", bundle.as_bytes())?;
     let security = mtls(bob_files, &bundle_file);
-    let load = Load::start_with(bootstrap, "bob-orders", "bob-replace", &security)?;
+    // A topic of its own: the load numbers its records from 0 again.
+    let load = Load::start_with(bootstrap, "bob-replaced", "bob-replace", &security)?;
     let replaced = async {
         load.wait_acked(200, Duration::from_secs(60)).await?;
         poll_until(
