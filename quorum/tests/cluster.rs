@@ -69,6 +69,24 @@ async fn start_keeping(
     (node, recorder)
 }
 
+type Nodes = BTreeMap<u64, (QuorumNode, Arc<Recorder>)>;
+
+/// Three voters on loopback ports, each keeping `keep` entries after a snapshot.
+async fn three_voters(dir: &Path, keep: u64) -> (BTreeMap<u64, String>, Nodes) {
+    let mut listeners = BTreeMap::new();
+    let mut voters = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        voters.insert(id, l.local_addr().unwrap().to_string());
+        listeners.insert(id, l);
+    }
+    let mut nodes = BTreeMap::new();
+    for (id, l) in listeners {
+        nodes.insert(id, start_keeping(id, dir, &voters, l, keep).await);
+    }
+    (voters, nodes)
+}
+
 async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !check() {
@@ -80,17 +98,7 @@ async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn elects_replicates_fails_over_and_catches_up() {
     let dir = tempfile::tempdir().unwrap();
-    let mut listeners = BTreeMap::new();
-    let mut voters = BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        voters.insert(id, l.local_addr().unwrap().to_string());
-        listeners.insert(id, l);
-    }
-    let mut nodes = BTreeMap::new();
-    for (id, l) in listeners {
-        nodes.insert(id, start(id, dir.path(), &voters, l).await);
-    }
+    let (voters, mut nodes) = three_voters(dir.path(), 0).await;
 
     let leader = nodes[&1].0.wait_for_leader(Duration::from_secs(10)).await;
     let leader = leader.expect("a leader within 10 s");
@@ -224,17 +232,7 @@ async fn shutdown_closes_the_connections_it_was_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_voter_that_lost_its_disk_rejoins_from_the_leader() {
     let dir = tempfile::tempdir().unwrap();
-    let mut listeners = BTreeMap::new();
-    let mut voters = BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        voters.insert(id, l.local_addr().unwrap().to_string());
-        listeners.insert(id, l);
-    }
-    let mut nodes = BTreeMap::new();
-    for (id, l) in listeners {
-        nodes.insert(id, start_keeping(id, dir.path(), &voters, l, 10).await);
-    }
+    let (voters, mut nodes) = three_voters(dir.path(), 10).await;
     let leader = nodes[&1]
         .0
         .wait_for_leader(Duration::from_secs(10))
