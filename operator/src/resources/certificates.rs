@@ -1,8 +1,10 @@
-//! The CA Secrets in the shape Strimzi gives them, so tools and habits carry over: the public
-//! part `<cluster>-cluster-ca-cert` / `<cluster>-clients-ca-cert` (`ca.crt`, for clients to
-//! trust) apart from the private key `<cluster>-cluster-ca` / `<cluster>-clients-ca`
-//! (`ca.key`, for the operator alone), each with a generation annotation that grows on every
-//! renewal.
+//! The certificate Secrets in the shape Strimzi gives them, so tools and habits carry over: the
+//! CAs' public part `<cluster>-cluster-ca-cert` / `<cluster>-clients-ca-cert` (`ca.crt`, also as
+//! `ca.p12`, for clients to trust) apart from the private key `<cluster>-cluster-ca` /
+//! `<cluster>-clients-ca` (`ca.key`, for the operator alone), each with a generation annotation
+//! that grows on every renewal; and the Secrets of what the cluster CA signs — the brokers'
+//! `<cluster>-kafka-brokers` and the operator's `<cluster>-cluster-operator-certs` — with the
+//! fingerprint they were issued from. Where brokers mount them is decided here too.
 
 use std::collections::BTreeMap;
 
