@@ -25,10 +25,10 @@ use crate::resources::certificates::{
     generation, needs_clients_ca, secret_text, CaKind, Replacement, CERT_GENERATION_ANNOTATION,
     FORCE_REPLACE_ANNOTATION, KEY_GENERATION_ANNOTATION,
 };
+use crate::resources::names;
 use crate::resources::statefulset::{
     CLIENTS_CA_GENERATION_ANNOTATION, CLUSTER_CA_GENERATION_ANNOTATION,
 };
-use crate::resources::{names, selector_labels};
 
 use super::{Context, Error};
 
@@ -202,11 +202,7 @@ async fn brokers_current(
         return Ok(false);
     };
     let replicas = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-    let selector = selector_labels(kafka)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let selector = crate::resources::selector_string(kafka);
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
         .list(&ListParams::default().labels(&selector))
         .await?

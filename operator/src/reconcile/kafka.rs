@@ -20,7 +20,7 @@ use crate::crd::kafka::{BrokerCounts, KafkaStatus, ListenerStatus, ListenerType,
 use crate::crd::{Condition, Kafka};
 use crate::resources::certificates::{generation, secret_text, CaKind, CERT_GENERATION_ANNOTATION};
 use crate::resources::{
-    broker_config, disruption_budget, names, network_policy, selector_labels, services, statefulset,
+    broker_config, disruption_budget, names, network_policy, services, statefulset,
 };
 
 use super::{
@@ -411,11 +411,7 @@ async fn remove_stale_services(
         .iter()
         .filter_map(|s| s.metadata.name.clone())
         .collect();
-    let selector = selector_labels(kafka)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let selector = crate::resources::selector_string(kafka);
     let owned = api.list(&ListParams::default().labels(&selector)).await?;
     for svc in owned {
         let name = svc.name_any();

@@ -31,7 +31,7 @@ use crate::planning::roll::{
     classify_unsafe, decide, roll_order, Blocker, BrokerPod, Decision, RestartReason, Safety,
 };
 use crate::resources::statefulset::POD_INDEX_LABEL;
-use crate::resources::{names, selector_labels, ADMIN_PORT};
+use crate::resources::{names, ADMIN_PORT};
 
 use super::{Context, Error};
 
@@ -81,11 +81,7 @@ pub async fn step(
         return Ok(keep(previous));
     }
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let selector = selector_labels(kafka)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let selector = crate::resources::selector_string(kafka);
     let listed = pods_api
         .list(&ListParams::default().labels(&selector))
         .await?;

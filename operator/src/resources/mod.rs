@@ -37,6 +37,15 @@ pub fn selector_labels(kafka: &Kafka) -> BTreeMap<String, String> {
     ])
 }
 
+/// [`selector_labels`] as a label selector string (`k=v,...`), for list calls.
+pub fn selector_string(kafka: &Kafka) -> String {
+    selector_labels(kafka)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Labels on every object the operator builds for a cluster.
 pub fn common_labels(kafka: &Kafka) -> BTreeMap<String, String> {
     let mut labels = selector_labels(kafka);
