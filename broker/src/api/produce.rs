@@ -272,12 +272,24 @@ fn check_partition(
 
 /// Appends every checked batch (blocking: runs on the disk pool). Each log's lock is held for
 /// its own append only.
+///
+/// Leadership is checked again under the log's lock: between `check_partition` and this
+/// append the batch waits for a disk thread, and meanwhile the partition may have become a
+/// follower whose fetcher has already truncated the log to the new leader's. An append then
+/// would leave a batch of the old epoch in the follower's log that no later truncation
+/// removes — and the producer's retry, stored by the new leader, would be in that log twice.
+/// Every leader change bumps the leader epoch, so an unchanged epoch means still the leader
+/// (the epoch is an atomic: taking the replica lock here would invert the lock order).
 fn append_all(appends: Vec<Append>) -> Vec<Appended> {
     let now = now_ms();
     appends
         .into_iter()
         .map(|a| {
             let mut log = a.partition.log.write();
+            if a.partition.leader_epoch() != a.leader_epoch {
+                drop(log);
+                return (a, Err(AppendError::Protocol(ErrorCode::NotLeaderOrFollower)));
+            }
             let result = log
                 .append(&a.records, &a.headers, a.leader_epoch, now)
                 .map(|o| (o, log.log_start_offset()));
@@ -351,5 +363,58 @@ fn answer(
             services.log_dir.record_failure(e, append.records.len());
             Outcome::Done(error(index, code, Some(message)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::test_support::make_batch;
+    use crate::log::PartitionLog;
+    use crate::metadata::PartitionMeta;
+    use crate::topic_config::TopicSettings;
+
+    fn append_of(partition: &Arc<Partition>, leader_epoch: i32) -> Append {
+        let records = make_batch(3, Some((7, 0, 0)), 0);
+        let headers = batch::validate_all(&records).unwrap();
+        Append {
+            partition: partition.clone(),
+            records: bytes::Bytes::from(records),
+            headers,
+            leader_epoch,
+            min_insync: 1,
+        }
+    }
+
+    #[test]
+    fn a_batch_checked_under_an_older_leader_epoch_is_not_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = TopicSettings::resolve(&Default::default(), &Default::default());
+        let log = PartitionLog::open(dir.path(), settings, 0).unwrap();
+        let p = Arc::new(Partition::replicated("t".into(), 0, log));
+        let leading = |leader, leader_epoch| PartitionMeta {
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+            leader,
+            leader_epoch,
+            partition_epoch: leader_epoch,
+            adding: vec![],
+            removing: vec![],
+        };
+        p.apply_metadata(&leading(1, 4), 1, 0);
+        let checked = append_of(&p, p.leader_epoch());
+        // While the batch waited for a disk thread, broker 2 took over.
+        p.apply_metadata(&leading(2, 5), 1, 0);
+        let [(_, result)] = append_all(vec![checked]).try_into().ok().unwrap();
+        assert!(matches!(
+            result,
+            Err(AppendError::Protocol(ErrorCode::NotLeaderOrFollower))
+        ));
+        assert_eq!(p.log.read().log_end_offset(), 0, "nothing reached the log");
+        // Checked and appended under the same epoch, it is written.
+        p.apply_metadata(&leading(1, 6), 1, 0);
+        let [(_, result)] = append_all(vec![append_of(&p, 6)]).try_into().ok().unwrap();
+        assert_eq!(result.unwrap().0.base_offset, 0);
+        assert_eq!(p.log.read().log_end_offset(), 3);
     }
 }
