@@ -97,7 +97,7 @@ impl Broker {
         std::fs::create_dir_all(&dir)?;
         let cluster_id =
             crate::identity::load_or_format(&dir, config.node_id, config.cluster_id.as_deref())?;
-        let groups = GroupCoordinator::open(&dir, &config)?;
+        let groups = GroupCoordinator::new(&config, image.clone());
         let metrics = Metrics::new();
         let quotas = crate::quota::QuotaManager::new(
             &metrics.registry,
@@ -205,10 +205,7 @@ impl Broker {
             }
         };
         let b = self.clone();
-        let flushed = tokio::task::spawn_blocking(move || {
-            b.replicas.flush_all();
-            b.groups.flush();
-        });
+        let flushed = tokio::task::spawn_blocking(move || b.replicas.flush_all());
         if let Err(e) = flushed.await {
             tracing::error!(error = %e, "flushing logs failed");
         }

@@ -6,9 +6,9 @@
 //! the committed offsets and the producer-id high-water mark survive, the file is renamed, and
 //! a later restart does not import it again.
 //!
-//! The old layout is made from a directory the broker wrote (segments and the offset journal
-//! are written by the same code as before) by removing what the quorum added (`__fjord_quorum`,
-//! the markers) and writing the metadata file the way the old store did.
+//! The old layout is made from a directory the broker wrote (segments are written by the same
+//! code as before) by removing what the quorum added (`__fjord_quorum`, the markers) and
+//! writing the metadata file and the offset journal the way the old code did.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,7 +23,7 @@ use kafka_protocol::messages::{
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -129,14 +129,6 @@ fn write_old_layout(dir: &Path) -> Uuid {
         }
     }
     producer.flush(Duration::from_secs(30)).unwrap();
-    let c = consumer(addr);
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(TOPIC, 0, Offset::Offset(4))
-        .unwrap();
-    tpl.add_partition_offset(TOPIC, 1, Offset::Offset(7))
-        .unwrap();
-    c.commit(&tpl, CommitMode::Sync).unwrap();
-    drop(c);
     let (id, _) = topic(&rt, addr).expect("the topic was created");
     stop(rt);
 
@@ -146,13 +138,24 @@ fn write_old_layout(dir: &Path) -> Uuid {
         let marker = dir.join(format!("{TOPIC}-{p}")).join("partition.metadata");
         std::fs::remove_file(marker).unwrap();
     }
-    assert!(
-        std::fs::metadata(dir.join("__fjord_groups/offsets.log"))
-            .unwrap()
-            .len()
-            > 0,
-        "the coordinator's offset journal holds the commits"
-    );
+    // The old coordinator's offset journal: one JSON object per line, `c: null` a deletion,
+    // and a torn last line from a crash.
+    let committed = |group: &str, p: i32, offset: i64| {
+        format!(
+            r#"{{"g":"{group}","t":"{TOPIC}","p":{p},"c":{{"offset":{offset},"leader_epoch":-1,"metadata":null,"commit_ms":1700000000000}}}}"#
+        )
+    };
+    let journal = [
+        committed(GROUP, 0, 2),
+        committed(GROUP, 1, 7),
+        committed(GROUP, 0, 4),
+        committed("dropped", 0, 1),
+        format!(r#"{{"g":"dropped","t":"{TOPIC}","p":0,"c":null}}"#),
+    ]
+    .join("\n")
+        + "\n{\"g\":\"torn";
+    std::fs::create_dir_all(dir.join("__fjord_groups")).unwrap();
+    std::fs::write(dir.join("__fjord_groups/offsets.log"), journal).unwrap();
     // The old store's format: each record serde_json-encoded on its own line.
     let records = [
         MetadataRecord::CreateTopic {

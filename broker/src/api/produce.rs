@@ -288,7 +288,10 @@ fn append_all(appends: Vec<Append>) -> Vec<Appended> {
             let mut log = a.partition.log.write();
             if a.partition.leader_epoch() != a.leader_epoch {
                 drop(log);
-                return (a, Err(AppendError::Protocol(ErrorCode::NotLeaderOrFollower)));
+                return (
+                    a,
+                    Err(AppendError::Protocol(ErrorCode::NotLeaderOrFollower)),
+                );
             }
             let result = log
                 .append(&a.records, &a.headers, a.leader_epoch, now)

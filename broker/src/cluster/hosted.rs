@@ -38,9 +38,6 @@ pub fn on_applied(broker: &Arc<Broker>, records: &[MetadataRecord]) {
             | MetadataRecord::FenceBroker { .. }
             | MetadataRecord::UnfenceBroker { .. }
             | MetadataRecord::RegisterBroker { .. } => partitions_changed = true,
-            MetadataRecord::GroupOffsets { group, offsets } => {
-                broker.groups.apply_replicated(group, offsets)
-            }
             MetadataRecord::AlterTopicConfig { .. } | MetadataRecord::AlterBrokerConfig { .. } => {
                 configs_changed = true;
                 partitions_changed = true;
@@ -95,7 +92,6 @@ fn remove_topic(broker: &Broker, name: &str) {
             tracing::warn!(dir = %dir.display(), error = %e, "could not remove deleted topic's directory");
         }
     }
-    broker.groups.forget_topic(name);
 }
 
 /// Reconciles the hosted partition logs with the metadata image, then every hosted

@@ -10,8 +10,8 @@
 //! `__fjord_groups/offsets.log` are committed to the quorum as one command. Each partition
 //! directory gets its `partition.metadata` marker first, so the hosted-log reconciliation keeps
 //! it. Then the file is renamed to `metadata.log.migrated` (kept, never deleted), which is what
-//! makes the import happen once. `offsets.log` keeps its name: it is the coordinator's local
-//! offset store in every configuration, which the replicated offsets keep up to date.
+//! makes the import happen once. `offsets.log` is only read: committed offsets live in the
+//! metadata image now, and nothing writes the journal any more.
 //!
 //! A crash between the commit and the rename repeats the import on the next start; topics the
 //! quorum already has under the same id are then left out (re-creating them would reset their
@@ -140,7 +140,7 @@ fn prepare_import(broker: &Broker) -> anyhow::Result<Option<Import>> {
         }
     }
     let mut groups = 0;
-    for (group, offsets) in broker.groups.all_committed() {
+    for (group, offsets) in crate::group::offsets::read_legacy_journal(broker.config.data_dir())? {
         if offsets.is_empty() {
             continue;
         }

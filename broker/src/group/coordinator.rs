@@ -1,16 +1,18 @@
 //! The group coordinator: all groups of this broker, their committed offsets, and the periodic
 //! tick that expires sessions and completes timed-out rebalances.
 //!
-//! Offset changes are quorum writes, awaited (never blocking a runtime worker): OffsetCommit,
-//! OffsetDelete and DeleteGroups answer only once the change is applied on this node. Group
+//! Committed offsets have one owner, the metadata image: the coordinator reads them from the
+//! current snapshot and changes them only through quorum writes, awaited (never blocking a
+//! runtime worker): OffsetCommit, OffsetDelete and DeleteGroups answer only once the change is
+//! applied on this node. So a restart, a new coordinator or a full local disk never leaves this
+//! node answering offsets other than the quorum's. Group
 //! deletion runs alone (the `deletion` lock), so a group cannot gain members or offsets between
 //! its emptiness check and the durable removal of its offsets.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::Path;
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,14 +22,14 @@ use super::membership::{
     Group, GroupState, JoinOutcome, JoinRequest, JoinResult, MemberSnapshot, SyncOutcome,
     SyncResult,
 };
-use super::offsets::{CommittedOffset, GroupOffsets, OffsetStore};
+use super::offsets::{CommittedOffset, GroupOffsets};
 use crate::config::Config;
-use crate::metadata::ReplicatedOffset;
+use crate::metadata::{MetadataCache, ReplicatedOffset};
 use crate::protocol::errors::ErrorCode;
 
-/// Writes offset changes through the metadata log; the change reaches every node's store
-/// through [`GroupCoordinator::apply_replicated`]. The returned future resolves once the write
-/// is committed and applied on this node.
+/// Writes offset changes through the metadata log; the change reaches every node's image when
+/// it is applied. The returned future resolves once the write is committed and applied on
+/// this node.
 pub type OffsetReplicator = Box<
     dyn Fn(&str, Vec<ReplicatedOffset>) -> Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>
         + Send
@@ -36,7 +38,8 @@ pub type OffsetReplicator = Box<
 
 pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
-    offsets: Mutex<OffsetStore>,
+    /// Where committed offsets are read (`group_offsets` of the current image).
+    metadata: Arc<MetadataCache>,
     replicator: OnceLock<OffsetReplicator>,
     /// Group deletion takes it exclusively across its check and its (awaited) offset write;
     /// joins, offset commits and offset deletions share it. An async lock: it is held across
@@ -58,83 +61,49 @@ pub struct GroupDescription {
 }
 
 impl GroupCoordinator {
-    pub fn open(data_dir: &Path, config: &Config) -> std::io::Result<GroupCoordinator> {
-        Ok(GroupCoordinator {
+    pub fn new(config: &Config, metadata: Arc<MetadataCache>) -> GroupCoordinator {
+        GroupCoordinator {
             groups: Mutex::new(HashMap::new()),
-            offsets: Mutex::new(OffsetStore::open(data_dir)?),
+            metadata,
             replicator: OnceLock::new(),
             deletion: tokio::sync::RwLock::new(()),
             initial_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
             min_session_ms: config.group_min_session_timeout_ms,
             max_session_ms: config.group_max_session_timeout_ms,
-        })
+        }
     }
 
-    /// Offset changes go through `replicator` (the metadata quorum) instead of straight to the
-    /// store; set once the broker is open.
+    /// Offset changes go through `replicator` (the metadata quorum); set once the broker is
+    /// open.
     pub fn set_replicator(&self, replicator: OffsetReplicator) {
         let _ = self.replicator.set(replicator);
     }
 
-    /// Applies offset changes committed in the metadata log (on every node, in log order).
-    pub fn apply_replicated(&self, group: &str, offsets: &[ReplicatedOffset]) {
-        let mut store = self.offsets.lock();
-        let (set, removed): (Vec<_>, Vec<_>) = offsets.iter().partition(|o| o.committed.is_some());
-        let set: Vec<(String, i32, CommittedOffset)> = set
-            .into_iter()
-            .filter_map(|o| Some((o.topic.clone(), o.partition, o.committed.clone()?)))
-            .collect();
-        let removed: Vec<(String, i32)> = removed
-            .into_iter()
-            .map(|o| (o.topic.clone(), o.partition))
-            .collect();
-        let result = (|| {
-            if !set.is_empty() {
-                store.commit(group, set)?;
-            }
-            if !removed.is_empty() {
-                store.delete(group, removed)?;
-            }
-            Ok::<_, std::io::Error>(())
-        })();
-        if let Err(e) = result {
-            tracing::error!(group, error = %e, "replicated offsets could not be stored locally");
-        }
-    }
-
-    /// Stores offset changes: through the metadata log once the replicator is set, locally
-    /// before that.
-    /// The caller must not hold the offsets lock.
+    /// Writes offset changes (`None`: delete) through the metadata quorum.
     async fn store(
         &self,
         group: &str,
         changes: Vec<(String, i32, Option<CommittedOffset>)>,
     ) -> std::io::Result<()> {
-        if let Some(replicate) = self.replicator.get() {
-            let offsets = changes
-                .into_iter()
-                .map(|(topic, partition, committed)| ReplicatedOffset {
-                    topic,
-                    partition,
-                    committed,
-                })
-                .collect();
-            return replicate(group, offsets).await;
-        }
-        let mut store = self.offsets.lock();
-        let (set, removed): (Vec<_>, Vec<_>) = changes.into_iter().partition(|c| c.2.is_some());
-        let set: Vec<_> = set
+        let Some(replicate) = self.replicator.get() else {
+            return Err(std::io::Error::other(
+                "offsets cannot be written before the broker is open",
+            ));
+        };
+        let offsets = changes
             .into_iter()
-            .filter_map(|(t, p, c)| Some((t, p, c?)))
+            .map(|(topic, partition, committed)| ReplicatedOffset {
+                topic,
+                partition,
+                committed,
+            })
             .collect();
-        if !set.is_empty() {
-            store.commit(group, set)?;
-        }
-        let removed: Vec<_> = removed.into_iter().map(|(t, p, _)| (t, p)).collect();
-        if !removed.is_empty() {
-            store.delete(group, removed)?;
-        }
-        Ok(())
+        replicate(group, offsets).await
+    }
+
+    /// Does the image hold committed offsets of `group`?
+    fn has_offsets(&self, group: &str) -> bool {
+        self.metadata.snapshot().group_offsets.contains_key(group)
     }
 
     pub async fn join(&self, group_id: &str, req: JoinRequest) -> JoinResult {
@@ -295,20 +264,10 @@ impl GroupCoordinator {
         }
     }
 
-    /// Every group's committed offsets (what this node's offset store holds).
-    pub fn all_committed(&self) -> Vec<(String, GroupOffsets)> {
-        self.offsets
-            .lock()
-            .offsets
-            .iter()
-            .map(|(g, o)| (g.clone(), o.clone()))
-            .collect()
-    }
-
     pub fn committed(&self, group_id: &str) -> GroupOffsets {
-        self.offsets
-            .lock()
-            .offsets
+        self.metadata
+            .snapshot()
+            .group_offsets
             .get(group_id)
             .cloned()
             .unwrap_or_default()
@@ -324,31 +283,31 @@ impl GroupCoordinator {
                 protocol: g.protocol_name.clone().unwrap_or_default(),
                 members: g.members(),
             },
-            None => GroupDescription {
-                group_id: group_id.to_string(),
-                state: if self.offsets.lock().offsets.contains_key(group_id) {
-                    "Empty"
-                } else {
-                    "Dead"
-                },
-                protocol_type: if self.offsets.lock().offsets.contains_key(group_id) {
-                    "consumer".into()
-                } else {
-                    String::new()
-                },
-                protocol: String::new(),
-                members: Vec::new(),
-            },
+            None => {
+                let known = self.has_offsets(group_id);
+                GroupDescription {
+                    group_id: group_id.to_string(),
+                    state: if known { "Empty" } else { "Dead" },
+                    protocol_type: if known {
+                        "consumer".into()
+                    } else {
+                        String::new()
+                    },
+                    protocol: String::new(),
+                    members: Vec::new(),
+                }
+            }
         }
     }
 
     /// Every known group (with members or committed offsets): (id, protocol type, state).
     pub fn list(&self) -> Vec<(String, String, &'static str)> {
+        let image = self.metadata.snapshot();
+        let offsets = &image.group_offsets;
         let groups = self.groups.lock();
-        let offsets = self.offsets.lock();
         let mut out: Vec<(String, String, &'static str)> = groups
             .values()
-            .filter(|g| !g.is_empty() || offsets.offsets.contains_key(&g.id))
+            .filter(|g| !g.is_empty() || offsets.contains_key(&g.id))
             .map(|g| {
                 (
                     g.id.clone(),
@@ -357,7 +316,7 @@ impl GroupCoordinator {
                 )
             })
             .collect();
-        for id in offsets.offsets.keys() {
+        for id in offsets.keys() {
             if !groups.contains_key(id) {
                 out.push((id.clone(), "consumer".into(), GroupState::Empty.as_str()));
             }
@@ -370,9 +329,9 @@ impl GroupCoordinator {
         // Alone until its offsets are deleted: no join or offset commit slips in between.
         let _alone = self.deletion.write().await;
         let keys: Vec<(String, i32, Option<CommittedOffset>)> = {
+            let image = self.metadata.snapshot();
+            let known = image.group_offsets.get(group_id);
             let mut groups = self.groups.lock();
-            let offsets = self.offsets.lock();
-            let known = offsets.offsets.get(group_id);
             match groups.get(group_id) {
                 Some(g) if !g.is_empty() => return ErrorCode::NonEmptyGroup,
                 None if known.is_none() => return ErrorCode::GroupIdNotFound,
@@ -407,7 +366,7 @@ impl GroupCoordinator {
                     subscribed_topics(&g.member_metadata())
                 }
                 Some(_) => Vec::new(),
-                None if self.offsets.lock().offsets.contains_key(group_id) => Vec::new(),
+                None if self.has_offsets(group_id) => Vec::new(),
                 None => return Err(ErrorCode::GroupIdNotFound),
             }
         };
@@ -428,36 +387,6 @@ impl GroupCoordinator {
             }
         }
         Ok(results)
-    }
-
-    /// Drops committed offsets of a deleted topic.
-    pub fn forget_topic(&self, topic: &str) {
-        let mut offsets = self.offsets.lock();
-        let affected: Vec<(String, Vec<(String, i32)>)> = offsets
-            .offsets
-            .iter()
-            .map(|(g, o)| {
-                (
-                    g.clone(),
-                    o.keys()
-                        .filter(|(t, _)| t == topic)
-                        .cloned()
-                        .collect::<Vec<_>>(),
-                )
-            })
-            .filter(|(_, k)| !k.is_empty())
-            .collect();
-        for (g, keys) in affected {
-            if let Err(e) = offsets.delete(&g, keys) {
-                tracing::error!(group = %g, error = %e, "dropping offsets of deleted topic failed");
-            }
-        }
-    }
-
-    pub fn flush(&self) {
-        if let Err(e) = self.offsets.lock().flush() {
-            tracing::error!(error = %e, "flushing offsets failed");
-        }
     }
 }
 
