@@ -16,9 +16,12 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::*;
 
+use std::sync::Arc;
+
 use super::authz::Authz;
 use super::services::ReplicaServices;
 use crate::auth::acl::AclOperation;
+use crate::partition::Partition;
 use crate::protocol::context::RequestContext;
 use crate::protocol::errors::ErrorCode;
 
@@ -29,53 +32,150 @@ const EARLIEST_LOCAL: i64 = -4;
 const EARLIEST_PENDING_UPLOAD: i64 = -5;
 const LATEST_TIERED: i64 = -6;
 
+/// One partition's answer: ready now, or waiting for a lookup in the log's indexes (which
+/// reads the disk, so it runs on the disk pool, never on an async worker).
+enum Pending<T> {
+    Ready(T),
+    OnDisk(T, Arc<Partition>, i64),
+}
+
 pub async fn handle(
     services: ReplicaServices<'_>,
     ctx: &RequestContext,
     req: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
     let authz = Authz::new(services.authorizer, ctx);
-    let topics = req
-        .topics
-        .into_iter()
-        .map(|t| {
-            let name = t.name.0.to_string();
-            let denied = !authz.topic(AclOperation::Describe, &name);
-            let partitions = t
-                .partitions
-                .into_iter()
-                .map(|p| {
-                    let base = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-                    if denied {
-                        return base.with_error_code(ErrorCode::TopicAuthorizationFailed.code()).with_offset(-1).with_timestamp(-1);
-                    }
-                    let part = match services.replicas.led_partition(&name, p.partition_index) {
-                        Ok(part) => part,
-                        Err(code) => return base.with_error_code(code.code()).with_offset(-1).with_timestamp(-1),
-                    };
-                    let hw = part.high_watermark();
-                    let log = part.log.read();
-                    let found = match p.timestamp {
-                        LATEST => Ok(Some((hw, -1))),
-                        EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
-                        EARLIEST_PENDING_UPLOAD | LATEST_TIERED => Ok(Some((-1, -1))),
-                        MAX_TIMESTAMP => log.max_timestamp_offset(),
-                        ts => log.offset_for_timestamp(ts),
-                    };
-                    match found {
-                        Ok(Some((offset, ts))) => base.with_offset(offset).with_timestamp(ts).with_leader_epoch(part.leader_epoch()),
-                        Ok(None) => base.with_offset(-1).with_timestamp(-1),
-                        Err(e) => {
-                            tracing::error!(topic = %name, partition = p.partition_index, error = %e, "offset lookup failed");
-                            base.with_error_code(ErrorCode::UnknownServerError.code()).with_offset(-1).with_timestamp(-1)
-                        }
-                    }
-                })
-                .collect();
-            ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions)
-        })
-        .collect();
+    let no_offset = |base: ListOffsetsPartitionResponse, code: ErrorCode| {
+        base.with_error_code(code.code())
+            .with_offset(-1)
+            .with_timestamp(-1)
+    };
+    let mut topics: Vec<(TopicName, Vec<Pending<ListOffsetsPartitionResponse>>)> = Vec::new();
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let denied = !authz.topic(AclOperation::Describe, &name);
+        let partitions = t
+            .partitions
+            .into_iter()
+            .map(|p| {
+                let base =
+                    ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+                if denied {
+                    return Pending::Ready(no_offset(base, ErrorCode::TopicAuthorizationFailed));
+                }
+                let part = match services.replicas.led_partition(&name, p.partition_index) {
+                    Ok(part) => part,
+                    Err(code) => return Pending::Ready(no_offset(base, code)),
+                };
+                let base = base.with_leader_epoch(part.leader_epoch());
+                let at = |offset: i64| {
+                    Pending::Ready(base.clone().with_offset(offset).with_timestamp(-1))
+                };
+                match p.timestamp {
+                    LATEST => at(part.high_watermark()),
+                    EARLIEST | EARLIEST_LOCAL => at(part.log.read().log_start_offset()),
+                    EARLIEST_PENDING_UPLOAD | LATEST_TIERED => at(-1),
+                    ts => Pending::OnDisk(base, part, ts),
+                }
+            })
+            .collect();
+        topics.push((t.name, partitions));
+    }
+    let topics = resolve(services, topics, |base, part, ts| {
+        let log = part.log.read();
+        let found = if ts == MAX_TIMESTAMP {
+            log.max_timestamp_offset()
+        } else {
+            log.offset_for_timestamp(ts)
+        };
+        match found {
+            Ok(Some((offset, ts))) => base.with_offset(offset).with_timestamp(ts),
+            Ok(None) => base.with_offset(-1).with_timestamp(-1).with_leader_epoch(-1),
+            Err(e) => {
+                tracing::error!(topic = %part.topic, partition = part.index, error = %e, "offset lookup failed");
+                base.storage_error()
+            }
+        }
+    })
+    .await
+    .into_iter()
+    .map(|(name, partitions)| {
+        ListOffsetsTopicResponse::default()
+            .with_name(name)
+            .with_partitions(partitions)
+    })
+    .collect();
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// Runs every partition's disk work in one job on the disk pool and puts the answers in
+/// request order. If the pool has stopped (the broker is shutting down), the partitions
+/// waiting for it answer KAFKA_STORAGE_ERROR.
+async fn resolve<T, F>(
+    services: ReplicaServices<'_>,
+    topics: Vec<(TopicName, Vec<Pending<T>>)>,
+    lookup: F,
+) -> Vec<(TopicName, Vec<T>)>
+where
+    T: Send + 'static + Storage,
+    F: Fn(T, &Partition, i64) -> T + Send + 'static,
+{
+    let mut work = Vec::new();
+    let mut shaped = Vec::with_capacity(topics.len());
+    for (name, partitions) in topics {
+        let mut slots = Vec::with_capacity(partitions.len());
+        for p in partitions {
+            match p {
+                Pending::Ready(answer) => slots.push(Some(answer)),
+                Pending::OnDisk(base, part, arg) => {
+                    work.push((shaped.len(), slots.len(), base, part, arg));
+                    slots.push(None);
+                }
+            }
+        }
+        shaped.push((name, slots));
+    }
+    if !work.is_empty() {
+        let places: Vec<(usize, usize)> = work.iter().map(|w| (w.0, w.1)).collect();
+        let fallback: Vec<T> = work.iter().map(|w| w.2.storage_error()).collect();
+        let answers = services
+            .disk
+            .run(move || {
+                work.into_iter()
+                    .map(|(_, _, base, part, arg)| lookup(base, &part, arg))
+                    .collect::<Vec<T>>()
+            })
+            .await
+            .unwrap_or(fallback);
+        for ((t, p), answer) in places.into_iter().zip(answers) {
+            shaped[t].1[p] = Some(answer);
+        }
+    }
+    shaped
+        .into_iter()
+        .map(|(name, slots)| (name, slots.into_iter().flatten().collect()))
+        .collect()
+}
+
+/// How a partition answers when its disk work could not run.
+trait Storage {
+    fn storage_error(&self) -> Self;
+}
+
+impl Storage for ListOffsetsPartitionResponse {
+    fn storage_error(&self) -> Self {
+        self.clone()
+            .with_error_code(ErrorCode::KafkaStorageError.code())
+            .with_offset(-1)
+            .with_timestamp(-1)
+    }
+}
+
+impl Storage for DeleteRecordsPartitionResult {
+    fn storage_error(&self) -> Self {
+        self.clone()
+            .with_error_code(ErrorCode::KafkaStorageError.code())
+    }
 }
 
 pub async fn delete_records(
@@ -84,46 +184,56 @@ pub async fn delete_records(
     req: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
     let authz = Authz::new(services.authorizer, ctx);
-    let topics = req
-        .topics
-        .into_iter()
-        .map(|t| {
-            let name = t.name.0.to_string();
-            let denied = !authz.topic(AclOperation::Delete, &name);
-            let partitions = t
-                .partitions
-                .into_iter()
-                .map(|p| {
-                    let base = DeleteRecordsPartitionResult::default()
-                        .with_partition_index(p.partition_index)
-                        .with_low_watermark(-1);
-                    if denied {
-                        return base.with_error_code(ErrorCode::TopicAuthorizationFailed.code());
-                    }
-                    let part = match services.replicas.led_partition(&name, p.partition_index) {
-                        Ok(part) => part,
-                        Err(code) => return base.with_error_code(code.code()),
-                    };
-                    let hw = part.high_watermark();
-                    let target = if p.offset == -1 { hw } else { p.offset };
-                    if target < 0 || target > hw {
-                        return base.with_error_code(ErrorCode::OffsetOutOfRange.code());
-                    }
-                    let mut log = part.log.write();
-                    match log.advance_log_start(target) {
-                        Ok(()) => base.with_low_watermark(log.log_start_offset()),
-                        Err(e) => {
-                            tracing::error!(topic = %name, error = %e, "delete records failed");
-                            base.with_error_code(ErrorCode::UnknownServerError.code())
-                        }
-                    }
-                })
-                .collect();
-            DeleteRecordsTopicResult::default()
-                .with_name(t.name)
-                .with_partitions(partitions)
-        })
-        .collect();
+    let mut topics: Vec<(TopicName, Vec<Pending<DeleteRecordsPartitionResult>>)> = Vec::new();
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let denied = !authz.topic(AclOperation::Delete, &name);
+        let partitions = t
+            .partitions
+            .into_iter()
+            .map(|p| {
+                let base = DeleteRecordsPartitionResult::default()
+                    .with_partition_index(p.partition_index)
+                    .with_low_watermark(-1);
+                if denied {
+                    return Pending::Ready(
+                        base.with_error_code(ErrorCode::TopicAuthorizationFailed.code()),
+                    );
+                }
+                let part = match services.replicas.led_partition(&name, p.partition_index) {
+                    Ok(part) => part,
+                    Err(code) => return Pending::Ready(base.with_error_code(code.code())),
+                };
+                let hw = part.high_watermark();
+                let target = if p.offset == -1 { hw } else { p.offset };
+                if target < 0 || target > hw {
+                    return Pending::Ready(
+                        base.with_error_code(ErrorCode::OffsetOutOfRange.code()),
+                    );
+                }
+                Pending::OnDisk(base, part, target)
+            })
+            .collect();
+        topics.push((t.name, partitions));
+    }
+    let topics = resolve(services, topics, |base, part, target| {
+        let mut log = part.log.write();
+        match log.advance_log_start(target) {
+            Ok(()) => base.with_low_watermark(log.log_start_offset()),
+            Err(e) => {
+                tracing::error!(topic = %part.topic, partition = part.index, error = %e, "delete records failed");
+                base.storage_error()
+            }
+        }
+    })
+    .await
+    .into_iter()
+    .map(|(name, partitions)| {
+        DeleteRecordsTopicResult::default()
+            .with_name(name)
+            .with_partitions(partitions)
+    })
+    .collect();
     DeleteRecordsResponse::default().with_topics(topics)
 }
 
@@ -229,9 +339,11 @@ mod tests {
         authorizer: &AclAuthorizer,
         req: ListOffsetsRequest,
     ) -> Vec<(i32, i16, i64)> {
+        let disk = crate::tasks::DiskPool::new(1).unwrap();
         let services = ReplicaServices {
             replicas,
             authorizer,
+            disk: &disk,
         };
         let resp = futures::executor::block_on(handle(services, &ctx(), req));
         resp.topics[0]
@@ -254,6 +366,15 @@ mod tests {
             vec![
                 (0, 0, 0),
                 (1, ErrorCode::NotLeaderOrFollower.code(), -1),
+                (2, ErrorCode::UnknownTopicOrPartition.code(), -1),
+            ]
+        );
+        // A lookup by timestamp runs on the disk pool; the answers keep the request's order.
+        assert_eq!(
+            answer(&replicas, &open, request(&[1, 0, 2], 1_700_000_000_000)),
+            vec![
+                (1, ErrorCode::NotLeaderOrFollower.code(), -1),
+                (0, 0, -1),
                 (2, ErrorCode::UnknownTopicOrPartition.code(), -1),
             ]
         );

@@ -98,6 +98,8 @@ impl<'a> FromBroker<'a> for FetchServices<'a> {
 pub struct ReplicaServices<'a> {
     pub replicas: &'a ReplicaManager,
     pub authorizer: &'a AclAuthorizer,
+    /// Index lookups and log-start moves read and delete files: they run here.
+    pub disk: &'a DiskPool,
 }
 
 impl<'a> FromBroker<'a> for ReplicaServices<'a> {
@@ -105,6 +107,7 @@ impl<'a> FromBroker<'a> for ReplicaServices<'a> {
         ReplicaServices {
             replicas: &b.replicas,
             authorizer: &b.authorizer,
+            disk: &b.disk,
         }
     }
 }

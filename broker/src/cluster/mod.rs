@@ -6,8 +6,8 @@
 //! metadata change is written as one quorum command ([`MetadataApplier::command`]) and the
 //! writer awaits (notified, not polling, never blocking a runtime worker) until its own node
 //! applied it; every node applies committed commands to its image in log order, and a hook
-//! ([`hosted::on_applied`]) opens or removes the partition logs the node hosts and stores
-//! replicated group offsets. Each node registers itself ([`registration`]) so Metadata
+//! ([`hosted::on_applied`]) opens or removes the partition logs the node hosts (committed group
+//! offsets need no hook: they are part of the image). Each node registers itself ([`registration`]) so Metadata
 //! answers with every broker; the active controller fences silent brokers ([`controller`]),
 //! keeps ISRs ([`isr`]) and moves leaderships ([`reassignment`], [`rebalance`]). Topic and
 //! config changes go through [`topics::TopicManager`], producer id blocks through
