@@ -2,7 +2,9 @@
 //! applier), the quorum itself, the replica manager (hosted partitions), the group coordinator,
 //! quotas and metrics, each a service owning its own state. Every metadata change is a quorum
 //! command, on a single node too. Handlers never see this struct: `api::services` hands each
-//! the services it uses; background duties (`cluster`, `replication`) still take the broker.
+//! the services it uses, and the replica fetchers get theirs (`FollowerServices`) when the
+//! broker is built; the control duties in `cluster` (metadata hook, controller, ISR upkeep)
+//! still take the broker.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,10 +20,11 @@ use crate::log::dir_health::{LogDirFailed, LogDirHealth};
 use crate::metadata::{MetadataCache, MetadataRecord};
 use crate::metrics::Metrics;
 use crate::replica_manager::ReplicaManager;
+use crate::replication::fetcher::{FollowerServices, ReplicaFetchers};
 pub use crate::topic_config::{validate_topic_name, TopicError};
 
 pub struct Broker {
-    pub config: Config,
+    pub config: Arc<Config>,
     pub cluster_id: String,
     /// Shared with the quorum applier, which alone updates it.
     pub metadata: Arc<MetadataCache>,
@@ -30,7 +33,7 @@ pub struct Broker {
     /// The Raft quorum carrying metadata (a one-voter quorum on a single node).
     pub cluster: crate::cluster::Cluster,
     pub groups: GroupCoordinator,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Client quota rates and throttling (`quota`).
     pub quotas: crate::quota::QuotaManager,
     /// ACL decisions (`auth::acl_authorizer`), asked by handlers through `api::authz`.
@@ -47,12 +50,14 @@ pub struct Broker {
     /// Serialises topic-changing operations (create/delete/alter) the same way.
     topic_changes: tokio::sync::Mutex<()>,
     /// Whether the log directory takes writes (a full disk does not); part of readiness.
-    pub log_dir_health: LogDirHealth,
+    pub log_dir_health: Arc<LogDirHealth>,
     ready: AtomicBool,
     /// Every task the broker spawned; cancelled and awaited on shutdown.
     pub tasks: crate::tasks::Tasks,
     /// The threads that do disk work for requests and replica fetchers (`num.io.threads`).
-    pub disk: crate::tasks::DiskPool,
+    pub disk: Arc<crate::tasks::DiskPool>,
+    /// The replica fetchers: one per broker this node follows partitions at.
+    pub fetchers: ReplicaFetchers,
 }
 
 /// Shutdown gives the broker's tasks this long to end; SIGTERM's whole path stays well inside
@@ -98,7 +103,19 @@ impl Broker {
         let cluster_id =
             crate::identity::load_or_format(&dir, config.node_id, config.cluster_id.as_deref())?;
         let groups = GroupCoordinator::new(&config, image.clone());
-        let metrics = Metrics::new();
+        let metrics = Arc::new(Metrics::new());
+        let config = Arc::new(config);
+        let log_dir_health = Arc::new(LogDirHealth::new(&dir));
+        let disk = Arc::new(crate::tasks::DiskPool::new(config.io_threads)?);
+        let tasks = crate::tasks::Tasks::new(tokio::runtime::Handle::current());
+        let fetchers = ReplicaFetchers::new(FollowerServices {
+            config: config.clone(),
+            image: image.clone(),
+            metrics: metrics.clone(),
+            log_dir: log_dir_health.clone(),
+            disk: disk.clone(),
+            tasks: tasks.clone(),
+        });
         let quotas = crate::quota::QuotaManager::new(
             &metrics.registry,
             config.quota_window_num,
@@ -124,10 +141,11 @@ impl Broker {
             producer_ids: ProducerIdManager::new(config.node_id),
             security_changes: tokio::sync::Mutex::new(()),
             topic_changes: tokio::sync::Mutex::new(()),
-            log_dir_health: LogDirHealth::new(&dir),
+            log_dir_health,
             ready: AtomicBool::new(false),
-            tasks: crate::tasks::Tasks::new(tokio::runtime::Handle::current()),
-            disk: crate::tasks::DiskPool::new(config.io_threads)?,
+            tasks,
+            disk,
+            fetchers,
             config,
         });
         let weak = Arc::downgrade(&broker);

@@ -218,10 +218,7 @@ fn apply_roles(broker: &Arc<Broker>) {
                 leader_epoch,
             } => {
                 tracing::debug!(topic = %p.topic, partition = p.index, leader, leader_epoch, "following");
-                broker
-                    .cluster
-                    .fetchers
-                    .follow(broker, p.clone(), leader, leader_epoch);
+                broker.fetchers.follow(p.clone(), leader, leader_epoch);
             }
             Transition::BecameLeader => {
                 tracing::debug!(topic = %p.topic, partition = p.index, epoch = meta.leader_epoch, "leading");

@@ -56,10 +56,6 @@ pub struct Cluster {
     pub incarnation: Uuid,
     /// Heartbeats received while this node is the active controller.
     pub liveness: Arc<controller::Liveness>,
-    /// Replication throttles (reassignments) of this broker.
-    pub throttles: crate::replication::throttle::Throttles,
-    /// The replica fetchers: one per broker this node follows partitions at.
-    pub fetchers: crate::replication::fetcher::ReplicaFetchers,
     shutting_down: std::sync::atomic::AtomicBool,
 }
 
@@ -142,8 +138,6 @@ impl Cluster {
             hosted_ids: Mutex::new(HashMap::new()),
             incarnation: Uuid::new_v4(),
             liveness: Arc::default(),
-            throttles: Default::default(),
-            fetchers: Default::default(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
         };
         let liveness = cluster.liveness.clone();

@@ -32,11 +32,16 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::follower_log::{self, Fetched, Refused};
+use super::throttle::TokenBucket;
+use crate::config::Config;
+use crate::log::dir_health::LogDirHealth;
 use crate::log::ReplicaAppend;
+use crate::metadata::MetadataCache;
+use crate::metrics::Metrics;
 use crate::partition::{Partition, Role};
 use crate::protocol::errors::ErrorCode;
-use crate::state::{now_ms, Broker};
-use crate::tasks::DiskPoolStopped;
+use crate::state::now_ms;
+use crate::tasks::{DiskPool, DiskPoolStopped, Tasks};
 
 const FETCH_VERSION: i16 = 12;
 const EPOCH_VERSION: i16 = 4;
@@ -45,9 +50,34 @@ const PARTITION_BACKOFF: Duration = Duration::from_millis(100);
 
 use super::session::{FollowerSession, PartitionKey};
 
+/// What the replica fetchers use. Owned handles, not borrows: every fetcher is a task of its
+/// own that outlives any request.
+#[derive(Clone)]
+pub struct FollowerServices {
+    /// This node's id, the inter-broker listener and security, the `replica.fetch.*` settings.
+    pub config: Arc<Config>,
+    /// Where the leaders' endpoints and the throttled replicas are read.
+    pub image: Arc<MetadataCache>,
+    pub metrics: Arc<Metrics>,
+    /// Appends record their success or failure here (readiness on a full disk).
+    pub log_dir: Arc<LogDirHealth>,
+    /// Appends and truncations run on the disk threads.
+    pub disk: Arc<DiskPool>,
+    /// Fetchers are spawned here and stop when the broker does.
+    pub tasks: Tasks,
+}
+
 /// This broker's replica fetchers, one per source broker.
-#[derive(Default)]
 pub struct ReplicaFetchers {
+    registry: Arc<Registry>,
+}
+
+/// The fetchers by leader, and what they share.
+struct Registry {
+    services: FollowerServices,
+    /// This broker's follower replication throttle (reassignments), shared by every
+    /// throttled partition as Kafka's quota is.
+    throttle: Mutex<TokenBucket>,
     by_leader: Mutex<HashMap<i32, Arc<LeaderFetcher>>>,
 }
 
@@ -100,17 +130,22 @@ enum ConnectionLost {
 }
 
 impl ReplicaFetchers {
+    pub fn new(services: FollowerServices) -> ReplicaFetchers {
+        ReplicaFetchers {
+            registry: Arc::new(Registry {
+                services,
+                throttle: Mutex::default(),
+                by_leader: Mutex::default(),
+            }),
+        }
+    }
+
     /// Starts following `partition` at `leader` for `leader_epoch`: the partition moves to that
     /// leader's fetcher (started if there is none) and leaves any other.
-    pub fn follow(
-        &self,
-        broker: &Arc<Broker>,
-        partition: Arc<Partition>,
-        leader: i32,
-        leader_epoch: i32,
-    ) {
+    pub fn follow(&self, partition: Arc<Partition>, leader: i32, leader_epoch: i32) {
+        let registry = &self.registry;
         let key: PartitionKey = (partition.topic.clone(), partition.index);
-        let mut fetchers = self.by_leader.lock();
+        let mut fetchers = registry.by_leader.lock();
         for fetcher in fetchers.values().filter(|f| f.leader != leader) {
             fetcher.partitions.lock().remove(&key);
         }
@@ -120,7 +155,10 @@ impl ReplicaFetchers {
                 partitions: Mutex::default(),
                 added: tokio::sync::Notify::new(),
             });
-            broker.tasks.spawn(run(broker.clone(), fetcher.clone()));
+            registry
+                .services
+                .tasks
+                .spawn(run(registry.clone(), fetcher.clone()));
             fetcher
         });
         fetcher.partitions.lock().insert(
@@ -134,12 +172,18 @@ impl ReplicaFetchers {
             },
         );
         fetcher.added.notify_one();
-        broker.metrics.replica_fetchers.set(fetchers.len() as i64);
+        registry
+            .services
+            .metrics
+            .replica_fetchers
+            .set(fetchers.len() as i64);
     }
+}
 
+impl Registry {
     /// Ends `fetcher` if it follows nothing any more. Under the registry's lock, so a
     /// concurrent `follow` either lands before (and the fetcher stays) or starts a new one.
-    fn retire_if_idle(&self, broker: &Broker, fetcher: &Arc<LeaderFetcher>) -> bool {
+    fn retire_if_idle(&self, fetcher: &Arc<LeaderFetcher>) -> bool {
         let mut fetchers = self.by_leader.lock();
         if !fetcher.partitions.lock().is_empty() {
             return false;
@@ -150,7 +194,10 @@ impl ReplicaFetchers {
         {
             fetchers.remove(&fetcher.leader);
         }
-        broker.metrics.replica_fetchers.set(fetchers.len() as i64);
+        self.services
+            .metrics
+            .replica_fetchers
+            .set(fetchers.len() as i64);
         true
     }
 }
@@ -164,14 +211,14 @@ struct Planned {
 }
 
 /// The fetcher's loop: until it follows nothing or the broker stops.
-async fn run(broker: Arc<Broker>, fetcher: Arc<LeaderFetcher>) {
+async fn run(registry: Arc<Registry>, fetcher: Arc<LeaderFetcher>) {
     let leader = fetcher.leader;
     let mut conn: Option<Connection> = None;
     let mut session = FollowerSession::default();
     let mut failures = 0u32;
     let mut round = 0usize;
     loop {
-        if broker.is_stopping() {
+        if registry.services.tasks.is_stopping() {
             return;
         }
         if super::faults::fetchers_paused() {
@@ -181,10 +228,10 @@ async fn run(broker: Arc<Broker>, fetcher: Arc<LeaderFetcher>) {
             continue;
         }
         drop_superseded(&fetcher);
-        if broker.cluster.fetchers.retire_if_idle(&broker, &fetcher) {
+        if registry.retire_if_idle(&fetcher) {
             return;
         }
-        let (planned, wake_at) = plan(&broker, &fetcher, round);
+        let (planned, wake_at) = plan(&registry, &fetcher, round);
         round = round.wrapping_add(1);
         if planned.is_empty() {
             let wake_at = wake_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
@@ -202,10 +249,10 @@ async fn run(broker: Arc<Broker>, fetcher: Arc<LeaderFetcher>) {
         );
         let result = async {
             if conn.is_none() {
-                conn = Some(connect(&broker, leader).await?);
+                conn = Some(connect(&registry.services, leader).await?);
             }
             let c = conn.as_mut().expect("connected above");
-            fetch_round(&broker, &fetcher, c, &mut session, planned).await
+            fetch_round(&registry, &fetcher, c, &mut session, planned).await
         }
         .instrument(span)
         .await;
@@ -235,7 +282,11 @@ fn drop_superseded(fetcher: &LeaderFetcher) {
 /// What to fetch this round, and when to look again if nothing can be fetched now (partitions
 /// delayed after errors, or throttled). The order rotates every round so a response filled to
 /// `replica.fetch.response.max.bytes` by the first partitions does not starve the last.
-fn plan(broker: &Broker, fetcher: &LeaderFetcher, round: usize) -> (Vec<Planned>, Option<Instant>) {
+fn plan(
+    registry: &Registry,
+    fetcher: &LeaderFetcher,
+    round: usize,
+) -> (Vec<Planned>, Option<Instant>) {
     let now = Instant::now();
     let mut wake_at: Option<Instant> = None;
     let mut planned = Vec::new();
@@ -245,8 +296,8 @@ fn plan(broker: &Broker, fetcher: &LeaderFetcher, round: usize) -> (Vec<Planned>
             wake_at = Some(wake_at.map_or(until, |w| w.min(until)));
             continue;
         }
-        let throttle = throttled_rate(broker, &followed.partition);
-        if let Some(wait) = throttle.and_then(|rate| throttle_wait(broker, rate)) {
+        let throttle = throttled_rate(&registry.services, &followed.partition);
+        if let Some(wait) = throttle.and_then(|rate| throttle_wait(registry, rate)) {
             let until = now + Duration::from_millis(wait.min(1_000));
             wake_at = Some(wake_at.map_or(until, |w| w.min(until)));
             continue;
@@ -268,23 +319,18 @@ fn plan(broker: &Broker, fetcher: &LeaderFetcher, round: usize) -> (Vec<Planned>
 
 /// The follower replication rate limiting this partition's fetches now, if it is throttled
 /// (see `super::throttle`).
-fn throttled_rate(broker: &Broker, p: &Partition) -> Option<u64> {
+fn throttled_rate(services: &FollowerServices, p: &Partition) -> Option<u64> {
     super::throttle::follower_rate(
-        &broker.metadata.snapshot(),
-        broker.config.node_id,
+        &services.image.snapshot(),
+        services.config.node_id,
         &p.topic,
         p.index,
     )
 }
 
 /// How long the next throttled fetch must wait (`None`: fetch now).
-fn throttle_wait(broker: &Broker, rate: u64) -> Option<u64> {
-    let wait = broker
-        .cluster
-        .throttles
-        .follower
-        .lock()
-        .wait_ms(rate, now_ms());
+fn throttle_wait(registry: &Registry, rate: u64) -> Option<u64> {
+    let wait = registry.throttle.lock().wait_ms(rate, now_ms());
     (wait > 0).then_some(wait)
 }
 
@@ -293,17 +339,17 @@ fn still_following(p: &Partition, leader: i32, leader_epoch: i32) -> bool {
     st.leader_epoch == leader_epoch && st.role == Role::Follower { leader }
 }
 
-async fn connect(broker: &Broker, leader: i32) -> Result<Connection, ConnectionLost> {
-    let listener = &broker.config.cluster.inter_broker_listener;
-    let (host, port) = broker
-        .metadata
+async fn connect(services: &FollowerServices, leader: i32) -> Result<Connection, ConnectionLost> {
+    let listener = &services.config.cluster.inter_broker_listener;
+    let (host, port) = services
+        .image
         .snapshot()
         .endpoint_of(leader, listener)
         .ok_or_else(|| ConnectionLost::NoEndpoint {
             leader,
             listener: listener.clone(),
         })?;
-    let security = crate::cluster::inter_broker::client_security(&broker.config);
+    let security = crate::cluster::inter_broker::client_security(&services.config);
     let connect = Connection::connect_with((host.as_str(), port), &security);
     match tokio::time::timeout(Duration::from_secs(3), connect).await {
         Ok(Ok(c)) => Ok(c),
@@ -318,12 +364,13 @@ async fn connect(broker: &Broker, leader: i32) -> Result<Connection, ConnectionL
 /// One round: truncation checks for partitions on a new epoch, then one Fetch for every
 /// partition ready, and the appends of what came back. `Err` only for the connection.
 async fn fetch_round(
-    broker: &Broker,
+    registry: &Registry,
     fetcher: &LeaderFetcher,
     conn: &mut Connection,
     session: &mut FollowerSession,
     planned: Vec<Planned>,
 ) -> Result<(), ConnectionLost> {
+    let services = &registry.services;
     let mut ready = Vec::with_capacity(planned.len());
     for p in planned {
         let truncated = fetcher
@@ -335,7 +382,7 @@ async fn fetch_round(
             ready.push(p);
             continue;
         }
-        let outcome = truncate_to_leader(broker, conn, &p.partition, p.leader_epoch).await;
+        let outcome = truncate_to_leader(services, conn, &p.partition, p.leader_epoch).await;
         if settle(fetcher, &p, outcome, true)? {
             ready.push(p);
         }
@@ -343,7 +390,7 @@ async fn fetch_round(
     if ready.is_empty() {
         return Ok(());
     }
-    let cluster = &broker.config.cluster;
+    let cluster = &services.config.cluster;
     let mut partitions = Vec::with_capacity(ready.len());
     for p in &ready {
         // A throttled fetch asks for about one second's worth (at least one batch comes back).
@@ -367,7 +414,7 @@ async fn fetch_round(
     }
     let fetch = session.next_fetch(partitions);
     let request = FetchRequest::default()
-        .with_replica_id(BrokerId(broker.config.node_id))
+        .with_replica_id(BrokerId(services.config.node_id))
         .with_max_wait_ms(cluster.replica_fetch_wait_max_ms)
         .with_min_bytes(1)
         .with_max_bytes(cluster.replica_fetch_response_max_bytes)
@@ -421,7 +468,7 @@ async fn fetch_round(
             }
         }
     }
-    let written = broker
+    let written = services
         .disk
         .run(move || {
             writes
@@ -436,7 +483,7 @@ async fn fetch_round(
         .map_err(ConnectionLost::Disk)?;
     let mut appended = 0usize;
     for (i, fetched, result) in written {
-        let outcome = record_written(broker, &ready[i], &fetched, result, &mut appended);
+        let outcome = record_written(registry, &ready[i], &fetched, result, &mut appended);
         settle(fetcher, &ready[i], outcome, false)?;
     }
     tracing::Span::current().record("appended_bytes", appended);
@@ -496,13 +543,13 @@ fn partition_error(e: impl std::fmt::Display) -> Stop {
 
 /// Truncates `p`'s log to `offset` on the disk threads (see `follower_log::truncate`).
 async fn truncate_on_disk(
-    broker: &Broker,
+    services: &FollowerServices,
     p: &Arc<Partition>,
     offset: i64,
     leader_epoch: Option<i32>,
 ) -> Result<(), Stop> {
     let p = p.clone();
-    match broker
+    match services
         .disk
         .run(move || follower_log::truncate(&p, offset, leader_epoch))
         .await
@@ -517,7 +564,7 @@ async fn truncate_on_disk(
 
 /// Truncates this log to where it stops agreeing with the leader's.
 async fn truncate_to_leader(
-    broker: &Broker,
+    services: &FollowerServices,
     conn: &mut Connection,
     p: &Arc<Partition>,
     leader_epoch: i32,
@@ -531,12 +578,12 @@ async fn truncate_to_leader(
         // known committed.
         if leo > 0 {
             let hw = p.high_watermark();
-            truncate_on_disk(broker, p, hw, None).await?;
+            truncate_on_disk(services, p, hw, None).await?;
         }
         return Ok(());
     };
     let request = OffsetForLeaderEpochRequest::default()
-        .with_replica_id(BrokerId(broker.config.node_id))
+        .with_replica_id(BrokerId(services.config.node_id))
         .with_topics(vec![OffsetForLeaderTopic::default()
             .with_topic(TopicName(StrBytes::from_string(p.topic.to_string())))
             .with_partitions(vec![OffsetForLeaderPartition::default()
@@ -579,7 +626,7 @@ async fn truncate_to_leader(
             leader_epoch,
             "truncating a divergent log tail"
         );
-        truncate_on_disk(broker, p, target, Some(leader_epoch)).await?;
+        truncate_on_disk(services, p, target, Some(leader_epoch)).await?;
         p.set_follower_high_watermark(p.high_watermark());
     }
     Ok(())
@@ -588,16 +635,17 @@ async fn truncate_to_leader(
 /// Records what writing one partition's answer gave (metrics, throttle, log-dir health) and
 /// takes the leader's high watermark after a successful write.
 fn record_written(
-    broker: &Broker,
+    registry: &Registry,
     planned: &Planned,
     fetched: &Fetched,
     result: Result<Option<ReplicaAppend>, Refused>,
     appended: &mut usize,
 ) -> Result<(), Stop> {
     let p = &planned.partition;
+    let services = &registry.services;
     match result {
         Ok(Some(a)) => {
-            broker.log_dir_health.record_success(a.bytes);
+            services.log_dir.record_success(a.bytes);
             tracing::debug!(
                 topic = %p.topic,
                 partition = p.index,
@@ -606,14 +654,9 @@ fn record_written(
                 "appended fetched records"
             );
             *appended += a.bytes;
-            broker.metrics.replication_bytes_in.inc_by(a.bytes as u64);
+            services.metrics.replication_bytes_in.inc_by(a.bytes as u64);
             if let Some(rate) = planned.throttle {
-                broker
-                    .cluster
-                    .throttles
-                    .follower
-                    .lock()
-                    .consume(rate, a.bytes, now_ms());
+                registry.throttle.lock().consume(rate, a.bytes, now_ms());
             }
         }
         // An out-of-range answer moved the log; the next round fetches from its new end.
@@ -623,7 +666,7 @@ fn record_written(
         Err(Refused::Partition(why)) => return Err(Stop::Partition(why)),
         Err(Refused::Disk { error, bytes }) => {
             let message = format!("append of fetched data failed: {error}");
-            broker.log_dir_health.record_failure(error, bytes);
+            services.log_dir.record_failure(error, bytes);
             return Err(Stop::Partition(message));
         }
     }

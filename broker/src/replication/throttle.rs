@@ -9,11 +9,11 @@
 //! A follower fetching a partition listed for it in `follower.replication.throttled.replicas`,
 //! while it is not in the ISR, draws on this broker's follower token bucket (one per broker,
 //! shared by every throttled partition, as Kafka's quota is); an empty bucket delays the next
-//! fetch. In-sync replicas are never throttled, so a throttle cannot shrink the ISR.
+//! fetch (the bucket is the replica fetchers', `super::fetcher`). In-sync replicas are never
+//! throttled, so a throttle cannot shrink the ISR. The leader side (`leader.*`) is validated
+//! and stored but not applied yet: only followers throttle.
 
 use std::collections::BTreeMap;
-
-use parking_lot::Mutex;
 
 use crate::metadata::MetadataImage;
 use crate::topic_config::{parse_replicas, ConfigValueError};
@@ -76,13 +76,6 @@ impl TokenBucket {
         self.refill(rate, now_ms);
         self.tokens -= bytes as f64;
     }
-}
-
-/// This broker's replication token buckets.
-#[derive(Debug, Default)]
-pub struct Throttles {
-    pub follower: Mutex<TokenBucket>,
-    pub leader: Mutex<TokenBucket>,
 }
 
 /// Checks a dynamic broker rate value (a long >= 0, as in Kafka).
