@@ -2,11 +2,13 @@
 //! `/v1/restart-safety` (may this broker be stopped now?) for the operator.
 //! A deliberately small HTTP/1.1 responder: GET only, one request per connection.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::group::offsets::GroupOffsets;
 use crate::state::{Broker, NotReady};
 
 const MAX_REQUEST_HEAD: usize = 8192;
@@ -103,9 +105,136 @@ async fn handle(broker: Arc<Broker>, mut stream: TcpStream) -> std::io::Result<(
 /// Gauges computed at scrape time rather than on every append.
 fn refresh_gauges(broker: &Broker) {
     let parts = broker.replicas.all_partitions();
-    let size: u64 = parts.iter().map(|p| p.log.read().size_bytes()).sum();
-    broker.metrics.log_size_bytes.set(size as i64);
-    broker.metrics.partitions.set(parts.len() as i64);
+    let m = &broker.metrics;
+    // Series of partitions that left this broker must go too: rebuilt from empty.
+    m.partition_log_size.reset();
+    let mut size = 0u64;
+    let mut led = HashMap::new();
+    for p in &parts {
+        let bytes = p.log.read().size_bytes();
+        size += bytes;
+        m.partition_log_size
+            .with_label_values(&[p.topic.as_ref(), &p.index.to_string()])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        if p.is_leader() {
+            led.insert((p.topic.to_string(), p.index), p.high_watermark());
+        }
+    }
+    m.log_size_bytes
+        .set(i64::try_from(size).unwrap_or(i64::MAX));
+    m.partitions.set(parts.len() as i64);
+    let image = broker.metadata.snapshot();
+    m.group_offset.reset();
+    m.group_lag.reset();
+    for l in group_lags(&image.group_offsets, &led) {
+        let labels = [l.group, l.topic, &l.partition.to_string()];
+        m.group_offset.with_label_values(&labels).set(l.offset);
+        m.group_lag.with_label_values(&labels).set(l.lag);
+    }
+    let quorum = broker.cluster.quorum.position();
+    m.raft_leader.set(
+        quorum
+            .leader
+            .and_then(|l| i64::try_from(l).ok())
+            .unwrap_or(-1),
+    );
+    m.raft_epoch
+        .set(i64::try_from(quorum.term).unwrap_or(i64::MAX));
+    m.raft_state.reset();
+    m.raft_state.with_label_values(&[quorum.role]).set(1);
+    let index = |i: Option<u64>| i.and_then(|i| i64::try_from(i).ok()).unwrap_or(-1);
+    m.raft_log_end.set(index(quorum.last_log_index));
+    m.raft_applied.set(index(quorum.last_applied));
     // Leaders, ISR health and the controller flag (set by the controller task).
     crate::cluster::isr::refresh_gauges(broker);
+}
+
+/// One group's position on one partition.
+#[derive(Debug, PartialEq, Eq)]
+struct GroupLag<'a> {
+    group: &'a str,
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    lag: i64,
+}
+
+/// The committed offset and lag of every group on the partitions in `led` (their high
+/// watermarks). Only the leader reports a partition, so a sum over brokers counts it once. A
+/// committed offset past the high watermark (a truncated log) counts as no lag.
+fn group_lags<'a>(
+    offsets: &'a BTreeMap<String, GroupOffsets>,
+    led: &HashMap<(String, i32), i64>,
+) -> Vec<GroupLag<'a>> {
+    let mut out = Vec::new();
+    for (group, committed) in offsets {
+        for ((topic, partition), c) in committed {
+            let Some(hw) = led.get(&(topic.clone(), *partition)) else {
+                continue;
+            };
+            out.push(GroupLag {
+                group,
+                topic,
+                partition: *partition,
+                offset: c.offset,
+                lag: (hw - c.offset).max(0),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::offsets::CommittedOffset;
+
+    #[test]
+    fn lag_is_reported_for_led_partitions_only() {
+        let at = |offset| CommittedOffset {
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+            commit_ms: 0,
+        };
+        let offsets = BTreeMap::from([
+            (
+                "billing".to_string(),
+                GroupOffsets::from([
+                    (("orders".to_string(), 0), at(40)),
+                    (("orders".to_string(), 1), at(7)),
+                    (("orders".to_string(), 2), at(99)),
+                ]),
+            ),
+            (
+                "audit".to_string(),
+                GroupOffsets::from([(("payments".to_string(), 0), at(0))]),
+            ),
+        ]);
+        // Partitions 0 and 2 of orders are led here; 1 and payments elsewhere.
+        let led = HashMap::from([
+            (("orders".to_string(), 0), 100),
+            (("orders".to_string(), 2), 90),
+        ]);
+        let lags = group_lags(&offsets, &led);
+        assert_eq!(
+            lags,
+            vec![
+                GroupLag {
+                    group: "billing",
+                    topic: "orders",
+                    partition: 0,
+                    offset: 40,
+                    lag: 60
+                },
+                GroupLag {
+                    group: "billing",
+                    topic: "orders",
+                    partition: 2,
+                    offset: 99,
+                    lag: 0
+                },
+            ]
+        );
+    }
 }

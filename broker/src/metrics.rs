@@ -1,21 +1,79 @@
 //! Prometheus metrics with Kafka's JMX-exporter names, so existing dashboards and alerts fit.
+//!
+//! Counters move where the work happens; the gauges of state (partition counts, log sizes,
+//! ISR health, consumer lag, the quorum's position) are computed when Prometheus scrapes
+//! (`admin_http`), so they cost nothing between scrapes. Every family is listed, with its
+//! labels, in `docs/metrics.md`; `operator/tests/metrics_documented.rs` keeps the two in step.
+//!
+//! Label cardinality: `topic` is bounded by the topics (a deleted topic's series are
+//! dropped), `partition` by the partitions hosted here, `consumergroup` by the groups with
+//! committed offsets on partitions this broker leads, `request`/`version`/`error` by the
+//! API table and error codes. No label carries a client id, a principal or an address.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+
+/// A Kafka `BrokerTopicMetrics` counter: one series per topic (the `topic` tag of the JMX
+/// name), and this broker's total kept alongside for code that reads it.
+pub struct TopicCounter {
+    by_topic: IntCounterVec,
+    total: AtomicU64,
+}
+
+impl TopicCounter {
+    fn new(r: &Registry, name: &str, help: &str) -> TopicCounter {
+        let by_topic = IntCounterVec::new(Opts::new(name, help), &["topic"]).expect("valid metric");
+        r.register(Box::new(by_topic.clone()))
+            .expect("unique metric");
+        TopicCounter {
+            by_topic,
+            total: AtomicU64::new(0),
+        }
+    }
+
+    pub fn inc_by(&self, topic: &str, n: u64) {
+        self.by_topic.with_label_values(&[topic]).inc_by(n);
+        self.total.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// This broker's total over every topic.
+    pub fn get(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Drops a deleted topic's series.
+    pub fn forget(&self, topic: &str) {
+        let _ = self.by_topic.remove_label_values(&[topic]);
+    }
+}
 
 pub struct Metrics {
     pub registry: Registry,
     pub requests: IntCounterVec,
     pub request_errors: IntCounterVec,
     pub request_seconds: HistogramVec,
-    pub bytes_in: IntCounter,
-    pub bytes_out: IntCounter,
-    pub messages_in: IntCounter,
+    pub bytes_in: TopicCounter,
+    pub bytes_out: TopicCounter,
+    pub messages_in: TopicCounter,
     pub partitions: IntGauge,
     pub leader_count: IntGauge,
     pub log_size_bytes: IntGauge,
+    /// Bytes of each hosted partition's log (Kafka's `kafka.log:type=Log,name=Size`).
+    pub partition_log_size: IntGaugeVec,
+    /// Committed offset and lag per group and partition, for the partitions led here (so
+    /// each partition is reported by one broker: its leader).
+    pub group_offset: IntGaugeVec,
+    pub group_lag: IntGaugeVec,
+    /// The metadata quorum as this node sees it.
+    pub raft_leader: IntGauge,
+    pub raft_epoch: IntGauge,
+    pub raft_state: IntGaugeVec,
+    pub raft_log_end: IntGauge,
+    pub raft_applied: IntGauge,
     pub connections: IntGauge,
     pub protocol_errors: IntCounter,
     pub under_replicated: IntGauge,
@@ -45,9 +103,21 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     g
 }
 
+fn gauges(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
+        // RSS, CPU seconds, open and maximum file descriptors, start time: read from /proc
+        // at scrape time.
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("unique metric");
         let requests = IntCounterVec::new(
             Opts::new(
                 "kafka_network_requestmetrics_requests_total",
@@ -83,20 +153,64 @@ impl Metrics {
         r.register(Box::new(request_seconds.clone()))
             .expect("unique metric");
         Metrics {
-            bytes_in: counter(
+            bytes_in: TopicCounter::new(
                 &r,
                 "kafka_server_brokertopicmetrics_bytesin_total",
-                "Bytes appended to logs by producers",
+                "Bytes appended to logs by producers, by topic",
             ),
-            bytes_out: counter(
+            bytes_out: TopicCounter::new(
                 &r,
                 "kafka_server_brokertopicmetrics_bytesout_total",
-                "Bytes sent to consumers",
+                "Bytes sent to consumers, by topic",
             ),
-            messages_in: counter(
+            messages_in: TopicCounter::new(
                 &r,
                 "kafka_server_brokertopicmetrics_messagesin_total",
-                "Records appended",
+                "Records appended, by topic",
+            ),
+            partition_log_size: gauges(
+                &r,
+                "kafka_log_log_size",
+                "Bytes on disk of one partition's log",
+                &["topic", "partition"],
+            ),
+            group_offset: gauges(
+                &r,
+                "kafka_consumergroup_current_offset",
+                "A group's committed offset, for partitions this broker leads",
+                &["consumergroup", "topic", "partition"],
+            ),
+            group_lag: gauges(
+                &r,
+                "kafka_consumergroup_lag",
+                "High watermark minus the group's committed offset, for partitions this broker leads",
+                &["consumergroup", "topic", "partition"],
+            ),
+            raft_leader: gauge(
+                &r,
+                "kafka_server_raftmetrics_current_leader",
+                "Node id of the metadata quorum leader (the active controller), -1 when unknown",
+            ),
+            raft_epoch: gauge(
+                &r,
+                "kafka_server_raftmetrics_current_epoch",
+                "The metadata quorum's current epoch (Raft term)",
+            ),
+            raft_state: gauges(
+                &r,
+                "kafka_server_raftmetrics_current_state",
+                "1 for this node's role in the metadata quorum",
+                &["state"],
+            ),
+            raft_log_end: gauge(
+                &r,
+                "kafka_server_raftmetrics_log_end_offset",
+                "Index of the last entry in this node's metadata log",
+            ),
+            raft_applied: gauge(
+                &r,
+                "kafka_server_raftmetrics_high_watermark",
+                "Index of the last metadata log entry this node applied (committed)",
             ),
             partitions: gauge(
                 &r,
@@ -192,6 +306,13 @@ impl Metrics {
             request_errors,
             request_seconds,
             registry: r,
+        }
+    }
+
+    /// Drops a deleted topic's counters.
+    pub fn forget_topic(&self, topic: &str) {
+        for c in [&self.bytes_in, &self.bytes_out, &self.messages_in] {
+            c.forget(topic);
         }
     }
 

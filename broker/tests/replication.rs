@@ -562,7 +562,6 @@ fn committed_offsets_survive_the_coordinators_death() {
     }
 }
 
-/// The value of an unlabelled metric on node `i`'s `/metrics`.
 /// Five brokers (five voters): with two of them down — one of them the active controller —
 /// the quorum still has a majority, leaders move, writes go on and nothing acknowledged is
 /// lost; the replication gauges say what is going on.

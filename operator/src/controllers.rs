@@ -35,7 +35,9 @@ pub async fn run(
     let ns = namespace.as_deref();
     let shutdown = futures::future::Shared::clone(&futures::FutureExt::shared(shutdown));
 
-    let kafka = Controller::new(api::<Kafka>(&ctx, ns), Config::default())
+    let kafkas = Controller::new(api::<Kafka>(&ctx, ns), Config::default());
+    let kafka_store = kafkas.store();
+    let kafka = kafkas
         .owns(api::<StatefulSet>(&ctx, ns), Config::default())
         .owns(api::<ConfigMap>(&ctx, ns), Config::default())
         .owns(api::<Service>(&ctx, ns), Config::default())
@@ -55,22 +57,24 @@ pub async fn run(
         )
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile::kafka::reconcile, error_policy, ctx.clone())
-        .for_each(|result| async move { log_result("Kafka", result) });
+        .for_each(managed(&ctx, "Kafka", kafka_store));
 
     // Topics and users are looked at again when their cluster changes (e.g. becomes reachable).
     let topics = Controller::new(api::<KafkaTopic>(&ctx, ns), Config::default());
     let topic_store = topics.store();
+    let counted_topics = topic_store.clone();
     let topic = topics
         .watches(api::<Kafka>(&ctx, ns), Config::default(), move |k| {
             members_of(&topic_store, &k)
         })
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile::topic::reconcile, error_policy, ctx.clone())
-        .for_each(|result| async move { log_result("KafkaTopic", result) });
+        .for_each(managed(&ctx, "KafkaTopic", counted_topics));
 
     let users = Controller::new(api::<KafkaUser>(&ctx, ns), Config::default());
     let user_store = users.store();
     let referencing_store = user_store.clone();
+    let counted_users = user_store.clone();
     let user = users
         .owns(api::<Secret>(&ctx, ns), Config::default())
         // A password Secret referenced by a user: rotate the credential as soon as it changes.
@@ -82,9 +86,31 @@ pub async fn run(
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile::user::reconcile, error_policy, ctx.clone())
-        .for_each(|result| async move { log_result("KafkaUser", result) });
+        .for_each(managed(&ctx, "KafkaUser", counted_users));
 
     tokio::join!(kafka, topic, user);
+}
+
+/// What each controller does with a reconciliation's outcome: log it, and set
+/// `fjord_operator_managed_resources{kind}` to the resources of `kind` in the controller's
+/// cache (the ones it watches: every namespace, or the one it was given).
+fn managed<K, T, E>(
+    ctx: &Arc<Context>,
+    kind: &'static str,
+    store: Store<K>,
+) -> impl FnMut(Result<T, E>) -> std::future::Ready<()>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+    T: std::fmt::Debug,
+    E: std::fmt::Display,
+{
+    let gauge = ctx.metrics.managed.with_label_values(&[kind]);
+    move |result| {
+        gauge.set(i64::try_from(store.state().len()).unwrap_or(i64::MAX));
+        log_result(kind, result);
+        std::future::ready(())
+    }
 }
 
 /// The topics/users (from the controller's cache) labelled as members of `kafka`.

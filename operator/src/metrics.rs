@@ -96,7 +96,10 @@ impl Default for Metrics {
         )
         .expect("valid metric");
         for c in [
-            Box::new(reconciliations.clone()) as Box<dyn prometheus::core::Collector>,
+            // RSS, CPU seconds, file descriptors, threads: read from /proc at scrape time.
+            Box::new(prometheus::process_collector::ProcessCollector::for_self())
+                as Box<dyn prometheus::core::Collector>,
+            Box::new(reconciliations.clone()),
             Box::new(failures.clone()),
             Box::new(duration.clone()),
             Box::new(managed.clone()),

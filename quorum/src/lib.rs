@@ -15,7 +15,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-pub use node::{QuorumConfig, QuorumNode, WriteError};
+pub use node::{QuorumConfig, QuorumNode, QuorumPosition, WriteError};
 pub use rpc::QuorumTls;
 
 /// One command appended to the log: the application's own JSON encoding.

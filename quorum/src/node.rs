@@ -19,6 +19,17 @@ use crate::{Applier, Command, Raft};
 /// How long a write waits for a leader to be elected before giving up.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A quorum member's view of the quorum (`QuorumNode::position`). Roles use Kafka's names
+/// (`leader`, `candidate`, `follower`, `observer` for a learner).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumPosition {
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub role: &'static str,
+    pub last_log_index: Option<u64>,
+    pub last_applied: Option<u64>,
+}
+
 /// How a node is set up.
 pub struct QuorumConfig {
     pub node_id: u64,
@@ -230,6 +241,25 @@ impl QuorumNode {
     /// Raft's metrics (term, leader, last applied, ...), updated as they change.
     pub fn metrics(&self) -> tokio::sync::watch::Receiver<RaftMetrics<u64, BasicNode>> {
         self.raft.metrics()
+    }
+
+    /// Where this member stands, for metrics.
+    pub fn position(&self) -> QuorumPosition {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        QuorumPosition {
+            leader: m.current_leader,
+            term: m.current_term,
+            role: match m.state {
+                openraft::ServerState::Leader => "leader",
+                openraft::ServerState::Candidate => "candidate",
+                openraft::ServerState::Follower => "follower",
+                openraft::ServerState::Learner => "observer",
+                openraft::ServerState::Shutdown => "shutdown",
+            },
+            last_log_index: m.last_log_index,
+            last_applied: m.last_applied.map(|l| l.index),
+        }
     }
 
     /// Index of the last entry applied to the application state.

@@ -205,7 +205,15 @@ pub async fn handle(
             .replication_bytes_out
             .inc_by(total_out as u64);
     } else {
-        services.metrics.bytes_out.inc_by(total_out as u64);
+        let mut per_topic = vec![0u64; topics_out.len()];
+        for (w, r) in wanted.iter().zip(&results) {
+            per_topic[w.topic_index] += r.1.as_ref().map_or(0, |f| f.len) as u64;
+        }
+        for ((name, _), bytes) in topics_out.iter().zip(per_topic) {
+            if bytes > 0 {
+                services.metrics.bytes_out.inc_by(name, bytes);
+            }
+        }
     }
     let mut by_topic: Vec<Vec<PartitionData>> = vec![Vec::new(); topics_out.len()];
     let mut payloads = Vec::new();

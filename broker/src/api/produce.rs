@@ -324,11 +324,12 @@ fn answer(
             if !o.duplicate {
                 services.log_dir.record_success(o.bytes);
                 partition.on_leader_append();
-                services.metrics.bytes_in.inc_by(o.bytes as u64);
+                let topic = partition.topic.as_ref();
+                services.metrics.bytes_in.inc_by(topic, o.bytes as u64);
                 services
                     .metrics
                     .messages_in
-                    .inc_by(o.record_count.max(0) as u64);
+                    .inc_by(topic, o.record_count.max(0) as u64);
             }
             let response = PartitionProduceResponse::default()
                 .with_index(index)

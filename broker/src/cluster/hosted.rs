@@ -85,6 +85,7 @@ fn open_partition(
 }
 
 fn remove_topic(broker: &Broker, name: &str) {
+    broker.metrics.forget_topic(name);
     for p in broker.replicas.remove_topic(name) {
         let dir = p.log.read().dir().to_path_buf();
         p.advance_high_watermark(i64::MAX);

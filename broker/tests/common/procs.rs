@@ -239,6 +239,35 @@ impl ProcCluster {
             .and_then(|v| v.parse().ok())
     }
 
+    /// Every series of family `name` on node `i`'s `/metrics`: (labels, value). Empty when
+    /// the node does not answer.
+    pub fn series(&self, i: usize, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+        let Some((_, body)) = self.admin_get(i, "/metrics") else {
+            return Vec::new();
+        };
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let (family, labels) = match series.split_once('{') {
+                    Some((f, rest)) => (f, rest.strip_suffix('}')?),
+                    None => (series, ""),
+                };
+                if family != name {
+                    return None;
+                }
+                let labels = labels
+                    .split(',')
+                    .filter_map(|kv| {
+                        let (k, v) = kv.split_once('=')?;
+                        Some((k.to_string(), v.trim_matches('"').to_string()))
+                    })
+                    .collect();
+                Some((labels, value.parse().ok()?))
+            })
+            .collect()
+    }
+
     /// GET on node `i`'s admin endpoint: (status code, body).
     pub fn admin_get(&self, i: usize, path: &str) -> Option<(u16, String)> {
         use std::io::Write;
