@@ -123,6 +123,10 @@ fn refresh_gauges(broker: &Broker) {
     m.log_size_bytes
         .set(i64::try_from(size).unwrap_or(i64::MAX));
     m.partitions.set(parts.len() as i64);
+    let (capacity, available) =
+        crate::log::dir_health::disk_space(broker.log_dir_health.dir()).unwrap_or((-1, -1));
+    m.log_dir_capacity.set(capacity);
+    m.log_dir_available.set(available);
     let image = broker.metadata.snapshot();
     m.group_offset.reset();
     m.group_lag.reset();

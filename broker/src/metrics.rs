@@ -62,6 +62,9 @@ pub struct Metrics {
     pub partitions: IntGauge,
     pub leader_count: IntGauge,
     pub log_size_bytes: IntGauge,
+    /// The log directory's file system: its size and what is still free for the broker.
+    pub log_dir_capacity: IntGauge,
+    pub log_dir_available: IntGauge,
     /// Bytes of each hosted partition's log (Kafka's `kafka.log:type=Log,name=Size`).
     pub partition_log_size: IntGaugeVec,
     /// Committed offset and lag per group and partition, for the partitions led here (so
@@ -167,6 +170,16 @@ impl Metrics {
                 &r,
                 "kafka_server_brokertopicmetrics_messagesin_total",
                 "Records appended, by topic",
+            ),
+            log_dir_capacity: gauge(
+                &r,
+                "fjord_log_dir_capacity_bytes",
+                "Size of the file system holding the log directory",
+            ),
+            log_dir_available: gauge(
+                &r,
+                "fjord_log_dir_available_bytes",
+                "Bytes still free for the broker on the file system holding the log directory",
             ),
             partition_log_size: gauges(
                 &r,

@@ -175,6 +175,12 @@ fn a_scrape_shows_topics_lag_quorum_and_process() {
     let rss = cluster.metric(0, "process_resident_memory_bytes").unwrap();
     assert!(rss > 1e6, "rss {rss}");
     assert!(cluster.metric(0, "process_open_fds").unwrap() > 0.0);
+    let capacity = cluster.metric(0, "fjord_log_dir_capacity_bytes").unwrap();
+    let available = cluster.metric(0, "fjord_log_dir_available_bytes").unwrap();
+    assert!(
+        capacity > 0.0 && available <= capacity,
+        "{available} of {capacity}"
+    );
 
     // A deleted topic leaves no series behind.
     let deleted = rt

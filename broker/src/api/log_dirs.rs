@@ -11,7 +11,6 @@
 //! Replicas are never moved between dirs, so there are no future replicas.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
 
 use kafka_protocol::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
@@ -64,7 +63,7 @@ pub async fn describe(
         );
     }
     let dir = services.replicas.data_dir();
-    let (total, usable) = disk_space(dir).unwrap_or((-1, -1));
+    let (total, usable) = crate::log::dir_health::disk_space(dir).unwrap_or((-1, -1));
     let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
     let result = DescribeLogDirsResult::default()
         .with_log_dir(s(dir.display().to_string()))
@@ -82,20 +81,4 @@ pub async fn describe(
                 .collect(),
         );
     DescribeLogDirsResponse::default().with_results(vec![result])
-}
-
-/// (total, usable) bytes of the file system holding `dir`, as Java's `FileStore` reports them.
-fn disk_space(dir: &Path) -> Option<(i64, i64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is NUL-terminated and `st` is a valid, writable statvfs.
-    if unsafe { libc::statvfs(path.as_ptr(), &raw mut st) } != 0 {
-        return None;
-    }
-    // The field types are platform aliases (u64 on 64-bit Linux, u32 on some 32-bit targets).
-    let block = st.f_frsize as u64;
-    let bytes = |blocks: u64| i64::try_from(blocks.saturating_mul(block)).unwrap_or(i64::MAX);
-    Some((bytes(st.f_blocks as u64), bytes(st.f_bavail as u64)))
 }

@@ -179,6 +179,22 @@ impl LogDirHealth {
     }
 }
 
+/// (total, usable) bytes of the file system holding `dir`, as Java's `FileStore` reports them.
+pub fn disk_space(dir: &Path) -> Option<(i64, i64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `st` is a valid, writable statvfs.
+    if unsafe { libc::statvfs(path.as_ptr(), &raw mut st) } != 0 {
+        return None;
+    }
+    // The field types are platform aliases (u64 on 64-bit Linux, u32 on some 32-bit targets).
+    let block = st.f_frsize as u64;
+    let bytes = |blocks: u64| i64::try_from(blocks.saturating_mul(block)).unwrap_or(i64::MAX);
+    Some((bytes(st.f_blocks as u64), bytes(st.f_bavail as u64)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
