@@ -1,6 +1,8 @@
 //! The Helm chart: `helm lint --strict` is clean, and what `helm template` renders — with the
 //! default values and with a values file that sets every option — is accepted by the real API
 //! server (`kubectl apply --dry-run=server`). Wrong values are refused with a message naming them.
+//! The Prometheus Operator objects (PodMonitors, PrometheusRule) are rendered and checked against
+//! the rule file, not applied: the test cluster does not serve their API.
 //! The scenario namespaces enforce the `restricted` Pod Security Standard (checked here once).
 
 use anyhow::ensure;
@@ -89,6 +91,56 @@ async fn chart_lints_and_renders_objects_the_api_server_accepts() {
         ensure!(
             message.contains("violates PodSecurity \"restricted"),
             "refused for another reason: {message}"
+        );
+
+        // The Prometheus Operator objects: two PodMonitors and the PrometheusRule, whose
+        // groups are exactly the rule file's (the one promtool tests, e2e/tests/alert_rules.rs).
+        let rendered = s.helm(&[
+            "template",
+            "fjord-chart-test",
+            &chart,
+            "-f",
+            &all_options,
+            "--set",
+            "monitoring.enabled=true",
+        ])?;
+        let docs: Vec<serde_yaml::Value> = rendered
+            .split("\n---")
+            .filter_map(|d| serde_yaml::from_str(d).ok())
+            .collect();
+        let of_kind = |kind: &str| -> Vec<&serde_yaml::Value> {
+            docs.iter()
+                .filter(|d| d["kind"].as_str() == Some(kind))
+                .collect()
+        };
+        let monitors = of_kind("PodMonitor");
+        ensure!(
+            monitors.len() == 2,
+            "{} PodMonitors rendered",
+            monitors.len()
+        );
+        for m in &monitors {
+            ensure!(
+                m["metadata"]["labels"]["release"].as_str() == Some("kube-prometheus-stack"),
+                "monitoring.labels missing on {:?}",
+                m["metadata"]["name"]
+            );
+            let endpoint = &m["spec"]["podMetricsEndpoints"][0];
+            ensure!(endpoint["interval"].as_str() == Some("15s"), "{endpoint:?}");
+        }
+        let rules = of_kind("PrometheusRule");
+        ensure!(rules.len() == 1, "{} PrometheusRules rendered", rules.len());
+        let file: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(
+            repo_root().join("charts/fjord-operator/files/prometheus-rules.yaml"),
+        )?)?;
+        ensure!(
+            rules[0]["spec"]["groups"] == file["groups"],
+            "the PrometheusRule's groups differ from files/prometheus-rules.yaml"
+        );
+        let defaults = s.helm(&["template", "fjord-chart-test", &chart])?;
+        ensure!(
+            !defaults.contains("kind: PodMonitor") && !defaults.contains("kind: PrometheusRule"),
+            "monitoring objects rendered for a cluster without monitoring.coreos.com/v1"
         );
 
         let refused = s.helm(&["template", "x", &chart, "--set", "replicas=0"]);

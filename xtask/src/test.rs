@@ -1,12 +1,13 @@
 //! `cargo xtask test`: the whole suite, installing what it needs on the way.
 //!
 //! Stages: Debian packages, rustfmt check, clippy (-D warnings), the Kubernetes and node tools,
-//! our OCI images, every test compiled, then the local cluster with a real node (started once
-//! for the whole run in its own directory; each scenario gets its own namespace) while
-//! `cargo test --workspace` runs (unit, broker integration with librdkafka and hostile input,
-//! chaos, control plane, operator, end to end on the node, host footprint), the cluster stopped
-//! again, and finally the real-client compatibility suite (confluent-kafka, kafka-python, Apache
-//! Kafka's CLI tools and Java client) against a release build of the broker.
+//! Debian's Prometheus and promtool (for the alert rules' tests), our OCI images, every test
+//! compiled, then the local cluster with a real node (started once for the whole run in its own
+//! directory; each scenario gets its own namespace) while `cargo test --workspace` runs (unit,
+//! broker integration with librdkafka and hostile input, chaos, control plane, operator, alert
+//! rules, end to end on the node, host footprint), the cluster stopped again, and finally the
+//! real-client compatibility suite (confluent-kafka, kafka-python, Apache Kafka's CLI tools and
+//! Java client) against a release build of the broker.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -31,6 +32,7 @@ pub fn run_all(args: &[String]) -> anyhow::Result<()> {
     ];
     run("cargo clippy (-D warnings)", cargo().args(clippy))?;
     crate::tools::run(&[])?;
+    let prometheus = prometheus_bin()?;
     let images: Vec<PathBuf> = crate::image::build_images(true, true)?
         .into_iter()
         .map(|(archive, _)| archive)
@@ -51,7 +53,8 @@ pub fn run_all(args: &[String]) -> anyhow::Result<()> {
         "cargo test --workspace (unit, broker integration and chaos, control plane, operator, end to end on the node)",
         cargo()
             .args(["test", "--workspace"])
-            .env("FJORD_CLUSTER_DIR", &dir),
+            .env("FJORD_CLUSTER_DIR", &dir)
+            .env("FJORD_PROMETHEUS_BIN", &prometheus),
     );
     if !already_running {
         let stopped = fjord_e2e::cluster::Cluster::down(&dir);
@@ -100,6 +103,25 @@ pub fn prepare_client_env() -> anyhow::Result<ClientEnv> {
         python: cache_dir().join("venv").join("bin").join("python"),
         broker: crate::up::target_dir().join("release").join("fjord-broker"),
     })
+}
+
+/// Debian's Prometheus and promtool (`scripts/prometheus-dist.sh`, cached): the alert rules'
+/// tests run them. Returns their bin dir (the script's last line).
+fn prometheus_bin() -> anyhow::Result<PathBuf> {
+    let out = Command::new("bash")
+        .arg("scripts/prometheus-dist.sh")
+        .current_dir(repo_root())
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "scripts/prometheus-dist.sh failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let dir = stdout.lines().last().unwrap_or_default().trim();
+    anyhow::ensure!(
+        !dir.is_empty(),
+        "scripts/prometheus-dist.sh printed no bin dir"
+    );
+    eprintln!("==> Prometheus and promtool in {dir}");
+    Ok(PathBuf::from(dir))
 }
 
 /// Prints the free space where the build writes: a CI machine once ran out while linking tests,

@@ -100,3 +100,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   resources: ["nodes"]
   verbs: ["get", "list"]
 {{- end }}
+
+{{/* "true" or "false": render the PodMonitors and the PrometheusRule. null (the default) means
+     "when the cluster serves the Prometheus Operator's monitoring.coreos.com/v1 API". */}}
+{{- define "fjord-operator.monitoring" -}}
+{{- if kindIs "bool" .Values.monitoring.enabled -}}
+{{- .Values.monitoring.enabled -}}
+{{- else -}}
+{{- .Capabilities.APIVersions.Has "monitoring.coreos.com/v1" -}}
+{{- end -}}
+{{- end -}}
