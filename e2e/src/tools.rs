@@ -217,6 +217,22 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// Debian's promtool, as `scripts/prometheus-dist.sh` provisions it: in `FJORD_PROMETHEUS_BIN`
+/// (which `cargo xtask test` sets) or the cache. Panics with what to run when it is missing.
+pub fn promtool() -> PathBuf {
+    let dir = std::env::var_os("FJORD_PROMETHEUS_BIN").map_or_else(
+        || cache_root().join("prometheus/current/bin"),
+        PathBuf::from,
+    );
+    let promtool = dir.join("promtool");
+    assert!(
+        promtool.is_file(),
+        "{} is missing: run `bash scripts/prometheus-dist.sh` (cargo xtask test does)",
+        promtool.display()
+    );
+    promtool
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,26 +6,10 @@
 //! new alert cannot be added without both.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::Command;
 
 use fjord_e2e::scenario::repo_root;
-use fjord_e2e::tools::cache_root;
-
-/// promtool from `FJORD_PROMETHEUS_BIN` (a bin dir) or the cache the script fills.
-fn promtool() -> PathBuf {
-    let dir = std::env::var_os("FJORD_PROMETHEUS_BIN").map_or_else(
-        || cache_root().join("prometheus/current/bin"),
-        PathBuf::from,
-    );
-    let promtool = dir.join("promtool");
-    assert!(
-        promtool.is_file(),
-        "{} is missing: run `bash scripts/prometheus-dist.sh` (cargo xtask test does)",
-        promtool.display()
-    );
-    promtool
-}
+use fjord_e2e::tools::promtool;
 
 fn run(args: &[&str]) -> String {
     let out = Command::new(promtool())
