@@ -137,8 +137,8 @@ impl Prometheus {
             .unwrap_or_default())
     }
 
-    /// Alerts pending or firing: (alertname, labels, state).
-    fn alerts(&self) -> Result<Vec<(String, BTreeMap<String, String>, String)>> {
+    /// Alerts pending or firing.
+    fn alerts(&self) -> Result<Vec<Alert>> {
         let answer = self.get("/api/v1/alerts", &[])?;
         Ok(answer["data"]["alerts"]
             .as_array()
@@ -156,6 +156,9 @@ impl Prometheus {
             .collect())
     }
 }
+
+/// An active alert: (alertname, labels, state: pending or firing).
+type Alert = (String, BTreeMap<String, String>, String);
 
 /// (pod name, pod IP) of the pods matching `selector`.
 async fn pod_ips(s: &Scenario, selector: &str) -> Result<Vec<(String, String)>> {
