@@ -77,7 +77,8 @@ pub struct Metrics {
     pub raft_state: IntGaugeVec,
     pub raft_log_end: IntGauge,
     pub raft_applied: IntGauge,
-    pub connections: IntGauge,
+    /// Open client connections by listener.
+    pub connections: IntGaugeVec,
     pub protocol_errors: IntCounter,
     pub under_replicated: IntGauge,
     pub offline_partitions: IntGauge,
@@ -124,9 +125,9 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "kafka_network_requestmetrics_requests_total",
-                "Requests handled, by API",
+                "Requests handled, by API, version and listener",
             ),
-            &["request", "version"],
+            &["request", "version", "listener"],
         )
         .expect("valid metric");
         r.register(Box::new(requests.clone()))
@@ -144,13 +145,13 @@ impl Metrics {
         let request_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "kafka_network_requestmetrics_totaltime_seconds",
-                "Request handling time, by API",
+                "Request handling time, by API and listener",
             )
             .buckets(vec![
                 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                 5.0, 10.0, 30.0,
             ]),
-            &["request"],
+            &["request", "listener"],
         )
         .expect("valid metric");
         r.register(Box::new(request_seconds.clone()))
@@ -240,10 +241,11 @@ impl Metrics {
                 "kafka_log_log_size_bytes_total",
                 "Bytes on disk in all partition logs",
             ),
-            connections: gauge(
+            connections: gauges(
                 &r,
                 "kafka_server_socket_server_connection_count",
-                "Open client connections",
+                "Open client connections, by listener",
+                &["listener"],
             ),
             protocol_errors: counter(
                 &r,

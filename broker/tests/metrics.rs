@@ -1,9 +1,9 @@
-//! What a user's Prometheus sees on a running cluster (issue 16): three broker processes,
-//! a topic written by a real producer and read by a real consumer group, then `/metrics` of
-//! every broker scraped. Checked: per-topic counters, consumer lag reported once per partition
-//! (by its leader) with the right value, per-partition log sizes, the metadata quorum's state
-//! agreed by all brokers with exactly one leader, process metrics, and a deleted topic's series
-//! gone.
+//! What a user's Prometheus sees on a running cluster (issue 16): three broker processes, a
+//! topic written by a real producer and read by a real consumer group, then `/metrics` of every
+//! broker scraped. Checked: per-topic counters, requests and connections by listener, consumer
+//! lag reported once per partition (by its leader) with the right value, per-partition log
+//! sizes, the log volume's size and free space, the metadata quorum's state agreed by all
+//! brokers with exactly one leader, process metrics, and a deleted topic's series gone.
 
 #[path = "common/procs.rs"]
 mod procs;
@@ -112,6 +112,23 @@ fn a_scrape_shows_topics_lag_quorum_and_process() {
             "kafka_server_brokertopicmetrics_bytesin_total",
             &topic
         ) > 14.0
+    );
+    // Requests are counted by API and listener; connections by listener.
+    let produce = [("request", "Produce"), ("listener", "PLAINTEXT")];
+    assert!(
+        total(
+            &cluster,
+            "kafka_network_requestmetrics_requests_total",
+            &produce
+        ) >= 14.0
+    );
+    let listener = [("listener", "PLAINTEXT")];
+    assert!(
+        total(
+            &cluster,
+            "kafka_server_socket_server_connection_count",
+            &listener
+        ) >= 1.0
     );
 
     // Lag: one series per partition over the whole cluster (its leader's), 6 and 0.

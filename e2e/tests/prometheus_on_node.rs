@@ -4,8 +4,9 @@
 //! `kafka_cluster`, `fjord_component`) — and loads the chart's alert rules. While a producer
 //! and a consumer group run, every PromQL expression of every dashboard panel, every dashboard
 //! variable and every alert rule is sent to it: none may fail, and the core panels listed below
-//! must return series. Then one broker is frozen (SIGSTOP): FjordKafkaBrokerDown and
-//! FjordKafkaUnderReplicatedPartitions must go pending or firing.
+//! must return series; the operator reports both CAs' expiry. Then one broker is frozen
+//! (SIGSTOP): FjordKafkaBrokerDown and FjordKafkaUnderReplicatedPartitions must go pending or
+//! firing.
 //!
 //! Prometheus runs on the host inside the node's network namespace, where pod IPs are routed;
 //! the test talks to it there with curl.
@@ -363,6 +364,18 @@ async fn prometheus_scrapes_the_cluster_and_every_panel_and_alert_works() {
             "core panels and variables without data while clients run: {empty_core:#?}"
         );
         eprintln!("{} dashboard queries and the alert rules ran", queries.len());
+        // The operator reports both CAs' expiry: about a year ahead (validityDays 365).
+        let expiry = prometheus.query(&format!(
+            "(fjord_operator_certificate_authority_expiry_timestamp_seconds{{namespace='{ns}', kafka='my-cluster'}} - time()) / 86400"
+        ))?;
+        let days: Vec<f64> = expiry
+            .iter()
+            .filter_map(|s| s["value"][1].as_str()?.parse().ok())
+            .collect();
+        ensure!(
+            days.len() == 2 && days.iter().all(|d| (300.0..=366.0).contains(d)),
+            "CA expiry in days: {days:?}"
+        );
 
         // A frozen broker: its scrape times out and the leaders shrink their ISRs.
         let frozen = "my-cluster-kafka-2";

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub refusals: IntCounterVec,
     /// Replica moves a reassignment still has to finish, per cluster.
     pub reassignment_pending: IntGaugeVec,
+    /// When each cluster's CA certificates expire (Unix seconds), per cluster and CA.
+    pub ca_expiry: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -95,6 +97,14 @@ impl Default for Metrics {
             &["namespace", "kafka"],
         )
         .expect("valid metric");
+        let ca_expiry = IntGaugeVec::new(
+            Opts::new(
+                "fjord_operator_certificate_authority_expiry_timestamp_seconds",
+                "When a Kafka cluster's CA certificate expires, in seconds since the Unix epoch",
+            ),
+            &["namespace", "kafka", "ca"],
+        )
+        .expect("valid metric");
         for c in [
             // RSS, CPU seconds, file descriptors, threads: read from /proc at scrape time.
             Box::new(prometheus::process_collector::ProcessCollector::for_self())
@@ -108,6 +118,7 @@ impl Default for Metrics {
             Box::new(roll_pending.clone()),
             Box::new(refusals.clone()),
             Box::new(reassignment_pending.clone()),
+            Box::new(ca_expiry.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -122,6 +133,7 @@ impl Default for Metrics {
             roll_pending,
             refusals,
             reassignment_pending,
+            ca_expiry,
         }
     }
 }

@@ -56,12 +56,14 @@ fn documented(section: &str) -> BTreeMap<String, Vec<String>> {
 fn every_broker_metric_is_documented_with_its_labels_and_nothing_else_is() {
     let m = fjord_broker::metrics::Metrics::new();
     // A labelled family exports nothing until it has a series: give each one.
-    m.requests.with_label_values(&["Produce", "9"]).inc();
+    m.requests
+        .with_label_values(&["Produce", "9", "PLAIN"])
+        .inc();
     m.request_errors
         .with_label_values(&["Produce", "None"])
         .inc();
     m.request_seconds
-        .with_label_values(&["Produce"])
+        .with_label_values(&["Produce", "PLAIN"])
         .observe(0.1);
     for c in [&m.bytes_in, &m.bytes_out, &m.messages_in] {
         c.inc_by("t", 1);
@@ -70,6 +72,12 @@ fn every_broker_metric_is_documented_with_its_labels_and_nothing_else_is() {
     m.group_offset.with_label_values(&["g", "t", "0"]).set(1);
     m.group_lag.with_label_values(&["g", "t", "0"]).set(1);
     m.raft_state.with_label_values(&["leader"]).set(1);
+    m.connections.with_label_values(&["PLAIN"]).set(1);
+    // The authentication counters are registered with the listeners (network::server).
+    let (failed, succeeded) =
+        fjord_broker::network::listener::register_auth_metrics(&m.registry).expect("registered");
+    failed.with_label_values(&["PLAIN"]).inc();
+    succeeded.with_label_values(&["PLAIN"]).inc();
     assert_eq!(
         exported(&m.registry),
         documented("Broker"),
@@ -94,6 +102,9 @@ fn every_operator_metric_is_documented_with_its_labels_and_nothing_else_is() {
         .inc();
     m.reassignment_pending
         .with_label_values(&["ns", "my-cluster"])
+        .set(1);
+    m.ca_expiry
+        .with_label_values(&["ns", "my-cluster", "cluster"])
         .set(1);
     assert_eq!(
         exported(&m.registry),

@@ -27,7 +27,11 @@ const PIPELINE_DEPTH: usize = 16;
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(3);
 
 pub async fn serve<S: Transport>(broker: Arc<Broker>, stream: S, mut session: Session) {
-    broker.metrics.connections.inc();
+    let connections = broker
+        .metrics
+        .connections
+        .with_label_values(&[session.listener_name()]);
+    connections.inc();
     let peer = session.peer;
     let (mut rd, mut wr) = stream.into_halves();
     let max = broker.config.socket_request_max_bytes;
@@ -113,7 +117,7 @@ pub async fn serve<S: Transport>(broker: Arc<Broker>, stream: S, mut session: Se
     }
     reader.abort();
     let _ = wr.shutdown().await;
-    broker.metrics.connections.dec();
+    connections.dec();
 }
 
 /// Writes one response and flushes it.

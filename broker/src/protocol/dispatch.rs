@@ -249,7 +249,7 @@ async fn serve(
     broker
         .metrics
         .requests
-        .with_label_values(&[api_name, &version.to_string()])
+        .with_label_values(&[api_name, &version.to_string(), &ctx.listener])
         .inc();
 
     let reply = match apis::route(key) {
@@ -277,7 +277,7 @@ async fn serve(
         None => return Reply::Close(format!("API {key:?} is not implemented")),
     };
     let elapsed = started.elapsed();
-    observe(broker, api_name, elapsed);
+    observe(broker, api_name, &ctx.listener, elapsed);
     // Inside the request span: at debug level every served request leaves one line with its
     // span fields and duration.
     tracing::debug!(elapsed_us = elapsed.as_micros() as u64, "request served");
@@ -289,10 +289,10 @@ fn malformed(key: ApiKey, version: i16, e: &DecodeError) -> Reply {
     Reply::Close(format!("malformed {key:?} v{version} request: {e}"))
 }
 
-fn observe(broker: &Broker, api: &'static str, elapsed: Duration) {
+fn observe(broker: &Broker, api: &'static str, listener: &str, elapsed: Duration) {
     broker
         .metrics
         .request_seconds
-        .with_label_values(&[api])
+        .with_label_values(&[api, listener])
         .observe(elapsed.as_secs_f64());
 }

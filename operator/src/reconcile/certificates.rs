@@ -129,6 +129,21 @@ async fn reconcile_ca(
     }
     let common_name = kind.common_name(kafka);
     let invalid = |e: pki::PkiError| Error::Invalid(e.to_string());
+    // What the expiry alert watches: the CA certificate the brokers present from now on.
+    let namespace = kafka.namespace().unwrap_or_default();
+    let expiry = ctx.metrics.ca_expiry.with_label_values(&[
+        namespace.as_str(),
+        kafka.name_any().as_str(),
+        kind.word(),
+    ]);
+    let record_expiry = |cert_pem: &str| {
+        if let Ok(when) = pki::not_after(cert_pem) {
+            expiry.set(when.unix_timestamp());
+        }
+    };
+    if let Some(ca) = &existing {
+        record_expiry(&ca.cert_pem);
+    }
     let forced = cert_secret
         .as_ref()
         .is_some_and(|s| s.annotations().contains_key(FORCE_RENEW_ANNOTATION));
@@ -142,6 +157,7 @@ async fn reconcile_ca(
                 generations.1 + u64::from(key_secret.is_some()),
             );
             write(api, kafka, kind, &ca, next, None).await?;
+            record_expiry(&ca.cert_pem);
             let note = format!("created {common_name} in Secrets {cert_name} and {key_name}");
             ctx.event(kafka, false, "CertificateAuthorityCreated", note)
                 .await;
@@ -159,6 +175,7 @@ async fn reconcile_ca(
                 None,
             )
             .await?;
+            record_expiry(&ca.cert_pem);
             if forced {
                 // The user's annotation is not in the operator's applied fields: remove it
                 // explicitly, or every reconcile would renew again.

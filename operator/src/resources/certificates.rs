@@ -70,7 +70,8 @@ pub enum CaKind {
 }
 
 impl CaKind {
-    fn word(self) -> &'static str {
+    /// `cluster` or `clients`, as in the Secret names (and the expiry metric's label).
+    pub fn word(self) -> &'static str {
         match self {
             CaKind::Cluster => "cluster",
             CaKind::Clients => "clients",
