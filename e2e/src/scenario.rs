@@ -245,6 +245,12 @@ impl Scenario {
         Ok(release)
     }
 
+    /// Uninstalls Helm release `release` (of this namespace) when the scenario ends, whatever
+    /// the outcome, as for the operator's release.
+    pub fn uninstall_at_end(&self, release: &str) {
+        self.helm_releases.lock().unwrap().push(release.to_string());
+    }
+
     /// Waits until the Kafka resource `name` reports Ready=True.
     /// On timeout the error carries the last Ready condition seen, which says what is missing.
     pub async fn wait_kafka_ready(&self, name: &str, timeout: Duration) -> Result<()> {
