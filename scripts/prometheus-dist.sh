@@ -5,8 +5,12 @@
 #
 #   bash scripts/prometheus-dist.sh     # installs once, then only prints the bin dir
 #
-# Layout: <cache root, ~/.cache/fjord by default>/prometheus/<package version>/bin/{prometheus,promtool}
-# and a `current` symlink to the version last provisioned. The last line on stdout is the bin dir.
+# Also the Prometheus Operator's PodMonitor and PrometheusRule CRDs (from its Go module, through
+# the Go module proxy), so the chart's monitoring objects can be applied to the test cluster.
+#
+# Layout: <cache root, ~/.cache/fjord by default>/prometheus/<package version>/bin/{prometheus,promtool},
+# .../<package version>/crds/monitoring.coreos.com_{podmonitors,prometheusrules}.yaml, and a
+# `current` symlink to the version last provisioned. The last line on stdout is the bin dir.
 set -euo pipefail
 
 # The same cache root as the Rust side (fjord_e2e::tools::cache_root).
@@ -28,8 +32,38 @@ fi
   echo "prometheus-dist: Debian has no prometheus package here" >&2
   exit 1
 }
+PROMETHEUS_OPERATOR_VERSION=v0.85.0
 DEST="$CACHE/$VERSION"
+CRDS_MARKER="$DEST/crds/.prometheus-operator-$PROMETHEUS_OPERATOR_VERSION"
+
+crds() {
+  [[ -f "$CRDS_MARKER" ]] && return 0
+  local module=github.com/prometheus-operator/prometheus-operator
+  local proxy="${GOPROXY:-https://proxy.golang.org}"
+  proxy="${proxy%%,*}"
+  local stage
+  stage="$(mktemp -d "$CACHE/.crds.XXXXXX")"
+  echo "prometheus-dist: Prometheus Operator $PROMETHEUS_OPERATOR_VERSION CRDs from $proxy ..." >&2
+  curl -fsSL --max-time 300 -o "$stage/module.zip" "$proxy/$module/@v/$PROMETHEUS_OPERATOR_VERSION.zip"
+  python3 - "$stage/module.zip" "$stage/crds" "$module@$PROMETHEUS_OPERATOR_VERSION" <<'PY'
+import sys, zipfile, os
+archive, out, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
+os.makedirs(out, exist_ok=True)
+with zipfile.ZipFile(archive) as z:
+    for kind in ("podmonitors", "prometheusrules"):
+        name = f"{prefix}/example/prometheus-operator-crd/monitoring.coreos.com_{kind}.yaml"
+        with open(os.path.join(out, os.path.basename(name)), "wb") as f:
+            f.write(z.read(name))
+PY
+  rm -rf "$DEST/crds"
+  mkdir -p "$DEST"
+  mv "$stage/crds" "$DEST/crds"
+  rm -rf "$stage"
+  touch "$CRDS_MARKER"
+}
+
 if [[ -x "$DEST/bin/promtool" && -x "$DEST/bin/prometheus" ]]; then
+  crds
   ln -sfn "$VERSION" "$CACHE/current"
   echo "$DEST/bin"
   exit 0
@@ -45,8 +79,9 @@ dpkg-deb -x "$STAGE"/prometheus_*.deb "$STAGE/root"
 mkdir -p "$STAGE/bin"
 cp "$STAGE/root/usr/bin/promtool" "$STAGE/root/usr/bin/prometheus" "$STAGE/bin/"
 "$STAGE/bin/promtool" --version >&2
-rm -rf "$DEST"
+rm -rf "$DEST/bin"
 mkdir -p "$DEST"
 mv "$STAGE/bin" "$DEST/bin"
+crds
 ln -sfn "$VERSION" "$CACHE/current"
 echo "$DEST/bin"

@@ -233,6 +233,23 @@ pub fn promtool() -> PathBuf {
     promtool
 }
 
+/// The Prometheus Operator's PodMonitor and PrometheusRule CRDs that `scripts/prometheus-dist.sh`
+/// stores beside promtool.
+pub fn monitoring_crds() -> PathBuf {
+    let bin = promtool();
+    let dir = bin
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("crds"))
+        .unwrap_or_default();
+    assert!(
+        dir.join("monitoring.coreos.com_podmonitors.yaml").is_file(),
+        "{} has no monitoring CRDs: run `bash scripts/prometheus-dist.sh`",
+        dir.display()
+    );
+    dir
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,9 @@
 //! The Helm chart: `helm lint --strict` is clean, and what `helm template` renders — with the
 //! default values and with a values file that sets every option — is accepted by the real API
 //! server (`kubectl apply --dry-run=server`). Wrong values are refused with a message naming them.
-//! The Prometheus Operator objects (PodMonitors, PrometheusRule) are rendered and checked against
-//! the rule file, not applied: the test cluster does not serve their API.
+//! The Prometheus Operator objects (PodMonitors, PrometheusRule) are dry-run applied after the
+//! Prometheus Operator's CRDs are installed, and the PrometheusRule is checked against the rule
+//! file.
 //! The scenario namespaces enforce the `restricted` Pod Security Standard (checked here once).
 
 use anyhow::ensure;
@@ -35,6 +36,24 @@ async fn chart_lints_and_renders_objects_the_api_server_accepts() {
             lint.contains("0 chart(s) failed"),
             "helm lint with every option: {lint}"
         );
+
+        // The all-options file renders PodMonitors and a PrometheusRule: the API server must
+        // know their kinds (the Prometheus Operator's CRDs; no operator runs).
+        s.kubectl(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &fjord_e2e::tools::monitoring_crds().display().to_string(),
+        ])?;
+        for crd in ["podmonitors", "prometheusrules"] {
+            s.kubectl(&[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                &format!("crd/{crd}.monitoring.coreos.com"),
+            ])?;
+        }
 
         // The all-options file watches namespace `kafka`; render into this scenario's namespace.
         let watch = format!("watchNamespace={}", s.namespace);
@@ -70,6 +89,14 @@ async fn chart_lints_and_renders_objects_the_api_server_accepts() {
                 applied.contains("deployment.apps/") && applied.contains("(server dry run)"),
                 "{what}: {applied}"
             );
+            if what == "every option" {
+                ensure!(
+                    applied.contains("podmonitor.monitoring.coreos.com/")
+                        && applied.contains("prometheusrule.monitoring.coreos.com/")
+                        && applied.contains("configmap/"),
+                    "{what}: monitoring objects and dashboards not applied: {applied}"
+                );
+            }
         }
 
         // Scenario namespaces enforce the `restricted` Pod Security Standard, so the brokers
