@@ -135,6 +135,20 @@ fn refresh_gauges(broker: &Broker) {
         m.group_offset.with_label_values(&labels).set(l.offset);
         m.group_lag.with_label_values(&labels).set(l.lag);
     }
+    let runtime = tokio::runtime::Handle::current().metrics();
+    let workers = runtime.num_workers();
+    m.runtime_workers.set(workers as i64);
+    let busy: f64 = (0..workers)
+        .map(|w| runtime.worker_total_busy_duration(w).as_secs_f64())
+        .sum();
+    crate::metrics::advance_to(&m.runtime_busy_seconds, busy);
+    m.runtime_alive_tasks.set(runtime.num_alive_tasks() as i64);
+    m.runtime_queue_depth
+        .set(runtime.global_queue_depth() as i64);
+    let disk = broker.disk.load();
+    m.disk_threads.set(disk.threads as i64);
+    m.disk_queued_jobs.set(disk.queued as i64);
+    crate::metrics::advance_to(&m.disk_busy_seconds, disk.busy.as_secs_f64());
     let quorum = broker.cluster.quorum.position();
     m.raft_leader.set(
         quorum

@@ -13,8 +13,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Counter, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// A Kafka `BrokerTopicMetrics` counter: one series per topic (the `topic` tag of the JMX
@@ -71,6 +71,17 @@ pub struct Metrics {
     /// each partition is reported by one broker: its leader).
     pub group_offset: IntGaugeVec,
     pub group_lag: IntGaugeVec,
+    /// Segment rolls: the synchronous flushes of the write path.
+    pub log_roll_seconds: Histogram,
+    /// The async workers (network and request handling) and the disk threads: how many, and
+    /// their busy time (idle ratio = 1 - rate(busy) / threads).
+    pub runtime_workers: IntGauge,
+    pub runtime_busy_seconds: Counter,
+    pub runtime_alive_tasks: IntGauge,
+    pub runtime_queue_depth: IntGauge,
+    pub disk_threads: IntGauge,
+    pub disk_busy_seconds: Counter,
+    pub disk_queued_jobs: IntGauge,
     /// The metadata quorum as this node sees it.
     pub raft_leader: IntGauge,
     pub raft_epoch: IntGauge,
@@ -105,6 +116,20 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("valid metric");
     r.register(Box::new(g.clone())).expect("unique metric");
     g
+}
+
+fn seconds_counter(r: &Registry, name: &str, help: &str) -> Counter {
+    let c = Counter::new(name, help).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+/// Moves `counter` up to `total` (a running total read from elsewhere, which only grows).
+pub fn advance_to(counter: &Counter, total: f64) {
+    let behind = total - counter.get();
+    if behind > 0.0 {
+        counter.inc_by(behind);
+    }
 }
 
 fn gauges(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -199,6 +224,45 @@ impl Metrics {
                 "kafka_consumergroup_lag",
                 "High watermark minus the group's committed offset, for partitions this broker leads",
                 &["consumergroup", "topic", "partition"],
+            ),
+            log_roll_seconds: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "fjord_log_roll_seconds",
+                        "Time a segment roll took (indexes and producer snapshot synced, next segment created)",
+                    )
+                    .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+                )
+                .expect("valid metric");
+                r.register(Box::new(h.clone())).expect("unique metric");
+                h
+            },
+            runtime_workers: gauge(
+                &r,
+                "fjord_runtime_workers",
+                "Async worker threads (network and request handling)",
+            ),
+            runtime_busy_seconds: seconds_counter(
+                &r,
+                "fjord_runtime_worker_busy_seconds_total",
+                "Time the async workers spent running tasks, over all workers",
+            ),
+            runtime_alive_tasks: gauge(&r, "fjord_runtime_alive_tasks", "Tasks alive on the async runtime"),
+            runtime_queue_depth: gauge(
+                &r,
+                "fjord_runtime_global_queue_depth",
+                "Tasks waiting in the async runtime's global queue",
+            ),
+            disk_threads: gauge(&r, "fjord_disk_pool_threads", "Disk threads (num.io.threads)"),
+            disk_busy_seconds: seconds_counter(
+                &r,
+                "fjord_disk_pool_busy_seconds_total",
+                "Time the disk threads spent running jobs, over all threads",
+            ),
+            disk_queued_jobs: gauge(
+                &r,
+                "fjord_disk_pool_queued_jobs",
+                "Disk jobs (appends, reads, truncations) waiting for a thread",
             ),
             raft_leader: gauge(
                 &r,

@@ -9,6 +9,7 @@
 //! Disk work is not a task: it runs on the [`DiskPool`]'s few threads, off the async workers.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -122,6 +123,26 @@ impl Tasks {
 /// queued jobs are done.
 pub struct DiskPool {
     jobs: mpsc::Sender<Job>,
+    load: Arc<PoolLoad>,
+}
+
+/// How busy the disk threads are, for metrics: threads, jobs waiting, and the time spent
+/// running jobs (all threads together).
+#[derive(Default)]
+struct PoolLoad {
+    threads: AtomicUsize,
+    queued: AtomicUsize,
+    busy_nanos: AtomicU64,
+}
+
+/// A reading of the disk pool's load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskPoolLoad {
+    pub threads: usize,
+    /// Jobs sent and not started yet.
+    pub queued: usize,
+    /// Time spent running jobs since the pool started, over all its threads.
+    pub busy: Duration,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -142,20 +163,39 @@ impl DiskPool {
     pub fn new(threads: usize) -> std::io::Result<DiskPool> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
+        let load = Arc::new(PoolLoad::default());
+        load.threads.store(threads.max(1), Ordering::Relaxed);
         for n in 0..threads.max(1) {
             let queue = queue.clone();
+            let load = load.clone();
             std::thread::Builder::new()
                 .name(format!("fjord-disk-{n}"))
                 .spawn(move || loop {
                     // The lock is held only while taking a job, never while running one.
                     let next = queue.lock().recv();
                     match next {
-                        Ok(job) => job(),
+                        Ok(job) => {
+                            load.queued.fetch_sub(1, Ordering::Relaxed);
+                            let started = std::time::Instant::now();
+                            job();
+                            let took =
+                                u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                            load.busy_nanos.fetch_add(took, Ordering::Relaxed);
+                        }
                         Err(mpsc::RecvError) => return,
                     }
                 })?;
         }
-        Ok(DiskPool { jobs })
+        Ok(DiskPool { jobs, load })
+    }
+
+    /// Threads, waiting jobs and busy time so far.
+    pub fn load(&self) -> DiskPoolLoad {
+        DiskPoolLoad {
+            threads: self.load.threads.load(Ordering::Relaxed),
+            queued: self.load.queued.load(Ordering::Relaxed),
+            busy: Duration::from_nanos(self.load.busy_nanos.load(Ordering::Relaxed)),
+        }
     }
 
     /// Runs `work` on a disk thread and waits for it. A panic in `work` resumes in the caller,
@@ -171,7 +211,11 @@ impl DiskPool {
             // The caller may have gone (its request was cancelled); the work is done anyway.
             let _ = done.send(outcome);
         });
-        self.jobs.send(job).map_err(|_| DiskPoolStopped)?;
+        self.load.queued.fetch_add(1, Ordering::Relaxed);
+        if self.jobs.send(job).is_err() {
+            self.load.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(DiskPoolStopped);
+        }
         match result.await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(panic)) => std::panic::resume_unwind(panic),

@@ -2,7 +2,8 @@
 //! topic written by a real producer and read by a real consumer group, then `/metrics` of every
 //! broker scraped. Checked: per-topic counters, requests and connections by listener, consumer
 //! lag reported once per partition (by its leader) with the right value, per-partition log
-//! sizes, the log volume's size and free space, the metadata quorum's state agreed by all
+//! sizes, segment rolls timed, worker and disk thread load, the log volume's size and free
+//! space, the metadata quorum's state agreed by all
 //! brokers with exactly one leader, process metrics, and a deleted topic's series gone.
 
 #[path = "common/procs.rs"]
@@ -57,7 +58,7 @@ fn a_scrape_shows_topics_lag_quorum_and_process() {
         .unwrap();
     let created = rt
         .block_on(admin.create_topics(
-            [&NewTopic::new(TOPIC, 2, TopicReplication::Fixed(3))],
+            [&NewTopic::new(TOPIC, 2, TopicReplication::Fixed(3)).set("segment.bytes", "1024")],
             &AdminOptions::new(),
         ))
         .unwrap();
@@ -71,7 +72,7 @@ fn a_scrape_shows_topics_lag_quorum_and_process() {
     // 10 records to partition 0, 4 to partition 1.
     for (partition, count) in [(0, 10), (1, 4)] {
         for i in 0..count {
-            let payload = format!("order-{partition}-{i}");
+            let payload = format!("order-{partition}-{i}-{}", "x".repeat(150));
             rt.block_on(
                 producer.send(
                     FutureRecord::<(), _>::to(TOPIC)
@@ -192,6 +193,24 @@ fn a_scrape_shows_topics_lag_quorum_and_process() {
     let rss = cluster.metric(0, "process_resident_memory_bytes").unwrap();
     assert!(rss > 1e6, "rss {rss}");
     assert!(cluster.metric(0, "process_open_fds").unwrap() > 0.0);
+    // 1 KiB segments: the 10 records of partition 0 (~190 bytes each) rolled at least once on
+    // every replica.
+    let rolls = (0..BROKERS)
+        .filter_map(|i| cluster.metric(i, "fjord_log_roll_seconds_count"))
+        .collect::<Vec<_>>();
+    assert!(
+        rolls.len() == BROKERS && rolls.iter().all(|n| *n >= 1.0),
+        "rolls {rolls:?}"
+    );
+    for name in ["fjord_runtime_workers", "fjord_disk_pool_threads"] {
+        assert!(cluster.metric(0, name).unwrap() >= 1.0, "{name}");
+    }
+    for name in [
+        "fjord_runtime_worker_busy_seconds_total",
+        "fjord_disk_pool_busy_seconds_total",
+    ] {
+        assert!(cluster.metric(0, name).unwrap() > 0.0, "{name}");
+    }
     let capacity = cluster.metric(0, "fjord_log_dir_capacity_bytes").unwrap();
     let available = cluster.metric(0, "fjord_log_dir_available_bytes").unwrap();
     assert!(

@@ -45,6 +45,7 @@ const CORE_PANELS: &[(&str, &str)] = &[
     ("kafka-brokers.json", "Log volume free"),
     ("kafka-brokers.json", "Memory (RSS)"),
     ("kafka-brokers.json", "CPU"),
+    ("kafka-brokers.json", "Worker and disk threads busy"),
     ("kafka-topics.json", "Bytes in by topic"),
     ("kafka-topics.json", "Bytes out by topic"),
     ("kafka-topics.json", "Size on disk by topic"),

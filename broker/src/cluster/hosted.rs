@@ -77,7 +77,11 @@ fn open_partition(
         tracing::info!(dir = %dir.display(), "removing a directory left by an earlier topic");
         std::fs::remove_dir_all(&dir)?;
     }
-    let log = PartitionLog::open(&dir, settings.clone(), now_ms())?;
+    let mut log = PartitionLog::open(&dir, settings.clone(), now_ms())?;
+    let rolls = broker.metrics.log_roll_seconds.clone();
+    log.observe_rolls(std::sync::Arc::new(move |took| {
+        rolls.observe(took.as_secs_f64())
+    }));
     if topic_id_in(&dir) != Some(id) {
         write_marker(&dir, id)?;
     }

@@ -7,4 +7,6 @@ pub mod partition_log;
 pub mod producer_state;
 pub mod segment;
 
-pub use partition_log::{AppendError, AppendOutcome, PartitionLog, ReadResult, ReplicaAppend};
+pub use partition_log::{
+    AppendError, AppendOutcome, PartitionLog, ReadResult, ReplicaAppend, RollObserver,
+};

@@ -29,7 +29,14 @@ pub struct PartitionLog {
     /// First offset of each leader epoch (answers OffsetsForLeaderEpoch).
     epochs: EpochCache,
     scratch: Vec<u8>,
+    /// Told how long each roll took (the metrics' roll-time histogram).
+    roll_observer: Option<RollObserver>,
 }
+
+/// Receives the duration of every segment roll: sealing the active segment (its index files
+/// and the producer snapshot, each written and synced) and creating the next one, the only
+/// synchronous flushes on the write path (Kafka's LogFlushRateAndTimeMs counterpart).
+pub type RollObserver = std::sync::Arc<dyn Fn(std::time::Duration) + Send + Sync>;
 
 /// Result of a successful append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +150,7 @@ impl PartitionLog {
             producers,
             epochs: EpochCache::open(dir, log_end),
             scratch: Vec::new(),
+            roll_observer: None,
         })
     }
 
@@ -288,13 +296,22 @@ impl PartitionLog {
 
     /// Seals the active segment and starts a new one at the log end offset.
     pub fn roll(&mut self, now_ms: i64) -> io::Result<()> {
+        let started = std::time::Instant::now();
         let next = self.log_end_offset();
         self.active().seal()?;
         segment::write_atomically(&snapshot_path(&self.dir, next), &self.producers.encode())?;
         let seg = Segment::create(&self.dir, next, self.settings.index_interval_bytes, now_ms)?;
         self.segments.push(seg);
         self.prune_snapshots();
+        if let Some(observe) = &self.roll_observer {
+            observe(started.elapsed());
+        }
         Ok(())
+    }
+
+    /// Reports every later roll's duration to `observer`.
+    pub fn observe_rolls(&mut self, observer: RollObserver) {
+        self.roll_observer = Some(observer);
     }
 
     fn prune_snapshots(&self) {
