@@ -277,6 +277,7 @@ fn run(chaos: Chaos, secure: bool) {
     for (v, e) in outcomes.failed.iter().take(5) {
         println!("  failed send {v}: {e}");
     }
+    report_duplicates(dir.path(), &read);
     verify(&outcomes, &read);
     assert!(kills.len() >= 20, "only {} kills", kills.len());
     assert!(
@@ -418,6 +419,77 @@ fn read_everything(clients: &Clients, bootstrap: &str) -> Vec<(i32, i64, String)
             let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
             out.push((m.partition(), m.offset(), v));
             pos.insert(m.partition(), m.offset() + 1);
+        }
+    }
+    out
+}
+
+/// When a value was read back twice, prints what a diagnosis needs before `verify` fails:
+/// for each replica, the batch holding each copy (leader epoch, producer id and epoch,
+/// sequences) and the brokers' log lines about idempotence refusals and truncations of that
+/// partition. (An earlier duplicate came from a stale append into a follower's truncated log;
+/// these lines tell a client-side epoch bump from a broker-side one.)
+fn report_duplicates(root: &std::path::Path, read: &[(i32, i64, String)]) {
+    let mut first: HashMap<&str, (i32, i64)> = HashMap::new();
+    let mut twice = Vec::new();
+    for (p, o, v) in read {
+        if let Some(at) = first.insert(v.as_str(), (*p, *o)) {
+            twice.push((v.clone(), *p, at.1, *o));
+        }
+    }
+    for (value, partition, a, b) in twice.iter().take(3) {
+        println!("duplicate {value} in partition {partition} at offsets {a} and {b}:");
+        for node in 0..3 {
+            let dir = root
+                .join(format!("node-{node}"))
+                .join(format!("{TOPIC}-{partition}"));
+            for line in batches_around(&dir, &[*a, *b]) {
+                println!("  node {node}: {line}");
+            }
+            let log =
+                std::fs::read_to_string(root.join(format!("node-{node}.log"))).unwrap_or_default();
+            let needle = format!("{TOPIC}-{partition}");
+            let wanted = |l: &&str| {
+                (l.contains("idempotence check") && l.contains(&needle))
+                    || (l.contains("truncating a divergent")
+                        && l.contains(TOPIC)
+                        && l.contains(&format!("partition={partition}")))
+            };
+            for line in log.lines().filter(wanted).take(20) {
+                println!("  node {node} log: {line}");
+            }
+        }
+    }
+}
+
+/// The headers of the batches in `dir`'s segments that hold one of `offsets`.
+fn batches_around(dir: &std::path::Path, offsets: &[i64]) -> Vec<String> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|r| r.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|f| f.extension().is_some_and(|x| x == "log"));
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let data = std::fs::read(&f).unwrap_or_default();
+        let mut pos = 0usize;
+        while pos + 61 <= data.len() {
+            let i64_at = |at: usize| i64::from_be_bytes(data[at..at + 8].try_into().unwrap());
+            let i32_at = |at: usize| i32::from_be_bytes(data[at..at + 4].try_into().unwrap());
+            let base = i64_at(pos);
+            let len = i32_at(pos + 8).max(0) as usize;
+            let last = base + i64::from(i32_at(pos + 23));
+            if offsets.iter().any(|o| (base..=last).contains(o)) {
+                let epoch = i16::from_be_bytes(data[pos + 51..pos + 53].try_into().unwrap());
+                let seq = i32_at(pos + 53);
+                out.push(format!(
+                    "batch {base}..{last} leader_epoch={} producer={} producer_epoch={epoch} seq={seq}..{}",
+                    i32_at(pos + 12),
+                    i64_at(pos + 43),
+                    seq + (last - base) as i32
+                ));
+            }
+            pos += 12 + len;
         }
     }
     out
