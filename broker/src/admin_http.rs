@@ -164,7 +164,7 @@ fn refresh_gauges(broker: &Broker) {
     m.raft_log_end.set(index(quorum.last_log_index));
     m.raft_applied.set(index(quorum.last_applied));
     // Leaders, ISR health and the controller flag (set by the controller task).
-    crate::cluster::isr::refresh_gauges(broker);
+    crate::cluster::isr::refresh_gauges(&broker.control());
 }
 
 /// One group's position on one partition.

@@ -127,18 +127,22 @@ async fn open(mut config: Config) -> anyhow::Result<Arc<Broker>> {
     })
     .await?;
     let tasks = &broker.tasks;
-    tasks.spawn(cluster::controller::heartbeat(broker.clone()));
+    let control = broker.control();
+    tasks.spawn(cluster::controller::heartbeat(control.clone()));
     if sole_voter {
         // Nothing else can elect this node: it leads at once, so it is registered (and ready)
         // when `start` returns, as a broker without a quorum always was.
-        cluster::registration::register(broker.clone()).await;
+        cluster::registration::register(control.clone()).await;
     } else {
-        tasks.spawn(cluster::registration::register(broker.clone()));
+        tasks.spawn(cluster::registration::register(control.clone()));
     }
-    tasks.spawn(cluster::controller::run(broker.clone()));
-    tasks.spawn(cluster::isr::run(broker.clone()));
-    tasks.spawn(cluster::isr::commit_queued(broker.clone()));
-    tasks.spawn(cluster::reassignment::run(broker.clone()));
-    tasks.spawn(cluster::rebalance::run(broker.clone()));
+    tasks.spawn(cluster::controller::run(control.clone()));
+    tasks.spawn(cluster::isr::run(control.clone()));
+    tasks.spawn(cluster::isr::commit_queued(
+        control.clone(),
+        broker.isr_changes.clone(),
+    ));
+    tasks.spawn(cluster::reassignment::run(control.clone()));
+    tasks.spawn(cluster::rebalance::run(control));
     Ok(broker)
 }

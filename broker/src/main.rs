@@ -169,7 +169,7 @@ fn main() -> ExitCode {
         );
         stop.recv().await;
         tracing::info!("shutting down");
-        fjord_broker::cluster::controller::controlled_shutdown(&running.broker).await;
+        fjord_broker::cluster::controller::controlled_shutdown(&running.broker.control()).await;
         let started = std::time::Instant::now();
         let abandoned = running.broker.shutdown().await;
         tracing::info!(elapsed = ?started.elapsed(), abandoned_tasks = abandoned, "stopped");

@@ -34,9 +34,8 @@ use parking_lot::Mutex;
 use prometheus::{GaugeVec, Opts, Registry};
 
 use crate::metadata::quota::{EntityName, QuotaEntity};
-use crate::metadata::MetadataImage;
+use crate::metadata::{MetadataCache, MetadataImage};
 use crate::protocol::context::RequestContext;
-use crate::state::Broker;
 
 pub const PRODUCER_BYTE_RATE: &str = "producer_byte_rate";
 pub const CONSUMER_BYTE_RATE: &str = "consumer_byte_rate";
@@ -331,7 +330,11 @@ pub fn throttle(ms: u64) {
 
 /// Runs one request's handling, measuring the time spent in `poll` (`request_percentage`), and
 /// returns its output with how long the connection must stay muted afterwards.
-pub async fn track<F: Future>(broker: &Broker, fut: F) -> (F::Output, Duration) {
+pub async fn track<F: Future>(
+    quotas: &QuotaManager,
+    image: &MetadataCache,
+    fut: F,
+) -> (F::Output, Duration) {
     REQUEST
         .scope(RefCell::new(RequestState::default()), async move {
             let mut fut = std::pin::pin!(fut);
@@ -346,9 +349,9 @@ pub async fn track<F: Future>(broker: &Broker, fut: F) -> (F::Output, Duration) 
             let state = REQUEST.with(|r| std::mem::take(&mut *r.borrow_mut()));
             let mut mute = state.throttle_ms;
             if let Some((principal, client_id)) = state.identity {
-                let img = broker.metadata.snapshot();
+                let img = image.snapshot();
                 let percent_seconds = busy.as_secs_f64() * 100.0;
-                mute = mute.max(broker.quotas.record(
+                mute = mute.max(quotas.record(
                     &img,
                     QuotaType::Request,
                     &principal,

@@ -2,9 +2,10 @@
 //! applier), the quorum itself, the replica manager (hosted partitions), the group coordinator,
 //! quotas and metrics, each a service owning its own state. Every metadata change is a quorum
 //! command, on a single node too. Handlers never see this struct: `api::services` hands each
-//! the services it uses, and the replica fetchers get theirs (`FollowerServices`) when the
-//! broker is built; the control duties in `cluster` (metadata hook, controller, ISR upkeep)
-//! still take the broker.
+//! the services it uses, the replica fetchers get theirs (`FollowerServices`) when the
+//! broker is built, and the control duties in `cluster` (liveness, ISR upkeep, reassignment,
+//! rebalance, registration) get `cluster::ControlServices`. Only start-up, shutdown, the
+//! admin endpoint and the metadata hook that opens hosted logs (`cluster::hosted`) see it.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,9 +30,9 @@ pub struct Broker {
     /// Shared with the quorum applier, which alone updates it.
     pub metadata: Arc<MetadataCache>,
     /// The partitions hosted here and who leads them (`replica_manager`).
-    pub replicas: ReplicaManager,
+    pub replicas: Arc<ReplicaManager>,
     /// The Raft quorum carrying metadata (a one-voter quorum on a single node).
-    pub cluster: crate::cluster::Cluster,
+    pub cluster: Arc<crate::cluster::Cluster>,
     pub groups: GroupCoordinator,
     pub metrics: Arc<Metrics>,
     /// Client quota rates and throttling (`quota`).
@@ -39,7 +40,7 @@ pub struct Broker {
     /// ACL decisions (`auth::acl_authorizer`), asked by handlers through `api::authz`.
     pub authorizer: AclAuthorizer,
     /// ISR changes found by Fetch requests, committed by `cluster::isr::commit_queued`.
-    pub isr_changes: crate::cluster::isr::IsrChangeQueue,
+    pub isr_changes: Arc<crate::cluster::isr::IsrChangeQueue>,
     /// Incremental fetch sessions (KIP-227) of consumers and followers fetching from here.
     pub fetch_sessions: crate::fetch_session::FetchSessions,
     /// Producer ids for idempotent producers (`cluster::producer_ids`).
@@ -123,7 +124,11 @@ impl Broker {
         );
         let broker = Arc::new(Broker {
             cluster_id,
-            replicas: ReplicaManager::new(config.node_id, dir.clone(), image.clone()),
+            replicas: Arc::new(ReplicaManager::new(
+                config.node_id,
+                dir.clone(),
+                image.clone(),
+            )),
             authorizer: AclAuthorizer::new(
                 config.authorizer_enabled.then(|| Authorizer {
                     super_users: config.super_users.clone(),
@@ -132,7 +137,7 @@ impl Broker {
                 image.clone(),
             ),
             metadata: image,
-            cluster,
+            cluster: Arc::new(cluster),
             groups,
             metrics,
             quotas,
@@ -192,6 +197,18 @@ impl Broker {
         }
         self.log_dir_health.check()?;
         Ok(())
+    }
+
+    /// The services the control duties run on (`cluster::ControlServices`).
+    pub fn control(&self) -> crate::cluster::ControlServices {
+        crate::cluster::ControlServices {
+            config: self.config.clone(),
+            image: self.metadata.clone(),
+            cluster: self.cluster.clone(),
+            replicas: self.replicas.clone(),
+            metrics: self.metrics.clone(),
+            tasks: self.tasks.clone(),
+        }
     }
 
     pub fn is_stopping(&self) -> bool {

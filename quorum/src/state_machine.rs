@@ -89,6 +89,24 @@ impl StateMachine {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Applies `entries` in order, each under the `applying` lock with its index recorded.
+    fn apply_blocking(&self, entries: Vec<Entry<TypeConfig>>) -> Vec<()> {
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let _applying = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+            match &entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(command) => self.applier.apply(&command.0),
+                EntryPayload::Membership(m) => {
+                    self.lock().membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                }
+            }
+            self.lock().last_applied = Some(entry.log_id);
+            out.push(());
+        }
+        out
+    }
+
     /// The last applied log id (for tests and readiness).
     pub fn last_applied(&self) -> Option<LogId<u64>> {
         self.lock().last_applied
@@ -118,9 +136,16 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             meta: meta.clone(),
             state,
         };
-        // Written without any lock held: entries keep being applied meanwhile.
-        write_json_atomic(&self.path, &file).map_err(|e| io_err(ErrorVerb::Write, e))?;
-        let bytes = serde_json::to_vec(&file).map_err(|e| io_err(ErrorVerb::Write, e))?;
+        // Written without any lock held (entries keep being applied meanwhile), and on a
+        // blocking thread: the write ends with an fsync.
+        let path = self.path.clone();
+        let bytes = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            write_json_atomic(&path, &file)?;
+            Ok(serde_json::to_vec(&file)?)
+        })
+        .await
+        .map_err(|e| io_err(ErrorVerb::Write, e))?
+        .map_err(|e| io_err(ErrorVerb::Write, e))?;
         self.lock().snapshot = Some((meta.clone(), bytes.clone()));
         Ok(Snapshot {
             meta,
@@ -147,20 +172,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut out = Vec::new();
-        for entry in entries {
-            let _applying = self.applying.lock().unwrap_or_else(|p| p.into_inner());
-            match &entry.payload {
-                EntryPayload::Blank => {}
-                EntryPayload::Normal(command) => self.applier.apply(&command.0),
-                EntryPayload::Membership(m) => {
-                    self.lock().membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                }
-            }
-            self.lock().last_applied = Some(entry.log_id);
-            out.push(());
-        }
-        Ok(out)
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        // The applier's hooks do file I/O (the broker opens and removes partition logs when a
+        // batch changes what it hosts, as Kafka's metadata publisher does on its own thread):
+        // off the async workers, on a blocking thread, awaited so entries stay in log order
+        // and an index is reported applied only after its hooks ran.
+        let machine = self.clone();
+        tokio::task::spawn_blocking(move || machine.apply_blocking(entries))
+            .await
+            .map_err(|e| io_err(ErrorVerb::Write, e))
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -177,17 +197,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<()> {
         let bytes = snapshot.into_inner();
-        let file: SnapshotFile =
-            serde_json::from_slice(&bytes).map_err(|e| io_err(ErrorVerb::Read, e))?;
-        self.applier
-            .restore(file.state.clone())
-            .map_err(|e| io_err(ErrorVerb::Write, e))?;
-        write_json_atomic(&self.path, &file).map_err(|e| io_err(ErrorVerb::Write, e))?;
-        let mut inner = self.lock();
-        inner.last_applied = meta.last_log_id;
-        inner.membership = meta.last_membership.clone();
-        inner.snapshot = Some((meta.clone(), bytes));
-        Ok(())
+        let (machine, meta) = (self.clone(), meta.clone());
+        // Restoring runs the applier's hooks and writes the snapshot file: a blocking thread.
+        tokio::task::spawn_blocking(move || -> std::result::Result<(), Box<StorageError<u64>>> {
+            let file: SnapshotFile =
+                serde_json::from_slice(&bytes).map_err(|e| Box::new(io_err(ErrorVerb::Read, e)))?;
+            machine
+                .applier
+                .restore(file.state.clone())
+                .map_err(|e| Box::new(io_err(ErrorVerb::Write, e)))?;
+            write_json_atomic(&machine.path, &file)
+                .map_err(|e| Box::new(io_err(ErrorVerb::Write, e)))?;
+            let mut inner = machine.lock();
+            inner.last_applied = meta.last_log_id;
+            inner.membership = meta.last_membership.clone();
+            inner.snapshot = Some((meta, bytes));
+            Ok(())
+        })
+        .await
+        .map_err(|e| io_err(ErrorVerb::Write, e))?
+        .map_err(|e| *e)
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
@@ -266,5 +295,39 @@ mod tests {
             Some(state),
             "restored state and index agree"
         );
+    }
+
+    /// Records the thread each command is applied on.
+    struct ThreadRecorder(Mutex<Vec<std::thread::ThreadId>>);
+
+    impl Applier for ThreadRecorder {
+        fn apply(&self, _command: &serde_json::Value) {
+            self.0.lock().unwrap().push(std::thread::current().id());
+        }
+        fn snapshot(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        fn restore(&self, _state: serde_json::Value) -> std::result::Result<(), RestoreError> {
+            Ok(())
+        }
+    }
+
+    /// The applier's hooks do file I/O (the broker opens partition logs there), so entries
+    /// are applied on a blocking thread, not on the runtime's: on a current-thread runtime the
+    /// runtime thread is this test's.
+    #[tokio::test(flavor = "current_thread")]
+    async fn entries_are_applied_off_the_runtime_threads_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Arc::new(ThreadRecorder(Mutex::new(Vec::new())));
+        let mut sm = StateMachine::open(dir.path(), recorder.clone()).unwrap();
+        sm.apply((1..=5).map(entry)).await.unwrap();
+        let threads = recorder.0.lock().unwrap().clone();
+        assert_eq!(threads.len(), 5, "every entry applied");
+        let runtime_thread = std::thread::current().id();
+        assert!(
+            threads.iter().all(|t| *t != runtime_thread),
+            "an entry was applied on the runtime thread"
+        );
+        assert_eq!(sm.last_applied().map(|l| l.index), Some(5));
     }
 }

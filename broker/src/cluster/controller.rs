@@ -9,14 +9,13 @@
 //! instead of timing out.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use super::ControlServices;
 use crate::metadata::MetadataRecord;
-use crate::state::Broker;
 
 /// A heartbeat as sent over the quorum message channel.
 #[derive(Debug, Serialize, Deserialize)]
@@ -99,9 +98,9 @@ pub fn decide(
 }
 
 /// Sends this broker's heartbeats to the controller until the process stops.
-pub async fn heartbeat(broker: Arc<Broker>) {
-    let cluster = &broker.cluster;
-    let every = Duration::from_millis(broker.config.cluster.broker_heartbeat_interval_ms);
+pub async fn heartbeat(control: ControlServices) {
+    let cluster = &control.cluster;
+    let every = Duration::from_millis(control.config.cluster.broker_heartbeat_interval_ms);
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
@@ -109,8 +108,8 @@ pub async fn heartbeat(broker: Arc<Broker>) {
             continue;
         }
         let hb = Heartbeat {
-            node_id: broker.config.node_id,
-            stopping: broker.is_stopping() || cluster.shutting_down(),
+            node_id: control.node_id(),
+            stopping: control.is_stopping() || cluster.shutting_down(),
         };
         let msg = serde_json::to_value(&hb).expect("heartbeats serialize");
         if let Err(e) = cluster.quorum.send_to_leader(msg).await {
@@ -120,25 +119,25 @@ pub async fn heartbeat(broker: Arc<Broker>) {
 }
 
 /// The controller duty: on the quorum leader, fence silent brokers and unfence returning ones.
-pub async fn run(broker: Arc<Broker>) {
-    let cluster = &broker.cluster;
-    let me = broker.config.node_id;
-    let timeout = Duration::from_millis(broker.config.cluster.broker_session_timeout_ms);
+pub async fn run(control: ControlServices) {
+    let cluster = &control.cluster;
+    let me = control.node_id();
+    let timeout = Duration::from_millis(control.config.cluster.broker_session_timeout_ms);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut leading = false;
     loop {
         tick.tick().await;
-        if broker.is_stopping() {
+        if control.is_stopping() {
             return;
         }
-        let is_leader = cluster.leader() == Some(me);
-        broker.metrics.active_controller.set(i64::from(is_leader));
+        let is_leader = control.is_controller();
+        control.metrics.active_controller.set(i64::from(is_leader));
         if !is_leader {
             leading = false;
             continue;
         }
-        let brokers: Vec<(i32, bool)> = broker
-            .metadata
+        let brokers: Vec<(i32, bool)> = control
+            .image
             .snapshot()
             .brokers
             .values()
@@ -202,11 +201,11 @@ pub async fn run(broker: Arc<Broker>) {
 /// Controlled shutdown: fence this broker through the quorum (its leaderships move and it
 /// leaves the ISRs), then wait until no hosted partition still names it leader. Bounded by
 /// `controlled.shutdown.timeout.ms`.
-pub async fn controlled_shutdown(broker: &Arc<Broker>) {
-    let cluster = &broker.cluster;
+pub async fn controlled_shutdown(control: &ControlServices) {
+    let cluster = &control.cluster;
     cluster.begin_shutdown();
-    let me = broker.config.node_id;
-    let limit = Duration::from_millis(broker.config.cluster.controlled_shutdown_timeout_ms);
+    let me = control.node_id();
+    let limit = Duration::from_millis(control.config.cluster.controlled_shutdown_timeout_ms);
     let started = Instant::now();
     let record = MetadataRecord::FenceBroker { node_id: me };
     let done = async {
@@ -219,8 +218,8 @@ pub async fn controlled_shutdown(broker: &Arc<Broker>) {
                 }
             }
         }
-        let led = broker
-            .metadata
+        let led = control
+            .image
             .snapshot()
             .topics
             .values()

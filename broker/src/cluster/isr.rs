@@ -13,10 +13,11 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
+use super::ControlServices;
 use crate::metadata::MetadataRecord;
 use crate::partition::{Partition, Role};
 use crate::replication::isr::IsrProposal;
-use crate::state::{now_ms, Broker};
+use crate::state::now_ms;
 
 /// A leader's proposal to change one partition's ISR, computed from `partition_epoch`.
 pub struct IsrChange {
@@ -52,20 +53,20 @@ impl IsrChangeQueue {
     }
 }
 
-/// Commits the changes handed to `broker.isr_changes`, each in the background as it arrives.
-pub async fn commit_queued(broker: Arc<Broker>) {
-    let Some(mut rx) = broker.isr_changes.rx.lock().take() else {
+/// Commits the changes handed to `queue`, each in the background as it arrives.
+pub async fn commit_queued(control: ControlServices, queue: Arc<IsrChangeQueue>) {
+    let Some(mut rx) = queue.rx.lock().take() else {
         tracing::error!("the ISR change queue is already being served");
         return;
     };
     while let Some(c) = rx.recv().await {
-        request_change(&broker, c.partition, c.proposal, c.partition_epoch);
+        request_change(&control, c.partition, c.proposal, c.partition_epoch);
     }
 }
 
 /// Writes the proposal as an `AlterPartition` in the background.
 pub fn request_change(
-    broker: &Arc<Broker>,
+    control: &ControlServices,
     partition: Arc<Partition>,
     proposal: IsrProposal,
     partition_epoch: i32,
@@ -81,8 +82,8 @@ pub fn request_change(
         isr: isr.clone(),
         leader: None,
     };
-    let b = broker.clone();
-    broker.tasks.spawn(async move {
+    let b = control.clone();
+    control.tasks.spawn(async move {
         let cluster = &b.cluster;
         match cluster.write(std::slice::from_ref(&record)).await {
             Ok(()) => {
@@ -115,34 +116,30 @@ pub fn request_change(
 }
 
 /// Periodically checks every led partition for lagging followers and refreshes the gauges.
-pub async fn run(broker: Arc<Broker>) {
-    let lag_max = cluster_lag_max(&broker);
+pub async fn run(control: ControlServices) {
+    let lag_max = control.config.cluster.replica_lag_time_max_ms;
     let every = Duration::from_millis((lag_max as u64 / 4).clamp(100, 2_000));
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        if broker.is_stopping() {
+        if control.is_stopping() {
             return;
         }
         let now = now_ms();
-        for p in broker.replicas.all_partitions() {
+        for p in control.replicas.all_partitions() {
             if let Some((proposal, epoch)) = p.isr_proposal(now, lag_max) {
-                request_change(&broker, p, proposal, epoch);
+                request_change(&control, p, proposal, epoch);
             }
         }
-        refresh_gauges(&broker);
+        refresh_gauges(&control);
     }
-}
-
-fn cluster_lag_max(broker: &Broker) -> i64 {
-    broker.config.cluster.replica_lag_time_max_ms
 }
 
 /// Leader count, under-replicated and under-min-ISR partitions, follower lag, offline
 /// partitions and fenced brokers, from this node's point of view.
-pub fn refresh_gauges(broker: &Broker) {
+pub fn refresh_gauges(control: &ControlServices) {
     let (mut leaders, mut under, mut under_min, mut lag) = (0i64, 0i64, 0i64, 0i64);
-    for p in broker.replicas.all_partitions() {
+    for p in control.replicas.all_partitions() {
         let (replicas, isr, leading) = {
             let st = p.replica.lock();
             (
@@ -164,12 +161,12 @@ pub fn refresh_gauges(broker: &Broker) {
         }
         lag = lag.max(p.max_follower_lag());
     }
-    let m = &broker.metrics;
+    let m = &control.metrics;
     m.leader_count.set(leaders);
     m.under_replicated.set(under);
     m.under_min_isr.set(under_min);
     m.replica_max_lag.set(lag);
-    let img = broker.metadata.snapshot();
+    let img = control.image.snapshot();
     let offline = img
         .topics
         .values()
@@ -177,7 +174,7 @@ pub fn refresh_gauges(broker: &Broker) {
         .filter(|p| p.leader < 0)
         .count();
     // Kafka reports offline partitions on the active controller only.
-    let controller = broker.cluster.leader() == Some(broker.config.node_id);
+    let controller = control.is_controller();
     m.offline_partitions
         .set(if controller { offline as i64 } else { 0 });
     m.fenced_brokers

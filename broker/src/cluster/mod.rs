@@ -96,6 +96,36 @@ fn quorum_tls(config: &crate::config::Config) -> anyhow::Result<Option<fjord_quo
     }))
 }
 
+/// What the control duties use ([`controller`] liveness, [`isr`] upkeep, [`reassignment`]
+/// completion, [`rebalance`], [`registration`]): the quorum, the image, the configuration, the
+/// hosted replicas, metrics and the task owner; Kafka's controller is built from its quorum,
+/// image and configuration the same way. Cheap to clone: every field is shared.
+#[derive(Clone)]
+pub struct ControlServices {
+    pub config: Arc<crate::config::Config>,
+    pub image: Arc<MetadataCache>,
+    pub cluster: Arc<Cluster>,
+    pub replicas: Arc<crate::replica_manager::ReplicaManager>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Spawns the duties' background writes; says when the broker is stopping.
+    pub tasks: crate::tasks::Tasks,
+}
+
+impl ControlServices {
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// Whether this node is the active controller (the quorum leader).
+    pub fn is_controller(&self) -> bool {
+        self.cluster.leader() == Some(self.config.node_id)
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.tasks.is_stopping()
+    }
+}
+
 /// Where the applier's hook finds the broker once it exists.
 pub type BrokerSlot = Arc<OnceLock<Weak<Broker>>>;
 

@@ -16,13 +16,13 @@
 //! overwritten: the step is recomputed from the new state instead. A replication factor change
 //! (1 → 3, 3 → 2) is the same mechanism. The decisions here are pure functions of a partition.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use super::ControlServices;
 use crate::metadata::leadership::is_live;
 use crate::metadata::{MetadataCache, MetadataRecord, PartitionMeta};
 use crate::protocol::errors::ErrorCode;
-use crate::state::{Broker, TopicError};
+use crate::state::TopicError;
 
 /// How often the active controller looks for reassignments to complete.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
@@ -313,9 +313,9 @@ pub async fn alter(
 
 /// Reassigning partitions this broker leads, and how many messages their added replicas
 /// still have to copy.
-fn refresh_gauges(broker: &Broker) {
+fn refresh_gauges(control: &ControlServices) {
     let adding: std::collections::HashMap<(String, i32), Vec<i32>> = {
-        let img = broker.metadata.snapshot();
+        let img = control.image.snapshot();
         img.topics
             .values()
             .flat_map(|t| {
@@ -328,7 +328,7 @@ fn refresh_gauges(broker: &Broker) {
             .collect()
     };
     let (mut count, mut remaining) = (0i64, 0i64);
-    for p in broker.replicas.all_partitions() {
+    for p in control.replicas.all_partitions() {
         let Some(added) = adding.get(&(p.topic.to_string(), p.index)) else {
             continue;
         };
@@ -344,26 +344,28 @@ fn refresh_gauges(broker: &Broker) {
             .map(|f| (leo - f.log_end_offset.max(0)).max(0))
             .sum::<i64>();
     }
-    broker.metrics.reassigning_partitions.set(count);
-    broker.metrics.reassignment_offsets_remaining.set(remaining);
+    control.metrics.reassigning_partitions.set(count);
+    control
+        .metrics
+        .reassignment_offsets_remaining
+        .set(remaining);
 }
 
 /// The controller duty: on the quorum leader, completes reassignments whose target replicas
 /// are all in sync.
-pub async fn run(broker: Arc<Broker>) {
-    let cluster = &broker.cluster;
-    let me = broker.config.node_id;
+pub async fn run(control: ControlServices) {
+    let cluster = &control.cluster;
     let mut tick = tokio::time::interval(CHECK_EVERY);
     loop {
         tick.tick().await;
-        if broker.is_stopping() {
+        if control.is_stopping() {
             return;
         }
-        refresh_gauges(&broker);
-        if cluster.leader() != Some(me) {
+        refresh_gauges(&control);
+        if !control.is_controller() {
             continue;
         }
-        let records = completions(&broker.metadata.snapshot());
+        let records = completions(&control.image.snapshot());
         for record in records {
             if let MetadataRecord::ReassignPartition {
                 topic,

@@ -10,12 +10,11 @@
 //! computed from an image that changed meanwhile changes nothing.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
+use super::ControlServices;
 use crate::metadata::leadership::{is_live, preferred_election};
 use crate::metadata::{MetadataImage, MetadataRecord};
-use crate::state::Broker;
 
 /// (partitions `broker` is the preferred replica of, of those the ones it does not lead).
 pub fn imbalance(image: &MetadataImage) -> BTreeMap<i32, (usize, usize)> {
@@ -61,13 +60,11 @@ pub fn plan(image: &MetadataImage, percentage: u32) -> Vec<MetadataRecord> {
 }
 
 /// The rebalance duty: on the quorum leader, every check interval, write [`plan`].
-pub async fn run(broker: Arc<Broker>) {
-    let cluster = &broker.cluster;
-    let config = &broker.config.cluster;
+pub async fn run(control: ControlServices) {
+    let config = &control.config.cluster;
     if !config.auto_leader_rebalance_enable {
         return;
     }
-    let me = broker.config.node_id;
     let every = Duration::from_secs(config.leader_imbalance_check_interval_seconds.max(1));
     let percentage = config.leader_imbalance_per_broker_percentage;
     let mut tick = tokio::time::interval(every);
@@ -75,13 +72,13 @@ pub async fn run(broker: Arc<Broker>) {
     tick.tick().await; // the first tick is immediate: wait a full interval first
     loop {
         tick.tick().await;
-        if broker.is_stopping() {
+        if control.is_stopping() {
             return;
         }
-        if cluster.leader() != Some(me) {
+        if !control.is_controller() {
             continue;
         }
-        let records = plan(&broker.metadata.snapshot(), percentage);
+        let records = plan(&control.image.snapshot(), percentage);
         if records.is_empty() {
             continue;
         }
@@ -98,7 +95,7 @@ pub async fn run(broker: Arc<Broker>) {
             })
             .collect();
         tracing::info!(?moves, "leader imbalance: electing preferred leaders");
-        if let Err(e) = cluster.write(&records).await {
+        if let Err(e) = control.cluster.write(&records).await {
             tracing::info!(error = %e, "preferred leader elections not committed; will retry");
         }
     }

@@ -3,16 +3,15 @@
 //! FindCoordinator answer from the registered brokers, each with the endpoint of the listener
 //! the request arrived on.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use super::ControlServices;
 use crate::config::security::SecurityProtocol;
 use crate::metadata::{BrokerEndpoint, MetadataRecord};
-use crate::state::Broker;
 
 /// This node's registration record.
-pub fn record(broker: &Broker) -> MetadataRecord {
-    let config = &broker.config;
+pub fn record(control: &ControlServices) -> MetadataRecord {
+    let config = &control.config;
     let endpoints = config
         .advertised_listeners
         .iter()
@@ -40,28 +39,23 @@ pub fn record(broker: &Broker) -> MetadataRecord {
         node_id: config.node_id,
         rack: config.broker_rack.clone(),
         endpoints,
-        incarnation: broker.cluster.incarnation,
+        incarnation: control.cluster.incarnation,
     }
 }
 
 /// Registers this node, retrying until the quorum accepts the write (a leader needs a
 /// majority of voters up).
-pub async fn register(broker: Arc<Broker>) {
-    let cluster = &broker.cluster;
-    let record = record(&broker);
+pub async fn register(control: ControlServices) {
+    let cluster = &control.cluster;
+    let record = record(&control);
     loop {
-        if broker
-            .metadata
-            .snapshot()
-            .brokers
-            .get(&broker.config.node_id)
-            == image_entry(&record).as_ref()
+        if control.image.snapshot().brokers.get(&control.node_id()) == image_entry(&record).as_ref()
         {
             return;
         }
         match cluster.write(std::slice::from_ref(&record)).await {
             Ok(()) => {
-                tracing::info!(node = broker.config.node_id, "registered with the cluster");
+                tracing::info!(node = control.node_id(), "registered with the cluster");
                 return;
             }
             Err(e) => {

@@ -72,7 +72,7 @@ pub async fn serve<S: Transport>(broker: Arc<Broker>, stream: S, mut session: Se
         // `quota::track` times the request and says how long a throttled client stays muted.
         let handled = dispatch::handle(&broker, &mut session, frame);
         let (reply, mute) = tokio::select! {
-            r = crate::quota::track(&broker, handled) => r,
+            r = crate::quota::track(&broker.quotas, &broker.metadata, handled) => r,
             () = &mut grace => break,
         };
         match reply {
