@@ -60,6 +60,10 @@ pub struct Config {
     pub group_initial_rebalance_delay_ms: u64,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
+    /// KIP-848 consumer groups: a member silent this long is removed.
+    pub group_consumer_session_timeout_ms: u64,
+    /// KIP-848 consumer groups: how often members heartbeat (told in every response).
+    pub group_consumer_heartbeat_interval_ms: u64,
     pub offsets_retention_minutes: i64,
     pub delete_topic_enable: bool,
     pub log_retention_check_interval_ms: u64,
@@ -108,6 +112,8 @@ log.message.timestamp.type=CreateTime
 group.initial.rebalance.delay.ms=3000
 group.min.session.timeout.ms=6000
 group.max.session.timeout.ms=1800000
+group.consumer.session.timeout.ms=45000
+group.consumer.heartbeat.interval.ms=5000
 offsets.retention.minutes=10080
 delete.topic.enable=true
 authorizer.class.name=
@@ -180,6 +186,8 @@ const KNOWN_KEYS: &[&str] = &[
     "group.initial.rebalance.delay.ms",
     "group.min.session.timeout.ms",
     "group.max.session.timeout.ms",
+    "group.consumer.session.timeout.ms",
+    "group.consumer.heartbeat.interval.ms",
     "offsets.retention.minutes",
     "offsets.topic.replication.factor",
     "transaction.state.log.replication.factor",
@@ -684,6 +692,14 @@ impl Config {
             group_initial_rebalance_delay_ms: parse_num(&raw, "group.initial.rebalance.delay.ms")?,
             group_min_session_timeout_ms: parse_num(&raw, "group.min.session.timeout.ms")?,
             group_max_session_timeout_ms: parse_num(&raw, "group.max.session.timeout.ms")?,
+            group_consumer_session_timeout_ms: parse_num(
+                &raw,
+                "group.consumer.session.timeout.ms",
+            )?,
+            group_consumer_heartbeat_interval_ms: parse_num(
+                &raw,
+                "group.consumer.heartbeat.interval.ms",
+            )?,
             offsets_retention_minutes: parse_num(&raw, "offsets.retention.minutes")?,
             delete_topic_enable: parse_bool(&raw, "delete.topic.enable")?,
             log_retention_check_interval_ms: parse_num(&raw, "log.retention.check.interval.ms")?,

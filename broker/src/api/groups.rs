@@ -17,6 +17,7 @@ use kafka_protocol::messages::*;
 use super::authz::{Authz, OPS_NOT_REQUESTED};
 use crate::auth::acl::AclOperation;
 use crate::auth::authorizer::Resource;
+use crate::group::coordinator::GroupType;
 use crate::group::JoinRequest;
 use crate::protocol::context::{s, RequestContext};
 use crate::protocol::errors::ErrorCode;
@@ -254,7 +255,15 @@ pub async fn describe(
                     .with_error_code(ErrorCode::GroupAuthorizationFailed.code())
                     .with_authorized_operations(OPS_NOT_REQUESTED);
             }
-            let d = services.groups.describe(&g.0);
+            let Some(d) = services.groups.describe(&g.0) else {
+                // Kafka's answer for a consumer-protocol group: ConsumerGroupDescribe it.
+                return DescribedGroup::default()
+                    .with_group_id(g.clone())
+                    .with_error_code(ErrorCode::GroupIdNotFound.code())
+                    .with_error_message(Some(s(format!("Group {} is not a classic group.", g.0))))
+                    .with_group_state(s("Dead"))
+                    .with_authorized_operations(OPS_NOT_REQUESTED);
+            };
             DescribedGroup::default()
                 .with_group_id(g.clone())
                 .with_group_state(s(d.state))
@@ -297,15 +306,18 @@ pub async fn list(
         .groups
         .list()
         .into_iter()
-        .filter(|(_, _, state)| states.is_empty() || states.contains(&state.to_lowercase()))
-        .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
-        .filter(|(id, _, _)| all || authz.group(AclOperation::Describe, id))
-        .map(|(id, ptype, state)| {
+        .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
+        .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type.name()))
+        .filter(|g| all || authz.group(AclOperation::Describe, &g.id))
+        .map(|g| {
             ListedGroup::default()
-                .with_group_id(GroupId(s(id)))
-                .with_protocol_type(s(ptype))
-                .with_group_state(s(state))
-                .with_group_type(s("Classic"))
+                .with_group_id(GroupId(s(g.id)))
+                .with_protocol_type(s(g.protocol_type))
+                .with_group_state(s(g.state))
+                .with_group_type(s(match g.group_type {
+                    GroupType::Classic => "Classic",
+                    GroupType::Consumer => "Consumer",
+                }))
         })
         .collect();
     ListGroupsResponse::default().with_groups(groups)

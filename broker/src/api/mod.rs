@@ -5,6 +5,7 @@
 pub mod acls;
 pub mod authz;
 pub mod configs;
+pub mod consumer_groups;
 pub mod elect_leaders;
 pub mod fetch;
 pub mod groups;

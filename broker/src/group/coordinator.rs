@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+use super::consumer_group::{self, ConsumerGroup, Timeouts};
 use super::membership::{
     Group, GroupState, JoinOutcome, JoinRequest, JoinResult, MemberSnapshot, SyncOutcome,
     SyncResult,
@@ -37,20 +38,49 @@ pub type OffsetReplicator = Box<
 >;
 
 pub struct GroupCoordinator {
-    groups: Mutex<HashMap<String, Group>>,
+    pub(super) groups: Mutex<HashMap<String, Group>>,
+    /// Consumer-protocol (KIP-848) groups, `consumer_groups.rs`. A group id is in at most one
+    /// of the two maps.
+    pub(super) consumer_groups: Mutex<HashMap<String, ConsumerGroup>>,
+    pub(super) consumer_timeouts: Timeouts,
     /// Where committed offsets are read (`group_offsets` of the current image).
     metadata: Arc<MetadataCache>,
     replicator: OnceLock<OffsetReplicator>,
     /// Group deletion takes it exclusively across its check and its (awaited) offset write;
     /// joins, offset commits and offset deletions share it. An async lock: it is held across
     /// quorum writes, where the `groups` mutex must never be.
-    deletion: tokio::sync::RwLock<()>,
+    pub(super) deletion: tokio::sync::RwLock<()>,
     initial_delay: Duration,
     min_session_ms: i32,
     max_session_ms: i32,
 }
 
-/// A group as DescribeGroups / ListGroups show it.
+/// Which protocol a group speaks (ListGroups v5 `GroupType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupType {
+    Classic,
+    Consumer,
+}
+
+impl GroupType {
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupType::Classic => "classic",
+            GroupType::Consumer => "consumer",
+        }
+    }
+}
+
+/// A group as ListGroups shows it.
+#[derive(Debug, Clone)]
+pub struct ListedGroup {
+    pub id: String,
+    pub protocol_type: String,
+    pub state: &'static str,
+    pub group_type: GroupType,
+}
+
+/// A group as DescribeGroups shows it.
 #[derive(Debug, Clone)]
 pub struct GroupDescription {
     pub group_id: String,
@@ -64,6 +94,13 @@ impl GroupCoordinator {
     pub fn new(config: &Config, metadata: Arc<MetadataCache>) -> GroupCoordinator {
         GroupCoordinator {
             groups: Mutex::new(HashMap::new()),
+            consumer_groups: Mutex::new(HashMap::new()),
+            consumer_timeouts: Timeouts {
+                session: Duration::from_millis(config.group_consumer_session_timeout_ms),
+                heartbeat_interval: Duration::from_millis(
+                    config.group_consumer_heartbeat_interval_ms,
+                ),
+            },
             metadata,
             replicator: OnceLock::new(),
             deletion: tokio::sync::RwLock::new(()),
@@ -102,7 +139,7 @@ impl GroupCoordinator {
     }
 
     /// Does the image hold committed offsets of `group`?
-    fn has_offsets(&self, group: &str) -> bool {
+    pub(super) fn has_offsets(&self, group: &str) -> bool {
         self.metadata.snapshot().group_offsets.contains_key(group)
     }
 
@@ -128,6 +165,24 @@ impl GroupCoordinator {
             // Waits for a deletion of the group under way, as the `groups` lock did when the
             // deletion held it.
             let _shared = self.deletion.read().await;
+            if self
+                .consumer_groups
+                .lock()
+                .get(group_id)
+                .is_some_and(|g| !g.is_empty())
+            {
+                // Kafka 4 can convert between the protocols; this broker does not (yet), and
+                // says so instead of leaving the member waiting.
+                tracing::info!(
+                    group = group_id,
+                    "classic join refused: the group uses the consumer protocol"
+                );
+                return JoinResult {
+                    error: ErrorCode::InconsistentGroupProtocol.code(),
+                    member_id: req.member_id,
+                    ..Default::default()
+                };
+            }
             let mut groups = self.groups.lock();
             let g = groups
                 .entry(group_id.to_string())
@@ -211,6 +266,7 @@ impl GroupCoordinator {
         for g in self.groups.lock().values_mut() {
             g.tick(now);
         }
+        self.expire_consumer_members(now);
     }
 
     /// Validates and stores offsets; returns one error for the whole request (per Kafka), once
@@ -228,11 +284,18 @@ impl GroupCoordinator {
         // Held until the offsets are stored: a deletion of the group comes wholly before or after.
         let _shared = self.deletion.read().await;
         {
+            let consumer = self
+                .consumer_groups
+                .lock()
+                .get(group_id)
+                .map(|g| g.check_commit(member_id, generation));
             let groups = self.groups.lock();
-            let code = match groups.get(group_id) {
-                Some(g) => g.check_commit(member_id, generation),
-                None if generation < 0 => ErrorCode::None,
-                None => ErrorCode::IllegalGeneration,
+            let code = match (consumer, groups.get(group_id)) {
+                (Some(Ok(())), _) => ErrorCode::None,
+                (Some(Err(refusal)), _) => refusal.code,
+                (None, Some(g)) => g.check_commit(member_id, generation),
+                (None, None) if generation < 0 => ErrorCode::None,
+                (None, None) => ErrorCode::IllegalGeneration,
             };
             if code != ErrorCode::None {
                 return code;
@@ -273,7 +336,16 @@ impl GroupCoordinator {
             .unwrap_or_default()
     }
 
-    pub fn describe(&self, group_id: &str) -> GroupDescription {
+    /// DescribeGroups: classic groups. A consumer-protocol group is answered
+    /// GROUP_ID_NOT_FOUND (`None`), as Kafka does, so admin clients use ConsumerGroupDescribe.
+    pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        if self.consumer_groups.lock().contains_key(group_id) {
+            return None;
+        }
+        Some(self.describe_classic(group_id))
+    }
+
+    fn describe_classic(&self, group_id: &str) -> GroupDescription {
         let groups = self.groups.lock();
         match groups.get(group_id) {
             Some(g) => GroupDescription {
@@ -300,28 +372,39 @@ impl GroupCoordinator {
         }
     }
 
-    /// Every known group (with members or committed offsets): (id, protocol type, state).
-    pub fn list(&self) -> Vec<(String, String, &'static str)> {
+    /// Every known group (with members or committed offsets).
+    pub fn list(&self) -> Vec<ListedGroup> {
         let image = self.metadata.snapshot();
         let offsets = &image.group_offsets;
         let groups = self.groups.lock();
-        let mut out: Vec<(String, String, &'static str)> = groups
+        let consumer_groups = self.consumer_groups.lock();
+        let mut out: Vec<ListedGroup> = groups
             .values()
             .filter(|g| !g.is_empty() || offsets.contains_key(&g.id))
-            .map(|g| {
-                (
-                    g.id.clone(),
-                    g.protocol_type.clone().unwrap_or_else(|| "consumer".into()),
-                    g.state.as_str(),
-                )
+            .map(|g| ListedGroup {
+                id: g.id.clone(),
+                protocol_type: g.protocol_type.clone().unwrap_or_else(|| "consumer".into()),
+                state: g.state.as_str(),
+                group_type: GroupType::Classic,
             })
             .collect();
+        out.extend(consumer_groups.values().map(|g| ListedGroup {
+            id: g.id.clone(),
+            protocol_type: "consumer".into(),
+            state: consumer_group::state_name(g),
+            group_type: GroupType::Consumer,
+        }));
         for id in offsets.keys() {
-            if !groups.contains_key(id) {
-                out.push((id.clone(), "consumer".into(), GroupState::Empty.as_str()));
+            if !groups.contains_key(id) && !consumer_groups.contains_key(id) {
+                out.push(ListedGroup {
+                    id: id.clone(),
+                    protocol_type: "consumer".into(),
+                    state: GroupState::Empty.as_str(),
+                    group_type: GroupType::Classic,
+                });
             }
         }
-        out.sort();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
         out
     }
 
@@ -331,6 +414,16 @@ impl GroupCoordinator {
         let keys: Vec<(String, i32, Option<CommittedOffset>)> = {
             let image = self.metadata.snapshot();
             let known = image.group_offsets.get(group_id);
+            {
+                let mut consumer_groups = self.consumer_groups.lock();
+                match consumer_groups.get(group_id) {
+                    Some(g) if !g.is_empty() => return ErrorCode::NonEmptyGroup,
+                    Some(_) => {
+                        consumer_groups.remove(group_id);
+                    }
+                    None => {}
+                }
+            }
             let mut groups = self.groups.lock();
             match groups.get(group_id) {
                 Some(g) if !g.is_empty() => return ErrorCode::NonEmptyGroup,
@@ -359,7 +452,15 @@ impl GroupCoordinator {
         partitions: Vec<(String, i32)>,
     ) -> Result<Vec<(String, i32, ErrorCode)>, ErrorCode> {
         let _shared = self.deletion.read().await;
-        let subscribed: Vec<String> = {
+        let consumer_subscribed = self
+            .consumer_groups
+            .lock()
+            .get(group_id)
+            .filter(|g| !g.is_empty())
+            .map(|g| g.subscribed_topic_names().into_iter().collect::<Vec<_>>());
+        let subscribed: Vec<String> = if let Some(topics) = consumer_subscribed {
+            topics
+        } else {
             let groups = self.groups.lock();
             match groups.get(group_id) {
                 Some(g) if !g.is_empty() && g.protocol_type.as_deref() == Some("consumer") => {

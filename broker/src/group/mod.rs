@@ -1,5 +1,10 @@
-//! Consumer group coordinator (classic protocol): membership, rebalances and committed offsets.
+//! Consumer group coordinator: classic groups (JoinGroup/SyncGroup, client-side assignment),
+//! consumer-protocol groups (KIP-848, ConsumerGroupHeartbeat, server-side assignors) and the
+//! committed offsets both kinds share.
 
+pub mod assignor;
+pub mod consumer_coordinator;
+pub mod consumer_group;
 pub mod coordinator;
 pub mod membership;
 pub mod offsets;

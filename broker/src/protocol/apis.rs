@@ -134,6 +134,9 @@ api_table! {
     SyncGroup 0..=5 => handler(SyncGroupRequest, api::groups::sync),
     DescribeGroups 0..=5 => handler(DescribeGroupsRequest, api::groups::describe),
     ListGroups 0..=5 => handler(ListGroupsRequest, api::groups::list),
+    // The consumer group protocol (KIP-848, group.protocol=consumer); Kafka 4.x ranges.
+    ConsumerGroupHeartbeat 0..=1 => handler(ConsumerGroupHeartbeatRequest, api::consumer_groups::heartbeat),
+    ConsumerGroupDescribe 0..=1 => handler(ConsumerGroupDescribeRequest, api::consumer_groups::describe),
     ApiVersions 0..=4 => handler(ApiVersionsRequest, versions::handle),
     CreateTopics 2..=7 => handler(CreateTopicsRequest, api::topics::create),
     DeleteTopics 1..=6 => handler(DeleteTopicsRequest, api::topics::delete),

@@ -117,6 +117,11 @@ error_codes! {
     InconsistentClusterId = 104,
     TransactionalIdNotFound = 105,
     FetchSessionTopicIdError = 106,
+    FencedMemberEpoch = 110,
+    UnreleasedInstanceId = 111,
+    UnsupportedAssignor = 112,
+    StaleMemberEpoch = 113,
+    InvalidRegularExpression = 128,
 }
 
 impl ErrorCode {
