@@ -101,7 +101,12 @@ impl<'a> Authz<'a> {
         self.bits(CLUSTER_OPS, Resource::cluster())
     }
 
-    pub fn group_operations(&self, name: &str) -> i32 {
-        self.bits(GROUP_OPS, Resource::group(name))
+    /// The group's authorized-operation bits when the request asked for them.
+    pub fn group_operations(&self, requested: bool, name: &str) -> i32 {
+        if requested {
+            self.bits(GROUP_OPS, Resource::group(name))
+        } else {
+            OPS_NOT_REQUESTED
+        }
     }
 }

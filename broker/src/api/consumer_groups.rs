@@ -178,11 +178,9 @@ pub async fn describe(
                 .with_group_epoch(d.group_epoch)
                 .with_assignment_epoch(d.assignment_epoch)
                 .with_assignor_name(s(d.assignor))
-                .with_authorized_operations(if req.include_authorized_operations {
-                    authz.group_operations(&g.0)
-                } else {
-                    OPS_NOT_REQUESTED
-                })
+                .with_authorized_operations(
+                    authz.group_operations(req.include_authorized_operations, &g.0),
+                )
                 .with_members(
                     d.members
                         .into_iter()

@@ -269,11 +269,9 @@ pub async fn describe(
                 .with_group_state(s(d.state))
                 .with_protocol_type(s(d.protocol_type))
                 .with_protocol_data(s(d.protocol))
-                .with_authorized_operations(if req.include_authorized_operations {
-                    authz.group_operations(&g.0)
-                } else {
-                    OPS_NOT_REQUESTED
-                })
+                .with_authorized_operations(
+                    authz.group_operations(req.include_authorized_operations, &g.0),
+                )
                 .with_members(
                     d.members
                         .into_iter()

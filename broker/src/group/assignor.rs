@@ -260,6 +260,15 @@ mod tests {
         assert_eq!(seen.len(), all, "every subscribed partition assigned");
     }
 
+    /// No member holds two more partitions than another.
+    fn assert_balanced(out: &BTreeMap<String, Assignment>) {
+        let sizes: Vec<usize> = out.values().map(size).collect();
+        assert!(
+            sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
+            "{sizes:?}"
+        );
+    }
+
     #[test]
     fn uniform_balances_and_covers_every_partition() {
         let (a, b) = (topic(1), topic(2));
@@ -270,11 +279,7 @@ mod tests {
             .collect();
         let out = assign(Assignor::Uniform, &members, &partitions);
         check_complete(&members, &partitions, &out);
-        let sizes: Vec<usize> = out.values().map(size).collect();
-        assert!(
-            sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
-            "{sizes:?}"
-        );
+        assert_balanced(&out);
     }
 
     #[test]
@@ -314,11 +319,7 @@ mod tests {
         ];
         let out = assign(Assignor::Uniform, &members, &partitions);
         check_complete(&members, &partitions, &out);
-        let sizes: Vec<usize> = out.values().map(size).collect();
-        assert!(
-            sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
-            "{sizes:?}"
-        );
+        assert_balanced(&out);
     }
 
     #[test]
