@@ -67,6 +67,10 @@ pub struct Config {
     pub offsets_retention_minutes: i64,
     pub delete_topic_enable: bool,
     pub log_retention_check_interval_ms: u64,
+    /// `log.cleaner.enable`: run compaction for `cleanup.policy=compact` topics.
+    pub log_cleaner_enable: bool,
+    /// `log.cleaner.backoff.ms`: the pause between compaction passes.
+    pub log_cleaner_backoff_ms: u64,
     pub broker_rack: Option<String>,
     /// `authorizer.class.name` names one of Kafka's ACL authorizers (empty = no authorization).
     pub authorizer_enabled: bool,
@@ -104,6 +108,8 @@ log.roll.hours=168
 log.retention.hours=168
 log.retention.bytes=-1
 log.retention.check.interval.ms=300000
+log.cleaner.enable=true
+log.cleaner.backoff.ms=15000
 log.index.interval.bytes=4096
 log.cleanup.policy=delete
 min.insync.replicas=1
@@ -178,6 +184,8 @@ const KNOWN_KEYS: &[&str] = &[
     "log.retention.ms",
     "log.retention.bytes",
     "log.retention.check.interval.ms",
+    "log.cleaner.enable",
+    "log.cleaner.backoff.ms",
     "log.index.interval.bytes",
     "log.cleanup.policy",
     "min.insync.replicas",
@@ -703,6 +711,8 @@ impl Config {
             offsets_retention_minutes: parse_num(&raw, "offsets.retention.minutes")?,
             delete_topic_enable: parse_bool(&raw, "delete.topic.enable")?,
             log_retention_check_interval_ms: parse_num(&raw, "log.retention.check.interval.ms")?,
+            log_cleaner_enable: parse_bool(&raw, "log.cleaner.enable")?,
+            log_cleaner_backoff_ms: parse_num(&raw, "log.cleaner.backoff.ms")?,
             broker_rack: raw.get("broker.rack").cloned(),
             authorizer_enabled,
             super_users: crate::auth::authorizer::parse_super_users(&raw["super.users"]),

@@ -83,6 +83,28 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
                 .await;
         }
     });
+    if broker.config.log_cleaner_enable {
+        let b = broker.clone();
+        let every = Duration::from_millis(b.config.log_cleaner_backoff_ms.max(100));
+        broker.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let cleaner = b.clone();
+                b.tasks
+                    .run_blocking(move || {
+                        let stats = cleaner.replicas.clean_compacted(state::now_ms());
+                        let m = &cleaner.metrics;
+                        m.cleaner_bytes_read.inc_by(stats.bytes_read);
+                        m.cleaner_bytes_freed
+                            .inc_by(stats.bytes_before.saturating_sub(stats.bytes_after));
+                        m.cleaner_records_removed.inc_by(stats.records_removed);
+                    })
+                    .await;
+            }
+        });
+    }
     Ok(Running {
         broker,
         kafka_addrs,

@@ -73,6 +73,10 @@ pub struct Metrics {
     pub group_lag: IntGaugeVec,
     /// Segment rolls: the synchronous flushes of the write path.
     pub log_roll_seconds: Histogram,
+    /// Compaction (`log::cleaner`): bytes its passes read, bytes they freed, records removed.
+    pub cleaner_bytes_read: IntCounter,
+    pub cleaner_bytes_freed: IntCounter,
+    pub cleaner_records_removed: IntCounter,
     /// The async workers (network and request handling) and the disk threads: how many, and
     /// their busy time (idle ratio = 1 - rate(busy) / threads).
     pub runtime_workers: IntGauge,
@@ -237,6 +241,21 @@ impl Metrics {
                 r.register(Box::new(h.clone())).expect("unique metric");
                 h
             },
+            cleaner_bytes_read: counter(
+                &r,
+                "fjord_log_cleaner_bytes_read_total",
+                "Bytes of sealed segments read by compaction passes",
+            ),
+            cleaner_bytes_freed: counter(
+                &r,
+                "fjord_log_cleaner_bytes_freed_total",
+                "Bytes compaction removed from segments it rewrote",
+            ),
+            cleaner_records_removed: counter(
+                &r,
+                "fjord_log_cleaner_records_removed_total",
+                "Superseded records and expired tombstones compaction removed",
+            ),
             runtime_workers: gauge(
                 &r,
                 "fjord_runtime_workers",

@@ -162,6 +162,46 @@ impl ReplicaManager {
         }
     }
 
+    /// One compaction pass over every hosted log with `cleanup.policy=compact` that is due
+    /// (called periodically on a blocking thread). The reading and rewriting happens without
+    /// the log's lock; only the swap takes it (`log::cleaner`).
+    pub fn clean_compacted(&self, now_ms: i64) -> crate::log::cleaner::CleanStats {
+        let mut total = crate::log::cleaner::CleanStats::default();
+        for p in self.all_partitions() {
+            let Some(plan) = p.log.read().plan_cleaning(p.high_watermark(), now_ms) else {
+                continue;
+            };
+            let outcome = crate::log::cleaner::clean(&plan).and_then(|(cleaned, stats)| {
+                let replaced = p.log.write().install_cleaned(&plan, cleaned, now_ms)?;
+                Ok((replaced, stats))
+            });
+            match outcome {
+                Ok((replaced, stats)) => {
+                    if replaced > 0 {
+                        tracing::info!(
+                            topic = %p.topic,
+                            partition = p.index,
+                            segments = replaced,
+                            records_removed = stats.records_removed,
+                            bytes_before = stats.bytes_before,
+                            bytes_after = stats.bytes_after,
+                            "compacted"
+                        );
+                    }
+                    total.segments_rewritten += replaced;
+                    total.bytes_read += stats.bytes_read;
+                    total.bytes_before += stats.bytes_before;
+                    total.bytes_after += stats.bytes_after;
+                    total.records_removed += stats.records_removed;
+                }
+                Err(e) => {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "compaction failed; the log is unchanged and the next pass retries")
+                }
+            }
+        }
+        total
+    }
+
     /// Flushes every hosted log to disk (shutdown; blocking file I/O).
     pub fn flush_all(&self) {
         for p in self.all_partitions() {

@@ -281,6 +281,17 @@ pub struct TopicSettings {
     pub max_message_bytes: usize,
     pub log_append_time: bool,
     pub min_insync_replicas: i32,
+    /// `cleanup.policy` holds `compact`: the log cleaner keeps the latest record per key.
+    pub compact: bool,
+    /// `cleanup.policy` holds `delete`: retention by time and size deletes old segments.
+    pub delete: bool,
+    /// How long a tombstone (a record without value) stays after compaction reaches it.
+    pub delete_retention_ms: i64,
+    pub min_cleanable_dirty_ratio: f64,
+    /// Records younger than this are never compacted.
+    pub min_compaction_lag_ms: i64,
+    /// A log whose oldest uncleaned record is older than this is cleaned whatever its ratio.
+    pub max_compaction_lag_ms: i64,
 }
 
 impl TopicSettings {
@@ -306,6 +317,19 @@ impl TopicSettings {
             max_message_bytes: num("max.message.bytes").max(0) as usize,
             log_append_time: get("message.timestamp.type") == "LogAppendTime",
             min_insync_replicas: num("min.insync.replicas") as i32,
+            compact: get("cleanup.policy")
+                .split(',')
+                .any(|p| p.trim() == "compact"),
+            delete: get("cleanup.policy")
+                .split(',')
+                .any(|p| p.trim() == "delete"),
+            delete_retention_ms: num("delete.retention.ms"),
+            min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio")
+                .trim()
+                .parse()
+                .unwrap_or(0.5),
+            min_compaction_lag_ms: num("min.compaction.lag.ms"),
+            max_compaction_lag_ms: num("max.compaction.lag.ms"),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The storage engine: per-partition segmented logs of record batches kept exactly as produced.
 
 pub mod batch;
+pub mod cleaner;
 pub mod dir_health;
 pub mod epoch_cache;
 pub mod partition_log;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+mod cleaning;
 mod replica;
 
 pub use replica::ReplicaAppend;
@@ -31,6 +32,8 @@ pub struct PartitionLog {
     scratch: Vec<u8>,
     /// Told how long each roll took (the metrics' roll-time histogram).
     roll_observer: Option<RollObserver>,
+    /// Compaction has cleaned the log below this offset (`cleaning`).
+    cleaned_up_to: i64,
 }
 
 /// Receives the duration of every segment roll: sealing the active segment (its index files
@@ -82,7 +85,8 @@ impl PartitionLog {
                 if let Ok(b) = stem.parse::<i64>() {
                     bases.push(b);
                 }
-            } else if name.ends_with(".tmp") {
+            } else if name.ends_with(".tmp") || name.ends_with(".cleaned") {
+                // A write or a compaction pass a crash interrupted: the original is intact.
                 let _ = std::fs::remove_file(dir.join(name.as_ref()));
             }
         }
@@ -151,6 +155,7 @@ impl PartitionLog {
             epochs: EpochCache::open(dir, log_end),
             scratch: Vec::new(),
             roll_observer: None,
+            cleaned_up_to: cleaning::read_checkpoint(dir),
         })
     }
 
@@ -411,6 +416,10 @@ impl PartitionLog {
     /// is itself expired so that time retention also empties an idle partition. Returns the number
     /// of segments deleted.
     pub fn enforce_retention(&mut self, now_ms: i64) -> io::Result<usize> {
+        if !self.settings.delete {
+            // `cleanup.policy=compact` alone: old segments are compacted, never deleted.
+            return Ok(0);
+        }
         let retention_ms = self.settings.retention_ms;
         let retention_bytes = self.settings.retention_bytes;
         let expired = |s: &Segment| {

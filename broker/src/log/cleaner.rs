@@ -1,0 +1,258 @@
+//! Log compaction (`cleanup.policy=compact`): keeps, for every key, only its latest record in
+//! the sealed segments, as Kafka's log cleaner does. Topics that hold state (Kafka Connect's
+//! config/offset/status topics, Streams changelogs, schema registries) rely on it to stay
+//! bounded without losing any key's current value.
+//!
+//! A pass has three steps, and only the last holds the log's lock:
+//! 1. [`PartitionLog::plan_cleaning`](super::PartitionLog::plan_cleaning) picks the sealed
+//!    segments wholly below the high watermark and older than `min.compaction.lag.ms`, when the
+//!    part not yet cleaned is at least `min.cleanable.dirty.ratio` of them (or older than
+//!    `max.compaction.lag.ms`).
+//! 2. [`clean`] (this module, no lock, on a blocking thread) reads those segments through
+//!    their open files: a first pass maps every key to its last offset, a second writes each
+//!    segment that loses records to `<base>.log.cleaned`. A batch whose records all stay is
+//!    copied byte for byte; a batch that loses some is re-encoded with the records that stay,
+//!    their offsets, timestamps, producer fields and compression unchanged (a new CRC, as
+//!    Kafka writes); a batch that loses all is dropped. Tombstones (records without a value)
+//!    go once their segment is older than `delete.retention.ms`. Records without a key and
+//!    control batches are always kept.
+//! 3. [`PartitionLog::install_cleaned`](super::PartitionLog::install_cleaned) swaps each
+//!    cleaned file in, if the segment it was made from is still there unchanged (retention or
+//!    a follower's truncation may have removed it meanwhile).
+//!
+//! Offsets never change, so consumers and followers see gaps, never renumbering. Fetches
+//! already under way keep reading the replaced file through their open descriptor.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
+
+use super::batch::{self, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
+
+/// A sealed segment a pass reads (its file stays open even if the log drops it meanwhile).
+#[derive(Debug, Clone)]
+pub struct SegmentToClean {
+    pub base_offset: i64,
+    pub path: PathBuf,
+    pub file: Arc<File>,
+    pub size: u64,
+    pub next_offset: i64,
+    pub max_timestamp: i64,
+}
+
+/// What one pass covers.
+#[derive(Debug, Clone)]
+pub struct CleanPlan {
+    pub segments: Vec<SegmentToClean>,
+    /// Tombstones in segments whose newest record is older than this (ms) are removed.
+    pub delete_horizon_ms: i64,
+    /// Where the cleaned part of the log ends once this pass is installed.
+    pub end_offset: i64,
+}
+
+/// A segment rewritten without its superseded records, waiting to be swapped in.
+#[derive(Debug, Clone)]
+pub struct CleanedSegment {
+    pub base_offset: i64,
+    /// The segment it replaces, as it was when read (the swap checks it is unchanged).
+    pub original_size: u64,
+    pub original_next_offset: i64,
+    pub original_max_timestamp: i64,
+    pub cleaned_path: PathBuf,
+    pub size: u64,
+    pub records_removed: u64,
+}
+
+/// Totals of one pass, for the log line and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanStats {
+    pub segments_rewritten: usize,
+    pub bytes_read: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub records_removed: u64,
+}
+
+/// The file a cleaned copy of segment `path` is written to.
+pub fn cleaned_path(path: &std::path::Path) -> PathBuf {
+    path.with_extension("log.cleaned")
+}
+
+/// Reads every batch of `seg` in order: (header, whole batch bytes).
+fn for_each_batch(
+    seg: &SegmentToClean,
+    mut f: impl FnMut(&BatchHeader, Bytes) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut pos = 0u64;
+    let mut head = [0u8; HEADER_LEN];
+    while pos + HEADER_LEN as u64 <= seg.size {
+        seg.file.read_exact_at(&mut head, pos)?;
+        let h =
+            BatchHeader::parse(&head).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if pos + h.total_len as u64 > seg.size {
+            break;
+        }
+        let mut bytes = vec![0u8; h.total_len];
+        seg.file.read_exact_at(&mut bytes, pos)?;
+        f(&h, Bytes::from(bytes))?;
+        pos += h.total_len as u64;
+    }
+    Ok(())
+}
+
+/// The records of one batch, or None when they cannot be decoded (the batch is then kept
+/// whole: the cleaner never drops what it cannot read).
+fn records_of(bytes: &Bytes) -> Option<kafka_protocol::records::RecordSet> {
+    let mut buf = bytes.clone();
+    RecordBatchDecoder::decode(&mut buf).ok()
+}
+
+/// Runs the pass over `plan` (blocking file I/O); returns the segments that lost records,
+/// written next to their originals, and the totals.
+pub fn clean(plan: &CleanPlan) -> io::Result<(Vec<CleanedSegment>, CleanStats)> {
+    let mut stats = CleanStats::default();
+    // Pass 1: the last offset of every key.
+    let mut latest: HashMap<Bytes, i64> = HashMap::new();
+    for seg in &plan.segments {
+        stats.bytes_read += seg.size;
+        for_each_batch(seg, |h, bytes| {
+            if h.is_control() {
+                return Ok(());
+            }
+            if let Some(set) = records_of(&bytes) {
+                for r in set.records {
+                    if let Some(k) = r.key {
+                        latest.insert(k, r.offset);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    }
+    // Pass 2: rewrite the segments that lose something, streaming (a segment can be as large
+    // as `segment.bytes`); a copy that turns out identical is removed again.
+    let mut out = Vec::new();
+    for seg in &plan.segments {
+        let drop_tombstones = seg.max_timestamp >= 0 && seg.max_timestamp < plan.delete_horizon_ms;
+        let path = cleaned_path(&seg.path);
+        let mut writer = io::BufWriter::with_capacity(1 << 20, File::create(&path)?);
+        let mut removed = 0u64;
+        let mut written = 0u64;
+        let result = for_each_batch(seg, |h, bytes| {
+            let kept = match retained(h, &bytes, &latest, drop_tombstones) {
+                Retained::All => bytes.to_vec(),
+                Retained::None(n) => {
+                    removed += n;
+                    return Ok(());
+                }
+                Retained::Some { batch, removed: n } => {
+                    removed += n;
+                    batch
+                }
+            };
+            written += kept.len() as u64;
+            writer.write_all(&kept)
+        })
+        .and_then(|()| writer.into_inner().map_err(io::IntoInnerError::into_error))
+        .and_then(|f| if removed > 0 { f.sync_data() } else { Ok(()) });
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        if removed == 0 {
+            std::fs::remove_file(&path)?;
+            continue;
+        }
+        stats.segments_rewritten += 1;
+        stats.bytes_before += seg.size;
+        stats.bytes_after += written;
+        stats.records_removed += removed;
+        out.push(CleanedSegment {
+            base_offset: seg.base_offset,
+            original_size: seg.size,
+            original_next_offset: seg.next_offset,
+            original_max_timestamp: seg.max_timestamp,
+            cleaned_path: path,
+            size: written,
+            records_removed: removed,
+        });
+    }
+    Ok((out, stats))
+}
+
+/// What stays of one batch.
+enum Retained {
+    All,
+    /// Nothing stays; this many records go.
+    None(u64),
+    Some {
+        batch: Vec<u8>,
+        removed: u64,
+    },
+}
+
+fn retained(
+    h: &BatchHeader,
+    bytes: &Bytes,
+    latest: &HashMap<Bytes, i64>,
+    drop_tombstones: bool,
+) -> Retained {
+    if h.is_control() {
+        return Retained::All;
+    }
+    let Some(set) = records_of(bytes) else {
+        return Retained::All;
+    };
+    let total = set.records.len() as u64;
+    let keep: Vec<_> = set
+        .records
+        .iter()
+        .filter(|r| match &r.key {
+            None => true,
+            Some(k) => latest.get(k) == Some(&r.offset) && !(drop_tombstones && r.value.is_none()),
+        })
+        .cloned()
+        .collect();
+    if keep.len() as u64 == total {
+        return Retained::All;
+    }
+    if keep.is_empty() {
+        return Retained::None(total);
+    }
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: set.compression,
+    };
+    if RecordBatchEncoder::encode(&mut buf, keep.iter(), &options).is_err() {
+        return Retained::All;
+    }
+    let mut batch = buf.to_vec();
+    keep_header_fields(&mut batch, h);
+    Retained::Some {
+        batch,
+        removed: total - keep.len() as u64,
+    }
+}
+
+/// The encoder writes the batch header from the records; two fields must come from the
+/// original header instead: the timestamp type (bit 3 of the attributes) and, for batches
+/// without a producer, the base sequence -1. The CRC is recomputed after.
+fn keep_header_fields(batch: &mut [u8], original: &BatchHeader) {
+    if batch.len() < HEADER_LEN || batch.len() < LOG_OVERHEAD + 9 {
+        return;
+    }
+    let attrs = i16::from_be_bytes([batch[21], batch[22]]) | (original.attributes & 0x08);
+    batch[21..23].copy_from_slice(&attrs.to_be_bytes());
+    if original.base_sequence == -1 {
+        batch[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+    }
+    let crc = batch::compute_crc(batch);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}

@@ -1,0 +1,453 @@
+//! The log's side of compaction (see `log::cleaner`): which sealed segments a pass covers,
+//! and swapping the cleaned copies in under the log's lock. How far the log is cleaned is kept
+//! in `cleaner-offset-checkpoint` in the partition directory, so a restart does not redo it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::PartitionLog;
+use crate::log::cleaner::{CleanPlan, CleanedSegment, SegmentToClean};
+use crate::log::segment::{write_atomically, Segment};
+
+const CHECKPOINT: &str = "cleaner-offset-checkpoint";
+
+/// The cleaned-up-to offset recorded in `dir` (0 when none is).
+pub(super) fn read_checkpoint(dir: &Path) -> i64 {
+    std::fs::read_to_string(dir.join(CHECKPOINT))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn write_checkpoint(dir: &Path, offset: i64) -> io::Result<()> {
+    write_atomically(&dir.join(CHECKPOINT), offset.to_string().as_bytes())
+}
+
+impl PartitionLog {
+    /// The next pass over this log, or None when it is not due: not compacted, nothing sealed
+    /// below `upper` (the high watermark) and old enough, or too little of it uncleaned.
+    pub fn plan_cleaning(&self, upper: i64, now_ms: i64) -> Option<CleanPlan> {
+        let s = &self.settings;
+        if !s.compact {
+            return None;
+        }
+        let old_enough = |seg: &Segment| {
+            s.min_compaction_lag_ms <= 0
+                || (seg.max_timestamp >= 0 && now_ms - seg.max_timestamp >= s.min_compaction_lag_ms)
+        };
+        let sealed = &self.segments[..self.segments.len() - 1];
+        let cleanable: Vec<&Segment> = sealed
+            .iter()
+            .take_while(|seg| seg.next_offset <= upper && old_enough(seg))
+            .collect();
+        let total: u64 = cleanable.iter().map(|seg| seg.size).sum();
+        let dirty: Vec<&&Segment> = cleanable
+            .iter()
+            .filter(|seg| seg.next_offset > self.cleaned_up_to)
+            .collect();
+        let dirty_bytes: u64 = dirty.iter().map(|seg| seg.size).sum();
+        if dirty.is_empty() || total == 0 {
+            return None;
+        }
+        let ratio = dirty_bytes as f64 / total as f64;
+        let overdue = dirty.first().is_some_and(|seg| {
+            seg.max_timestamp >= 0
+                && now_ms.saturating_sub(seg.max_timestamp) > s.max_compaction_lag_ms
+        });
+        if ratio < s.min_cleanable_dirty_ratio && !overdue {
+            return None;
+        }
+        Some(CleanPlan {
+            segments: cleanable
+                .iter()
+                .map(|seg| SegmentToClean {
+                    base_offset: seg.base_offset,
+                    path: seg.path.clone(),
+                    file: seg.file.clone(),
+                    size: seg.size,
+                    next_offset: seg.next_offset,
+                    max_timestamp: seg.max_timestamp,
+                })
+                .collect(),
+            delete_horizon_ms: now_ms.saturating_sub(s.delete_retention_ms),
+            end_offset: cleanable.last().map_or(0, |seg| seg.next_offset),
+        })
+    }
+
+    /// Swaps the cleaned copies in (blocking file I/O; call under the log's write lock) and
+    /// records the log as cleaned up to `plan.end_offset` when every planned segment was still
+    /// there. A copy whose original changed or went meanwhile is discarded. Returns how many
+    /// segments were replaced.
+    pub fn install_cleaned(
+        &mut self,
+        plan: &CleanPlan,
+        cleaned: Vec<CleanedSegment>,
+        now_ms: i64,
+    ) -> io::Result<usize> {
+        let unchanged = |log: &PartitionLog, base: i64, size: u64, next: i64| {
+            let last = log.segments.len() - 1;
+            log.segments[..last]
+                .iter()
+                .position(|s| s.base_offset == base && s.size == size && s.next_offset == next)
+        };
+        let all_there = plan
+            .segments
+            .iter()
+            .all(|s| unchanged(self, s.base_offset, s.size, s.next_offset).is_some());
+        let mut replaced = 0;
+        for c in cleaned {
+            let Some(i) = unchanged(self, c.base_offset, c.original_size, c.original_next_offset)
+            else {
+                let _ = std::fs::remove_file(&c.cleaned_path);
+                continue;
+            };
+            self.segments[i] = self.swap_in(&self.segments[i].path.clone(), &c, now_ms)?;
+            replaced += 1;
+        }
+        if all_there && plan.end_offset > self.cleaned_up_to {
+            self.cleaned_up_to = plan.end_offset;
+            write_checkpoint(&self.dir, self.cleaned_up_to)?;
+        }
+        Ok(replaced)
+    }
+
+    /// Replaces the segment file at `path` with its cleaned copy. The old indexes go first, so
+    /// a crash at any point leaves either the old file or the new one, and a segment without
+    /// index files is rescanned on open.
+    fn swap_in(&self, path: &PathBuf, c: &CleanedSegment, now_ms: i64) -> io::Result<Segment> {
+        for ext in ["index", "timeindex"] {
+            match std::fs::remove_file(path.with_extension(ext)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        std::fs::rename(&c.cleaned_path, path)?;
+        if let Ok(dir) = std::fs::File::open(&self.dir) {
+            let _ = dir.sync_all();
+        }
+        let (mut seg, _) = Segment::open(
+            path,
+            c.base_offset,
+            self.settings.index_interval_bytes,
+            true,
+            now_ms,
+        )?;
+        // The segment still spans the offsets it did (its last records may be gone) and keeps
+        // its age for retention.
+        seg.next_offset = c.original_next_offset;
+        seg.max_timestamp = seg.max_timestamp.max(c.original_max_timestamp);
+        seg.seal()?;
+        Ok(seg)
+    }
+
+    /// How far this log is compacted (the end of the last cleaned segment).
+    pub fn cleaned_up_to(&self) -> i64 {
+        self.cleaned_up_to
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+        TimestampType,
+    };
+
+    use super::*;
+    use crate::log::batch;
+    use crate::log::cleaner;
+    use crate::topic_config::TopicSettings;
+
+    fn compacted(segment_bytes: u64) -> TopicSettings {
+        let mut overrides = BTreeMap::new();
+        overrides.insert("cleanup.policy".to_string(), "compact".to_string());
+        overrides.insert("delete.retention.ms".to_string(), "1000".to_string());
+        let mut s = TopicSettings::resolve(&overrides, &BTreeMap::new());
+        s.segment_bytes = segment_bytes;
+        s
+    }
+
+    /// One batch of `(key, value)` records (value None: a tombstone), compressed with `c`.
+    fn batch_of(records: &[(&str, Option<String>)], ts: i64, c: Compression) -> Vec<u8> {
+        let records: Vec<Record> = records
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                // What a decoder reports for a batch without a producer (base sequence -1).
+                sequence: i as i32 - 1,
+                timestamp: ts,
+                key: Some(Bytes::from(k.to_string())),
+                value: v.clone().map(Bytes::from),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            records.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: c,
+            },
+        )
+        .unwrap();
+        buf.to_vec()
+    }
+
+    fn append(log: &mut PartitionLog, bytes: &[u8], now: i64) {
+        let headers = batch::validate_all(bytes).unwrap();
+        log.append(bytes, &headers, 0, now).unwrap();
+    }
+
+    /// Every record in the log: (offset, key, value).
+    fn read_all(log: &PartitionLog) -> Vec<(i64, String, Option<String>)> {
+        let mut out: Vec<(i64, String, Option<String>)> = Vec::new();
+        let mut offset = 0;
+        loop {
+            // A read returns batches of one segment; the next starts after the last record.
+            let mut buf = log
+                .read(offset, usize::MAX >> 1, i64::MAX, true)
+                .unwrap()
+                .records;
+            if buf.is_empty() {
+                return out;
+            }
+            for set in RecordBatchDecoder::decode_all(&mut buf).unwrap() {
+                for r in set.records {
+                    offset = r.offset + 1;
+                    out.push((
+                        r.offset,
+                        String::from_utf8(r.key.unwrap().to_vec()).unwrap(),
+                        r.value.map(|v| String::from_utf8(v.to_vec()).unwrap()),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn pass(log: &mut PartitionLog, now: i64) -> usize {
+        let Some(plan) = log.plan_cleaning(log.log_end_offset(), now) else {
+            return 0;
+        };
+        let (cleaned, _) = cleaner::clean(&plan).unwrap();
+        log.install_cleaned(&plan, cleaned, now).unwrap()
+    }
+
+    /// Five rounds of updates to ten keys (with every codec), two keys deleted in the last
+    /// sealed round: after a pass each key keeps only its latest record, at its original
+    /// offset, nothing newer is touched, and the result survives a reopen.
+    #[test]
+    fn the_latest_record_of_every_key_survives_at_its_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), compacted(1024), 0).unwrap();
+        let codecs = [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ];
+        for (round, c) in codecs.iter().enumerate() {
+            for k in 0..10 {
+                let key = format!("k{k}");
+                let value = if round == 3 && k < 2 {
+                    None
+                } else {
+                    Some(format!("r{round}-{key}"))
+                };
+                append(&mut log, &batch_of(&[(&key, value)], 100, *c), 100);
+            }
+        }
+        let before = read_all(&log);
+        assert_eq!(before.len(), 50);
+        log.roll(100).unwrap();
+        // Latest per key, from the log as written.
+        let mut latest: BTreeMap<String, (i64, Option<String>)> = BTreeMap::new();
+        for (o, k, v) in &before {
+            latest.insert(k.clone(), (*o, v.clone()));
+        }
+        assert!(pass(&mut log, 200) > 0, "the pass rewrote segments");
+        let after = read_all(&log);
+        let expected: Vec<(i64, String, Option<String>)> = {
+            let mut v: Vec<_> = latest
+                .iter()
+                .map(|(k, (o, val))| (*o, k.clone(), val.clone()))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            after, expected,
+            "one record per key, its latest, at its offset"
+        );
+        assert_eq!(log.log_end_offset(), 50, "offsets are never reassigned");
+        assert_eq!(log.cleaned_up_to(), 50);
+        // Nothing left to do until new data arrives; the checkpoint survives a reopen.
+        assert_eq!(pass(&mut log, 300), 0);
+        drop(log);
+        let log = PartitionLog::open(dir.path(), compacted(1024), 0).unwrap();
+        assert_eq!(read_all(&log), expected);
+        assert_eq!(log.cleaned_up_to(), 50);
+        assert!(log.plan_cleaning(50, 300).is_none());
+    }
+
+    #[test]
+    fn tombstones_stay_until_delete_retention_then_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = compacted(1 << 20);
+        // The second pass has little new data: let any dirty share trigger it.
+        s.min_cleanable_dirty_ratio = 0.01;
+        let mut log = PartitionLog::open(dir.path(), s, 0).unwrap();
+        append(
+            &mut log,
+            &batch_of(
+                &[("a", Some("1".into())), ("b", Some("1".into()))],
+                100,
+                Compression::None,
+            ),
+            100,
+        );
+        append(
+            &mut log,
+            &batch_of(&[("a", None)], 100, Compression::None),
+            100,
+        );
+        log.roll(100).unwrap();
+        // Within delete.retention.ms (1 s) of the segment's newest record: the tombstone stays.
+        pass(&mut log, 500);
+        assert_eq!(
+            read_all(&log),
+            vec![(1, "b".into(), Some("1".into())), (2, "a".into(), None)]
+        );
+        // A later pass past the horizon removes it (new data makes the log dirty again).
+        append(
+            &mut log,
+            &batch_of(&[("b", Some("2".into()))], 2_000, Compression::None),
+            2_000,
+        );
+        log.roll(2_000).unwrap();
+        pass(&mut log, 5_000);
+        assert_eq!(read_all(&log), vec![(3, "b".into(), Some("2".into()))]);
+    }
+
+    #[test]
+    fn the_active_segment_and_data_above_the_high_watermark_are_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), compacted(1 << 20), 0).unwrap();
+        for _ in 0..3 {
+            append(
+                &mut log,
+                &batch_of(&[("a", Some("x".into()))], 100, Compression::None),
+                100,
+            );
+        }
+        assert!(
+            log.plan_cleaning(3, 200).is_none(),
+            "only the active segment"
+        );
+        log.roll(100).unwrap();
+        assert!(
+            log.plan_cleaning(2, 200).is_none(),
+            "the segment reaches past the high watermark"
+        );
+        append(
+            &mut log,
+            &batch_of(&[("a", Some("y".into()))], 100, Compression::None),
+            100,
+        );
+        pass(&mut log, 200);
+        assert_eq!(
+            read_all(&log),
+            vec![
+                (2, "a".into(), Some("x".into())),
+                (3, "a".into(), Some("y".into()))
+            ],
+            "the sealed segment keeps its own latest; the active one is untouched"
+        );
+    }
+
+    #[test]
+    fn delete_policy_logs_are_not_compacted_and_compact_logs_are_not_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut delete = TopicSettings::resolve(&BTreeMap::new(), &BTreeMap::new());
+        delete.segment_bytes = 1 << 20;
+        let mut log = PartitionLog::open(&dir.path().join("d"), delete, 0).unwrap();
+        append(
+            &mut log,
+            &batch_of(&[("a", Some("x".into()))], 100, Compression::None),
+            100,
+        );
+        append(
+            &mut log,
+            &batch_of(&[("a", Some("y".into()))], 100, Compression::None),
+            100,
+        );
+        log.roll(100).unwrap();
+        assert!(log.plan_cleaning(2, 200).is_none());
+
+        let mut compact = compacted(1 << 20);
+        compact.retention_ms = 10;
+        let mut log = PartitionLog::open(&dir.path().join("c"), compact, 0).unwrap();
+        append(
+            &mut log,
+            &batch_of(&[("a", Some("x".into()))], 100, Compression::None),
+            100,
+        );
+        log.roll(100).unwrap();
+        append(
+            &mut log,
+            &batch_of(&[("b", Some("x".into()))], 100, Compression::None),
+            100,
+        );
+        assert_eq!(
+            log.enforce_retention(1_000_000).unwrap(),
+            0,
+            "compact alone never expires"
+        );
+        assert_eq!(read_all(&log).len(), 2);
+    }
+
+    #[test]
+    fn a_copy_of_a_segment_that_changed_meanwhile_is_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = compacted(1 << 20);
+        s.retention_ms = 10;
+        let mut log = PartitionLog::open(dir.path(), s, 0).unwrap();
+        append(
+            &mut log,
+            &batch_of(&[("a", Some("x".into()))], 100, Compression::None),
+            100,
+        );
+        append(
+            &mut log,
+            &batch_of(&[("a", Some("y".into()))], 100, Compression::None),
+            100,
+        );
+        log.roll(100).unwrap();
+        append(
+            &mut log,
+            &batch_of(&[("b", Some("z".into()))], 100, Compression::None),
+            100,
+        );
+        let plan = log.plan_cleaning(3, 200).unwrap();
+        let (cleaned, _) = cleaner::clean(&plan).unwrap();
+        let path = cleaned[0].cleaned_path.clone();
+        assert!(path.exists());
+        // DeleteRecords moves the log start past the planned segment before the swap.
+        log.advance_log_start(2).unwrap();
+        assert_eq!(log.install_cleaned(&plan, cleaned, 200).unwrap(), 0);
+        assert!(!path.exists(), "the stale copy is removed");
+        assert_eq!(read_all(&log), vec![(2, "b".into(), Some("z".into()))]);
+    }
+}
