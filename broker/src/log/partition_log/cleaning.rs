@@ -101,7 +101,14 @@ impl PartitionLog {
                 let _ = std::fs::remove_file(&c.cleaned_path);
                 continue;
             };
-            self.segments[i] = self.swap_in(&self.segments[i].path.clone(), &c, now_ms)?;
+            if c.size == 0 && i > 0 {
+                // Nothing of it stays: the segment goes (the first one stays, it holds the
+                // log start offset).
+                let _ = std::fs::remove_file(&c.cleaned_path);
+                self.segments.remove(i).delete_files()?;
+            } else {
+                self.segments[i] = self.swap_in(&self.segments[i].path.clone(), &c, now_ms)?;
+            }
             replaced += 1;
         }
         if all_there && plan.end_offset > self.cleaned_up_to {
@@ -277,7 +284,12 @@ mod tests {
         for (o, k, v) in &before {
             latest.insert(k.clone(), (*o, v.clone()));
         }
+        let segments = log.segment_count();
         assert!(pass(&mut log, 200) > 0, "the pass rewrote segments");
+        assert!(
+            log.segment_count() < segments,
+            "segments left empty are removed"
+        );
         let after = read_all(&log);
         let expected: Vec<(i64, String, Option<String>)> = {
             let mut v: Vec<_> = latest
@@ -449,5 +461,46 @@ mod tests {
         assert_eq!(log.install_cleaned(&plan, cleaned, 200).unwrap(), 0);
         assert!(!path.exists(), "the stale copy is removed");
         assert_eq!(read_all(&log), vec![(2, "b".into(), Some("z".into()))]);
+    }
+
+    /// A follower copying a compacted leader gets batches with gaps between their offsets:
+    /// it stores them at the same offsets instead of refusing them.
+    #[test]
+    fn a_follower_replicates_a_compacted_log_with_its_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut leader = PartitionLog::open(&dir.path().join("l"), compacted(1 << 20), 0).unwrap();
+        for v in ["1", "2", "3"] {
+            append(
+                &mut leader,
+                &batch_of(&[("a", Some(v.into()))], 100, Compression::None),
+                100,
+            );
+        }
+        leader.roll(100).unwrap();
+        append(
+            &mut leader,
+            &batch_of(&[("b", Some("x".into()))], 100, Compression::None),
+            100,
+        );
+        pass(&mut leader, 200);
+        let mut follower =
+            PartitionLog::open(&dir.path().join("f"), compacted(1 << 20), 0).unwrap();
+        let mut offset = 0;
+        while offset < leader.log_end_offset() {
+            let records = leader
+                .read(offset, 1 << 20, i64::MAX, true)
+                .unwrap()
+                .records;
+            follower.append_replica(&records, 300).unwrap();
+            offset = follower.log_end_offset();
+        }
+        assert_eq!(read_all(&follower), read_all(&leader));
+        assert_eq!(
+            read_all(&follower),
+            vec![
+                (2, "a".into(), Some("3".into())),
+                (3, "b".into(), Some("x".into()))
+            ]
+        );
     }
 }

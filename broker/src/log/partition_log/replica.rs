@@ -29,8 +29,9 @@ impl PartitionLog {
     }
 
     /// Appends batches fetched from the leader. Batches this log already has are skipped; a
-    /// trailing partial batch is ignored (the next fetch gets it whole). A batch that does not
-    /// start at the log end offset is an error: the caller must truncate and resync.
+    /// trailing partial batch is ignored (the next fetch gets it whole). A batch may start after
+    /// the log end offset (a compacted leader has gaps) but never before it: that is an error,
+    /// and the caller must truncate and resync.
     pub fn append_replica(
         &mut self,
         records: &[u8],
@@ -59,7 +60,9 @@ impl PartitionLog {
         };
         let mut expected = leo;
         for (_, h) in &headers {
-            if h.base_offset != expected {
+            // A gap is fine: a compacted leader no longer has the records in between (the
+            // follower keeps the same offsets, with the same gap). Going back is not.
+            if h.base_offset < expected {
                 return Err(AppendError::Protocol(ErrorCode::OffsetOutOfRange));
             }
             expected = h.last_offset() + 1;
@@ -234,16 +237,27 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_is_refused_and_full_truncation_restarts_the_log() {
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let mut leader = log(a.path());
+    fn a_batch_reaching_back_is_refused_a_gap_kept_and_full_truncation_restarts_the_log() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut leader = log(dirs[0].path());
         leader_append(&mut leader, 0, 5);
+        // Batches 9..=11 and 12..=14.
         let tail = leader.read(9, 1000, i64::MAX, true).unwrap();
-        let mut follower = log(b.path());
-        assert!(follower.append_replica(&tail.records, 0).is_err());
-        follower.truncate_fully_and_start_at(9, 0).unwrap();
-        follower.append_replica(&tail.records, 0).unwrap();
-        assert_eq!(follower.log_start_offset(), 9);
-        assert_eq!(follower.log_end_offset(), 15);
+        let mut straddling = log(dirs[1].path());
+        straddling.truncate_fully_and_start_at(10, 0).unwrap();
+        assert!(
+            straddling.append_replica(&tail.records, 0).is_err(),
+            "a batch starting before the log end"
+        );
+        straddling.truncate_fully_and_start_at(9, 0).unwrap();
+        straddling.append_replica(&tail.records, 0).unwrap();
+        assert_eq!(straddling.log_start_offset(), 9);
+        assert_eq!(straddling.log_end_offset(), 15);
+        // A compacted leader's gap: the batches keep their offsets.
+        let mut gap = log(dirs[2].path());
+        gap.append_replica(&tail.records, 0).unwrap();
+        assert_eq!(gap.log_end_offset(), 15);
+        let r = gap.read(0, 1000, i64::MAX, true).unwrap();
+        assert_eq!(batch::validate_all(&r.records).unwrap()[0].base_offset, 9);
     }
 }
