@@ -338,8 +338,14 @@ def broker_proc(request, tmp_path_factory):
         pytest.fail(f"FJORD_TEST_TARGET must be 'fjord' or 'apache', not {TARGET!r}", pytrace=False)
     name = request.module.__name__.rsplit(".", 1)[-1]
     workdir = tmp_path_factory.mktemp(f"broker-{name}")
-    b = Broker(workdir)
-    b.start()
+    yield from serve_module_broker(Broker(workdir), READY_TIMEOUT_S)
+
+
+def serve_module_broker(b: Broker, start_timeout: float | None = None):
+    """Starts `b` for one test module and, after it, stops it (killing it if it will not stop)
+    and removes its data unless FJORD_TEST_KEEP is set. Module-scoped fixtures use it as
+    ``yield from serve_module_broker(b)``; the default start timeout allows for the JVM."""
+    b.start(timeout=start_timeout or (90 if TARGET == "apache" else 30))
     yield b
     try:
         b.stop()

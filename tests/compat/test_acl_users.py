@@ -10,13 +10,11 @@ through confluent-kafka on SASL_PLAINTEXT:
 """
 from __future__ import annotations
 
-import os
-import shutil
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from conftest import TARGET, Broker, create_topic, free_port, unique
+from conftest import TARGET, Broker, create_topic, free_port, serve_module_broker, unique
 from test_sasl_tls import run
 
 pytestmark = pytest.mark.timeout(300)
@@ -47,15 +45,7 @@ def broker_proc(tmp_path_factory):
         }
     else:
         b.extra = {**authz, "listeners": f"PLAINTEXT://{b.bootstrap},SASL_PLAINTEXT://{b.sasl_bootstrap}"}
-    b.start(timeout=90 if TARGET == "apache" else 30)
-    yield b
-    try:
-        b.stop()
-    finally:
-        if b.alive():
-            b.kill()
-        if not os.environ.get("FJORD_TEST_KEEP"):
-            shutil.rmtree(b.data_dir, ignore_errors=True)
+    yield from serve_module_broker(b)
 
 
 def as_user(broker, **extra) -> dict:

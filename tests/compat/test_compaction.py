@@ -8,14 +8,12 @@
 """
 from __future__ import annotations
 
-import os
-import shutil
 import time
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from conftest import TARGET, Broker, create_topic, unique
+from conftest import Broker, create_topic, serve_module_broker, unique
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -28,15 +26,7 @@ DELETED = {"k3", "k7"}
 def broker_proc(tmp_path_factory):
     """This module's broker, with a short pause between compaction passes."""
     b = Broker(tmp_path_factory.mktemp("broker-compaction"), extra={"log.cleaner.backoff.ms": "500"})
-    b.start(timeout=90 if TARGET == "apache" else 30)
-    yield b
-    try:
-        b.stop()
-    finally:
-        if b.alive():
-            b.kill()
-        if not os.environ.get("FJORD_TEST_KEEP"):
-            shutil.rmtree(b.data_dir, ignore_errors=True)
+    yield from serve_module_broker(b)
 
 
 def read_all(bootstrap: str, topic: str) -> list[tuple[int, str, str | None]]:

@@ -9,7 +9,6 @@ line Kafka needs for SCRAM on the SASL_SSL listener and a PEM keystore.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TARGET, Broker, free_port, unique, wait_for
+from conftest import TARGET, Broker, free_port, serve_module_broker, unique, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -77,15 +76,7 @@ def broker_proc(tmp_path_factory):
             **common,
             "listeners": f"PLAINTEXT://{b.bootstrap},SASL_SSL://{b.sasl_bootstrap}",
         }
-    b.start(timeout=90 if TARGET == "apache" else 30)
-    yield b
-    try:
-        b.stop()
-    finally:
-        if b.alive():
-            b.kill()
-        if not os.environ.get("FJORD_TEST_KEEP"):
-            shutil.rmtree(b.data_dir, ignore_errors=True)
+    yield from serve_module_broker(b)
 
 
 def run(kafka_bin, tool: str, *args: str, input: str | None = None, check: bool = True,

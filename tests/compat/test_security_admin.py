@@ -12,14 +12,12 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import re
-import shutil
 import subprocess
 
 import pytest
 
-from conftest import TARGET, Broker, unique
+from conftest import TARGET, Broker, serve_module_broker, unique
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -33,15 +31,7 @@ APACHE_EXTRA = {
 def broker_proc(tmp_path_factory):
     """This module's broker; for Apache Kafka with an authorizer so the ACL APIs are enabled."""
     b = Broker(tmp_path_factory.mktemp("broker-security"), extra=APACHE_EXTRA if TARGET == "apache" else {})
-    b.start(timeout=90 if TARGET == "apache" else 30)
-    yield b
-    try:
-        b.stop()
-    finally:
-        if b.alive():
-            b.kill()
-        if not os.environ.get("FJORD_TEST_KEEP"):
-            shutil.rmtree(b.data_dir, ignore_errors=True)
+    yield from serve_module_broker(b)
 
 
 def restart(broker: Broker) -> None:
