@@ -92,6 +92,7 @@ WRAPPERS=(
   "kafka-leader-election         org.apache.kafka.tools.LeaderElectionCommand                     admin"
   "kafka-metadata-quorum         org.apache.kafka.tools.MetadataQuorumCommand                     admin"
   "kafka-log-dirs                org.apache.kafka.tools.LogDirsCommand                            admin"
+  "kafka-transactions            org.apache.kafka.tools.TransactionsCommand                       admin"
   "kafka-storage                 kafka.tools.StorageTool                                          admin"
   "kafka-producer-perf-test      org.apache.kafka.tools.ProducerPerformance                       perf"
   "kafka-consumer-perf-test      org.apache.kafka.tools.ConsumerPerformance                       perf"

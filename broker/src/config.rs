@@ -65,6 +65,10 @@ pub struct Config {
     /// KIP-848 consumer groups: how often members heartbeat (told in every response).
     pub group_consumer_heartbeat_interval_ms: u64,
     pub offsets_retention_minutes: i64,
+    /// The longest transaction timeout a producer may ask for.
+    pub transaction_max_timeout_ms: i32,
+    /// How often the coordinator looks for transactions past their timeout.
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
     pub delete_topic_enable: bool,
     pub log_retention_check_interval_ms: u64,
     /// `log.cleaner.enable`: run compaction for `cleanup.policy=compact` topics.
@@ -121,6 +125,8 @@ group.max.session.timeout.ms=1800000
 group.consumer.session.timeout.ms=45000
 group.consumer.heartbeat.interval.ms=5000
 offsets.retention.minutes=10080
+transaction.max.timeout.ms=900000
+transaction.abort.timed.out.transaction.cleanup.interval.ms=10000
 delete.topic.enable=true
 authorizer.class.name=
 super.users=
@@ -197,6 +203,8 @@ const KNOWN_KEYS: &[&str] = &[
     "group.consumer.session.timeout.ms",
     "group.consumer.heartbeat.interval.ms",
     "offsets.retention.minutes",
+    "transaction.max.timeout.ms",
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms",
     "offsets.topic.replication.factor",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
@@ -709,6 +717,11 @@ impl Config {
                 "group.consumer.heartbeat.interval.ms",
             )?,
             offsets_retention_minutes: parse_num(&raw, "offsets.retention.minutes")?,
+            transaction_max_timeout_ms: parse_num(&raw, "transaction.max.timeout.ms")?,
+            transaction_abort_timed_out_transaction_cleanup_interval_ms: parse_num(
+                &raw,
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            )?,
             delete_topic_enable: parse_bool(&raw, "delete.topic.enable")?,
             log_retention_check_interval_ms: parse_num(&raw, "log.retention.check.interval.ms")?,
             log_cleaner_enable: parse_bool(&raw, "log.cleaner.enable")?,

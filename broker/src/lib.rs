@@ -28,6 +28,7 @@ pub mod replication;
 pub mod state;
 pub mod tasks;
 pub mod topic_config;
+pub mod txn;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -166,5 +167,25 @@ async fn open(mut config: Config) -> anyhow::Result<Arc<Broker>> {
     ));
     tasks.spawn(cluster::reassignment::run(control.clone()));
     tasks.spawn(cluster::rebalance::run(control));
+    tasks.spawn(txn::markers::run(txn::markers::MarkerServices {
+        node_id: broker.config.node_id,
+        image: broker.metadata.clone(),
+        replicas: broker.replicas.clone(),
+        cluster: broker.cluster.clone(),
+    }));
+    let b = broker.clone();
+    let every = Duration::from_millis(
+        b.config
+            .transaction_abort_timed_out_transaction_cleanup_interval_ms
+            .max(100),
+    );
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            b.transactions.abort_timed_out().await;
+        }
+    });
     Ok(broker)
 }

@@ -58,7 +58,8 @@ pub struct Partition {
     /// Offsets below this are visible to consumers (and acknowledged for `acks=all`).
     high_watermark: AtomicI64,
     pub replica: Mutex<ReplicaState>,
-    /// Woken on appends, high-watermark moves and role changes.
+    /// Woken on appends (transaction markers included, which move the last stable offset),
+    /// high-watermark moves and role changes.
     pub data_arrived: Notify,
 }
 
@@ -109,6 +110,13 @@ impl Partition {
 
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// Offsets below this are visible to `read_committed` consumers: the high watermark, held
+    /// back at the first offset of the oldest transaction still open on this partition.
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.high_watermark();
+        self.log.read().last_stable_offset(hw)
     }
 
     /// Publishes new data to readers (the high watermark only moves forward here).

@@ -34,6 +34,8 @@ pub struct Broker {
     /// The Raft quorum carrying metadata (a one-voter quorum on a single node).
     pub cluster: Arc<crate::cluster::Cluster>,
     pub groups: GroupCoordinator,
+    /// Transactional ids' state and the transactional APIs (`txn`).
+    pub transactions: crate::txn::TransactionCoordinator,
     pub metrics: Arc<Metrics>,
     /// Client quota rates and throttling (`quota`).
     pub quotas: crate::quota::QuotaManager,
@@ -122,6 +124,7 @@ impl Broker {
             config.quota_window_num,
             config.quota_window_size_seconds,
         );
+        let cluster = Arc::new(cluster);
         let broker = Arc::new(Broker {
             cluster_id,
             replicas: Arc::new(ReplicaManager::new(
@@ -136,8 +139,14 @@ impl Broker {
                 }),
                 image.clone(),
             ),
+            transactions: crate::txn::TransactionCoordinator::new(
+                config.node_id,
+                config.transaction_max_timeout_ms,
+                image.clone(),
+                cluster.clone(),
+            ),
             metadata: image,
-            cluster: Arc::new(cluster),
+            cluster,
             groups,
             metrics,
             quotas,

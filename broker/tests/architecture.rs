@@ -68,6 +68,7 @@ const TABLE: &[(&str, Layer)] = &[
     ("quota", Layer::Services),
     ("fetch_session", Layer::Services),
     ("auth::*", Layer::Services),
+    ("txn::*", Layer::Services),
     // API handlers.
     ("api::*", Layer::Api),
     // Network and the wire protocol front.

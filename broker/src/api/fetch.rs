@@ -7,6 +7,13 @@
 //! Fetch sessions (KIP-227): `fetch_session` turns an incremental request into the session's
 //! full partition list before reading, and trims the response to partitions with news after.
 //!
+//! Isolation (KIP-98, per request, not part of a session): `read_uncommitted` consumers read up
+//! to the high watermark; `read_committed` ones up to the last stable offset (the first offset
+//! of the oldest open transaction, at most the high watermark), with the aborted transactions
+//! the returned batches overlap so the client drops their records. Every answer reports the
+//! last stable offset. A `read_committed` fetch waiting for data wakes on the same
+//! notification as the others: markers are appends, which notify.
+//!
 //! Authorization: consumers need READ on each topic (TOPIC_AUTHORIZATION_FAILED per partition),
 //! followers (a replica id >= 0) CLUSTER_ACTION on the cluster. Bytes returned count against
 //! `consumer_byte_rate`; a fetch that puts the client over its quota is answered empty with
@@ -15,7 +22,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
 use super::authz::Authz;
@@ -131,6 +140,7 @@ pub async fn handle(
         req.max_bytes as usize
     };
     let min_bytes = req.min_bytes.max(0) as usize;
+    let read_committed = replica < 0 && req.isolation_level == READ_COMMITTED;
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.clamp(0, 300_000) as u64);
 
     let results = loop {
@@ -143,10 +153,17 @@ pub async fn handle(
         for n in &mut notified {
             n.as_mut().enable();
         }
-        let (follower, reading) = (replica >= 0, wanted.clone());
+        let reader = if replica >= 0 {
+            Reader::Follower
+        } else if read_committed {
+            Reader::ReadCommitted
+        } else {
+            Reader::ReadUncommitted
+        };
+        let reading = wanted.clone();
         let (results, total, had_error) = match services
             .disk
-            .run(move || read_all(&reading, max_bytes, follower))
+            .run(move || read_all(&reading, max_bytes, reader))
             .await
         {
             Ok(read) => read,
@@ -357,11 +374,23 @@ fn note_follower_positions(services: FetchServices<'_>, replica: i32, wanted: &[
 /// A partition's answer without its records, and where those records lie.
 type Found = (PartitionData, Option<FileRegion>);
 
+/// The request's `isolation_level` for transactional data.
+const READ_COMMITTED: i8 = 1;
+
+/// Who reads, which decides how far: the log end, the high watermark, or the last stable
+/// offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    Follower,
+    ReadUncommitted,
+    ReadCommitted,
+}
+
 /// Finds what every wanted partition returns (only batch headers are read). Returns the
 /// partition results, the bytes found, and whether any partition has an error (which makes the
-/// fetch answer immediately, like Kafka). Consumers read up to the high watermark, followers up
-/// to the log end.
-fn read_all(wanted: &[Wanted], max_bytes: usize, follower: bool) -> (Vec<Found>, usize, bool) {
+/// fetch answer immediately, like Kafka). Consumers read up to the high watermark (the last
+/// stable offset for `read_committed`), followers up to the log end.
+fn read_all(wanted: &[Wanted], max_bytes: usize, reader: Reader) -> (Vec<Found>, usize, bool) {
     let mut total = 0usize;
     let mut had_error = false;
     let mut out = Vec::with_capacity(wanted.len());
@@ -398,9 +427,10 @@ fn read_all(wanted: &[Wanted], max_bytes: usize, follower: bool) -> (Vec<Found>,
         let log = p.log.read();
         let start = log.log_start_offset();
         let leo = log.log_end_offset();
+        let lso = log.last_stable_offset(hw);
         let base = base
             .with_high_watermark(hw)
-            .with_last_stable_offset(hw)
+            .with_last_stable_offset(lso)
             .with_log_start_offset(start);
         if w.fetch_offset < start || w.fetch_offset > leo {
             had_error = true;
@@ -414,9 +444,29 @@ fn read_all(wanted: &[Wanted], max_bytes: usize, follower: bool) -> (Vec<Found>,
         let limit = w.max_bytes.min(remaining);
         // The first partition with data may exceed the limits by one batch, so consumers always
         // make progress (KIP-74).
-        let visible_end = if follower { leo } else { hw };
-        match log.locate(w.fetch_offset, limit, visible_end, total == 0) {
+        let visible_end = match reader {
+            Reader::Follower => leo,
+            Reader::ReadUncommitted => hw,
+            Reader::ReadCommitted => lso,
+        };
+        match log.locate_span(w.fetch_offset, limit, visible_end, total == 0) {
             Ok(found) => {
+                let base = match (&found, reader) {
+                    (Some((_, upper)), Reader::ReadCommitted) => {
+                        let aborted = log
+                            .aborted_txns(w.fetch_offset, *upper)
+                            .into_iter()
+                            .map(|(producer_id, first_offset)| {
+                                AbortedTransaction::default()
+                                    .with_producer_id(producer_id.into())
+                                    .with_first_offset(first_offset)
+                            })
+                            .collect();
+                        base.with_aborted_transactions(Some(aborted))
+                    }
+                    _ => base,
+                };
+                let found = found.map(|(region, _)| region);
                 total += found.as_ref().map_or(0, |r| r.len);
                 // An empty answer carries an empty record set, as before (never null).
                 out.push((base.with_records(Some(bytes::Bytes::new())), found));
@@ -432,4 +482,101 @@ fn read_all(wanted: &[Wanted], max_bytes: usize, follower: bool) -> (Vec<Found>,
         }
     }
     (out, total, had_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use kafka_protocol::records::RecordBatchDecoder;
+
+    use super::*;
+    use crate::log::batch::test_support::{make_batch, make_transactional_batch};
+    use crate::log::{batch, PartitionLog};
+    use crate::topic_config::TopicSettings;
+
+    fn wanted(p: &Arc<Partition>, fetch_offset: i64) -> Wanted {
+        Wanted {
+            topic_index: 0,
+            partition: 0,
+            fetch_offset,
+            max_bytes: 1 << 20,
+            current_leader_epoch: -1,
+            resolved: Some(p.clone()),
+            missing_error: ErrorCode::UnknownTopicOrPartition,
+        }
+    }
+
+    fn append(p: &Partition, b: &[u8]) {
+        let hs = batch::validate_all(b).unwrap();
+        p.log.write().append(b, &hs, 0, 0).unwrap();
+        p.on_leader_append();
+    }
+
+    /// (last stable offset, aborted transactions, offsets of the records returned).
+    fn fetch(p: &Arc<Partition>, offset: i64, reader: Reader) -> (i64, Vec<(i64, i64)>, Vec<i64>) {
+        let (mut out, _, had_error) = read_all(&[wanted(p, offset)], usize::MAX, reader);
+        assert!(!had_error);
+        let (data, region) = out.remove(0);
+        let aborted = data
+            .aborted_transactions
+            .unwrap_or_default()
+            .iter()
+            .map(|a| (a.producer_id.0, a.first_offset))
+            .collect();
+        let mut bytes = region.map_or(Bytes::new(), |r| r.read().unwrap());
+        let offsets = RecordBatchDecoder::decode_all(&mut bytes)
+            .unwrap()
+            .into_iter()
+            .flat_map(|set| set.records.into_iter().map(|r| r.offset))
+            .collect();
+        (data.last_stable_offset, aborted, offsets)
+    }
+
+    #[test]
+    fn read_committed_stops_at_the_last_stable_offset_and_lists_the_aborts_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = TopicSettings::resolve(&Default::default(), &Default::default());
+        let log = PartitionLog::open(dir.path(), settings, 0).unwrap();
+        let p = Arc::new(Partition::new("t".into(), 0, log, 0));
+        append(&p, &make_transactional_batch(2, (1, 0, 0), 0)); // 0..=1
+        let abort = p
+            .log
+            .write()
+            .append_txn_marker(1, 0, false, 0, 0, 0)
+            .unwrap();
+        assert_eq!(abort.base_offset, 2);
+        p.on_leader_append();
+        append(&p, &make_transactional_batch(1, (2, 0, 0), 0)); // 3, open
+        append(&p, &make_batch(1, None, 0)); // 4
+        assert_eq!((p.high_watermark(), p.last_stable_offset()), (5, 3));
+
+        assert_eq!(
+            fetch(&p, 0, Reader::ReadCommitted),
+            (3, vec![(1, 0)], vec![0, 1, 2])
+        );
+        assert_eq!(fetch(&p, 3, Reader::ReadCommitted), (3, vec![], vec![]));
+        // read_uncommitted sees everything below the high watermark, with no aborted list,
+        // and is told the last stable offset too.
+        assert_eq!(
+            fetch(&p, 0, Reader::ReadUncommitted),
+            (3, vec![], vec![0, 1, 2, 3, 4])
+        );
+
+        // The commit makes the rest stable.
+        p.log
+            .write()
+            .append_txn_marker(2, 0, true, 0, 0, 0)
+            .unwrap();
+        p.on_leader_append();
+        assert_eq!(p.last_stable_offset(), 6);
+        assert_eq!(
+            fetch(&p, 3, Reader::ReadCommitted),
+            (6, vec![], vec![3, 4, 5])
+        );
+        assert_eq!(
+            fetch(&p, 1, Reader::ReadCommitted),
+            (6, vec![(1, 0)], vec![0, 1, 2, 3, 4, 5]),
+            "a fetch from inside the aborted transaction still gets it"
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! ListOffsets (earliest / latest / max-timestamp / by timestamp), DeleteRecords and
-//! OffsetForLeaderEpoch: questions about a partition's offset range.
+//! OffsetForLeaderEpoch: questions about a partition's offset range. LATEST is the high
+//! watermark, or for a `read_committed` request the last stable offset (KIP-98).
 //!
 //! Authorization as in Kafka: ListOffsets and a consumer's OffsetForLeaderEpoch need DESCRIBE on
 //! the topic, a follower's OffsetForLeaderEpoch CLUSTER_ACTION, DeleteRecords DELETE on the topic;
@@ -31,6 +32,8 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const EARLIEST_PENDING_UPLOAD: i64 = -5;
 const LATEST_TIERED: i64 = -6;
+/// The request's `isolation_level` for transactional data.
+const READ_COMMITTED: i8 = 1;
 
 /// One partition's answer: ready now, or waiting for a lookup in the log's indexes (which
 /// reads the disk, so it runs on the disk pool, never on an async worker).
@@ -51,6 +54,8 @@ pub async fn handle(
             .with_timestamp(-1)
     };
     let mut topics: Vec<(TopicName, Vec<Pending<ListOffsetsPartitionResponse>>)> = Vec::new();
+    // A read_committed consumer's LATEST is the last stable offset, as in Kafka.
+    let read_committed = req.isolation_level == READ_COMMITTED;
     for t in req.topics {
         let name = t.name.0.to_string();
         let denied = !authz.topic(AclOperation::Describe, &name);
@@ -72,6 +77,7 @@ pub async fn handle(
                     Pending::Ready(base.clone().with_offset(offset).with_timestamp(-1))
                 };
                 match p.timestamp {
+                    LATEST if read_committed => at(part.last_stable_offset()),
                     LATEST => at(part.high_watermark()),
                     EARLIEST | EARLIEST_LOCAL => at(part.log.read().log_start_offset()),
                     EARLIEST_PENDING_UPLOAD | LATEST_TIERED => at(-1),
@@ -388,5 +394,39 @@ mod tests {
             answer(&replicas, &closed, request(&[0], EARLIEST)),
             vec![(0, ErrorCode::TopicAuthorizationFailed.code(), -1)]
         );
+    }
+
+    #[test]
+    fn a_read_committed_latest_is_the_last_stable_offset() {
+        use crate::log::batch::{self, test_support};
+        let dir = tempfile::tempdir().unwrap();
+        let replicas = replica_manager::with_topic(dir.path(), 1, &[1], 1);
+        let open = AclAuthorizer::new(None, Arc::new(MetadataCache::new(MetadataImage::default())));
+        let p = replicas.led_partition("t", 0).unwrap();
+        for b in [
+            test_support::make_batch(2, None, 0),
+            test_support::make_transactional_batch(1, (5, 0, 0), 0),
+            test_support::make_batch(1, None, 0),
+        ] {
+            let hs = batch::validate_all(&b).unwrap();
+            p.log.write().append(&b, &hs, 0, 0).unwrap();
+        }
+        p.advance_high_watermark(4);
+        let committed = |ts| request(&[0], ts).with_isolation_level(1);
+        assert_eq!(
+            answer(&replicas, &open, request(&[0], LATEST)),
+            vec![(0, 0, 4)]
+        );
+        assert_eq!(answer(&replicas, &open, committed(LATEST)), vec![(0, 0, 2)]);
+        assert_eq!(
+            answer(&replicas, &open, committed(EARLIEST)),
+            vec![(0, 0, 0)]
+        );
+        p.log
+            .write()
+            .append_txn_marker(5, 0, true, 0, 0, 0)
+            .unwrap();
+        p.advance_high_watermark(5);
+        assert_eq!(answer(&replicas, &open, committed(LATEST)), vec![(0, 0, 5)]);
     }
 }

@@ -21,6 +21,7 @@ pub mod reassignments;
 pub mod scram;
 pub mod services;
 pub mod topics;
+pub mod transactions;
 
 use kafka_protocol::messages::TopicName;
 

@@ -4,8 +4,15 @@
 //! Checks run on the async worker (they touch no disk); the appends of one request then run
 //! together on the disk threads (`tasks::DiskPool`), so a slow disk holds up this request only.
 //!
+//! Transactional batches (KIP-98) are appended like idempotent ones; the log tracks the
+//! transactions they open until the coordinator's marker closes them (`log::txn_state`).
+//! Markers (control batches) are written by the transaction coordinator only: a client's is
+//! refused with INVALID_RECORD, as is a transactional batch without a producer id (Kafka
+//! refuses both).
+//!
 //! Authorization (as Kafka): a transactional request needs WRITE on its transactional id
-//! (TRANSACTIONAL_ID_AUTHORIZATION_FAILED for every partition), each topic needs WRITE
+//! (TRANSACTIONAL_ID_AUTHORIZATION_FAILED for every partition; also when transactional batches
+//! come without a transactional id), each topic needs WRITE
 //! (TOPIC_AUTHORIZATION_FAILED, checked before existence so unauthorized clients learn nothing).
 //! Idempotent batches need nothing more (Kafka 2.8+ dropped the IDEMPOTENT_WRITE check here).
 //! The bytes produced count against `producer_byte_rate`; the throttle goes into
@@ -46,9 +53,23 @@ pub async fn handle(
 ) -> ProduceResponse {
     let authz = Authz::new(services.authorizer, ctx);
     let acks = req.acks;
-    let txn_denied = req.transactional_id.as_ref().is_some_and(|t| {
-        !t.0.is_empty() && !authz.allowed(AclOperation::Write, Resource::transactional_id(&t.0))
-    });
+    let txn_id = req
+        .transactional_id
+        .as_ref()
+        .map(|t| &*t.0)
+        .filter(|t| !t.is_empty());
+    // Kafka looks at each partition's first batch header to see whether the request is
+    // transactional; one without a transactional id is refused as unauthorized.
+    let has_txn_batches = req
+        .topic_data
+        .iter()
+        .flat_map(|t| t.partition_data.iter())
+        .filter_map(|p| p.records.as_ref())
+        .any(|r| batch::BatchHeader::parse(r).is_ok_and(|h| h.is_transactional()));
+    let txn_denied = match txn_id {
+        Some(id) => !authz.allowed(AclOperation::Write, Resource::transactional_id(id)),
+        None => has_txn_batches,
+    };
     let produced_bytes: usize = req
         .topic_data
         .iter()
@@ -209,7 +230,7 @@ enum Checked {
 }
 
 /// Checks one partition's batch without touching the disk: acks, leadership, framing, CRCs,
-/// unsupported batch kinds and (for `acks=all`) the ISR size.
+/// batch kinds a client may not write and (for `acks=all`) the ISR size.
 fn check_partition(
     services: ProduceServices<'_>,
     topic: &str,
@@ -244,15 +265,19 @@ fn check_partition(
             return Checked::Answered(error(index, code, Some(e.to_string())));
         }
     };
-    if headers
+    let refused = if headers.iter().any(|h| h.is_control()) {
+        Some("clients may not write control records")
+    } else if headers
         .iter()
-        .any(|h| h.is_transactional() || h.is_control())
+        .any(|h| h.is_transactional() && !h.has_producer_id())
     {
-        return Checked::Answered(error(
-            index,
-            ErrorCode::InvalidRecord,
-            Some("transactional batches are not supported yet".into()),
-        ));
+        Some("a transactional batch needs a producer id")
+    } else {
+        None
+    };
+    if let Some(message) = refused {
+        count_error(services, ErrorCode::InvalidRecord);
+        return Checked::Answered(error(index, ErrorCode::InvalidRecord, Some(message.into())));
     }
     let min_insync = partition.log.read().settings().min_insync_replicas;
     if acks == -1

@@ -1,5 +1,6 @@
-//! InitProducerId: hands out producer ids for idempotent producers (transactions are not
-//! implemented yet; a transactional id is refused with a clear error code).
+//! InitProducerId: hands out producer ids for idempotent producers, and for transactional
+//! ones asks the transaction coordinator (`txn::coordinator`), which bumps the epoch of a
+//! known transactional id and aborts a transaction its previous instance left open.
 //!
 //! Authorization as in Kafka 4: a transactional id needs WRITE on it
 //! (TRANSACTIONAL_ID_AUTHORIZATION_FAILED); an idempotent producer needs IDEMPOTENT_WRITE on the
@@ -31,7 +32,18 @@ pub async fn handle(
             if !authz.allowed(AclOperation::Write, Resource::transactional_id(&t.0)) {
                 return fail(ErrorCode::TransactionalIdAuthorizationFailed);
             }
-            return fail(ErrorCode::UnsupportedVersion);
+            // KIP-360 (v3+): a producer recovering names the id and epoch it has.
+            let expected =
+                (req.producer_id.0 >= 0).then_some((req.producer_id.0, req.producer_epoch));
+            return match services
+                .init_transactional(&t.0, req.transaction_timeout_ms, expected)
+                .await
+            {
+                Ok((id, epoch)) => InitProducerIdResponse::default()
+                    .with_producer_id(ProducerId(id))
+                    .with_producer_epoch(epoch),
+                Err(code) => fail(code),
+            };
         }
         None => {
             if !authz.cluster(AclOperation::IdempotentWrite)

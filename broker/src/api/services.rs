@@ -22,10 +22,12 @@ use crate::group::GroupCoordinator;
 use crate::log::dir_health::LogDirHealth;
 use crate::metadata::{MetadataCache, MetadataRecord};
 use crate::metrics::Metrics;
+use crate::protocol::errors::ErrorCode;
 use crate::quota::QuotaManager;
 use crate::replica_manager::ReplicaManager;
 use crate::state::Broker;
 use crate::tasks::DiskPool;
+use crate::txn::TransactionCoordinator;
 
 /// Builds a handler's services from the broker (see the module documentation).
 pub trait FromBroker<'a> {
@@ -177,19 +179,33 @@ impl<'a> FromBroker<'a> for SecurityServices<'a> {
     }
 }
 
-/// InitProducerId: producer ids reserved through the quorum.
+/// InitProducerId: producer ids reserved through the quorum, and the transaction
+/// coordinator for transactional producers.
 #[derive(Clone, Copy)]
 pub struct ProducerIdServices<'a> {
     pub authorizer: &'a AclAuthorizer,
     producer_ids: &'a ProducerIdManager,
     cluster: &'a Cluster,
     image: &'a MetadataCache,
+    transactions: &'a TransactionCoordinator,
 }
 
 impl ProducerIdServices<'_> {
     /// The next producer id (see `cluster::producer_ids`).
     pub async fn next_producer_id(&self) -> io::Result<i64> {
         self.producer_ids.next(self.cluster, self.image).await
+    }
+
+    /// A transactional producer's id and epoch (see `txn::coordinator`).
+    pub async fn init_transactional(
+        &self,
+        transactional_id: &str,
+        timeout_ms: i32,
+        expected: Option<(i64, i16)>,
+    ) -> Result<(i64, i16), ErrorCode> {
+        self.transactions
+            .init_producer_id(self.producer_ids, transactional_id, timeout_ms, expected)
+            .await
     }
 }
 
@@ -200,6 +216,28 @@ impl<'a> FromBroker<'a> for ProducerIdServices<'a> {
             producer_ids: &b.producer_ids,
             cluster: &b.cluster,
             image: &b.metadata,
+            transactions: &b.transactions,
+        }
+    }
+}
+
+/// The transactional APIs: the transaction coordinator and what it checks against.
+#[derive(Clone, Copy)]
+pub struct TransactionServices<'a> {
+    /// This broker's id: TxnOffsetCommit is answered by the group's coordinator.
+    pub node_id: i32,
+    pub image: &'a MetadataCache,
+    pub transactions: &'a TransactionCoordinator,
+    pub authorizer: &'a AclAuthorizer,
+}
+
+impl<'a> FromBroker<'a> for TransactionServices<'a> {
+    fn from_broker(b: &'a Arc<Broker>) -> Self {
+        TransactionServices {
+            node_id: b.config.node_id,
+            image: &b.metadata,
+            transactions: &b.transactions,
+            authorizer: &b.authorizer,
         }
     }
 }

@@ -238,6 +238,20 @@ pub(crate) mod test_support {
         b[17..21].copy_from_slice(&crc.to_be_bytes());
         b
     }
+
+    /// [`make_batch`] with the transactional attribute bit set (and the CRC redone).
+    pub fn make_transactional_batch(
+        n: usize,
+        producer: (i64, i16, i32),
+        timestamp: i64,
+    ) -> Vec<u8> {
+        let mut b = make_batch(n, Some(producer), timestamp);
+        let attributes = i16::from_be_bytes([b[21], b[22]]) | super::TRANSACTIONAL_BIT;
+        b[21..23].copy_from_slice(&attributes.to_be_bytes());
+        let crc = super::compute_crc(&b);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,12 @@
 //!    Kafka writes); a batch that loses all is dropped. Tombstones (records without a value)
 //!    go once their segment is older than `delete.retention.ms`. Records without a key and
 //!    control batches are always kept.
+//!
+//!    Transactions (KIP-98): a pass never reaches the first unstable offset (an open
+//!    transaction's records may still be aborted), and records of aborted transactions never
+//!    count as a key's latest, so they cannot supersede a committed value. Unlike Kafka, the
+//!    cleaner removes neither aborted records nor markers: both stay, and the log's aborted
+//!    list (`log::txn_state`) keeps describing them to `read_committed` fetches.
 //! 3. [`PartitionLog::install_cleaned`](super::PartitionLog::install_cleaned) swaps each
 //!    cleaned file in, if the segment it was made from is still there unchanged (retention or
 //!    a follower's truncation may have removed it meanwhile).
@@ -34,6 +40,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
 
 use super::batch::{self, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
+use super::txn_state::AbortedTxn;
 
 /// A sealed segment a pass reads (its file stays open even if the log drops it meanwhile).
 #[derive(Debug, Clone)]
@@ -54,6 +61,40 @@ pub struct CleanPlan {
     pub delete_horizon_ms: i64,
     /// Where the cleaned part of the log ends once this pass is installed.
     pub end_offset: i64,
+    /// The aborted transactions that start below `end_offset`: their records are kept but
+    /// never supersede others.
+    pub aborted: Vec<AbortedTxn>,
+}
+
+/// Per producer, its aborted transactions as `(first offset, marker offset)`, in log order
+/// (a producer's transactions never overlap).
+struct AbortedRanges(HashMap<i64, Vec<(i64, i64)>>);
+
+impl AbortedRanges {
+    fn new(aborted: &[AbortedTxn]) -> AbortedRanges {
+        let mut by_producer: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        for a in aborted {
+            by_producer
+                .entry(a.producer_id)
+                .or_default()
+                .push((a.first_offset, a.last_offset));
+        }
+        AbortedRanges(by_producer)
+    }
+
+    /// Is `h` a data batch of an aborted transaction?
+    fn holds(&self, h: &BatchHeader) -> bool {
+        if !h.is_transactional() || h.is_control() {
+            return false;
+        }
+        let Some(ranges) = self.0.get(&h.producer_id) else {
+            return false;
+        };
+        let i = ranges.partition_point(|&(_, last)| last < h.base_offset);
+        ranges
+            .get(i)
+            .is_some_and(|&(first, _)| first <= h.base_offset)
+    }
 }
 
 /// A segment rewritten without its superseded records, waiting to be swapped in.
@@ -117,12 +158,13 @@ fn records_of(bytes: &Bytes) -> Option<kafka_protocol::records::RecordSet> {
 /// written next to their originals, and the totals.
 pub fn clean(plan: &CleanPlan) -> io::Result<(Vec<CleanedSegment>, CleanStats)> {
     let mut stats = CleanStats::default();
+    let aborted = AbortedRanges::new(&plan.aborted);
     // Pass 1: the last offset of every key.
     let mut latest: HashMap<Bytes, i64> = HashMap::new();
     for seg in &plan.segments {
         stats.bytes_read += seg.size;
         for_each_batch(seg, |h, bytes| {
-            if h.is_control() {
+            if h.is_control() || aborted.holds(h) {
                 return Ok(());
             }
             if let Some(set) = records_of(&bytes) {
@@ -145,7 +187,7 @@ pub fn clean(plan: &CleanPlan) -> io::Result<(Vec<CleanedSegment>, CleanStats)> 
         let mut removed = 0u64;
         let mut written = 0u64;
         let result = for_each_batch(seg, |h, bytes| {
-            let kept = match retained(h, &bytes, &latest, drop_tombstones) {
+            let kept = match retained(h, &bytes, &latest, drop_tombstones, &aborted) {
                 Retained::All => bytes.to_vec(),
                 Retained::None(n) => {
                     removed += n;
@@ -202,8 +244,9 @@ fn retained(
     bytes: &Bytes,
     latest: &HashMap<Bytes, i64>,
     drop_tombstones: bool,
+    aborted: &AbortedRanges,
 ) -> Retained {
-    if h.is_control() {
+    if h.is_control() || aborted.holds(h) {
         return Retained::All;
     }
     let Some(set) = records_of(bytes) else {

@@ -7,7 +7,11 @@ pub mod epoch_cache;
 pub mod partition_log;
 pub mod producer_state;
 pub mod segment;
+pub mod txn_marker;
+pub mod txn_state;
 
 pub use partition_log::{
     AppendError, AppendOutcome, PartitionLog, ReadResult, ReplicaAppend, RollObserver,
 };
+pub use txn_marker::MarkerType;
+pub use txn_state::AbortedTxn;

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::batch::{self, BatchHeader, HEADER_LEN};
+use super::txn_marker::{self, MarkerType};
 
 /// Sparse index entry: first offset of a batch and its byte position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,11 +54,15 @@ pub fn file_name(base_offset: i64, ext: &str) -> String {
     format!("{base_offset:020}.{ext}")
 }
 
+/// A batch header with the marker a control batch holds: what producer and transaction state
+/// is rebuilt from.
+pub type StateBatch = (BatchHeader, Option<MarkerType>);
+
 /// What an open scan found: how much of the file is valid and whether a tail was cut.
 #[derive(Debug, Default)]
 pub struct ScanReport {
     pub truncated_bytes: u64,
-    pub batches: Vec<BatchHeader>,
+    pub batches: Vec<StateBatch>,
 }
 
 impl Segment {
@@ -144,16 +149,22 @@ impl Segment {
             if pos + h.total_len as u64 > len || h.base_offset < seg.next_offset {
                 break;
             }
-            if verify {
+            // A control batch is read whole (it is tiny) for its marker type.
+            if verify || h.is_control() {
                 body.resize(h.total_len, 0);
                 seg.file.read_exact_at(&mut body, pos)?;
-                if batch::validate(&body).is_err() {
+                if verify && batch::validate(&body).is_err() {
                     break;
                 }
             }
+            let marker = if h.is_control() {
+                txn_marker::marker_type(&body)
+            } else {
+                None
+            };
             seg.track_append(&h, pos as u32);
             pos += h.total_len as u64;
-            report.batches.push(h);
+            report.batches.push((h, marker));
         }
         if pos < len {
             report.truncated_bytes = len - pos;
@@ -339,13 +350,17 @@ impl Segment {
     /// `start + max_bytes`, before the first batch at or past `max_offset`, and (with `min_one`)
     /// past at least the first batch whatever its size. Only headers are read: the sparse index
     /// jumps close to the end and a few header reads find the exact batch boundary.
+    ///
+    /// Also returns the offset the read stops at: the base offset of the first batch left out,
+    /// or this segment's next offset (the bound of a `read_committed` fetch's aborted list, as
+    /// Kafka's `fetchUpperBoundOffset`).
     pub fn read_end(
         &self,
         start: u64,
         max_bytes: usize,
         max_offset: i64,
         min_one: bool,
-    ) -> io::Result<u64> {
+    ) -> io::Result<(u64, i64)> {
         let byte_cap = start.saturating_add(max_bytes as u64).min(self.size);
         // Every batch before an index entry at or below the cap, whose offset is below
         // max_offset, is inside the read.
@@ -364,17 +379,17 @@ impl Segment {
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             let end = pos + h.total_len as u64;
             if h.base_offset >= max_offset || end > self.size {
-                break;
+                return Ok((pos, h.base_offset));
             }
             if end > byte_cap {
                 if pos == start && min_one {
-                    pos = end;
+                    return Ok((end, h.last_offset() + 1));
                 }
-                break;
+                return Ok((pos, h.base_offset));
             }
             pos = end;
         }
-        Ok(pos)
+        Ok((pos, self.next_offset))
     }
 
     /// Walks batch headers from byte `start` to the first batch for which `found` holds.
@@ -397,13 +412,27 @@ impl Segment {
         Ok(None)
     }
 
-    /// Every batch header in the segment, in order (for rebuilding state after truncation).
-    pub fn headers(&self) -> io::Result<Vec<BatchHeader>> {
+    /// Every batch in the segment, in order, with its marker when it is a control batch (for
+    /// rebuilding state after truncation). Only headers and control batches are read.
+    pub fn state_batches(&self) -> io::Result<Vec<StateBatch>> {
         let mut out = Vec::new();
-        self.scan_from(0, |h| {
-            out.push(*h);
-            false
-        })?;
+        let mut pos = 0u64;
+        let mut head = [0u8; HEADER_LEN];
+        let mut body = Vec::new();
+        while pos + HEADER_LEN as u64 <= self.size {
+            self.file.read_exact_at(&mut head, pos)?;
+            let h = BatchHeader::parse(&head)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let marker = if h.is_control() {
+                body.resize(h.total_len, 0);
+                self.file.read_exact_at(&mut body, pos)?;
+                txn_marker::marker_type(&body)
+            } else {
+                None
+            };
+            out.push((h, marker));
+            pos += h.total_len as u64;
+        }
         Ok(out)
     }
 

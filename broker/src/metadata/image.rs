@@ -6,9 +6,10 @@ use uuid::Uuid;
 
 use super::leadership;
 use super::quota::QuotaEntity;
-use super::record::{BrokerEndpoint, MetadataRecord};
+use super::record::{BrokerEndpoint, MetadataRecord, ReplicatedOffset};
 use crate::auth::acl::AclBinding;
 use crate::auth::scram::{ScramCredential, ScramMechanism};
+use crate::txn::state::{self as txn, TransactionMeta};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionMeta {
@@ -64,6 +65,8 @@ pub struct MetadataImage {
     pub quotas: BTreeMap<QuotaEntity, BTreeMap<String, f64>>,
     /// Committed offsets by group, then (topic, partition) (cluster mode).
     pub group_offsets: BTreeMap<String, crate::group::offsets::GroupOffsets>,
+    /// Transaction states by transactional id (the transaction coordinator's state).
+    pub transactions: BTreeMap<String, TransactionMeta>,
     /// Number of records applied (the metadata offset).
     pub offset: u64,
 }
@@ -110,6 +113,9 @@ impl MetadataImage {
                     offsets.retain(|(t, _), _| t != name);
                 }
                 self.group_offsets.retain(|_, o| !o.is_empty());
+                for offsets in txn::apply_topic_deleted(&mut self.transactions, name) {
+                    self.commit_transaction_offsets(offsets);
+                }
             }
             MetadataRecord::AddPartitions { name, replicas } => {
                 if let Some(t) = self.topics.get_mut(name) {
@@ -265,21 +271,45 @@ impl MetadataImage {
                 }
             }
             MetadataRecord::GroupOffsets { group, offsets } => {
-                let g = self.group_offsets.entry(group.clone()).or_default();
-                for o in offsets {
-                    let key = (o.topic.clone(), o.partition);
-                    match &o.committed {
-                        Some(c) => {
-                            g.insert(key, c.clone());
-                        }
-                        None => {
-                            g.remove(&key);
-                        }
-                    }
+                self.apply_group_offsets(group, offsets);
+            }
+            MetadataRecord::PutTransaction { meta, restore } => {
+                if let Some(offsets) = txn::apply_put(&mut self.transactions, meta, *restore) {
+                    self.commit_transaction_offsets(offsets);
                 }
-                if g.is_empty() {
-                    self.group_offsets.remove(group);
+            }
+            MetadataRecord::TxnMarkersWritten {
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                partitions,
+            } => {
+                let done = txn::apply_markers_written(
+                    &mut self.transactions,
+                    transactional_id,
+                    *producer_id,
+                    *producer_epoch,
+                    partitions,
+                );
+                if let Some(offsets) = done {
+                    self.commit_transaction_offsets(offsets);
                 }
+            }
+            MetadataRecord::TxnOffsetCommit {
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                group,
+                offsets,
+            } => {
+                txn::apply_offset_commit(
+                    &mut self.transactions,
+                    transactional_id,
+                    *producer_id,
+                    *producer_epoch,
+                    group,
+                    offsets,
+                );
             }
             MetadataRecord::ClientQuota { entity, changes } => {
                 let values = self.quotas.entry(entity.clone()).or_default();
@@ -293,6 +323,31 @@ impl MetadataImage {
                     self.quotas.remove(entity);
                 }
             }
+        }
+    }
+
+    fn apply_group_offsets(&mut self, group: &str, offsets: &[ReplicatedOffset]) {
+        let g = self.group_offsets.entry(group.to_string()).or_default();
+        for o in offsets {
+            let key = (o.topic.clone(), o.partition);
+            match &o.committed {
+                Some(c) => {
+                    g.insert(key, c.clone());
+                }
+                None => {
+                    g.remove(&key);
+                }
+            }
+        }
+        if g.is_empty() {
+            self.group_offsets.remove(group);
+        }
+    }
+
+    /// A committed transaction's offsets become the groups' committed offsets.
+    fn commit_transaction_offsets(&mut self, offsets: BTreeMap<String, Vec<ReplicatedOffset>>) {
+        for (group, offsets) in offsets {
+            self.apply_group_offsets(&group, &offsets);
         }
     }
 

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::quota::QuotaEntity;
 use crate::auth::acl::AclBinding;
 use crate::auth::scram::{ScramCredential, ScramMechanism};
+use crate::txn::state::TransactionMeta;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -130,6 +131,31 @@ pub enum MetadataRecord {
         group: String,
         offsets: Vec<ReplicatedOffset>,
     },
+    /// A transaction coordinator's change to one transactional id's state (what Kafka keeps
+    /// in `__transaction_state`): applied only if computed from the state's current version
+    /// (see [`crate::txn::state::apply_put`]); `restore` (snapshots) applies it as it is.
+    PutTransaction {
+        meta: TransactionMeta,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        restore: bool,
+    },
+    /// A partition leader wrote a transaction's marker in these partitions, and it is
+    /// replicated: the transaction completes when no partition is left.
+    TxnMarkersWritten {
+        transactional_id: String,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: Vec<(String, i32)>,
+    },
+    /// A transactional offset commit (TxnOffsetCommit): held by the transaction until it ends,
+    /// then committed with it or dropped.
+    TxnOffsetCommit {
+        transactional_id: String,
+        producer_id: i64,
+        producer_epoch: i16,
+        group: String,
+        offsets: Vec<ReplicatedOffset>,
+    },
     /// A broker's registration (KRaft's `RegisterBrokerRecord`): replaces its previous one.
     RegisterBroker {
         node_id: i32,
@@ -170,6 +196,9 @@ impl MetadataRecord {
             MetadataRecord::AccessControlEntry { .. } => "AccessControlEntry",
             MetadataRecord::RemoveAccessControlEntry { .. } => "RemoveAccessControlEntry",
             MetadataRecord::GroupOffsets { .. } => "GroupOffsets",
+            MetadataRecord::PutTransaction { .. } => "PutTransaction",
+            MetadataRecord::TxnMarkersWritten { .. } => "TxnMarkersWritten",
+            MetadataRecord::TxnOffsetCommit { .. } => "TxnOffsetCommit",
             MetadataRecord::RegisterBroker { .. } => "RegisterBroker",
             MetadataRecord::ClientQuota { .. } => "ClientQuota",
         }

@@ -94,6 +94,12 @@ pub fn image_to_records(image: &MetadataImage) -> Vec<MetadataRecord> {
                 .collect(),
         });
     }
+    for meta in image.transactions.values() {
+        out.push(MetadataRecord::PutTransaction {
+            meta: meta.clone(),
+            restore: true,
+        });
+    }
     for (entity, values) in &image.quotas {
         out.push(MetadataRecord::ClientQuota {
             entity: entity.clone(),

@@ -142,6 +142,14 @@ api_table! {
     DeleteTopics 1..=6 => handler(DeleteTopicsRequest, api::topics::delete),
     DeleteRecords 0..=2 => handler(DeleteRecordsRequest, api::list_offsets::delete_records),
     InitProducerId 0..=5 => handler(InitProducerIdRequest, api::producer_id::handle),
+    // Transactions (KIP-98). AddPartitionsToTxn v4+ is the brokers' batched form (KIP-890);
+    // EndTxn stops at v4 because transaction.version 2 is not offered.
+    AddPartitionsToTxn 0..=5 => handler(AddPartitionsToTxnRequest, api::transactions::add_partitions),
+    AddOffsetsToTxn 0..=4 => handler(AddOffsetsToTxnRequest, api::transactions::add_offsets),
+    EndTxn 0..=4 => handler(EndTxnRequest, api::transactions::end),
+    TxnOffsetCommit 0..=5 => handler(TxnOffsetCommitRequest, api::transactions::offset_commit),
+    DescribeTransactions 0..=0 => handler(DescribeTransactionsRequest, api::transactions::describe),
+    ListTransactions 0..=2 => handler(ListTransactionsRequest, api::transactions::list),
     OffsetForLeaderEpoch 2..=4 => handler(OffsetForLeaderEpochRequest, api::list_offsets::offset_for_leader_epoch),
     DescribeConfigs 1..=4 => handler(DescribeConfigsRequest, api::configs::describe),
     AlterConfigs 0..=2 => handler(AlterConfigsRequest, api::configs::alter),

@@ -31,6 +31,9 @@ impl PartitionLog {
         if !s.compact {
             return None;
         }
+        // An open transaction's records may still be aborted: nothing from its first offset on
+        // is cleaned yet (Kafka's first uncleanable offset includes the first unstable one).
+        let upper = self.last_stable_offset(upper);
         let old_enough = |seg: &Segment| {
             s.min_compaction_lag_ms <= 0
                 || (seg.max_timestamp >= 0 && now_ms - seg.max_timestamp >= s.min_compaction_lag_ms)
@@ -57,6 +60,7 @@ impl PartitionLog {
         if ratio < s.min_cleanable_dirty_ratio && !overdue {
             return None;
         }
+        let end_offset = cleanable.last().map_or(0, |seg| seg.next_offset);
         Some(CleanPlan {
             segments: cleanable
                 .iter()
@@ -70,7 +74,15 @@ impl PartitionLog {
                 })
                 .collect(),
             delete_horizon_ms: now_ms.saturating_sub(s.delete_retention_ms),
-            end_offset: cleanable.last().map_or(0, |seg| seg.next_offset),
+            end_offset,
+            aborted: self
+                .producers
+                .txns()
+                .aborted()
+                .iter()
+                .filter(|a| a.first_offset < end_offset)
+                .copied()
+                .collect(),
         })
     }
 
@@ -500,6 +512,84 @@ mod tests {
             vec![
                 (2, "a".into(), Some("3".into())),
                 (3, "b".into(), Some("x".into()))
+            ]
+        );
+    }
+
+    /// A transactional batch of producer `pid` (epoch 0) with one record `key = value`.
+    fn txn_record(pid: i64, seq: i32, key: &str, value: &str) -> Vec<u8> {
+        let record = Record {
+            transactional: true,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: pid,
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: seq,
+            timestamp: 100,
+            key: Some(Bytes::from(key.to_string())),
+            value: Some(Bytes::from(value.to_string())),
+            headers: Default::default(),
+        };
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, [record].iter(), &options).unwrap();
+        buf.to_vec()
+    }
+
+    /// Data records only (markers left out).
+    fn data(log: &PartitionLog, markers: &[i64]) -> Vec<(i64, String, Option<String>)> {
+        let mut all = read_all(log);
+        all.retain(|(o, _, _)| !markers.contains(o));
+        all
+    }
+
+    #[test]
+    fn aborted_records_never_supersede_and_open_transactions_are_not_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = compacted(1 << 20);
+        s.min_cleanable_dirty_ratio = 0.01;
+        let mut log = PartitionLog::open(dir.path(), s, 0).unwrap();
+        let plain = |v: &str, k: &str| batch_of(&[(k, Some(v.into()))], 100, Compression::None);
+        append(&mut log, &plain("1", "a"), 100); // 0
+        append(&mut log, &txn_record(7, 0, "a", "aborted"), 100); // 1
+        log.append_txn_marker(7, 0, false, 0, 0, 100).unwrap(); // 2
+        append(&mut log, &plain("1", "b"), 100); // 3
+        append(&mut log, &plain("2", "b"), 100); // 4
+        log.roll(100).unwrap();
+        assert!(pass(&mut log, 200) > 0);
+        assert_eq!(
+            data(&log, &[2]),
+            vec![
+                (0, "a".into(), Some("1".into())),
+                (1, "a".into(), Some("aborted".into())),
+                (4, "b".into(), Some("2".into())),
+            ],
+            "the committed value of a stays, and so does the aborted record"
+        );
+        assert_eq!(log.aborted_txns(0, 5), vec![(7, 1)]);
+
+        // An open transaction holds cleaning back at its first offset.
+        append(&mut log, &txn_record(8, 0, "c", "open"), 300); // 5
+        append(&mut log, &plain("2", "c"), 300); // 6
+        log.roll(300).unwrap();
+        append(&mut log, &plain("x", "d"), 300); // 7
+        assert!(log.plan_cleaning(log.log_end_offset(), 400).is_none());
+        log.append_txn_marker(8, 0, true, 0, 0, 300).unwrap(); // 8
+        assert!(pass(&mut log, 400) > 0);
+        assert_eq!(
+            data(&log, &[2, 8]),
+            vec![
+                (0, "a".into(), Some("1".into())),
+                (1, "a".into(), Some("aborted".into())),
+                (4, "b".into(), Some("2".into())),
+                (6, "c".into(), Some("2".into())),
+                (7, "d".into(), Some("x".into())),
             ]
         );
     }

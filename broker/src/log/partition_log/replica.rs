@@ -7,6 +7,7 @@ use super::PartitionLog;
 use crate::log::batch::{self, BatchHeader, HEADER_LEN};
 use crate::log::producer_state::ProducerStateMap;
 use crate::log::segment::Segment;
+use crate::log::txn_marker;
 use crate::log::AppendError;
 use crate::protocol::errors::ErrorCode;
 
@@ -75,8 +76,13 @@ impl PartitionLog {
         }
         let seg = self.segments.last_mut().expect("active segment");
         seg.append_many(bytes, &headers)?;
-        for (_, h) in &headers {
-            self.producers.record(h);
+        for (at, h) in &headers {
+            let marker = if h.is_control() {
+                txn_marker::marker_type(&bytes[*at..])
+            } else {
+                None
+            };
+            self.producers.record(h, marker);
         }
         Ok(ReplicaAppend {
             batches: headers.len(),
@@ -133,17 +139,18 @@ impl PartitionLog {
         self.after_truncation()
     }
 
-    /// Rebuilds producer state from the remaining batches and drops state that referred to
-    /// removed ones.
+    /// Rebuilds producer and transaction state from the remaining batches and drops state
+    /// that referred to removed ones (a transaction whose marker was cut off is open again).
     fn after_truncation(&mut self) -> io::Result<()> {
         let end = self.log_end_offset();
         self.epochs.truncate_from_end(end)?;
         let mut producers = ProducerStateMap::default();
         for seg in &self.segments {
-            for h in seg.headers()? {
-                producers.record(&h);
+            for (h, marker) in seg.state_batches()? {
+                producers.record(&h, marker);
             }
         }
+        producers.drop_aborted_before(self.log_start_offset);
         self.producers = producers;
         let active_base = self.segments.last().map_or(0, |s| s.base_offset);
         if let Ok(rd) = std::fs::read_dir(&self.dir) {
