@@ -117,14 +117,30 @@ pub async fn commit(
 type CommittedRow = (i32, i64, i32, String, i16);
 
 /// (topic, partitions) pairs to report for one group: as requested, or everything committed
-/// that the principal may describe.
+/// that the principal may describe. With `require_stable` (KIP-447, v7+), a partition whose
+/// offset an unfinished transaction is committing answers UNSTABLE_OFFSET_COMMIT (the client
+/// retries) instead of the offset the transaction is about to replace.
 fn fetch_one(
     services: GroupServices<'_>,
     authz: &Authz<'_>,
     group: &str,
     requested: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Vec<(String, Vec<CommittedRow>)> {
     let committed = services.groups.committed(group);
+    let unstable: std::collections::BTreeSet<(String, i32)> = if require_stable {
+        services
+            .image
+            .snapshot()
+            .transactions
+            .values()
+            .filter_map(|m| m.pending_offsets.get(group))
+            .flatten()
+            .map(|o| (o.topic.clone(), o.partition))
+            .collect()
+    } else {
+        Default::default()
+    };
     let listing = requested.is_none();
     let wanted: Vec<(String, Vec<i32>)> = match requested {
         Some(r) => r,
@@ -152,6 +168,13 @@ fn fetch_one(
                         -1,
                         String::new(),
                         ErrorCode::TopicAuthorizationFailed.code(),
+                    ),
+                    _ if unstable.contains(&(t.clone(), p)) => (
+                        p,
+                        -1,
+                        -1,
+                        String::new(),
+                        ErrorCode::UnstableOffsetCommit.code(),
                     ),
                     Some(c) => (
                         p,
@@ -195,25 +218,31 @@ pub async fn fetch(
                         .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                         .collect()
                 });
-                let topics = fetch_one(services, &authz, &g.group_id.0, requested)
-                    .into_iter()
-                    .map(|(t, rows)| {
-                        OffsetFetchResponseTopics::default()
-                            .with_name(topic_name(&t))
-                            .with_partitions(
-                                rows.into_iter()
-                                    .map(|(p, o, e, m, code)| {
-                                        OffsetFetchResponsePartitions::default()
-                                            .with_partition_index(p)
-                                            .with_committed_offset(o)
-                                            .with_committed_leader_epoch(e)
-                                            .with_metadata(Some(s(m)))
-                                            .with_error_code(code)
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect();
+                let topics = fetch_one(
+                    services,
+                    &authz,
+                    &g.group_id.0,
+                    requested,
+                    req.require_stable,
+                )
+                .into_iter()
+                .map(|(t, rows)| {
+                    OffsetFetchResponseTopics::default()
+                        .with_name(topic_name(&t))
+                        .with_partitions(
+                            rows.into_iter()
+                                .map(|(p, o, e, m, code)| {
+                                    OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(o)
+                                        .with_committed_leader_epoch(e)
+                                        .with_metadata(Some(s(m)))
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id.clone())
                     .with_topics(topics)
@@ -258,25 +287,31 @@ pub async fn fetch(
             .with_error_code(group_error)
             .with_topics(topics);
     }
-    let topics = fetch_one(services, &authz, &req.group_id.0, requested)
-        .into_iter()
-        .map(|(t, rows)| {
-            OffsetFetchResponseTopic::default()
-                .with_name(topic_name(&t))
-                .with_partitions(
-                    rows.into_iter()
-                        .map(|(p, o, e, m, code)| {
-                            OffsetFetchResponsePartition::default()
-                                .with_partition_index(p)
-                                .with_committed_offset(o)
-                                .with_committed_leader_epoch(e)
-                                .with_metadata(Some(s(m)))
-                                .with_error_code(code)
-                        })
-                        .collect(),
-                )
-        })
-        .collect();
+    let topics = fetch_one(
+        services,
+        &authz,
+        &req.group_id.0,
+        requested,
+        ctx.api_version >= 7 && req.require_stable,
+    )
+    .into_iter()
+    .map(|(t, rows)| {
+        OffsetFetchResponseTopic::default()
+            .with_name(topic_name(&t))
+            .with_partitions(
+                rows.into_iter()
+                    .map(|(p, o, e, m, code)| {
+                        OffsetFetchResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_committed_offset(o)
+                            .with_committed_leader_epoch(e)
+                            .with_metadata(Some(s(m)))
+                            .with_error_code(code)
+                    })
+                    .collect(),
+            )
+    })
+    .collect();
     OffsetFetchResponse::default().with_topics(topics)
 }
 
