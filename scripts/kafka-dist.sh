@@ -98,6 +98,8 @@ WRAPPERS=(
   "kafka-consumer-perf-test      org.apache.kafka.tools.ConsumerPerformance                       perf"
   "kafka-verifiable-producer     org.apache.kafka.tools.VerifiableProducer                        perf"
   "kafka-verifiable-consumer     org.apache.kafka.tools.VerifiableConsumer                        perf"
+  "kafka-streams-wordcount       org.apache.kafka.streams.examples.wordcount.WordCountDemo         perf"
+  "connect-distributed           org.apache.kafka.connect.cli.ConnectDistributed                  server"
   "kafka-server-start            kafka.Kafka                                                      server"
 )
 
