@@ -5,6 +5,7 @@
     python3 scripts/bench.py --records 200000     # quick run
     python3 scripts/bench.py --only kafka         # just the Apache Kafka half
     python3 scripts/bench.py --cluster            # 3-node clusters, RF 3, acks=all (1,000,000 records)
+    python3 scripts/bench.py --compaction         # compaction: MB/s cleaned, effect on produce (bench_compaction.py)
 
 Called by `cargo xtask bench` with FJORD_BROKER_BIN pointing at a release build. Stdlib only.
 
@@ -795,9 +796,12 @@ def write_report(results: dict, args, facts: dict, path: Path) -> str:
             lines.append(f"- {kind}: **failed**: {first}")
     text = "\n".join(lines) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    # The 3-node section (written by --cluster runs) stays as it is.
-    _, cluster = split_cluster_section(path.read_text() if path.exists() else "")
-    path.write_text(text + ("\n" + cluster if cluster else ""))
+    # The 3-node and compaction sections (written by --cluster and --compaction runs) stay.
+    import bench_compaction
+    old = path.read_text() if path.exists() else ""
+    _, compaction = bench_compaction.split_section(old)
+    _, cluster = split_cluster_section(bench_compaction.split_section(old)[0])
+    path.write_text(text + ("\n" + cluster if cluster else "") + ("\n" + compaction if compaction else ""))
     return text
 
 
@@ -964,8 +968,13 @@ def main() -> int:
     ap.add_argument("--cluster", action="store_true",
                     help="3-node clusters instead (RF 3, min.insync.replicas=2, acks=all): rewrites only the "
                          "3-node section of --out")
+    ap.add_argument("--compaction", action="store_true",
+                    help="the compaction benchmark instead (scripts/bench_compaction.py): rewrites only the "
+                         "compaction section of --out")
+    ap.add_argument("--keys", type=int, default=20_000, help="--compaction: distinct keys")
+    ap.add_argument("--value-size", type=int, default=200, help="--compaction: value bytes")
     ap.add_argument("--records", type=int, default=None,
-                    help="records per phase (default 3,000,000; 1,000,000 with --cluster)")
+                    help="records per phase (default 3,000,000; 1,000,000 with --cluster or --compaction)")
     ap.add_argument("--record-size", type=int, default=1024)
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=None,
@@ -984,7 +993,7 @@ def main() -> int:
     args = ap.parse_args()
     args.records_given = args.records is not None
     if args.records is None:
-        args.records = 1_000_000 if args.cluster else 3_000_000
+        args.records = 1_000_000 if args.cluster or args.compaction else 3_000_000
     if args.acks is None:
         args.acks = "all" if args.cluster else "1,all"
     if args.warmup is None:
@@ -995,6 +1004,9 @@ def main() -> int:
             ap.error(f"bad acks value {a!r}")
 
     bindir = kafka_bin_dir()
+    if args.compaction:
+        import bench_compaction
+        return bench_compaction.run(args, bindir)
     kinds = [args.only] if args.only else ["fjord", "kafka"]
     results = {}
     for kind in kinds:

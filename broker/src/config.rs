@@ -65,6 +65,13 @@ pub struct Config {
     /// KIP-848 consumer groups: how often members heartbeat (told in every response).
     pub group_consumer_heartbeat_interval_ms: u64,
     pub offsets_retention_minutes: i64,
+    /// `__consumer_offsets` (created on a group's first FindCoordinator; it holds no data,
+    /// committed offsets live in the metadata quorum): partitions and replication factor.
+    pub offsets_topic_num_partitions: i32,
+    pub offsets_topic_replication_factor: i16,
+    /// `__transaction_state` (created on a transactional id's first FindCoordinator), likewise.
+    pub transaction_state_log_num_partitions: i32,
+    pub transaction_state_log_replication_factor: i16,
     /// The longest transaction timeout a producer may ask for.
     pub transaction_max_timeout_ms: i32,
     /// How often the coordinator looks for transactions past their timeout.
@@ -75,6 +82,8 @@ pub struct Config {
     pub log_cleaner_enable: bool,
     /// `log.cleaner.backoff.ms`: the pause between compaction passes.
     pub log_cleaner_backoff_ms: u64,
+    /// `log.cleaner.io.max.bytes.per.second`: compaction's read+write byte-rate limit.
+    pub log_cleaner_io_max_bytes_per_second: f64,
     pub broker_rack: Option<String>,
     /// `authorizer.class.name` names one of Kafka's ACL authorizers (empty = no authorization).
     pub authorizer_enabled: bool,
@@ -114,6 +123,7 @@ log.retention.bytes=-1
 log.retention.check.interval.ms=300000
 log.cleaner.enable=true
 log.cleaner.backoff.ms=15000
+log.cleaner.io.max.bytes.per.second=1.7976931348623157E308
 log.index.interval.bytes=4096
 log.cleanup.policy=delete
 min.insync.replicas=1
@@ -126,6 +136,10 @@ group.consumer.session.timeout.ms=45000
 group.consumer.heartbeat.interval.ms=5000
 offsets.retention.minutes=10080
 transaction.max.timeout.ms=900000
+offsets.topic.num.partitions=50
+offsets.topic.replication.factor=3
+transaction.state.log.num.partitions=50
+transaction.state.log.replication.factor=3
 transaction.abort.timed.out.transaction.cleanup.interval.ms=10000
 delete.topic.enable=true
 authorizer.class.name=
@@ -192,6 +206,7 @@ const KNOWN_KEYS: &[&str] = &[
     "log.retention.check.interval.ms",
     "log.cleaner.enable",
     "log.cleaner.backoff.ms",
+    "log.cleaner.io.max.bytes.per.second",
     "log.index.interval.bytes",
     "log.cleanup.policy",
     "min.insync.replicas",
@@ -206,6 +221,8 @@ const KNOWN_KEYS: &[&str] = &[
     "transaction.max.timeout.ms",
     "transaction.abort.timed.out.transaction.cleanup.interval.ms",
     "offsets.topic.replication.factor",
+    "offsets.topic.num.partitions",
+    "transaction.state.log.num.partitions",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
     "delete.topic.enable",
@@ -718,6 +735,16 @@ impl Config {
             )?,
             offsets_retention_minutes: parse_num(&raw, "offsets.retention.minutes")?,
             transaction_max_timeout_ms: parse_num(&raw, "transaction.max.timeout.ms")?,
+            offsets_topic_num_partitions: parse_num(&raw, "offsets.topic.num.partitions")?,
+            offsets_topic_replication_factor: parse_num(&raw, "offsets.topic.replication.factor")?,
+            transaction_state_log_num_partitions: parse_num(
+                &raw,
+                "transaction.state.log.num.partitions",
+            )?,
+            transaction_state_log_replication_factor: parse_num(
+                &raw,
+                "transaction.state.log.replication.factor",
+            )?,
             transaction_abort_timed_out_transaction_cleanup_interval_ms: parse_num(
                 &raw,
                 "transaction.abort.timed.out.transaction.cleanup.interval.ms",
@@ -726,6 +753,10 @@ impl Config {
             log_retention_check_interval_ms: parse_num(&raw, "log.retention.check.interval.ms")?,
             log_cleaner_enable: parse_bool(&raw, "log.cleaner.enable")?,
             log_cleaner_backoff_ms: parse_num(&raw, "log.cleaner.backoff.ms")?,
+            log_cleaner_io_max_bytes_per_second: parse_num(
+                &raw,
+                "log.cleaner.io.max.bytes.per.second",
+            )?,
             broker_rack: raw.get("broker.rack").cloned(),
             authorizer_enabled,
             super_users: crate::auth::authorizer::parse_super_users(&raw["super.users"]),

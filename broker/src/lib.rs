@@ -95,8 +95,14 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
                 let cleaner = b.clone();
                 b.tasks
                     .run_blocking(move || {
-                        let stats = cleaner.replicas.clean_compacted(state::now_ms());
+                        let (stats, lag) = cleaner.replicas.clean_compacted(
+                            state::now_ms(),
+                            cleaner.config.log_cleaner_io_max_bytes_per_second,
+                        );
                         let m = &cleaner.metrics;
+                        m.cleaner_dirty_bytes
+                            .set(i64::try_from(lag.dirty_bytes).unwrap_or(i64::MAX));
+                        m.cleaner_max_dirty_ratio.set(lag.max_dirty_ratio);
                         m.cleaner_bytes_read.inc_by(stats.bytes_read);
                         m.cleaner_bytes_freed
                             .inc_by(stats.bytes_before.saturating_sub(stats.bytes_after));

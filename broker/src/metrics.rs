@@ -13,8 +13,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus::{
-    Counter, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// A Kafka `BrokerTopicMetrics` counter: one series per topic (the `topic` tag of the JMX
@@ -77,6 +77,9 @@ pub struct Metrics {
     pub cleaner_bytes_read: IntCounter,
     pub cleaner_bytes_freed: IntCounter,
     pub cleaner_records_removed: IntCounter,
+    /// Compaction's lag after each pass: bytes not cleaned yet, and the largest dirty share.
+    pub cleaner_dirty_bytes: IntGauge,
+    pub cleaner_max_dirty_ratio: Gauge,
     /// The async workers (network and request handling) and the disk threads: how many, and
     /// their busy time (idle ratio = 1 - rate(busy) / threads).
     pub runtime_workers: IntGauge,
@@ -118,6 +121,12 @@ fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn float_gauge(r: &Registry, name: &str, help: &str) -> Gauge {
+    let g = Gauge::new(name, help).expect("valid metric");
     r.register(Box::new(g.clone())).expect("unique metric");
     g
 }
@@ -255,6 +264,16 @@ impl Metrics {
                 &r,
                 "fjord_log_cleaner_records_removed_total",
                 "Superseded records and expired tombstones compaction removed",
+            ),
+            cleaner_dirty_bytes: gauge(
+                &r,
+                "fjord_log_cleaner_dirty_bytes",
+                "Bytes of compacted topics' logs not cleaned yet (after the last pass)",
+            ),
+            cleaner_max_dirty_ratio: float_gauge(
+                &r,
+                "fjord_log_cleaner_max_dirty_ratio",
+                "The largest share of a compacted log not cleaned yet (after the last pass)",
             ),
             runtime_workers: gauge(
                 &r,

@@ -165,16 +165,29 @@ impl ReplicaManager {
     /// One compaction pass over every hosted log with `cleanup.policy=compact` that is due
     /// (called periodically on a blocking thread). The reading and rewriting happens without
     /// the log's lock; only the swap takes it (`log::cleaner`).
-    pub fn clean_compacted(&self, now_ms: i64) -> crate::log::cleaner::CleanStats {
+    ///
+    /// Reads and writes share one byte-rate limit, `max_bytes_per_second` (Kafka's
+    /// `log.cleaner.io.max.bytes.per.second`). Returns the pass's totals and how far
+    /// compaction is behind once it is done.
+    pub fn clean_compacted(
+        &self,
+        now_ms: i64,
+        max_bytes_per_second: f64,
+    ) -> (
+        crate::log::cleaner::CleanStats,
+        crate::log::cleaner::CleanerLag,
+    ) {
         let mut total = crate::log::cleaner::CleanStats::default();
+        let mut throttle = crate::log::io_throttle::IoThrottle::new(max_bytes_per_second);
         for p in self.all_partitions() {
             let Some(plan) = p.log.read().plan_cleaning(p.high_watermark(), now_ms) else {
                 continue;
             };
-            let outcome = crate::log::cleaner::clean(&plan).and_then(|(cleaned, stats)| {
-                let replaced = p.log.write().install_cleaned(&plan, cleaned, now_ms)?;
-                Ok((replaced, stats))
-            });
+            let outcome =
+                crate::log::cleaner::clean(&plan, &mut throttle).and_then(|(cleaned, stats)| {
+                    let replaced = p.log.write().install_cleaned(&plan, cleaned, now_ms)?;
+                    Ok((replaced, stats))
+                });
             match outcome {
                 Ok((replaced, stats)) => {
                     if replaced > 0 {
@@ -199,7 +212,22 @@ impl ReplicaManager {
                 }
             }
         }
-        total
+        if !throttle.slept.is_zero() {
+            tracing::debug!(
+                slept_ms = throttle.slept.as_millis() as u64,
+                "compaction throttled"
+            );
+        }
+        let mut lag = crate::log::cleaner::CleanerLag::default();
+        for p in self.all_partitions() {
+            if let Some((dirty, size)) = p.log.read().cleaner_lag() {
+                lag.dirty_bytes += dirty;
+                if size > 0 {
+                    lag.max_dirty_ratio = lag.max_dirty_ratio.max(dirty as f64 / size as f64);
+                }
+            }
+        }
+        (total, lag)
     }
 
     /// Flushes every hosted log to disk (shutdown; blocking file I/O).

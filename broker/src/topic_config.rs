@@ -362,6 +362,15 @@ pub fn is_list(key: &str) -> bool {
     ) || key.ends_with(".throttled.replicas")
 }
 
+/// Kafka's internal topics: the group coordinator's and the transaction coordinator's.
+pub const GROUP_METADATA_TOPIC: &str = "__consumer_offsets";
+pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+
+/// Is `name` one of Kafka's internal topics (Metadata's `is_internal`)?
+pub fn is_internal(name: &str) -> bool {
+    name == GROUP_METADATA_TOPIC || name == TRANSACTION_STATE_TOPIC
+}
+
 /// Kafka's rules for topic names: 1..249 chars of [a-zA-Z0-9._-], not "." or "..".
 pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     let bad = |why: &str| {

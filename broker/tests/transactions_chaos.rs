@@ -119,7 +119,7 @@ fn produce_until(bootstrap: &str, stop: &AtomicBool, outcomes: &Mutex<Outcomes>)
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
-        let abort = n % 5 == 0;
+        let abort = n.is_multiple_of(5);
         match one_transaction(&p, n, abort) {
             Ok(true) => {
                 outcomes.lock().unwrap().committed.insert(n);

@@ -51,7 +51,7 @@ fn describe_topic(t: &TopicMeta, ops: Option<&Authz<'_>>) -> MetadataResponseTop
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&t.name)))
         .with_topic_id(t.id)
-        .with_is_internal(false)
+        .with_is_internal(crate::topic_config::is_internal(&t.name))
         .with_topic_authorized_operations(
             ops.map_or(OPERATIONS_NOT_REQUESTED, |a| a.topic_operations(&t.name)),
         )
@@ -162,12 +162,18 @@ pub async fn handle(
                     ));
                     continue;
                 }
-                match services
-                    .topics
-                    .create_topic(&name, -1, -1, Default::default(), false)
-                    .await
-                {
-                    Ok(_)
+                // An internal topic is created as its coordinator would create it.
+                let created = if crate::topic_config::is_internal(&name) {
+                    services.topics.ensure_internal_topic(&name).await
+                } else {
+                    services
+                        .topics
+                        .create_topic(&name, -1, -1, Default::default(), false)
+                        .await
+                        .map(|_| ())
+                };
+                match created {
+                    Ok(())
                     | Err(crate::state::TopicError {
                         code: ErrorCode::TopicAlreadyExists,
                         ..
@@ -332,6 +338,7 @@ pub async fn describe_topic_partitions(
             DescribeTopicPartitionsResponseTopic::default()
                 .with_name(Some(topic_name(name)))
                 .with_topic_id(t.id)
+                .with_is_internal(crate::topic_config::is_internal(name))
                 .with_partitions(parts)
                 .with_topic_authorized_operations(authz.topic_operations(name)),
         );

@@ -40,6 +40,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
 
 use super::batch::{self, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
+use super::io_throttle::IoThrottle;
 use super::txn_state::AbortedTxn;
 
 /// A sealed segment a pass reads (its file stays open even if the log drops it meanwhile).
@@ -110,6 +111,15 @@ pub struct CleanedSegment {
     pub records_removed: u64,
 }
 
+/// How far compaction is behind, over every compacted log: what has not been cleaned yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CleanerLag {
+    /// Bytes above each log's cleaned point (the active segment included).
+    pub dirty_bytes: u64,
+    /// The largest share of a log that is not cleaned yet (Kafka's max-dirty-percent / 100).
+    pub max_dirty_ratio: f64,
+}
+
 /// Totals of one pass, for the log line and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CleanStats {
@@ -155,8 +165,12 @@ fn records_of(bytes: &Bytes) -> Option<kafka_protocol::records::RecordSet> {
 }
 
 /// Runs the pass over `plan` (blocking file I/O); returns the segments that lost records,
-/// written next to their originals, and the totals.
-pub fn clean(plan: &CleanPlan) -> io::Result<(Vec<CleanedSegment>, CleanStats)> {
+/// written next to their originals, and the totals. Every byte read and written goes through
+/// `throttle` (`log.cleaner.io.max.bytes.per.second`).
+pub fn clean(
+    plan: &CleanPlan,
+    throttle: &mut IoThrottle,
+) -> io::Result<(Vec<CleanedSegment>, CleanStats)> {
     let mut stats = CleanStats::default();
     let aborted = AbortedRanges::new(&plan.aborted);
     // Pass 1: the last offset of every key.
@@ -164,6 +178,7 @@ pub fn clean(plan: &CleanPlan) -> io::Result<(Vec<CleanedSegment>, CleanStats)> 
     for seg in &plan.segments {
         stats.bytes_read += seg.size;
         for_each_batch(seg, |h, bytes| {
+            throttle.consume(bytes.len() as u64);
             if h.is_control() || aborted.holds(h) {
                 return Ok(());
             }
@@ -187,6 +202,7 @@ pub fn clean(plan: &CleanPlan) -> io::Result<(Vec<CleanedSegment>, CleanStats)> 
         let mut removed = 0u64;
         let mut written = 0u64;
         let result = for_each_batch(seg, |h, bytes| {
+            throttle.consume(bytes.len() as u64);
             let kept = match retained(h, &bytes, &latest, drop_tombstones, &aborted) {
                 Retained::All => bytes.to_vec(),
                 Retained::None(n) => {
@@ -199,6 +215,7 @@ pub fn clean(plan: &CleanPlan) -> io::Result<(Vec<CleanedSegment>, CleanStats)> 
                 }
             };
             written += kept.len() as u64;
+            throttle.consume(kept.len() as u64);
             writer.write_all(&kept)
         })
         .and_then(|()| writer.into_inner().map_err(io::IntoInnerError::into_error))

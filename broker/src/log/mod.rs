@@ -4,6 +4,7 @@ pub mod batch;
 pub mod cleaner;
 pub mod dir_health;
 pub mod epoch_cache;
+pub mod io_throttle;
 pub mod partition_log;
 pub mod producer_state;
 pub mod segment;

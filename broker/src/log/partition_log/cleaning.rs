@@ -26,6 +26,20 @@ fn write_checkpoint(dir: &Path, offset: i64) -> io::Result<()> {
 impl PartitionLog {
     /// The next pass over this log, or None when it is not due: not compacted, nothing sealed
     /// below `upper` (the high watermark) and old enough, or too little of it uncleaned.
+    /// For a compacted log: (bytes not cleaned yet, the log's size), the cleaner's lag.
+    pub fn cleaner_lag(&self) -> Option<(u64, u64)> {
+        if !self.settings.compact {
+            return None;
+        }
+        let dirty = self
+            .segments
+            .iter()
+            .filter(|seg| seg.next_offset > self.cleaned_up_to || seg.size == 0)
+            .map(|seg| seg.size)
+            .sum();
+        Some((dirty, self.size_bytes()))
+    }
+
     pub fn plan_cleaning(&self, upper: i64, now_ms: i64) -> Option<CleanPlan> {
         let s = &self.settings;
         if !s.compact {
@@ -259,7 +273,8 @@ mod tests {
         let Some(plan) = log.plan_cleaning(log.log_end_offset(), now) else {
             return 0;
         };
-        let (cleaned, _) = cleaner::clean(&plan).unwrap();
+        let (cleaned, _) =
+            cleaner::clean(&plan, &mut crate::log::io_throttle::IoThrottle::unlimited()).unwrap();
         log.install_cleaned(&plan, cleaned, now).unwrap()
     }
 
@@ -465,7 +480,8 @@ mod tests {
             100,
         );
         let plan = log.plan_cleaning(3, 200).unwrap();
-        let (cleaned, _) = cleaner::clean(&plan).unwrap();
+        let (cleaned, _) =
+            cleaner::clean(&plan, &mut crate::log::io_throttle::IoThrottle::unlimited()).unwrap();
         let path = cleaned[0].cleaned_path.clone();
         assert!(path.exists());
         // DeleteRecords moves the log start past the planned segment before the swap.
