@@ -18,7 +18,8 @@ read_committed consumer (confluent-kafka), and the Java client through Kafka's o
       longer than transaction.timeout.ms; its producer is fenced.
   test_java_transactional_producer_and_cli   kafka-producer-perf-test writes in transactions,
       kafka-console-consumer --isolation-level read_committed reads every record, and
-      kafka-transactions list/describe show the transactional id.
+      kafka-transactions list/describe show the transactional id, describe-producers the
+      producer (DescribeProducers) and find-hanging no hanging transaction.
 """
 from __future__ import annotations
 
@@ -260,3 +261,36 @@ def test_java_transactional_producer_and_cli(broker, kafka_bin):
     described = run_tool(kafka_bin, "kafka-transactions", "--bootstrap-server", broker.bootstrap,
                          "describe", "--transactional-id", txn_id)
     assert txn_id in described and "CompleteCommit" in described, described
+    # The partition leaders know the producer (DescribeProducers), with no open transaction.
+    producers = run_tool(kafka_bin, "kafka-transactions", "--bootstrap-server", broker.bootstrap,
+                         "describe-producers", "--topic", topic, "--partition", "0")
+    rows = [l.split() for l in producers.splitlines()[1:] if l.split()]
+    assert rows, producers
+    assert all(r[-1] == "None" for r in rows), producers
+    # No partition holds a transaction its coordinator does not know.
+    hanging = run_tool(kafka_bin, "kafka-transactions", "--bootstrap-server", broker.bootstrap,
+                       "find-hanging", "--broker-id", "1")
+    assert len([l for l in hanging.splitlines()[1:] if l.strip()]) == 0, hanging
+
+
+def test_an_open_transaction_survives_a_broker_crash(broker):
+    """SIGKILL the broker while a transaction is open (its records written, not committed):
+    after the restart the partition still holds the transaction back from read_committed (the
+    open transaction is recovered from the log), and the same producer's commit then makes
+    exactly its records visible."""
+    topic = unique("txn-crash")
+    create_topic(broker.bootstrap, topic, 2)
+    p = txn_producer(broker.bootstrap, unique("txn-crash-id"), **{"transaction.timeout.ms": 120000})
+    p.begin_transaction()
+    for i in range(40):
+        p.produce(topic, b"pending-%d" % i, key=b"k%d" % i)
+    assert p.flush(30) == 0
+    broker.kill()
+    broker.start()
+    assert read_all(broker.bootstrap, topic, 2, "read_committed") == []
+    ends = last_stable_offsets(broker.bootstrap, topic, 2, IsolationLevel.READ_UNCOMMITTED)
+    assert sum(ends.values()) == 40, ends
+    assert sum(last_stable_offsets(broker.bootstrap, topic, 2, IsolationLevel.READ_COMMITTED).values()) == 0
+    p.commit_transaction(60)
+    got = sorted(v for _, _, v in read_all(broker.bootstrap, topic, 2, "read_committed", expect=40))
+    assert got == sorted(b"pending-%d" % i for i in range(40))

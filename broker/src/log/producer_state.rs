@@ -107,6 +107,22 @@ impl ProducerStateMap {
         }
     }
 
+    /// Every producer this partition knows (DescribeProducers): id, epoch, last sequence
+    /// (-1 when only markers were seen) and the start of its open transaction (-1 if none).
+    pub fn active_producers(&self) -> Vec<(i64, i16, i32, i64)> {
+        let mut out: Vec<_> = self
+            .producers
+            .iter()
+            .map(|(id, e)| {
+                let last_seq = e.batches.back().map_or(-1, |b| b.last_seq);
+                let txn_start = self.txns.open_txn_start(*id).unwrap_or(-1);
+                (*id, e.epoch, last_seq, txn_start)
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// The epoch this partition knows for `producer_id`.
     pub fn epoch_of(&self, producer_id: i64) -> Option<i16> {
         self.producers.get(&producer_id).map(|e| e.epoch)

@@ -70,6 +70,11 @@ impl TxnState {
         self.open.contains_key(&producer_id)
     }
 
+    /// Where `producer_id`'s open transaction starts here, if it has one.
+    pub fn open_txn_start(&self, producer_id: i64) -> Option<i64> {
+        self.open.get(&producer_id).copied()
+    }
+
     /// `(producer id, first offset)` of every aborted transaction a fetch of
     /// `fetch_offset..upper_bound` overlaps: its marker at or after the fetch offset, its first
     /// batch below the bound (Kafka's `collectAbortedTransactions`).

@@ -78,6 +78,12 @@ impl PartitionLog {
         self.producers.txns().has_open_txn(producer_id)
     }
 
+    /// Every producer this partition knows: (id, epoch, last sequence, open transaction's
+    /// first offset or -1), for DescribeProducers.
+    pub fn active_producers(&self) -> Vec<(i64, i16, i32, i64)> {
+        self.producers.active_producers()
+    }
+
     /// The newest epoch this partition has seen from `producer_id` (data or marker).
     pub fn producer_epoch(&self, producer_id: i64) -> Option<i16> {
         self.producers.epoch_of(producer_id)
