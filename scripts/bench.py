@@ -974,7 +974,8 @@ def main() -> int:
     ap.add_argument("--keys", type=int, default=20_000, help="--compaction: distinct keys")
     ap.add_argument("--value-size", type=int, default=200, help="--compaction: value bytes")
     ap.add_argument("--records", type=int, default=None,
-                    help="records per phase (default 3,000,000; 1,000,000 with --cluster or --compaction)")
+                    help="records per phase (default 3,000,000; 1,000,000 with --cluster; 4,000,000 per topic with "
+                         "--compaction)")
     ap.add_argument("--record-size", type=int, default=1024)
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=None,
@@ -993,7 +994,7 @@ def main() -> int:
     args = ap.parse_args()
     args.records_given = args.records is not None
     if args.records is None:
-        args.records = 1_000_000 if args.cluster or args.compaction else 3_000_000
+        args.records = 4_000_000 if args.compaction else 1_000_000 if args.cluster else 3_000_000
     if args.acks is None:
         args.acks = "all" if args.cluster else "1,all"
     if args.warmup is None:
