@@ -808,14 +808,20 @@ def write_report(results: dict, args, facts: dict, path: Path) -> str:
 CLUSTER_BEGIN, CLUSTER_END = "<!-- bench --cluster: begin -->", "<!-- bench --cluster: end -->"
 
 
-def split_cluster_section(text: str) -> tuple[str, str]:
-    """(the file without the 3-node section, the 3-node section with its markers or "")."""
-    a = text.find(CLUSTER_BEGIN)
+def split_section(text: str, begin: str, end: str) -> tuple[str, str]:
+    """(the file without the section between the `begin` and `end` markers, the section with its
+    markers or "")."""
+    a = text.find(begin)
     if a < 0:
         return text, ""
-    b = text.find(CLUSTER_END, a)
-    b = len(text) if b < 0 else b + len(CLUSTER_END)
+    b = text.find(end, a)
+    b = len(text) if b < 0 else b + len(end)
     return (text[:a].rstrip("\n") + "\n" + text[b:].lstrip("\n")).rstrip("\n") + "\n", text[a:b] + "\n"
+
+
+def split_cluster_section(text: str) -> tuple[str, str]:
+    """(the file without the 3-node section, the 3-node section with its markers or "")."""
+    return split_section(text, CLUSTER_BEGIN, CLUSTER_END)
 
 
 def build_cluster_table(results: dict, args) -> list[str]:

@@ -244,24 +244,14 @@ def write(results: dict, args, facts: dict, path: Path) -> str:
             lines.append(f"- {kind}: **failed**: {r['error'].strip().splitlines()[0]}")
     lines.append(SECTION_END)
     section = "\n".join(lines) + "\n"
-    text = path.read_text() if path.exists() else ""
-    a = text.find(SECTION_BEGIN)
-    if a >= 0:
-        b = text.find(SECTION_END, a)
-        b = len(text) if b < 0 else b + len(SECTION_END)
-        text = text[:a].rstrip("\n") + "\n" + text[b:].lstrip("\n")
-    path.write_text(text.rstrip("\n") + "\n\n" + section)
+    rest, _ = split_section(path.read_text() if path.exists() else "")
+    path.write_text(rest.rstrip("\n") + "\n\n" + section)
     return section
 
 
 def split_section(text: str) -> tuple[str, str]:
     """(the file without the compaction section, the section with its markers or "")."""
-    a = text.find(SECTION_BEGIN)
-    if a < 0:
-        return text, ""
-    b = text.find(SECTION_END, a)
-    b = len(text) if b < 0 else b + len(SECTION_END)
-    return text[:a].rstrip("\n") + "\n" + text[b:].lstrip("\n"), text[a:b] + "\n"
+    return bench.split_section(text, SECTION_BEGIN, SECTION_END)
 
 
 def run(args, bindir: Path) -> int:

@@ -72,6 +72,8 @@ pub struct Config {
     /// `__transaction_state` (created on a transactional id's first FindCoordinator), likewise.
     pub transaction_state_log_num_partitions: i32,
     pub transaction_state_log_replication_factor: i16,
+    /// A transactional id idle this long (no transaction in flight) is forgotten.
+    pub transactional_id_expiration_ms: i64,
     /// The longest transaction timeout a producer may ask for.
     pub transaction_max_timeout_ms: i32,
     /// How often the coordinator looks for transactions past their timeout.
@@ -136,6 +138,7 @@ group.consumer.session.timeout.ms=45000
 group.consumer.heartbeat.interval.ms=5000
 offsets.retention.minutes=10080
 transaction.max.timeout.ms=900000
+transactional.id.expiration.ms=604800000
 offsets.topic.num.partitions=50
 offsets.topic.replication.factor=3
 transaction.state.log.num.partitions=50
@@ -219,6 +222,7 @@ const KNOWN_KEYS: &[&str] = &[
     "group.consumer.heartbeat.interval.ms",
     "offsets.retention.minutes",
     "transaction.max.timeout.ms",
+    "transactional.id.expiration.ms",
     "transaction.abort.timed.out.transaction.cleanup.interval.ms",
     "offsets.topic.replication.factor",
     "offsets.topic.num.partitions",
@@ -735,6 +739,7 @@ impl Config {
             )?,
             offsets_retention_minutes: parse_num(&raw, "offsets.retention.minutes")?,
             transaction_max_timeout_ms: parse_num(&raw, "transaction.max.timeout.ms")?,
+            transactional_id_expiration_ms: parse_num(&raw, "transactional.id.expiration.ms")?,
             offsets_topic_num_partitions: parse_num(&raw, "offsets.topic.num.partitions")?,
             offsets_topic_replication_factor: parse_num(&raw, "offsets.topic.replication.factor")?,
             transaction_state_log_num_partitions: parse_num(

@@ -191,6 +191,9 @@ async fn open(mut config: Config) -> anyhow::Result<Arc<Broker>> {
         loop {
             tick.tick().await;
             b.transactions.abort_timed_out().await;
+            b.transactions
+                .remove_expired(b.config.transactional_id_expiration_ms)
+                .await;
         }
     });
     Ok(broker)

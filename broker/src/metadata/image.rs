@@ -278,6 +278,10 @@ impl MetadataImage {
                     self.commit_transaction_offsets(offsets);
                 }
             }
+            MetadataRecord::RemoveTransaction {
+                transactional_id,
+                version,
+            } => txn::apply_remove(&mut self.transactions, transactional_id, *version),
             MetadataRecord::TxnMarkersWritten {
                 transactional_id,
                 producer_id,

@@ -139,6 +139,11 @@ pub enum MetadataRecord {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         restore: bool,
     },
+    /// An expired transactional id is forgotten, if its state is still at `version`.
+    RemoveTransaction {
+        transactional_id: String,
+        version: u64,
+    },
     /// A partition leader wrote a transaction's marker in these partitions, and it is
     /// replicated: the transaction completes when no partition is left.
     TxnMarkersWritten {
@@ -197,6 +202,7 @@ impl MetadataRecord {
             MetadataRecord::RemoveAccessControlEntry { .. } => "RemoveAccessControlEntry",
             MetadataRecord::GroupOffsets { .. } => "GroupOffsets",
             MetadataRecord::PutTransaction { .. } => "PutTransaction",
+            MetadataRecord::RemoveTransaction { .. } => "RemoveTransaction",
             MetadataRecord::TxnMarkersWritten { .. } => "TxnMarkersWritten",
             MetadataRecord::TxnOffsetCommit { .. } => "TxnOffsetCommit",
             MetadataRecord::RegisterBroker { .. } => "RegisterBroker",

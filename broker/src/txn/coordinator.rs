@@ -264,6 +264,32 @@ impl TransactionCoordinator {
         }
     }
 
+    /// Forgets the transactional ids this broker coordinates that have been idle longer than
+    /// `expiration_ms`. Returns how many.
+    pub async fn remove_expired(&self, expiration_ms: i64) -> usize {
+        let now = now_ms();
+        let expired: Vec<MetadataRecord> = self
+            .coordinated()
+            .into_iter()
+            .filter(|m| state::expired(m, now, expiration_ms))
+            .map(|m| MetadataRecord::RemoveTransaction {
+                transactional_id: m.transactional_id,
+                version: m.version,
+            })
+            .collect();
+        if expired.is_empty() {
+            return 0;
+        }
+        let _serial = self.changes.lock().await;
+        match self.cluster.write(&expired).await {
+            Ok(()) => expired.len(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not remove expired transactional ids");
+                0
+            }
+        }
+    }
+
     /// Aborts every transaction this broker coordinates that outlived its timeout, fencing
     /// its producer. Returns how many were aborted.
     pub async fn abort_timed_out(&self) -> usize {

@@ -324,6 +324,31 @@ fn prepare(cur: &TransactionMeta, commit: bool, epoch: i16, now_ms: i64) -> Tran
     next
 }
 
+/// A transactional id whose producer has been silent longer than
+/// `transactional.id.expiration.ms`, with no transaction in flight, is forgotten (Kafka's
+/// `TransactionStateManager` expiry); a producer coming back later starts a new id mapping.
+pub fn expired(meta: &TransactionMeta, now_ms: i64, expiration_ms: i64) -> bool {
+    matches!(
+        meta.status,
+        TxnStatus::Empty | TxnStatus::CompleteCommit | TxnStatus::CompleteAbort
+    ) && now_ms.saturating_sub(meta.update_ms) > expiration_ms
+}
+
+/// The image's side: forgets an expired transactional id, unless its state changed since
+/// the coordinator decided (another version).
+pub fn apply_remove(
+    transactions: &mut BTreeMap<String, TransactionMeta>,
+    transactional_id: &str,
+    version: u64,
+) {
+    if transactions
+        .get(transactional_id)
+        .is_some_and(|m| m.version == version)
+    {
+        transactions.remove(transactional_id);
+    }
+}
+
 /// The image's side: applies a coordinator's write if it was computed from the current
 /// version (`restore`: a snapshot's state, applied as it is). Returns the offsets to commit
 /// when the write completed a committed transaction.

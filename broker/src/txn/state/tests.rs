@@ -365,3 +365,24 @@ fn random_operations_keep_the_invariants() {
         }
     }
 }
+
+#[test]
+fn an_idle_transactional_id_expires_unless_it_changed_meanwhile() {
+    let mut txns = BTreeMap::new();
+    put(&mut txns, fresh("t"));
+    let m = txns["t"].clone();
+    assert!(!expired(&m, 1_000, 1_000));
+    assert!(expired(&m, 1_001, 1_000));
+    // A transaction in flight never expires.
+    let open = add_to_transaction(Some(&m), 7, 0, &[tp("a", 0)], None, 0)
+        .unwrap()
+        .unwrap();
+    assert!(!expired(&open, i64::MAX, 1_000));
+    // The removal names the version it saw: a change in between keeps the id.
+    put(&mut txns, open);
+    apply_remove(&mut txns, "t", m.version);
+    assert!(txns.contains_key("t"));
+    let current = txns["t"].version;
+    apply_remove(&mut txns, "t", current);
+    assert!(!txns.contains_key("t"));
+}
