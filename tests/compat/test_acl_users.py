@@ -7,6 +7,9 @@ through confluent-kafka on SASL_PLAINTEXT:
 - cannot produce to `a` (TOPIC_AUTHORIZATION_FAILED),
 - does not see topic `b` in Metadata,
 - consumes `a` in its allowed group, and gets GROUP_AUTHORIZATION_FAILED in any other group.
+
+A second user with WRITE on a topic needs WRITE on a transactional id (here a prefixed ACL) to
+use transactions: without it, TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
 """
 from __future__ import annotations
 
@@ -123,3 +126,45 @@ def test_read_only_user_sees_and_does_only_what_its_acls_allow(broker, kafka_bin
     other.close()
     assert records == 0
     assert seen_error is not None and seen_error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED, seen_error
+
+
+def test_transactions_need_write_on_the_transactional_id(broker, kafka_bin):
+    """A user with WRITE on a topic but not on the transactional id cannot start transactions
+    (TRANSACTIONAL_ID_AUTHORIZATION_FAILED, fatal to the producer); once WRITE on the
+    transactional id (a prefixed ACL) is granted, its transactions commit."""
+    from confluent_kafka import KafkaException
+
+    user, password = "txn-writer", "txn-writer-s3cret"
+    topic, txn_id = unique("txn-acl"), unique("txn-acl-id")
+    create_topic(broker.bootstrap, topic, 1)
+    run(kafka_bin, "kafka-configs", "--bootstrap-server", broker.bootstrap, "--alter", "--add-config",
+        f"SCRAM-SHA-512=[password={password}]", "--entity-type", "users", "--entity-name", user)
+    for op in ("Write", "Describe"):
+        run(kafka_bin, "kafka-acls", "--bootstrap-server", broker.bootstrap, "--add",
+            "--allow-principal", f"User:{user}", "--operation", op, "--topic", topic)
+    creds = {"bootstrap.servers": broker.sasl_bootstrap, "security.protocol": "SASL_PLAINTEXT",
+             "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": user, "sasl.password": password}
+    denied = Producer({**creds, "transactional.id": txn_id})
+    with pytest.raises(KafkaException) as raised:
+        denied.init_transactions(30)
+    assert raised.value.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, raised.value
+
+    run(kafka_bin, "kafka-acls", "--bootstrap-server", broker.bootstrap, "--add",
+        "--allow-principal", f"User:{user}", "--operation", "Write", "--transactional-id",
+        txn_id.rsplit("-", 1)[0], "--resource-pattern-type", "prefixed")
+    allowed = Producer({**creds, "transactional.id": txn_id})
+    allowed.init_transactions(30)
+    allowed.begin_transaction()
+    allowed.produce(topic, b"in-a-transaction")
+    allowed.commit_transaction(30)
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": unique("txn-acl-check"),
+                  "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+    c.assign([TopicPartition(topic, 0, 0)])
+    got = []
+    for _ in range(40):
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append(m.value())
+            break
+    c.close()
+    assert got == [b"in-a-transaction"]
