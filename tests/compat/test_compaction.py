@@ -87,3 +87,22 @@ def test_only_the_latest_value_of_each_key_remains(broker):
     offsets = [o for o, _, _ in seen]
     assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
     assert {k for _, k, v in seen if v is None} == DELETED, "tombstones stay within delete.retention.ms"
+
+
+def test_a_compacted_topic_refuses_records_without_a_key(broker):
+    """Compaction keeps the latest record per key, so a keyless record could never go: Kafka
+    refuses it (INVALID_RECORD), and so does fjord; a keyed record in the same topic is fine."""
+    from confluent_kafka import KafkaError, Producer
+
+    topic = unique("compact-keyless")
+    create_topic(broker.bootstrap, topic, 1, {"cleanup.policy": "compact"})
+    results = []
+    p = Producer({"bootstrap.servers": broker.bootstrap, "message.send.max.retries": 0,
+                  "enable.idempotence": False})
+    p.produce(topic, b"no key", on_delivery=lambda e, _m: results.append(("keyless", e)))
+    p.flush(30)
+    p.produce(topic, b"keyed", key=b"k", on_delivery=lambda e, _m: results.append(("keyed", e)))
+    p.flush(30)
+    outcome = dict(results)
+    assert outcome["keyless"] is not None and outcome["keyless"].code() == KafkaError.INVALID_RECORD, outcome
+    assert outcome["keyed"] is None, outcome

@@ -8,7 +8,8 @@
 //! transactions they open until the coordinator's marker closes them (`log::txn_state`).
 //! Markers (control batches) are written by the transaction coordinator only: a client's is
 //! refused with INVALID_RECORD, as is a transactional batch without a producer id (Kafka
-//! refuses both).
+//! refuses both). A topic with `cleanup.policy=compact` refuses records without a key
+//! (INVALID_RECORD), as Kafka does: compaction could never remove them.
 //!
 //! Authorization (as Kafka): a transactional request needs WRITE on its transactional id
 //! (TRANSACTIONAL_ID_AUTHORIZATION_FAILED for every partition; also when transactional batches
@@ -279,7 +280,20 @@ fn check_partition(
         count_error(services, ErrorCode::InvalidRecord);
         return Checked::Answered(error(index, ErrorCode::InvalidRecord, Some(message.into())));
     }
-    let min_insync = partition.log.read().settings().min_insync_replicas;
+    let (min_insync, compact) = {
+        let log = partition.log.read();
+        (log.settings().min_insync_replicas, log.settings().compact)
+    };
+    if compact && !batch::every_record_has_a_key(&records) {
+        count_error(services, ErrorCode::InvalidRecord);
+        return Checked::Answered(error(
+            index,
+            ErrorCode::InvalidRecord,
+            Some(format!(
+                "Compacted topic cannot accept message without key in topic partition {topic}-{index}."
+            )),
+        ));
+    }
     if acks == -1
         && check_before_append(partition.isr_size(), min_insync) == AckDecision::RejectBeforeAppend
     {

@@ -135,6 +135,21 @@ impl BatchHeader {
     }
 }
 
+/// Does every record in these (validated) batches have a key? Compacted topics refuse
+/// records without one, as Kafka does: compaction keeps the latest record per key, and a
+/// keyless record would stay forever. Decodes (and decompresses) the records; `false` when
+/// they cannot be decoded.
+pub fn every_record_has_a_key(records: &[u8]) -> bool {
+    let mut buf = bytes::Bytes::copy_from_slice(records);
+    match kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf) {
+        Ok(sets) => sets
+            .iter()
+            .flat_map(|set| set.records.iter())
+            .all(|r| r.key.is_some()),
+        Err(_) => false,
+    }
+}
+
 /// Computes the CRC-32C that a batch must carry.
 pub fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(&batch[CRC_START..])
@@ -258,6 +273,44 @@ pub(crate) mod test_support {
 mod tests {
     use super::test_support::make_batch;
     use super::*;
+
+    #[test]
+    fn keyless_records_are_found_in_any_codec() {
+        use kafka_protocol::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        assert!(every_record_has_a_key(&make_batch(3, None, 0)));
+        for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            let records: Vec<Record> = (0..3)
+                .map(|i| Record {
+                    transactional: false,
+                    control: false,
+                    partition_leader_epoch: 0,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timestamp_type: TimestampType::Creation,
+                    offset: i,
+                    sequence: -1,
+                    timestamp: 0,
+                    key: (i != 1).then(|| bytes::Bytes::from_static(b"k")),
+                    value: Some(bytes::Bytes::from_static(b"v")),
+                    headers: Default::default(),
+                    delete_horizon: false,
+                })
+                .collect();
+            let mut buf = bytes::BytesMut::new();
+            let options = RecordEncodeOptions {
+                version: 2,
+                compression,
+            };
+            RecordBatchEncoder::encode(&mut buf, records.iter(), &options).unwrap();
+            assert!(!every_record_has_a_key(&buf), "{compression:?}");
+        }
+        assert!(
+            !every_record_has_a_key(b"garbage"),
+            "undecodable counts as refused"
+        );
+    }
 
     #[test]
     fn parses_and_validates_encoded_batch() {
