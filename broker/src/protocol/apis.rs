@@ -151,6 +151,7 @@ api_table! {
     DescribeTransactions 0..=0 => handler(DescribeTransactionsRequest, api::transactions::describe),
     ListTransactions 0..=2 => handler(ListTransactionsRequest, api::transactions::list),
     DescribeProducers 0..=0 => handler(DescribeProducersRequest, api::producers::describe),
+    WriteTxnMarkers 1..=1 => handler(WriteTxnMarkersRequest, api::producers::write_markers),
     OffsetForLeaderEpoch 2..=4 => handler(OffsetForLeaderEpochRequest, api::list_offsets::offset_for_leader_epoch),
     DescribeConfigs 1..=4 => handler(DescribeConfigsRequest, api::configs::describe),
     AlterConfigs 0..=2 => handler(AlterConfigsRequest, api::configs::alter),

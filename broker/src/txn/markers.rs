@@ -108,7 +108,8 @@ async fn write_and_report(services: &MarkerServices, work: &MarkerWork) -> bool 
         if !partition.is_leader() {
             continue;
         }
-        match write_marker(partition.clone(), work).await {
+        let marker = (work.producer_id, work.producer_epoch, work.commit);
+        match write_marker(partition.clone(), marker).await {
             Ok(end) => waits.push(((topic.clone(), *index), partition, end)),
             Err(e) => tracing::warn!(
                 topic = %topic,
@@ -153,10 +154,41 @@ enum MarkerError {
     Join(#[from] tokio::task::JoinError),
 }
 
-/// Appends the marker if the partition still has the producer's transaction open. Returns
-/// the log end after it: the offset the high watermark must reach.
-async fn write_marker(partition: Arc<Partition>, work: &MarkerWork) -> Result<i64, MarkerError> {
-    let (pid, epoch, commit) = (work.producer_id, work.producer_epoch, work.commit);
+/// Writes a marker asked for directly (WriteTxnMarkers: `kafka-transactions abort` ending a
+/// hanging transaction) into a partition this broker leads, and waits until it is replicated.
+pub async fn write_requested(
+    partition: Arc<Partition>,
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    timeout: Duration,
+) -> Result<(), ErrorCode> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let end = match write_marker(partition.clone(), (producer_id, producer_epoch, commit)).await {
+        Ok(end) => end,
+        Err(MarkerError::NotLeader) => return Err(ErrorCode::NotLeaderOrFollower),
+        Err(MarkerError::Append(AppendError::Protocol(code))) => return Err(code),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not write a requested transaction marker");
+            return Err(ErrorCode::KafkaStorageError);
+        }
+    };
+    if replicated(&partition, end, deadline).await {
+        Ok(())
+    } else if partition.is_leader() {
+        Err(ErrorCode::RequestTimedOut)
+    } else {
+        Err(ErrorCode::NotLeaderOrFollower)
+    }
+}
+
+/// Appends the marker `(producer id, epoch, commit)` if the partition still has the
+/// producer's transaction open. Returns the log end after it: the offset the high watermark
+/// must reach.
+async fn write_marker(
+    partition: Arc<Partition>,
+    (pid, epoch, commit): (i64, i16, bool),
+) -> Result<i64, MarkerError> {
     let p = partition.clone();
     let end = tokio::task::spawn_blocking(move || -> Result<(i64, bool), MarkerError> {
         let leader_epoch = p.leader_epoch();
