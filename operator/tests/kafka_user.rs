@@ -362,9 +362,9 @@ async fn user_credential_secret_acls_and_quotas_converge_and_are_removed() {
             ],
         )
         .await?;
-        ensure!(cli_acls(&bootstrap, "User:alice")
-            .await?
-            .contains("TOPIC:sneaky:LITERAL * ALTER ALLOW"));
+        // kafka-acls exits non-zero when CreateAcls reports an error, so the ACL was stored. It
+        // is not listed again here: any reconcile of alice (a watch event, a resync) may already
+        // have removed it, which is exactly the behaviour under test.
         apply_yaml(&ns, ALICE_EDITED).await?;
         wait_ready_generation(&users, "alice", 2).await?;
         let want = set(&[
