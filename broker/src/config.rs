@@ -65,6 +65,13 @@ pub struct Config {
     /// KIP-848 consumer groups: how often members heartbeat (told in every response).
     pub group_consumer_heartbeat_interval_ms: u64,
     pub offsets_retention_minutes: i64,
+    /// `__consumer_offsets` (created on a group's first FindCoordinator; it holds no data,
+    /// committed offsets live in the metadata quorum): partitions and replication factor.
+    pub offsets_topic_num_partitions: i32,
+    pub offsets_topic_replication_factor: i16,
+    /// `__transaction_state` (created on a transactional id's first FindCoordinator), likewise.
+    pub transaction_state_log_num_partitions: i32,
+    pub transaction_state_log_replication_factor: i16,
     /// A transactional id idle this long (no transaction in flight) is forgotten.
     pub transactional_id_expiration_ms: i64,
     /// The longest transaction timeout a producer may ask for.
@@ -132,6 +139,10 @@ group.consumer.heartbeat.interval.ms=5000
 offsets.retention.minutes=10080
 transaction.max.timeout.ms=900000
 transactional.id.expiration.ms=604800000
+offsets.topic.num.partitions=50
+offsets.topic.replication.factor=3
+transaction.state.log.num.partitions=50
+transaction.state.log.replication.factor=3
 transaction.abort.timed.out.transaction.cleanup.interval.ms=10000
 delete.topic.enable=true
 authorizer.class.name=
@@ -214,6 +225,8 @@ const KNOWN_KEYS: &[&str] = &[
     "transactional.id.expiration.ms",
     "transaction.abort.timed.out.transaction.cleanup.interval.ms",
     "offsets.topic.replication.factor",
+    "offsets.topic.num.partitions",
+    "transaction.state.log.num.partitions",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
     "delete.topic.enable",
@@ -727,6 +740,16 @@ impl Config {
             offsets_retention_minutes: parse_num(&raw, "offsets.retention.minutes")?,
             transaction_max_timeout_ms: parse_num(&raw, "transaction.max.timeout.ms")?,
             transactional_id_expiration_ms: parse_num(&raw, "transactional.id.expiration.ms")?,
+            offsets_topic_num_partitions: parse_num(&raw, "offsets.topic.num.partitions")?,
+            offsets_topic_replication_factor: parse_num(&raw, "offsets.topic.replication.factor")?,
+            transaction_state_log_num_partitions: parse_num(
+                &raw,
+                "transaction.state.log.num.partitions",
+            )?,
+            transaction_state_log_replication_factor: parse_num(
+                &raw,
+                "transaction.state.log.replication.factor",
+            )?,
             transaction_abort_timed_out_transaction_cleanup_interval_ms: parse_num(
                 &raw,
                 "transaction.abort.timed.out.transaction.cleanup.interval.ms",

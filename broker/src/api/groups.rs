@@ -40,6 +40,16 @@ pub async fn find_coordinator(
                 .then_some(ErrorCode::GroupAuthorizationFailed)
         }
     };
+    // As Kafka, the coordinator's internal topic exists once a client looks for one (its
+    // partitions hold nothing: the state is in the metadata quorum).
+    let internal = if req.key_type == 1 {
+        crate::topic_config::TRANSACTION_STATE_TOPIC
+    } else {
+        crate::topic_config::GROUP_METADATA_TOPIC
+    };
+    if let Err(e) = services.topics.ensure_internal_topic(internal).await {
+        tracing::warn!(topic = internal, error = %e.message, "could not create an internal topic");
+    }
     // The coordinator: a live registered broker chosen by key hash.
     let coordinator = |key: &str| -> Option<(BrokerId, String, i32)> {
         let image = services.image.snapshot();

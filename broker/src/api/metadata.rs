@@ -162,12 +162,18 @@ pub async fn handle(
                     ));
                     continue;
                 }
-                match services
-                    .topics
-                    .create_topic(&name, -1, -1, Default::default(), false)
-                    .await
-                {
-                    Ok(_)
+                // An internal topic is created as its coordinator would create it.
+                let created = if crate::topic_config::is_internal(&name) {
+                    services.topics.ensure_internal_topic(&name).await
+                } else {
+                    services
+                        .topics
+                        .create_topic(&name, -1, -1, Default::default(), false)
+                        .await
+                        .map(|_| ())
+                };
+                match created {
+                    Ok(())
                     | Err(crate::state::TopicError {
                         code: ErrorCode::TopicAlreadyExists,
                         ..

@@ -122,6 +122,8 @@ pub struct GroupServices<'a> {
     pub image: &'a MetadataCache,
     pub groups: &'a GroupCoordinator,
     pub authorizer: &'a AclAuthorizer,
+    /// FindCoordinator creates the coordinators' internal topics on first use.
+    pub topics: TopicManager<'a>,
 }
 
 impl GroupServices<'_> {
@@ -138,6 +140,7 @@ impl<'a> FromBroker<'a> for GroupServices<'a> {
             image: &b.metadata,
             groups: &b.groups,
             authorizer: &b.authorizer,
+            topics: b.topics(),
         }
     }
 }

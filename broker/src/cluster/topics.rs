@@ -298,6 +298,39 @@ impl TopicManager<'_> {
         self.commit(std::slice::from_ref(&record)).await
     }
 
+    /// Creates `__consumer_offsets` or `__transaction_state` if it does not exist yet, as
+    /// Kafka does on a coordinator's first use: the configured partition count, and the
+    /// configured replication factor capped at the live brokers (Kafka would refuse instead;
+    /// these topics hold no data here, so a smaller cluster loses nothing by it). Compacted,
+    /// like Kafka's.
+    pub async fn ensure_internal_topic(&self, name: &str) -> Result<(), TopicError> {
+        if self.image.snapshot().topics.contains_key(name) {
+            return Ok(());
+        }
+        let (partitions, rf) = if name == topic_config::GROUP_METADATA_TOPIC {
+            (
+                self.config.offsets_topic_num_partitions,
+                self.config.offsets_topic_replication_factor,
+            )
+        } else {
+            (
+                self.config.transaction_state_log_num_partitions,
+                self.config.transaction_state_log_replication_factor,
+            )
+        };
+        let live = slots(self.image).len().max(1);
+        let rf = rf.clamp(1, i16::try_from(live).unwrap_or(i16::MAX));
+        let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+        match self
+            .create(name, partitions.max(1), rf, configs, false)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == ErrorCode::TopicAlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Creates a topic through the quorum (name, counts and configs already validated).
     async fn create(
         &self,

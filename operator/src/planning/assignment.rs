@@ -10,6 +10,12 @@
 //! as many racks as there are (a move never lowers a partition's rack count); and, when asked to
 //! balance, replicas and preferred leaders per broker end within one of each other with as few
 //! moves as the greedy search finds (none when the cluster is already balanced).
+//!
+//! Which replica a balancing move takes matters as much as how many move: it is one of the
+//! topic most concentrated on the source broker compared with the target, so every topic
+//! spreads onto new brokers. Taking the first candidate instead let a cluster whose partition
+//! count is dominated by one topic (Kafka's 50-partition `__consumer_offsets`, say) balance its
+//! counts by moving only that topic, leaving the data topics where they were.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -183,6 +189,8 @@ struct Placement {
     brokers: Vec<i32>,
     racks: BTreeMap<i32, String>,
     partitions: Vec<Vec<i32>>,
+    /// The topic of each partition (an index into the distinct topic names).
+    topics: Vec<usize>,
     load: BTreeMap<i32, usize>,
 }
 
@@ -212,12 +220,21 @@ impl Placement {
                 kept
             })
             .collect();
+        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+        let topics = current
+            .iter()
+            .map(|p| {
+                let next = names.len();
+                *names.entry(p.topic.as_str()).or_insert(next)
+            })
+            .collect();
         let ids: Vec<i32> = allowed.into_iter().collect();
         let mut placement = Placement {
             load: ids.iter().map(|&b| (b, 0)).collect(),
             brokers: ids,
             racks,
             partitions,
+            topics,
         };
         for replicas in &placement.partitions {
             for b in replicas {
@@ -286,6 +303,7 @@ impl Placement {
 
     /// One replica-balancing step; false when none exists.
     fn improve_replicas(&mut self) -> bool {
+        let topic_loads = self.topic_loads();
         let mut by_load: Vec<i32> = self.brokers.clone();
         by_load.sort_by_key(|b| (std::cmp::Reverse(self.load[b]), *b));
         for &from in &by_load {
@@ -296,7 +314,7 @@ impl Placement {
                     if paths.contains_key(&y) {
                         continue;
                     }
-                    let Some(partition) = self.movable(x, y) else {
+                    let Some(partition) = self.movable(x, y, &topic_loads) else {
                         continue;
                     };
                     let mut path = paths[&x].clone();
@@ -337,10 +355,30 @@ impl Placement {
         true
     }
 
+    /// Replicas per (topic, broker).
+    fn topic_loads(&self) -> BTreeMap<(usize, i32), usize> {
+        let mut loads = BTreeMap::new();
+        for (replicas, &topic) in self.partitions.iter().zip(&self.topics) {
+            for &b in replicas {
+                *loads.entry((topic, b)).or_default() += 1;
+            }
+        }
+        loads
+    }
+
     /// A partition with a replica on `from`, none on `to`, whose rack count would not drop if
-    /// that replica moved to `to`; followers are preferred over preferred leaders.
-    fn movable(&self, from: i32, to: i32) -> Option<usize> {
-        let mut best: Option<(bool, usize)> = None;
+    /// that replica moved to `to`. Followers are preferred over preferred leaders, then the
+    /// topic with the most replicas on `from` compared with `to` (see the module doc).
+    fn movable(
+        &self,
+        from: i32,
+        to: i32,
+        topic_loads: &BTreeMap<(usize, i32), usize>,
+    ) -> Option<usize> {
+        let on = |topic: usize, broker: i32| {
+            topic_loads.get(&(topic, broker)).copied().unwrap_or(0) as i64
+        };
+        let mut best: Option<((bool, i64), usize)> = None;
         for (index, replicas) in self.partitions.iter().enumerate() {
             let Some(slot) = replicas.iter().position(|&b| b == from) else {
                 continue;
@@ -351,12 +389,10 @@ impl Placement {
             if !self.keeps_racks(replicas, slot, to) {
                 continue;
             }
-            let leads = slot == 0;
-            if best.is_none_or(|(best_leads, _)| best_leads && !leads) {
-                best = Some((leads, index));
-                if !leads {
-                    break;
-                }
+            let topic = self.topics[index];
+            let key = (slot != 0, on(topic, from) - on(topic, to));
+            if best.is_none_or(|(best_key, _)| key > best_key) {
+                best = Some((key, index));
             }
         }
         best.map(|(_, index)| index)

@@ -79,6 +79,35 @@ fn new_brokers_get_their_share_and_leaders_spread() {
 }
 
 #[test]
+fn every_topic_spreads_onto_new_brokers_not_only_the_biggest() {
+    // 50 partitions of an (empty) internal topic and 6 of a data topic, all RF 3 on 0..3: the
+    // counts alone balance by moving internal replicas; the data topic must move too.
+    let full: &[i32] = &[0, 1, 2];
+    let mut current = partitions("__consumer_offsets", &[full; 50]);
+    current.extend(partitions("orders", &[full; 6]));
+    let goal = Goal {
+        brokers: brokers(&[0, 1, 2, 3, 4]),
+        balance: true,
+        ..Goal::default()
+    };
+    let target = plan(&current, &goal).unwrap();
+    assert_valid(&target, &goal, &current);
+    let ids = [0, 1, 2, 3, 4];
+    assert!(spread(&replica_counts(&target, &ids)) <= 1);
+    for topic in ["__consumer_offsets", "orders"] {
+        let of_topic: Vec<PartitionReplicas> =
+            target.iter().filter(|p| p.topic == topic).cloned().collect();
+        let counts = replica_counts(&of_topic, &ids);
+        eprintln!("{topic}: {counts:?}");
+        // Within two: the greedy search balances totals exactly, topics nearly.
+        assert!(
+            spread(&counts) <= 2,
+            "{topic} is not spread over the brokers: {counts:?}"
+        );
+    }
+}
+
+#[test]
 fn a_balanced_cluster_is_left_alone() {
     let current = partitions("t", &[&[0, 1], &[1, 2], &[2, 0]]);
     let goal = Goal {
