@@ -19,8 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use procs::{wait_for, ProcCluster};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -157,13 +156,7 @@ fn run(chaos: Chaos, secure: bool) {
         .build()
         .unwrap();
     let bootstrap = cluster.bootstrap();
-    let admin: AdminClient<DefaultClientContext> = clients.config(&bootstrap).create().unwrap();
-    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(3))
-        .set("min.insync.replicas", "2");
-    let created = rt
-        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
-        .unwrap();
-    assert!(created[0].is_ok(), "{created:?}");
+    procs::create_replicated_topic(&rt, clients.config(&bootstrap), TOPIC, PARTITIONS);
     wait_for("every replica in sync", 30, || {
         let (_, d) = describe(&clients, &bootstrap);
         d.len() == PARTITIONS as usize && d.values().all(|(l, isr)| *l >= 0 && *isr == 3)

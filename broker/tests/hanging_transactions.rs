@@ -13,47 +13,15 @@ mod kafka_cli;
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use fjord_client::Connection;
-use indexmap::IndexMap;
 use kafka_cli::kafka_cli;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 
 const TOPIC: &str = "hanging";
-
-fn transactional_batch(producer_id: i64, producer_epoch: i16, records: i64) -> Bytes {
-    let records: Vec<Record> = (0..records)
-        .map(|i| Record {
-            transactional: true,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id,
-            producer_epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i,
-            sequence: i as i32,
-            timestamp: 1_700_000_000_000,
-            key: Some(Bytes::from(format!("k{i}"))),
-            value: Some(Bytes::from_static(b"never committed")),
-            headers: IndexMap::new(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, records.iter(), &options).expect("encodes");
-    buf.freeze()
-}
 
 /// (high watermark, last stable offset) of partition 0.
 async fn ends(c: &mut Connection) -> (i64, i64) {
@@ -120,10 +88,10 @@ async fn kafka_transactions_finds_and_aborts_a_hanging_transaction() {
             .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(0)
-                .with_records(Some(transactional_batch(
-                    init.producer_id.0,
-                    init.producer_epoch,
+                .with_records(Some(common::transactional_batch(
+                    (init.producer_id.0, init.producer_epoch),
                     3,
+                    b"never committed",
                 )))])]);
     let r = c.send(&produce, 9).await.unwrap();
     assert_eq!(r.responses[0].partition_responses[0].error_code, 0);

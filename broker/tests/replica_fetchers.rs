@@ -6,8 +6,6 @@
 mod procs;
 
 use procs::{wait_for, ProcCluster};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -55,16 +53,9 @@ fn followers_fetch_once_per_source_broker_and_drop_fetchers_with_nothing_to_foll
         .build()
         .unwrap();
     let bootstrap = cluster.bootstrap();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .unwrap();
-    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(3))
-        .set("min.insync.replicas", "2");
-    let created = rt
-        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
-        .unwrap();
-    assert!(created[0].is_ok(), "{created:?}");
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &bootstrap);
+    procs::create_replicated_topic(&rt, client, TOPIC, PARTITIONS);
     let all_in_sync = |n: usize| {
         let d = procs::describe_topic(&bootstrap, TOPIC);
         d.len() == PARTITIONS as usize && d.values().all(|(l, _, isr)| *l >= 0 && isr.len() == n)

@@ -33,16 +33,9 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn create_topic(rt: &tokio::runtime::Runtime, bootstrap: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(3))
-        .set("min.insync.replicas", "2");
-    let results = rt
-        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
-        .unwrap();
-    assert!(results[0].is_ok(), "{results:?}");
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", bootstrap);
+    procs::create_replicated_topic(rt, client, TOPIC, PARTITIONS);
 }
 
 /// (partition -> (leader, replicas, isr)) as the cluster describes it.

@@ -28,8 +28,6 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, ListOffsetsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use procs::{wait_for, ProcCluster};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -256,16 +254,9 @@ fn transactions_stay_atomic_while_their_coordinator_is_killed() {
         .build()
         .unwrap();
     let bootstrap = cluster.bootstrap();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .unwrap();
-    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(3))
-        .set("min.insync.replicas", "2");
-    let created = rt
-        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
-        .unwrap();
-    assert!(created[0].is_ok(), "{created:?}");
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &bootstrap);
+    procs::create_replicated_topic(&rt, client, TOPIC, PARTITIONS);
 
     let stop = Arc::new(AtomicBool::new(false));
     let outcomes = Arc::new(Mutex::new(Outcomes::default()));

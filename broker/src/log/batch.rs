@@ -139,8 +139,9 @@ impl BatchHeader {
 /// records without one, as Kafka does: compaction keeps the latest record per key, and a
 /// keyless record would stay forever. Decodes (and decompresses) the records; `false` when
 /// they cannot be decoded.
-pub fn every_record_has_a_key(records: &[u8]) -> bool {
-    let mut buf = bytes::Bytes::copy_from_slice(records);
+pub fn every_record_has_a_key(records: &bytes::Bytes) -> bool {
+    // A clone of `Bytes` shares the request's buffer: the decoder advances its own cursor.
+    let mut buf = records.clone();
     match kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf) {
         Ok(sets) => sets
             .iter()
@@ -279,7 +280,9 @@ mod tests {
         use kafka_protocol::records::{
             Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
         };
-        assert!(every_record_has_a_key(&make_batch(3, None, 0)));
+        assert!(every_record_has_a_key(&bytes::Bytes::from(make_batch(
+            3, None, 0
+        ))));
         for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
             let records: Vec<Record> = (0..3)
                 .map(|i| Record {
@@ -304,10 +307,13 @@ mod tests {
                 compression,
             };
             RecordBatchEncoder::encode(&mut buf, records.iter(), &options).unwrap();
-            assert!(!every_record_has_a_key(&buf), "{compression:?}");
+            assert!(
+                !every_record_has_a_key(&bytes::Bytes::from(buf)),
+                "{compression:?}"
+            );
         }
         assert!(
-            !every_record_has_a_key(b"garbage"),
+            !every_record_has_a_key(&bytes::Bytes::from_static(b"garbage")),
             "undecodable counts as refused"
         );
     }

@@ -20,6 +20,9 @@ pub struct MetadataCache {
     /// Serialises writers, so two updates never both start from the same image and one is
     /// lost. Readers never take it.
     writer: Mutex<()>,
+    /// Ticks whenever an image is published, for tasks that act on image changes (instead of
+    /// polling the snapshot).
+    published: tokio::sync::watch::Sender<()>,
 }
 
 impl Default for MetadataCache {
@@ -33,12 +36,18 @@ impl MetadataCache {
         MetadataCache {
             current: ArcSwap::from_pointee(image),
             writer: Mutex::new(()),
+            published: tokio::sync::watch::Sender::new(()),
         }
     }
 
     /// The current image; it never changes under the caller.
     pub fn snapshot(&self) -> Arc<MetadataImage> {
         self.current.load_full()
+    }
+
+    /// Wakes (`changed().await`) after every image published from now on.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
+        self.published.subscribe()
     }
 
     /// Applies `change` to a copy of the current image and publishes the copy, unless `change`
@@ -48,6 +57,7 @@ impl MetadataCache {
         let mut next = MetadataImage::clone(&self.current.load());
         if change(&mut next) {
             self.current.store(Arc::new(next));
+            self.published.send_replace(());
         }
     }
 
@@ -55,6 +65,7 @@ impl MetadataCache {
     pub fn replace(&self, image: MetadataImage) {
         let _writer = self.writer.lock();
         self.current.store(Arc::new(image));
+        self.published.send_replace(());
     }
 }
 
@@ -74,6 +85,26 @@ mod tests {
         assert_eq!(before.next_producer_id, 0);
         assert_eq!(cache.snapshot().next_producer_id, 5000);
         assert_eq!(cache.snapshot().offset, before.offset + 1);
+    }
+
+    #[test]
+    fn subscribers_are_woken_by_a_published_image_only() {
+        let cache = MetadataCache::default();
+        let mut changes = cache.subscribe();
+        assert!(!changes.has_changed().unwrap());
+        cache.update(|_| false);
+        assert!(
+            !changes.has_changed().unwrap(),
+            "a refused batch publishes nothing"
+        );
+        cache.update(|image| {
+            image.apply(&MetadataRecord::ProducerIdBlock { next: 5000 });
+            true
+        });
+        assert!(changes.has_changed().unwrap());
+        changes.mark_unchanged();
+        cache.replace(MetadataImage::default());
+        assert!(changes.has_changed().unwrap());
     }
 
     #[test]

@@ -25,8 +25,6 @@ use crate::state::now_ms;
 
 use super::state::TxnStatus;
 
-/// How often the image is checked for markers to write when nothing is pending.
-const IDLE_POLL: Duration = Duration::from_millis(20);
 /// How long a marker may take to be replicated before the pass gives up (and retries).
 const REPLICATION_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -80,10 +78,17 @@ pub fn markers_to_write(image: &MetadataImage, node: i32) -> Vec<MarkerWork> {
 
 /// Runs until the task is cancelled (on shutdown).
 pub async fn run(services: MarkerServices) {
+    let mut published = services.image.subscribe();
     loop {
+        // Marked seen before the image is read: an image published during the pass wakes the
+        // wait below, so no Prepare transaction is missed.
+        published.mark_unchanged();
         let work = markers_to_write(&services.image.snapshot(), services.node_id);
         if work.is_empty() {
-            tokio::time::sleep(IDLE_POLL).await;
+            // Work only appears with a new image (a Prepare state, a leadership change).
+            if published.changed().await.is_err() {
+                return;
+            }
             continue;
         }
         let mut progressed = false;

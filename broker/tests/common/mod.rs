@@ -15,7 +15,33 @@ use kafka_protocol::records::{
 /// `(producer id, epoch, first sequence)` for idempotent batches.
 pub fn record_batch(key: Option<Bytes>, value: Bytes, producer: Option<(i64, i16, i32)>) -> Bytes {
     let (producer_id, producer_epoch, sequence) = producer.unwrap_or((-1, -1, -1));
-    let record = Record {
+    encode_batch(&[Record {
+        key,
+        ..test_record((producer_id, producer_epoch), 0, sequence, value)
+    }])
+}
+
+/// One uncompressed v2 batch of `count` transactional records (keys `k0`, `k1`, …, sequences
+/// from 0) of the producer `(producer id, epoch)`.
+pub fn transactional_batch(producer: (i64, i16), count: i64, value: &'static [u8]) -> Bytes {
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional: true,
+            key: Some(Bytes::from(format!("k{i}"))),
+            ..test_record(producer, i, i as i32, Bytes::from_static(value))
+        })
+        .collect();
+    encode_batch(&records)
+}
+
+/// A plain record at `offset` (non-transactional, no key, a fixed timestamp).
+fn test_record(
+    (producer_id, producer_epoch): (i64, i16),
+    offset: i64,
+    sequence: i32,
+    value: Bytes,
+) -> Record {
+    Record {
         transactional: false,
         control: false,
         delete_horizon: false,
@@ -23,19 +49,23 @@ pub fn record_batch(key: Option<Bytes>, value: Bytes, producer: Option<(i64, i16
         producer_id,
         producer_epoch,
         timestamp_type: TimestampType::Creation,
-        offset: 0,
+        offset,
         sequence,
         timestamp: 1_700_000_000_000,
-        key,
+        key: None,
         value: Some(value),
         headers: IndexMap::new(),
-    };
+    }
+}
+
+/// `records` as one uncompressed v2 batch.
+fn encode_batch(records: &[Record]) -> Bytes {
     let mut buf = BytesMut::new();
     let options = RecordEncodeOptions {
         version: 2,
         compression: Compression::None,
     };
-    RecordBatchEncoder::encode(&mut buf, [&record], &options).expect("a test batch encodes");
+    RecordBatchEncoder::encode(&mut buf, records.iter(), &options).expect("a test batch encodes");
     buf.freeze()
 }
 

@@ -395,6 +395,26 @@ pub fn describe_topic(bootstrap: &str, topic: &str) -> BTreeMap<i32, Described> 
         .collect()
 }
 
+/// Creates `topic` as the replication tests want it: `partitions` partitions, replication
+/// factor 3, `min.insync.replicas=2`, through librdkafka's admin client (`client` may add
+/// security settings). Panics if the broker refuses.
+pub fn create_replicated_topic(
+    rt: &tokio::runtime::Runtime,
+    client: rdkafka::ClientConfig,
+    topic: &str,
+    partitions: i32,
+) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = client.create().expect("an admin client");
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(3))
+        .set("min.insync.replicas", "2");
+    let created = rt
+        .block_on(admin.create_topics([&new], &AdminOptions::new()))
+        .expect("CreateTopics answered");
+    assert!(created[0].is_ok(), "{created:?}");
+}
+
 /// Polls `check` every 100 ms until it holds, for up to `secs` seconds.
 pub fn wait_for(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);

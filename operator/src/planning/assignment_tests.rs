@@ -95,8 +95,11 @@ fn every_topic_spreads_onto_new_brokers_not_only_the_biggest() {
     let ids = [0, 1, 2, 3, 4];
     assert!(spread(&replica_counts(&target, &ids)) <= 1);
     for topic in ["__consumer_offsets", "orders"] {
-        let of_topic: Vec<PartitionReplicas> =
-            target.iter().filter(|p| p.topic == topic).cloned().collect();
+        let of_topic: Vec<PartitionReplicas> = target
+            .iter()
+            .filter(|p| p.topic == topic)
+            .cloned()
+            .collect();
         let counts = replica_counts(&of_topic, &ids);
         eprintln!("{topic}: {counts:?}");
         // Within two: the greedy search balances totals exactly, topics nearly.
