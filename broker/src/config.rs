@@ -86,6 +86,8 @@ pub struct Config {
     pub log_cleaner_backoff_ms: u64,
     /// `log.cleaner.io.max.bytes.per.second`: compaction's read+write byte-rate limit.
     pub log_cleaner_io_max_bytes_per_second: f64,
+    /// `log.cleaner.dedupe.buffer.size`: the most memory a compaction pass's key map takes.
+    pub log_cleaner_dedupe_buffer_size: u64,
     pub broker_rack: Option<String>,
     /// `authorizer.class.name` names one of Kafka's ACL authorizers (empty = no authorization).
     pub authorizer_enabled: bool,
@@ -126,6 +128,7 @@ log.retention.check.interval.ms=300000
 log.cleaner.enable=true
 log.cleaner.backoff.ms=15000
 log.cleaner.io.max.bytes.per.second=1.7976931348623157E308
+log.cleaner.dedupe.buffer.size=134217728
 log.index.interval.bytes=4096
 log.cleanup.policy=delete
 min.insync.replicas=1
@@ -210,6 +213,7 @@ const KNOWN_KEYS: &[&str] = &[
     "log.cleaner.enable",
     "log.cleaner.backoff.ms",
     "log.cleaner.io.max.bytes.per.second",
+    "log.cleaner.dedupe.buffer.size",
     "log.index.interval.bytes",
     "log.cleanup.policy",
     "min.insync.replicas",
@@ -762,6 +766,7 @@ impl Config {
                 &raw,
                 "log.cleaner.io.max.bytes.per.second",
             )?,
+            log_cleaner_dedupe_buffer_size: parse_num(&raw, "log.cleaner.dedupe.buffer.size")?,
             broker_rack: raw.get("broker.rack").cloned(),
             authorizer_enabled,
             super_users: crate::auth::authorizer::parse_super_users(&raw["super.users"]),

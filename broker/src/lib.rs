@@ -98,6 +98,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
                         let (stats, lag) = cleaner.replicas.clean_compacted(
                             state::now_ms(),
                             cleaner.config.log_cleaner_io_max_bytes_per_second,
+                            cleaner.config.log_cleaner_dedupe_buffer_size,
                         );
                         let m = &cleaner.metrics;
                         m.cleaner_dirty_bytes

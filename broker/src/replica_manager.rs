@@ -167,12 +167,14 @@ impl ReplicaManager {
     /// the log's lock; only the swap takes it (`log::cleaner`).
     ///
     /// Reads and writes share one byte-rate limit, `max_bytes_per_second` (Kafka's
-    /// `log.cleaner.io.max.bytes.per.second`). Returns the pass's totals and how far
+    /// `log.cleaner.io.max.bytes.per.second`); a pass maps at most `max_map_bytes` of keys
+    /// (`log.cleaner.dedupe.buffer.size`). Returns the pass's totals and how far
     /// compaction is behind once it is done.
     pub fn clean_compacted(
         &self,
         now_ms: i64,
         max_bytes_per_second: f64,
+        max_map_bytes: u64,
     ) -> (
         crate::log::cleaner::CleanStats,
         crate::log::cleaner::CleanerLag,
@@ -180,11 +182,11 @@ impl ReplicaManager {
         let mut total = crate::log::cleaner::CleanStats::default();
         let mut throttle = crate::log::io_throttle::IoThrottle::new(max_bytes_per_second);
         for p in self.all_partitions() {
-            let Some(plan) = p.log.read().plan_cleaning(p.high_watermark(), now_ms) else {
+            let Some(mut plan) = p.log.read().plan_cleaning(p.high_watermark(), now_ms) else {
                 continue;
             };
-            let outcome =
-                crate::log::cleaner::clean(&plan, &mut throttle).and_then(|(cleaned, stats)| {
+            let outcome = crate::log::cleaner::clean(&mut plan, max_map_bytes, &mut throttle)
+                .and_then(|(cleaned, stats)| {
                     let replaced = p.log.write().install_cleaned(&plan, cleaned, now_ms)?;
                     Ok((replaced, stats))
                 });

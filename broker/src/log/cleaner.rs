@@ -9,8 +9,13 @@
 //!    part not yet cleaned is at least `min.cleanable.dirty.ratio` of them (or older than
 //!    `max.compaction.lag.ms`).
 //! 2. [`clean`] (this module, no lock, on a blocking thread) reads those segments through
-//!    their open files: a first pass maps every key to its last offset, a second writes each
-//!    segment that loses records to `<base>.log.cleaned`. A batch whose records all stay is
+//!    their open files: a first pass maps every key of the part not cleaned yet to its last
+//!    offset, a second writes each segment that loses records to `<base>.log.cleaned`. The
+//!    cleaned part below needs no mapping (it already holds each key once): a record there
+//!    goes when the map has a newer one for its key. The map is bounded, as Kafka bounds it
+//!    with `log.cleaner.dedupe.buffer.size`: when the next segment's keys would not fit, the
+//!    pass ends before that segment and the next pass goes on from there (the first
+//!    segment not cleaned yet is always taken whole, so a pass always progresses). A batch whose records all stay is
 //!    copied byte for byte; a batch that loses some is re-encoded with the records that stay,
 //!    their offsets, timestamps, producer fields and compression unchanged (a new CRC, as
 //!    Kafka writes); a batch that loses all is dropped. Tombstones (records without a value)
@@ -65,7 +70,14 @@ pub struct CleanPlan {
     /// The aborted transactions that start below `end_offset`: their records are kept but
     /// never supersede others.
     pub aborted: Vec<AbortedTxn>,
+    /// Where the part not cleaned yet starts (the log's cleaned-up-to offset): only segments
+    /// ending above it are read into the key map.
+    pub dirty_from: i64,
 }
+
+/// What one key costs in the map beyond its bytes (the `Bytes` handle, the offset, the hash
+/// table's slot and slack), for `log.cleaner.dedupe.buffer.size` accounting.
+const MAP_ENTRY_OVERHEAD: u64 = 64;
 
 /// Per producer, its aborted transactions as `(first offset, marker offset)`, in log order
 /// (a producer's transactions never overlap).
@@ -165,33 +177,19 @@ fn records_of(bytes: &Bytes) -> Option<kafka_protocol::records::RecordSet> {
 }
 
 /// Runs the pass over `plan` (blocking file I/O); returns the segments that lost records,
-/// written next to their originals, and the totals. Every byte read and written goes through
-/// `throttle` (`log.cleaner.io.max.bytes.per.second`).
+/// written next to their originals, and the totals. When the keys of the part not cleaned
+/// yet exceed `max_map_bytes`, `plan` is cut short to the segments the pass covered (its
+/// `end_offset` with it), which is what [`install_cleaned`](super::PartitionLog::install_cleaned)
+/// must then be given. Every byte read and written goes through `throttle`
+/// (`log.cleaner.io.max.bytes.per.second`).
 pub fn clean(
-    plan: &CleanPlan,
+    plan: &mut CleanPlan,
+    max_map_bytes: u64,
     throttle: &mut IoThrottle,
 ) -> io::Result<(Vec<CleanedSegment>, CleanStats)> {
     let mut stats = CleanStats::default();
     let aborted = AbortedRanges::new(&plan.aborted);
-    // Pass 1: the last offset of every key.
-    let mut latest: HashMap<Bytes, i64> = HashMap::new();
-    for seg in &plan.segments {
-        stats.bytes_read += seg.size;
-        for_each_batch(seg, |h, bytes| {
-            throttle.consume(bytes.len() as u64);
-            if h.is_control() || aborted.holds(h) {
-                return Ok(());
-            }
-            if let Some(set) = records_of(&bytes) {
-                for r in set.records {
-                    if let Some(k) = r.key {
-                        latest.insert(k, r.offset);
-                    }
-                }
-            }
-            Ok(())
-        })?;
-    }
+    let latest = map_keys(plan, max_map_bytes, &aborted, throttle, &mut stats)?;
     // Pass 2: rewrite the segments that lose something, streaming (a segment can be as large
     // as `segment.bytes`); a copy that turns out identical is removed again.
     let mut out = Vec::new();
@@ -245,6 +243,61 @@ pub fn clean(
     Ok((out, stats))
 }
 
+/// Pass 1: the last offset of every key in the segments not cleaned yet, as far as
+/// `max_map_bytes` allows (the plan is cut after the last segment that fitted).
+fn map_keys(
+    plan: &mut CleanPlan,
+    max_map_bytes: u64,
+    aborted: &AbortedRanges,
+    throttle: &mut IoThrottle,
+    stats: &mut CleanStats,
+) -> io::Result<HashMap<Bytes, i64>> {
+    let mut latest: HashMap<Bytes, i64> = HashMap::new();
+    let mut map_bytes = 0u64;
+    for (i, seg) in plan.segments.iter().enumerate() {
+        if seg.next_offset <= plan.dirty_from {
+            continue;
+        }
+        stats.bytes_read += seg.size;
+        // What this segment changed in the map, to take it back if the segment does not fit.
+        let mut undo: Vec<(Bytes, Option<i64>)> = Vec::new();
+        let mut added = 0u64;
+        for_each_batch(seg, |h, bytes| {
+            throttle.consume(bytes.len() as u64);
+            if h.is_control() || aborted.holds(h) {
+                return Ok(());
+            }
+            if let Some(set) = records_of(&bytes) {
+                for r in set.records {
+                    if let Some(k) = r.key {
+                        // A copy: the decoded key shares the whole batch's buffer.
+                        let k = Bytes::copy_from_slice(&k);
+                        let before = latest.insert(k.clone(), r.offset);
+                        if before.is_none() {
+                            added += k.len() as u64 + MAP_ENTRY_OVERHEAD;
+                        }
+                        undo.push((k, before));
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        if map_bytes + added > max_map_bytes && map_bytes > 0 {
+            for (k, before) in undo.into_iter().rev() {
+                match before {
+                    Some(offset) => latest.insert(k, offset),
+                    None => latest.remove(&k),
+                };
+            }
+            plan.segments.truncate(i);
+            plan.end_offset = plan.segments.last().map_or(0, |s| s.next_offset);
+            break;
+        }
+        map_bytes += added;
+    }
+    Ok(latest)
+}
+
 /// What stays of one batch.
 enum Retained {
     All,
@@ -275,7 +328,11 @@ fn retained(
         .iter()
         .filter(|r| match &r.key {
             None => true,
-            Some(k) => latest.get(k) == Some(&r.offset) && !(drop_tombstones && r.value.is_none()),
+            // Not in the map: a key of the cleaned part that nothing newer replaced.
+            Some(k) => {
+                latest.get(k).is_none_or(|&last| last == r.offset)
+                    && !(drop_tombstones && r.value.is_none())
+            }
         })
         .cloned()
         .collect();

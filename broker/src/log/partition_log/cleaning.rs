@@ -97,6 +97,7 @@ impl PartitionLog {
                 .filter(|a| a.first_offset < end_offset)
                 .copied()
                 .collect(),
+            dirty_from: self.cleaned_up_to,
         })
     }
 
@@ -270,12 +271,25 @@ mod tests {
     }
 
     fn pass(log: &mut PartitionLog, now: i64) -> usize {
-        let Some(plan) = log.plan_cleaning(log.log_end_offset(), now) else {
-            return 0;
+        pass_with_map(log, now, u64::MAX).0
+    }
+
+    /// A pass with a key map of `max_map_bytes`: (segments replaced, the pass's totals).
+    fn pass_with_map(
+        log: &mut PartitionLog,
+        now: i64,
+        max_map_bytes: u64,
+    ) -> (usize, cleaner::CleanStats) {
+        let Some(mut plan) = log.plan_cleaning(log.log_end_offset(), now) else {
+            return (0, cleaner::CleanStats::default());
         };
-        let (cleaned, _) =
-            cleaner::clean(&plan, &mut crate::log::io_throttle::IoThrottle::unlimited()).unwrap();
-        log.install_cleaned(&plan, cleaned, now).unwrap()
+        let (cleaned, stats) = cleaner::clean(
+            &mut plan,
+            max_map_bytes,
+            &mut crate::log::io_throttle::IoThrottle::unlimited(),
+        )
+        .unwrap();
+        (log.install_cleaned(&plan, cleaned, now).unwrap(), stats)
     }
 
     /// Five rounds of updates to ten keys (with every codec), two keys deleted in the last
@@ -339,6 +353,87 @@ mod tests {
         assert_eq!(read_all(&log), expected);
         assert_eq!(log.cleaned_up_to(), 50);
         assert!(log.plan_cleaning(50, 300).is_none());
+    }
+
+    /// Three sealed segments of ten distinct keys each, then updates of every key: with a key
+    /// map that holds about one segment's keys, each pass covers a prefix of what is dirty and
+    /// the next goes on from there; in the end each key keeps only its latest record.
+    #[test]
+    fn a_small_key_map_cleans_in_several_passes_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = compacted(1 << 20);
+        s.min_cleanable_dirty_ratio = 0.01;
+        let mut log = PartitionLog::open(dir.path(), s, 0).unwrap();
+        for round in 0..2 {
+            for seg in 0..3 {
+                for k in 0..10 {
+                    let key = format!("s{seg}k{k}");
+                    let value = Some(format!("r{round}"));
+                    append(
+                        &mut log,
+                        &batch_of(&[(&key, value)], 100, Compression::None),
+                        100,
+                    );
+                }
+                log.roll(100).unwrap();
+            }
+        }
+        let mut latest: BTreeMap<String, (i64, Option<String>)> = BTreeMap::new();
+        for (o, k, v) in read_all(&log) {
+            latest.insert(k, (o, v));
+        }
+        // Room for one segment's ten keys ("s0k0": 4 bytes each), not two.
+        let one_segment = 10 * (4 + 64);
+        let mut passes = 0;
+        while log.cleaned_up_to() < 60 {
+            let before = log.cleaned_up_to();
+            pass_with_map(&mut log, 200, one_segment);
+            passes += 1;
+            assert!(log.cleaned_up_to() > before, "every pass progresses");
+            assert!(
+                log.cleaned_up_to() - before <= 10,
+                "a pass maps one segment of keys"
+            );
+            assert!(passes <= 6);
+        }
+        assert!(passes >= 6, "{passes} passes");
+        let mut expected: Vec<_> = latest.into_iter().map(|(k, (o, v))| (o, k, v)).collect();
+        expected.sort();
+        assert_eq!(read_all(&log), expected, "the latest record of every key");
+    }
+
+    /// A pass after new data maps only the part not cleaned yet.
+    #[test]
+    fn a_later_pass_reads_only_the_dirty_segments_into_its_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = compacted(1 << 20);
+        s.min_cleanable_dirty_ratio = 0.01;
+        let mut log = PartitionLog::open(dir.path(), s, 0).unwrap();
+        for k in 0..20 {
+            let key = format!("k{k}");
+            append(
+                &mut log,
+                &batch_of(&[(&key, Some("old".into()))], 100, Compression::None),
+                100,
+            );
+        }
+        log.roll(100).unwrap();
+        assert_eq!(pass(&mut log, 200), 0, "nothing superseded yet");
+        assert_eq!(log.cleaned_up_to(), 20);
+        append(
+            &mut log,
+            &batch_of(&[("k3", Some("new".into()))], 100, Compression::None),
+            100,
+        );
+        log.roll(100).unwrap();
+        let dirty = log.cleaner_lag().unwrap().0;
+        let (replaced, stats) = pass_with_map(&mut log, 200, u64::MAX);
+        assert_eq!(replaced, 1, "the first segment loses k3's old record");
+        assert_eq!(stats.bytes_read, dirty, "only the dirty segment was mapped");
+        let after = read_all(&log);
+        assert_eq!(after.len(), 20);
+        assert!(after.contains(&(20, "k3".into(), Some("new".into()))));
+        assert!(!after.iter().any(|(o, _, _)| *o == 3));
     }
 
     #[test]
@@ -479,9 +574,13 @@ mod tests {
             &batch_of(&[("b", Some("z".into()))], 100, Compression::None),
             100,
         );
-        let plan = log.plan_cleaning(3, 200).unwrap();
-        let (cleaned, _) =
-            cleaner::clean(&plan, &mut crate::log::io_throttle::IoThrottle::unlimited()).unwrap();
+        let mut plan = log.plan_cleaning(3, 200).unwrap();
+        let (cleaned, _) = cleaner::clean(
+            &mut plan,
+            u64::MAX,
+            &mut crate::log::io_throttle::IoThrottle::unlimited(),
+        )
+        .unwrap();
         let path = cleaned[0].cleaned_path.clone();
         assert!(path.exists());
         // DeleteRecords moves the log start past the planned segment before the swap.
