@@ -9,10 +9,18 @@ kafka-consumer-groups) against the broker.
   test_java_console_consumer_and_describe  the Java client reads a topic in a consumer-protocol
       group; kafka-consumer-groups --describe (ConsumerGroupDescribe) shows the member and the
       committed offsets; --list shows the group.
-  test_a_classic_member_joining_a_consumer_protocol_group   Kafka 4 converts a live group
-      between the protocols; fjord does not yet, and a classic member gets an explicit
-      INCONSISTENT_GROUP_PROTOCOL instead of waiting forever (against Apache Kafka the test
-      checks Kafka's conversion instead).
+  test_a_classic_member_joining_a_consumer_protocol_group   a classic member joins a live
+      consumer-protocol group (Kafka 4's bidirectional migration policy): it gets a share of
+      the partitions, served through the classic APIs, without overlap.
+  test_librdkafka_rolling_upgrade_from_classic_to_consumer   a classic group of two librdkafka
+      members is upgraded member by member to group.protocol=consumer while records are
+      produced: no record is lost, no partition is held by two members for longer than a
+      client takes to notice a revocation, and both end as consumer-protocol members.
+  test_librdkafka_rolling_downgrade_from_consumer_to_classic   the other way round: the group
+      becomes classic again once its last consumer-protocol member left.
+  test_java_rolling_upgrade_from_classic_to_consumer   the same with Kafka's console consumer
+      restarted from group.protocol=classic to consumer; kafka-consumer-groups --describe
+      --members shows the two consumer-protocol members at the end.
 """
 from __future__ import annotations
 
@@ -22,7 +30,7 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from conftest import TARGET, create_topic, unique, wait_for
@@ -41,16 +49,18 @@ def produce(bootstrap: str, topic: str, n: int) -> None:
 class Member(threading.Thread):
     """A confluent-kafka consumer with group.protocol=consumer, polling until told to stop."""
 
-    def __init__(self, bootstrap: str, topic: str, group: str, name: str):
+    def __init__(self, bootstrap: str, topic: str, group: str, name: str, protocol: str = "consumer"):
         super().__init__(name=name, daemon=True)
         self.consumer = Consumer({
-            "bootstrap.servers": bootstrap, "group.id": group, "group.protocol": "consumer",
+            "bootstrap.servers": bootstrap, "group.id": group, "group.protocol": protocol,
             "auto.offset.reset": "earliest", "enable.auto.commit": False, "client.id": name,
         })
         self.topic = topic
         self.consumer_assignment: list[TopicPartition] = []
         self.values: list[bytes] = []
         self.errors: list[str] = []
+        # Commits refused while the group rebalances (the record is read again: at least once).
+        self.commit_errors: list[str] = []
         self.stop = threading.Event()
         self.closed = threading.Event()
 
@@ -69,7 +79,10 @@ class Member(threading.Thread):
                     self.errors.append(str(m.error()))
                     continue
                 self.values.append(m.value())
-                self.consumer.commit(message=m, asynchronous=False)
+                try:
+                    self.consumer.commit(message=m, asynchronous=False)
+                except KafkaException as e:
+                    self.commit_errors.append(str(e))
         finally:
             self.consumer.close()
             self.closed.set()
@@ -163,11 +176,9 @@ def test_java_console_consumer_and_describe(broker, kafka_bin):
 
 
 def test_a_classic_member_joining_a_consumer_protocol_group(broker):
-    """Apache Kafka 4 converts a live group between the protocols (a classic member joins the
-    consumer-protocol group and gets partitions); fjord does not convert yet and must say so:
-    the classic member gets INCONSISTENT_GROUP_PROTOCOL at once instead of waiting forever, and
-    the group is left alone. Run against Apache Kafka (FJORD_TEST_TARGET=apache), the test checks
-    Kafka's behaviour instead, so the gap stays visible."""
+    """Kafka 4's bidirectional migration policy: a classic member joins a consumer-protocol
+    group, gets a share of the partitions (served through JoinGroup/SyncGroup by the consumer
+    group) and no partition is held by both members once they settle."""
     topic, group = unique("kip848-mix"), unique("kip848-mix-group")
     create_topic(broker.bootstrap, topic, 2)
     produce(broker.bootstrap, topic, 4)
@@ -175,27 +186,236 @@ def test_a_classic_member_joining_a_consumer_protocol_group(broker):
     modern.start()
     try:
         wait_for(lambda: modern.assignment() == {0, 1}, 20, "the consumer-protocol member to hold both partitions")
-        classic = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group,
-                            "group.protocol": "classic", "auto.offset.reset": "earliest"})
-        classic.subscribe([topic])
-        errors = []
-        deadline = time.monotonic() + 30
+        classic = Member(broker.bootstrap, topic, group, "classic", protocol="classic")
+        classic.start()
         try:
-            while time.monotonic() < deadline and not errors:
-                m = classic.poll(0.5)
-                if m is not None and m.error():
-                    errors.append(m.error())
-                if TARGET == "apache" and classic.assignment():
-                    break
-            if TARGET == "apache":
-                assert not errors, f"Kafka refused the classic member: {errors}"
-                assert classic.assignment(), "Kafka gave the classic member no partition"
-                return
+            def split() -> bool:
+                a, b = modern.assignment(), classic.assignment()
+                return len(a) == 1 and len(b) == 1 and not (a & b)
+            wait_for(split, 40, "the classic and the consumer-protocol member to hold one partition each")
+            assert not modern.errors and not classic.errors, f"consumer errors: {modern.errors + classic.errors}"
         finally:
-            classic.close()
-        assert errors, "a classic member joining an active consumer-protocol group got no error"
-        assert errors[0].code() == KafkaError.INCONSISTENT_GROUP_PROTOCOL, f"got {errors[0]}"
-        assert modern.assignment() == {0, 1}, "the consumer-protocol member lost partitions"
+            classic.stop.set()
+            assert classic.closed.wait(30)
+        wait_for(lambda: modern.assignment() == {0, 1}, 40,
+                 "the consumer-protocol member to hold both partitions again after the classic one left")
     finally:
         modern.stop.set()
         assert modern.closed.wait(30)
+
+
+class SteadyProducer(threading.Thread):
+    """Produces "v<i>" records, one every few milliseconds, until stopped."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        super().__init__(name="producer", daemon=True)
+        self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+        self.topic = topic
+        self.sent = 0
+        self.failed: list = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.producer.produce(self.topic, b"v%d" % self.sent, key=b"k%d" % self.sent,
+                                  on_delivery=lambda e, _m: e and self.failed.append(e))
+            self.sent += 1
+            self.producer.poll(0)
+            time.sleep(0.01)
+        assert self.producer.flush(30) == 0
+
+
+class OverlapWatch(threading.Thread):
+    """Samples the members' assignments; remembers partitions held by two members at once for
+    longer than `grace` seconds (a client's own view lags its group by up to a poll and a
+    heartbeat, so a shorter overlap is not observable as a protocol fault)."""
+
+    def __init__(self, members: list, grace: float = 6.0):
+        super().__init__(name="overlap-watch", daemon=True)
+        self.members = members
+        self.grace = grace
+        self.since: dict = {}
+        self.faults: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            live = [m for m in list(self.members) if m.is_alive() and not m.stop.is_set()]
+            now = time.monotonic()
+            current = set()
+            for i, a in enumerate(live):
+                for b in live[i + 1:]:
+                    for p in a.assignment() & b.assignment():
+                        key = (a.name, b.name, p)
+                        current.add(key)
+                        first = self.since.setdefault(key, now)
+                        if now - first > self.grace and key not in [f[0] for f in self.faults]:
+                            self.faults.append((key, now - first))
+            self.since = {k: v for k, v in self.since.items() if k in current}
+            time.sleep(0.1)
+
+
+def rolling_restart(broker, start: str, end: str) -> None:
+    """Two members of group.protocol=`start` restarted one by one with `end` while records are
+    produced: every record is read, no partition stays with two members, both end as `end`."""
+    topic, group = unique("kip848-rolling"), unique("kip848-rolling-group")
+    create_topic(broker.bootstrap, topic, 4)
+    producer = SteadyProducer(broker.bootstrap, topic)
+    producer.start()
+    members = [Member(broker.bootstrap, topic, group, f"{start}-1", protocol=start),
+               Member(broker.bootstrap, topic, group, f"{start}-2", protocol=start)]
+    for m in members:
+        m.start()
+    watch = OverlapWatch(members)
+    watch.start()
+
+    def split(a, b) -> bool:
+        x, y = a.assignment(), b.assignment()
+        return bool(x) and bool(y) and not (x & y) and x | y == {0, 1, 2, 3}
+
+    try:
+        wait_for(lambda: split(members[0], members[1]), 40, f"the two {start} members to split 4 partitions")
+        for i in range(2):
+            old = members[i]
+            old.stop.set()
+            assert old.closed.wait(30), f"{old.name} did not close"
+            new = Member(broker.bootstrap, topic, group, f"{end}-{i + 1}", protocol=end)
+            members.append(new)
+            new.start()
+            other = members[1] if i == 0 else members[2]
+            wait_for(lambda: split(new, other), 60,
+                     f"{new.name} (group.protocol={end}) and {other.name} to split the partitions")
+            time.sleep(2)
+        producer.stop.set()
+        producer.join(40)
+        assert not producer.failed, f"produce failed: {producer.failed[:3]}"
+        expected = {b"v%d" % i for i in range(producer.sent)}
+
+        def all_read() -> bool:
+            got = set()
+            for m in members:
+                got.update(m.values)
+            all_read.missing = expected - got
+            return not all_read.missing
+        all_read.missing = expected
+        try:
+            wait_for(all_read, 60, f"all {len(expected)} records to be read")
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {len(all_read.missing)} missing, e.g. {sorted(all_read.missing)[:5]}") from None
+        assert split(members[2], members[3]), f"the two {end} members no longer split the partitions"
+        errors = [e for m in members for e in m.errors]
+        assert not errors, f"consumer errors: {errors[:5]}"
+        assert not watch.faults, f"partitions held by two members at once: {watch.faults}"
+
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        desc = admin.describe_consumer_groups([group])[group].result(30)
+        assert sorted(m.client_id for m in desc.members) == [f"{end}-1", f"{end}-2"], desc.members
+        assert str(desc.type).upper().endswith(end.upper()), f"group type {desc.type}"
+    finally:
+        watch.stop.set()
+        producer.stop.set()
+        for m in members:
+            m.stop.set()
+        for m in members:
+            if m.is_alive():
+                m.closed.wait(30)
+
+
+def test_librdkafka_rolling_upgrade_from_classic_to_consumer(broker):
+    rolling_restart(broker, "classic", "consumer")
+
+
+def test_librdkafka_rolling_downgrade_from_consumer_to_classic(broker):
+    """Kafka's downgrade: once the last consumer-protocol member left, the group is classic
+    again and its (classic) members rebalance among themselves."""
+    rolling_restart(broker, "consumer", "classic")
+
+
+class ConsoleConsumer:
+    """Kafka's console consumer in a group with a given group.protocol, printing values."""
+
+    def __init__(self, kafka_bin, bootstrap: str, topic: str, group: str, name: str, protocol: str):
+        self.name = name
+        self.out_path = f"/tmp/{group}-{name}.out"
+        self.out = open(self.out_path, "w")
+        self.proc = subprocess.Popen(
+            [str(kafka_bin / "kafka-console-consumer"), "--bootstrap-server", bootstrap, "--topic", topic,
+             "--group", group, "--from-beginning",
+             "--consumer-property", f"group.protocol={protocol}",
+             "--consumer-property", f"client.id={name}",
+             "--consumer-property", "auto.commit.interval.ms=500"],
+            stdout=self.out, stderr=subprocess.STDOUT, text=True)
+
+    def values(self) -> set[str]:
+        with open(self.out_path) as f:
+            return {line.strip() for line in f if re.fullmatch(r"v\d+", line.strip())}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(40)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.out.close()
+
+
+def describe_members(kafka_bin, bootstrap: str, group: str) -> str:
+    r = subprocess.run([str(kafka_bin / "kafka-consumer-groups"), "--bootstrap-server", bootstrap,
+                        "--describe", "--group", group, "--members", "--verbose"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    return r.stdout + r.stderr
+
+
+@pytest.mark.timeout(420)
+def test_java_rolling_upgrade_from_classic_to_consumer(broker, kafka_bin):
+    topic, group = unique("kip848-jupgrade"), unique("kip848-jupgrade-group")
+    create_topic(broker.bootstrap, topic, 4)
+    producer = SteadyProducer(broker.bootstrap, topic)
+    producer.start()
+    consumers = [ConsoleConsumer(kafka_bin, broker.bootstrap, topic, group, f"classic-{i}", "classic")
+                 for i in (1, 2)]
+    read: set[str] = set()
+    try:
+        def members_with(names) -> bool:
+            out = describe_members(kafka_bin, broker.bootstrap, group)
+            members_with.last = out
+            return all(re.search(rf"\b{n}\s+[1-4]\b", out) for n in names)
+        members_with.last = ""
+
+        def wait_members(names, what):
+            try:
+                wait_for(lambda: members_with(names), 90, what, interval=2)
+            except AssertionError as e:
+                raise AssertionError(f"{e}\nlast output:\n{members_with.last}") from None
+
+        wait_members(["classic-1", "classic-2"], "two classic members holding partitions")
+        for i in (1, 2):
+            old = consumers[i - 1]
+            old.stop()
+            read |= old.values()
+            consumers[i - 1] = ConsoleConsumer(kafka_bin, broker.bootstrap, topic, group, f"consumer-{i}", "consumer")
+            other = "classic-2" if i == 1 else "consumer-1"
+            wait_members([f"consumer-{i}", other], f"consumer-{i} (group.protocol=consumer) and {other} holding partitions")
+        producer.stop.set()
+        producer.join(40)
+        assert not producer.failed, f"produce failed: {producer.failed[:3]}"
+        expected = {f"v{i}" for i in range(producer.sent)}
+
+        def all_read() -> bool:
+            all_read.missing = expected - read - set().union(*(c.values() for c in consumers))
+            return not all_read.missing
+        all_read.missing = expected
+        try:
+            wait_for(all_read, 60, f"all {len(expected)} records to be read", interval=1)
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {len(all_read.missing)} missing, e.g. {sorted(all_read.missing)[:5]}") from None
+        out = describe_members(kafka_bin, broker.bootstrap, group)
+        assert "classic-" not in out, f"a classic member is still listed:\n{out}"
+        held = [int(n) for n in re.findall(r"\bconsumer-[12]\s+([0-4])\b", out)]
+        assert len(held) == 2 and sum(held) == 4, f"the two consumer-protocol members do not hold the 4 partitions:\n{out}"
+    finally:
+        producer.stop.set()
+        for c in consumers:
+            if c.proc.poll() is None:
+                c.stop()

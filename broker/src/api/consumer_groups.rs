@@ -201,8 +201,9 @@ pub async fn describe(
                                 .with_subscribed_topic_regex(m.subscribed_topic_regex.map(s))
                                 .with_assignment(described(&m.assignment, &names))
                                 .with_target_assignment(described(&m.target_assignment, &names))
-                                // 1: a member speaking the consumer protocol (0 would be classic).
-                                .with_member_type(1)
+                                // 0: a classic member (JoinGroup/SyncGroup), 1: a member
+                                // speaking the consumer protocol.
+                                .with_member_type(if m.classic { 0 } else { 1 })
                         })
                         .collect(),
                 )

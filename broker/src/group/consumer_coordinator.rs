@@ -2,10 +2,16 @@
 //! to the group's state machine (`consumer_group`), describes groups for
 //! ConsumerGroupDescribe, and removes members whose session or revocation time ran out.
 //!
-//! A group id speaks one protocol at a time. A consumer-protocol member cannot join a classic
-//! group that has members (GROUP_ID_NOT_FOUND, as Kafka answers when conversion is off) and a
-//! classic JoinGroup to an active consumer group is refused with INCONSISTENT_GROUP_PROTOCOL;
-//! an empty classic group (only offsets) becomes a consumer group on its first heartbeat.
+//! A group id is in one of the two maps at a time. The first consumer-protocol member of a
+//! classic group with members upgrades it (Kafka 4's bidirectional migration policy): the classic
+//! members become classic members of the new consumer group (`consumer_group/classic.rs`) and
+//! keep speaking JoinGroup/SyncGroup/Heartbeat, which `coordinator.rs` routes there. As in
+//! Kafka, a group mid-rebalance is upgraded too: its waiting members are told to rejoin
+//! (REBALANCE_IN_PROGRESS) and keep their last assignment meanwhile. No group is upgraded
+//! whose members are not consumers or that uses a custom assignor's user data
+//! (GROUP_ID_NOT_FOUND). An empty classic group (only offsets) becomes a consumer group on its
+//! first heartbeat. When the last consumer-protocol member leaves and classic members remain,
+//! the group goes back to a classic group that rebalances (the downgrade).
 //! Membership lives in memory, like classic membership; committed offsets are shared with
 //! classic groups through the metadata image.
 
@@ -16,6 +22,7 @@ use super::consumer_group::{
     state_name, ConsumerGroup, Heartbeat, HeartbeatOutcome, Refusal, TopicsView,
 };
 use super::coordinator::GroupCoordinator;
+use super::membership::Group;
 use crate::protocol::errors::ErrorCode;
 
 /// One member as ConsumerGroupDescribe shows it.
@@ -31,6 +38,8 @@ pub struct ConsumerMemberDescription {
     pub subscribed_topic_regex: Option<String>,
     pub assignment: Assignment,
     pub target_assignment: Assignment,
+    /// The member speaks the classic protocol (JoinGroup/SyncGroup).
+    pub classic: bool,
 }
 
 /// A consumer-protocol group as ConsumerGroupDescribe shows it.
@@ -42,6 +51,52 @@ pub struct ConsumerGroupDescription {
     pub assignment_epoch: i32,
     pub assignor: &'static str,
     pub members: Vec<ConsumerMemberDescription>,
+}
+
+/// The consumer group a live classic group becomes when a consumer-protocol member joins.
+fn upgrade(g: &Group, hb: &Heartbeat, topics: &TopicsView) -> Result<ConsumerGroup, Refusal> {
+    let id = &g.id;
+    let refused = |code: ErrorCode, message: String| Err(Refusal { code, message });
+    if hb.member_epoch != 0 {
+        return refused(
+            ErrorCode::GroupIdNotFound,
+            format!(
+                "Group {id} is a classic group; member {} is not in it.",
+                hb.member_id
+            ),
+        );
+    }
+    if hb.subscribed_topic_names.is_none() && hb.subscribed_topic_regex.is_none() {
+        // Refused by the heartbeat anyway: the group is left as it is.
+        return refused(
+            ErrorCode::InvalidRequest,
+            "SubscribedTopicNames or SubscribedTopicRegex must be set in the first heartbeat."
+                .into(),
+        );
+    }
+    if g.protocol_type.as_deref() != Some("consumer") {
+        return refused(
+            ErrorCode::GroupIdNotFound,
+            format!(
+                "Group {id} is a classic group of protocol type {:?}, not consumers; it cannot \
+                 be upgraded to the consumer protocol.",
+                g.protocol_type.as_deref().unwrap_or_default()
+            ),
+        );
+    }
+    let protocol = g.protocol_name.clone().unwrap_or_default();
+    ConsumerGroup::from_classic(
+        id,
+        g.generation,
+        &protocol,
+        g.upgrade_seeds(),
+        topics,
+        Instant::now(),
+    )
+    .map_err(|r| Refusal {
+        code: ErrorCode::GroupIdNotFound,
+        message: r.message,
+    })
 }
 
 impl GroupCoordinator {
@@ -66,25 +121,28 @@ impl GroupCoordinator {
         }
         // Waits for a deletion of the group under way.
         let _shared = self.deletion.read().await;
-        {
-            let mut classic = self.groups.lock();
-            match classic.get(group_id) {
-                Some(g) if !g.is_empty() => {
-                    return Err(Refusal {
-                        code: ErrorCode::GroupIdNotFound,
-                        message: format!(
-                            "Group {group_id} is a classic group with active members; members \
-                             with group.protocol=consumer can join it once it is empty."
-                        ),
-                    })
-                }
-                Some(_) => {
-                    classic.remove(group_id);
-                }
-                None => {}
-            }
-        }
+        // Both maps, in the coordinator's lock order: a group moves between them atomically.
+        let mut classic = self.groups.lock();
         let mut groups = self.consumer_groups.lock();
+        match classic.get(group_id) {
+            Some(g) if !g.is_empty() => {
+                let upgraded = upgrade(g, &hb, topics)?;
+                let mut old = classic.remove(group_id).expect("present");
+                old.release_waiters();
+                tracing::info!(
+                    group = group_id,
+                    epoch = upgraded.epoch,
+                    members = upgraded.members.len(),
+                    was = old.state.as_str(),
+                    "classic group upgraded to a consumer group"
+                );
+                groups.insert(group_id.to_string(), upgraded);
+            }
+            Some(_) => {
+                classic.remove(group_id);
+            }
+            None => {}
+        }
         let group = groups
             .entry(group_id.to_string())
             .or_insert_with(|| ConsumerGroup::new(group_id));
@@ -102,8 +160,13 @@ impl GroupCoordinator {
                 "consumer group changed"
             );
         }
-        if leaving && group.is_empty() && !self.has_offsets(group_id) {
-            groups.remove(group_id);
+        if leaving {
+            if let Some(downgraded) = self.downgrade(group) {
+                groups.remove(group_id);
+                classic.insert(group_id.to_string(), downgraded);
+            } else if group.is_empty() && !self.has_offsets(group_id) {
+                groups.remove(group_id);
+            }
         }
         outcome
     }
@@ -138,6 +201,7 @@ impl GroupCoordinator {
                     subscribed_topic_regex: m.subscribed_regex.clone(),
                     assignment: m.assigned.clone(),
                     target_assignment: g.target.get(&m.id).cloned().unwrap_or_default(),
+                    classic: m.classic.is_some(),
                 })
                 .collect(),
         })
@@ -146,12 +210,37 @@ impl GroupCoordinator {
     /// Removes members whose session or revocation deadline passed, and groups left empty
     /// without committed offsets.
     pub(super) fn expire_consumer_members(&self, now: Instant) {
+        let mut classic = self.groups.lock();
         let mut groups = self.consumer_groups.lock();
+        let mut downgraded = Vec::new();
         for g in groups.values_mut() {
-            for member in g.expire(now) {
+            let expired = g.expire(now);
+            for member in &expired {
                 tracing::info!(group = %g.id, member, "consumer group member removed: session or revocation timeout");
             }
+            if !expired.is_empty() {
+                downgraded.extend(self.downgrade(g).map(|d| (g.id.clone(), d)));
+            }
+        }
+        for (id, g) in downgraded {
+            groups.remove(&id);
+            classic.insert(id, g);
         }
         groups.retain(|id, g| !g.is_empty() || self.has_offsets(id));
+    }
+
+    /// The classic group a consumer group becomes once only classic members are left in it
+    /// (Kafka 4's downgrade under the bidirectional migration policy).
+    fn downgrade(&self, g: &ConsumerGroup) -> Option<Group> {
+        let (generation, protocol, seeds) = g.downgrade_seeds(&self.topics_view())?;
+        tracing::info!(group = %g.id, generation, members = seeds.len(), "consumer group downgraded to a classic group: only classic members are left");
+        Some(Group::from_consumer(
+            &g.id,
+            generation,
+            protocol,
+            seeds,
+            self.initial_delay,
+            Instant::now(),
+        ))
     }
 }

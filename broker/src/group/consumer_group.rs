@@ -11,6 +11,9 @@
 //! and only partitions no other member still holds or is revoking. So no partition is ever
 //! owned by two members at once.
 //!
+//! Members still speaking the classic protocol (a group upgraded from classic, or classic
+//! clients joining it) are members here too, served through `classic.rs`.
+//!
 //! Pure state: the caller passes the current time and the topics of the metadata image, and
 //! applies the outcome; unit-tested without a coordinator.
 
@@ -21,6 +24,9 @@ use uuid::Uuid;
 
 use super::assignor::{self, Assignment, Assignor, MemberSpec};
 use crate::protocol::errors::ErrorCode;
+
+mod classic;
+pub use classic::{ClassicMember, ClassicSeed};
 
 /// Topic name → (id, partition count), from the metadata image.
 pub type TopicsView = BTreeMap<String, (Uuid, i32)>;
@@ -91,9 +97,33 @@ pub struct Member {
     revocation_deadline: Option<Instant>,
     /// A static member that left to restart: it keeps its assignment until its session ends.
     left: bool,
+    /// Set for a member speaking the classic protocol (JoinGroup/SyncGroup), `classic.rs`.
+    pub classic: Option<ClassicMember>,
 }
 
 impl Member {
+    fn new(id: &str, client_id: &str, client_host: &str, now: Instant) -> Member {
+        Member {
+            id: id.to_string(),
+            instance_id: None,
+            rack_id: None,
+            client_id: client_id.to_string(),
+            client_host: client_host.to_string(),
+            epoch: 0,
+            previous_epoch: 0,
+            rebalance_timeout: Duration::from_secs(300),
+            subscribed_names: Vec::new(),
+            subscribed_regex: None,
+            assignor: None,
+            assigned: Assignment::new(),
+            revoking: Assignment::new(),
+            session_deadline: now,
+            revocation_deadline: None,
+            left: false,
+            classic: None,
+        }
+    }
+
     fn subscribes(&self, name: &str, regex: Option<&regex::Regex>) -> bool {
         self.subscribed_names.iter().any(|n| n == name) || regex.is_some_and(|r| r.is_match(name))
     }
@@ -306,39 +336,25 @@ impl ConsumerGroup {
             // A member rejoining after it was fenced or lost its state: starts over.
             self.remove_member(&member_id);
         }
-        let rebalance_timeout = if hb.rebalance_timeout_ms > 0 {
-            Duration::from_millis(hb.rebalance_timeout_ms as u64)
-        } else {
-            Duration::from_secs(300)
-        };
-        self.members.insert(
-            member_id.clone(),
-            Member {
-                id: member_id.clone(),
-                instance_id: hb.instance_id.clone(),
-                rack_id: hb.rack_id.clone(),
-                client_id: hb.client_id.clone(),
-                client_host: hb.client_host.clone(),
-                epoch: 0,
-                previous_epoch: 0,
-                rebalance_timeout,
-                subscribed_names: Vec::new(),
-                subscribed_regex: None,
-                assignor: None,
-                assigned: Assignment::new(),
-                revoking: Assignment::new(),
-                session_deadline: now + timeouts.session,
-                revocation_deadline: None,
-                left: false,
-            },
-        );
+        let mut m = Member::new(&member_id, &hb.client_id, &hb.client_host, now);
+        m.instance_id = hb.instance_id.clone();
+        m.rack_id = hb.rack_id.clone();
+        if hb.rebalance_timeout_ms > 0 {
+            m.rebalance_timeout = Duration::from_millis(hb.rebalance_timeout_ms as u64);
+        }
+        m.session_deadline = now + timeouts.session;
+        self.members.insert(member_id.clone(), m);
         self.update_subscription(&member_id, hb);
         self.epoch += 1;
         Ok(member_id)
     }
 
     fn existing(&mut self, hb: &Heartbeat) -> Result<(), Refusal> {
-        let Some(m) = self.members.get(&hb.member_id).filter(|m| !m.left) else {
+        let Some(m) = self
+            .members
+            .get(&hb.member_id)
+            .filter(|m| !m.left && m.classic.is_none())
+        else {
             return Err(refuse(
                 ErrorCode::UnknownMemberId,
                 format!("Member {} is not in group {}.", hb.member_id, self.id),
@@ -570,8 +586,14 @@ impl ConsumerGroup {
             ));
         };
         if member_epoch != m.epoch {
+            // A classic member commits with its generation, which is its member epoch.
+            let code = if m.classic.is_some() {
+                ErrorCode::IllegalGeneration
+            } else {
+                ErrorCode::StaleMemberEpoch
+            };
             return Err(refuse(
-                ErrorCode::StaleMemberEpoch,
+                code,
                 format!(
                     "Member epoch {member_epoch} differs from the coordinator's {}.",
                     m.epoch

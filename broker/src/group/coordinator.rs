@@ -39,8 +39,8 @@ pub type OffsetReplicator = Box<
 
 pub struct GroupCoordinator {
     pub(super) groups: Mutex<HashMap<String, Group>>,
-    /// Consumer-protocol (KIP-848) groups, `consumer_groups.rs`. A group id is in at most one
-    /// of the two maps.
+    /// Consumer-protocol (KIP-848) groups, `consumer_group.rs`, with their classic members. A
+    /// group id is in at most one of the two maps.
     pub(super) consumer_groups: Mutex<HashMap<String, ConsumerGroup>>,
     pub(super) consumer_timeouts: Timeouts,
     /// Where committed offsets are read (`group_offsets` of the current image).
@@ -50,7 +50,7 @@ pub struct GroupCoordinator {
     /// joins, offset commits and offset deletions share it. An async lock: it is held across
     /// quorum writes, where the `groups` mutex must never be.
     pub(super) deletion: tokio::sync::RwLock<()>,
-    initial_delay: Duration,
+    pub(super) initial_delay: Duration,
     min_session_ms: i32,
     max_session_ms: i32,
 }
@@ -138,6 +138,17 @@ impl GroupCoordinator {
         replicate(group, offsets).await
     }
 
+    /// Every topic of the current image (name → id, partitions), for classic members of
+    /// consumer groups: they subscribe by names they learned from Metadata.
+    pub(super) fn topics_view(&self) -> consumer_group::TopicsView {
+        self.metadata
+            .snapshot()
+            .topics
+            .values()
+            .map(|t| (t.name.clone(), (t.id, t.partitions.len() as i32)))
+            .collect()
+    }
+
     /// Does the image hold committed offsets of `group`?
     pub(super) fn has_offsets(&self, group: &str) -> bool {
         self.metadata.snapshot().group_offsets.contains_key(group)
@@ -165,25 +176,29 @@ impl GroupCoordinator {
             // Waits for a deletion of the group under way, as the `groups` lock did when the
             // deletion held it.
             let _shared = self.deletion.read().await;
-            if self
-                .consumer_groups
-                .lock()
-                .get(group_id)
-                .is_some_and(|g| !g.is_empty())
-            {
-                // Kafka 4 can convert between the protocols; this broker does not (yet), and
-                // says so instead of leaving the member waiting.
-                tracing::info!(
-                    group = group_id,
-                    "classic join refused: the group uses the consumer protocol"
-                );
-                return JoinResult {
-                    error: ErrorCode::InconsistentGroupProtocol.code(),
-                    member_id: req.member_id,
-                    ..Default::default()
-                };
-            }
+            // Both maps, in the coordinator's lock order (classic first): a heartbeat cannot
+            // move the group between them meanwhile.
             let mut groups = self.groups.lock();
+            {
+                let mut consumer_groups = self.consumer_groups.lock();
+                match consumer_groups.get_mut(group_id) {
+                    Some(g) if !g.is_empty() => {
+                        // A classic member of a consumer-protocol group (Kafka 4's
+                        // bidirectional migration policy): the consumer group assigns.
+                        let client_id = req.client_id.clone();
+                        let r = g.classic_join(&req, &self.topics_view(), Instant::now(), || {
+                            format!("{}-{}", client_id, uuid::Uuid::new_v4())
+                        });
+                        tracing::debug!(group = group_id, member = %r.member_id, error = r.error, generation = r.generation_id, "classic join to a consumer group");
+                        return r;
+                    }
+                    Some(_) => {
+                        // Only offsets: the group becomes classic.
+                        consumer_groups.remove(group_id);
+                    }
+                    None => {}
+                }
+            }
             let g = groups
                 .entry(group_id.to_string())
                 .or_insert_with(|| Group::new(group_id, self.initial_delay));
@@ -211,6 +226,9 @@ impl GroupCoordinator {
         assignments: Vec<(String, Bytes)>,
     ) -> SyncResult {
         tracing::debug!(group = group_id, member = member_id, generation, "sync");
+        if let Some(g) = self.consumer_groups.lock().get_mut(group_id) {
+            return g.classic_sync(member_id, generation, &self.topics_view(), Instant::now());
+        }
         let outcome = {
             let mut groups = self.groups.lock();
             match groups.get_mut(group_id) {
@@ -231,6 +249,9 @@ impl GroupCoordinator {
     }
 
     pub fn heartbeat(&self, group_id: &str, member_id: &str, generation: i32) -> ErrorCode {
+        if let Some(g) = self.consumer_groups.lock().get_mut(group_id) {
+            return g.classic_heartbeat(member_id, generation, &self.topics_view(), Instant::now());
+        }
         match self.groups.lock().get_mut(group_id) {
             Some(g) => g.heartbeat(member_id, generation, Instant::now()),
             None => ErrorCode::UnknownMemberId,
@@ -240,6 +261,12 @@ impl GroupCoordinator {
     /// Removes members; members are named by id, or by instance id for static members.
     pub fn leave(&self, group_id: &str, members: &[(String, Option<String>)]) -> Vec<ErrorCode> {
         tracing::debug!(group = group_id, ?members, "leave");
+        if let Some(g) = self.consumer_groups.lock().get_mut(group_id) {
+            return members
+                .iter()
+                .map(|(id, instance)| g.classic_leave(id, instance.as_deref()))
+                .collect();
+        }
         let mut groups = self.groups.lock();
         let Some(g) = groups.get_mut(group_id) else {
             return members.iter().map(|_| ErrorCode::UnknownMemberId).collect();

@@ -12,6 +12,8 @@ use tokio::sync::oneshot;
 
 use crate::protocol::errors::ErrorCode;
 
+mod migration;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
     Empty,

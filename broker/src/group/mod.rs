@@ -1,6 +1,6 @@
 //! Consumer group coordinator: classic groups (JoinGroup/SyncGroup, client-side assignment),
-//! consumer-protocol groups (KIP-848, ConsumerGroupHeartbeat, server-side assignors) and the
-//! committed offsets both kinds share.
+//! consumer-protocol groups (KIP-848, ConsumerGroupHeartbeat, server-side assignors), the live
+//! migration of a group between the two, and the committed offsets both kinds share.
 
 pub mod assignor;
 pub mod consumer_coordinator;
