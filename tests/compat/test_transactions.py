@@ -20,11 +20,18 @@ read_committed consumer (confluent-kafka), and the Java client through Kafka's o
       kafka-console-consumer --isolation-level read_committed reads every record, and
       kafka-transactions list/describe show the transactional id, describe-producers the
       producer (DescribeProducers) and find-hanging no hanging transaction.
+  test_java_transactional_message_copier   Kafka's own system-test tool
+      (org.apache.kafka.tools.TransactionalMessageCopier): two copiers, one per input partition,
+      copy 10,000 records in transactions of 100 with random aborts (a third of them), one copier
+      SIGKILLed mid-way and restarted; read_committed output holds every input record exactly
+      once, read_uncommitted shows the aborted copies were there.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from confluent_kafka import (Consumer, ConsumerGroupTopicPartitions, IsolationLevel, KafkaError,
@@ -294,3 +301,78 @@ def test_an_open_transaction_survives_a_broker_crash(broker):
     p.commit_transaction(60)
     got = sorted(v for _, _, v in read_all(broker.bootstrap, topic, 2, "read_committed", expect=40))
     assert got == sorted(b"pending-%d" % i for i in range(40))
+
+
+def copier(kafka_bin: Path, bootstrap: str, source: str, partition: int, target: str,
+           group: str, log: Path) -> subprocess.Popen:
+    """Kafka's TransactionalMessageCopier for one input partition (random aborts on), its
+    status lines (JSON) going to `log`."""
+    libs = kafka_bin.parent / "libs"
+    return subprocess.Popen(
+        ["java", "-Xmx256m", "-cp", f"{libs}/*", "org.apache.kafka.tools.TransactionalMessageCopier",
+         "--broker-list", bootstrap, "--input-topic", source, "--input-partition", str(partition),
+         "--output-topic", target, "--consumer-group", group, "--transaction-size", "100",
+         "--transactional-id", f"{group}-copier-{partition}", "--enable-random-aborts",
+         "--use-group-metadata"],
+        stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def copier_status(line: str) -> dict:
+    try:
+        status = json.loads(line)
+    except ValueError:
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def copier_processed(log: Path) -> int:
+    """Records the copier has committed so far, from its last status line."""
+    done = 0
+    for line in log.read_text(errors="replace").splitlines():
+        done = max(done, copier_status(line).get("totalProcessed", 0))
+    return done
+
+
+def test_java_transactional_message_copier(broker, kafka_bin, tmp_path):
+    source, target, group = unique("copier-in"), unique("copier-out"), unique("copier")
+    create_topic(broker.bootstrap, source, 2)
+    create_topic(broker.bootstrap, target, 2)
+    total = 10000
+    p = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    for i in range(total):
+        p.produce(source, b"%d" % i, partition=i % 2)
+    assert p.flush(30) == 0
+    inputs = sorted(v for _, _, v in read_all(broker.bootstrap, source, 2, "read_committed", total))
+    assert len(inputs) == total
+
+    # Copier 0 is SIGKILLed once it committed part of its partition, then restarted: the new
+    # instance fences the old transactional id and resumes from the committed offsets.
+    logs = [tmp_path / "copier-0.log", tmp_path / "copier-1.log", tmp_path / "copier-0-again.log"]
+    first = copier(kafka_bin, broker.bootstrap, source, 0, target, group, logs[0])
+    other = copier(kafka_bin, broker.bootstrap, source, 1, target, group, logs[1])
+    procs = [first, other]
+    try:
+        wait_for(lambda: copier_processed(logs[0]) >= 1500 or first.poll() is not None, 120,
+                 "copier 0 to commit 1,500 records")
+        assert first.poll() is None, f"copier 0 ended before it was killed:\n{logs[0].read_text()[-3000:]}"
+        first.kill()
+        first.wait(30)
+        again = copier(kafka_bin, broker.bootstrap, source, 0, target, group, logs[2])
+        procs.append(again)
+        for proc, log in ((again, logs[2]), (other, logs[1])):
+            proc.wait(180)
+            text = log.read_text(errors="replace")
+            assert proc.returncode == 0, text[-3000:]
+            # Kafka 4.3's copier says "stage":"ShutdownComplete" (older ones "shutdown_complete").
+            assert "ShutdownComplete" in text or "shutdown_complete" in text, text[-3000:]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+
+    committed = read_all(broker.bootstrap, target, 2, "read_committed", total)
+    values = sorted(v for _, _, v in committed)
+    assert len(values) == total, f"{len(values)} records committed, {total} copied"
+    assert values == inputs, "the committed output is not exactly the input"
+    uncommitted = read_all(broker.bootstrap, target, 2, "read_uncommitted")
+    assert len(uncommitted) > total, "no aborted copy reached the log: the aborts were not exercised"
