@@ -63,28 +63,11 @@ fn append(log: &mut PartitionLog, bytes: &[u8], now: i64) {
 
 /// Every record in the log: (offset, key, value).
 fn read_all(log: &PartitionLog) -> Vec<(i64, String, Option<String>)> {
-    let mut out: Vec<(i64, String, Option<String>)> = Vec::new();
-    let mut offset = 0;
-    loop {
-        // A read returns batches of one segment; the next starts after the last record.
-        let mut buf = log
-            .read(offset, usize::MAX >> 1, i64::MAX, true)
-            .unwrap()
-            .records;
-        if buf.is_empty() {
-            return out;
-        }
-        for set in RecordBatchDecoder::decode_all(&mut buf).unwrap() {
-            for r in set.records {
-                offset = r.offset + 1;
-                out.push((
-                    r.offset,
-                    String::from_utf8(r.key.unwrap().to_vec()).unwrap(),
-                    r.value.map(|v| String::from_utf8(v.to_vec()).unwrap()),
-                ));
-            }
-        }
-    }
+    let text = |b: Bytes| String::from_utf8(b.to_vec()).unwrap();
+    read_records(log)
+        .into_iter()
+        .map(|(offset, _, _, key, value)| (offset, text(key), value.map(text)))
+        .collect()
 }
 
 fn pass(log: &mut PartitionLog, now: i64) -> usize {
@@ -539,6 +522,7 @@ fn read_records(log: &PartitionLog) -> Vec<(i64, bool, i64, Bytes, Option<Bytes>
     let mut out = Vec::new();
     let mut offset = 0;
     loop {
+        // A read returns batches of one segment; the next starts after the last record.
         let mut buf = log
             .read(offset, usize::MAX >> 1, i64::MAX, true)
             .unwrap()
