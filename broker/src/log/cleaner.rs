@@ -23,10 +23,11 @@
 //!    control batches are always kept.
 //!
 //!    Transactions (KIP-98): a pass never reaches the first unstable offset (an open
-//!    transaction's records may still be aborted), and records of aborted transactions never
-//!    count as a key's latest, so they cannot supersede a committed value. Unlike Kafka, the
-//!    cleaner removes neither aborted records nor markers: both stay, and the log's aborted
-//!    list (`log::txn_state`) keeps describing them to `read_committed` fetches.
+//!    transaction's records may still be aborted); records of aborted transactions never
+//!    count as a key's latest, so they cannot supersede a committed value, and they are
+//!    removed, as Kafka's cleaner removes them. Markers stay (Kafka drops one once its
+//!    transaction's records are gone and `delete.retention.ms` passed), and so does the log's
+//!    aborted list (`log::txn_state`), which then describes a range with nothing left in it.
 //! 3. [`PartitionLog::install_cleaned`](super::PartitionLog::install_cleaned) swaps each
 //!    cleaned file in, if the segment it was made from is still there unchanged (retention or
 //!    a follower's truncation may have removed it meanwhile).
@@ -316,8 +317,12 @@ fn retained(
     drop_tombstones: bool,
     aborted: &AbortedRanges,
 ) -> Retained {
-    if h.is_control() || aborted.holds(h) {
+    if h.is_control() {
         return Retained::All;
+    }
+    if aborted.holds(h) {
+        // No reader may ever see it: read_committed skips it, and Kafka's cleaner drops it too.
+        return Retained::None(u64::try_from(h.record_count).unwrap_or(0));
     }
     let Some(set) = records_of(bytes) else {
         return Retained::All;

@@ -464,7 +464,7 @@ fn data(log: &PartitionLog, markers: &[i64]) -> Vec<(i64, String, Option<String>
 }
 
 #[test]
-fn aborted_records_never_supersede_and_open_transactions_are_not_cleaned() {
+fn aborted_records_never_supersede_and_go_and_open_transactions_are_not_cleaned() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = compacted(1 << 20);
     s.min_cleanable_dirty_ratio = 0.01;
@@ -481,10 +481,13 @@ fn aborted_records_never_supersede_and_open_transactions_are_not_cleaned() {
         data(&log, &[2]),
         vec![
             (0, "a".into(), Some("1".into())),
-            (1, "a".into(), Some("aborted".into())),
             (4, "b".into(), Some("2".into())),
         ],
-        "the committed value of a stays, and so does the aborted record"
+        "the committed value of a stays; the aborted record is removed"
+    );
+    assert!(
+        read_all(&log).iter().any(|(o, _, _)| *o == 2),
+        "the abort marker stays"
     );
     assert_eq!(log.aborted_txns(0, 5), vec![(7, 1)]);
 
@@ -500,7 +503,6 @@ fn aborted_records_never_supersede_and_open_transactions_are_not_cleaned() {
         data(&log, &[2, 8]),
         vec![
             (0, "a".into(), Some("1".into())),
-            (1, "a".into(), Some("aborted".into())),
             (4, "b".into(), Some("2".into())),
             (6, "c".into(), Some("2".into())),
             (7, "d".into(), Some("x".into())),
@@ -549,9 +551,9 @@ fn read_records(log: &PartitionLog) -> Vec<(i64, bool, i64, Bytes, Option<Bytes>
 /// committed and aborted transactions), segment rolls and passes with key maps of random
 /// size. After every pass: no offset moved and no surviving record changed; nothing at or
 /// above the cleaned point was removed; each key's latest record outside aborted
-/// transactions survives; markers survive; the aborted records that survive are all
-/// described by the log's aborted list, so a `read_committed` reader (which drops them)
-/// sees each key's latest committed value.
+/// transactions survives; markers survive; aborted records are gone below the cleaned point
+/// and the ones above it are all described by the log's aborted list, so a `read_committed`
+/// reader (which drops them) sees each key's latest committed value.
 #[test]
 fn random_appends_and_passes_keep_every_keys_latest_committed_value() {
     let mut seed: u64 = 0xc1ea_4e55;
@@ -665,8 +667,12 @@ fn check_cleaned_log(log: &PartitionLog, written: &[Written], aborted: &[i64]) {
     }
     // The aborted records left are all described to read_committed readers.
     let described = log.aborted_txns(0, log.log_end_offset());
-    for (offset, _, pid, _, _) in &records {
-        if aborted.contains(pid) {
+    for (offset, control, pid, _, _) in &records {
+        if aborted.contains(pid) && !control {
+            assert!(
+                *offset >= log.cleaned_up_to(),
+                "aborted record at {offset} of producer {pid} survived a pass"
+            );
             assert!(
                 described.iter().any(|&(p, first)| p == *pid && first <= *offset),
                 "aborted record at {offset} of producer {pid} is not in the aborted list {described:?}"
