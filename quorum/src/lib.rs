@@ -6,6 +6,7 @@
 //! broker, its metadata image. Snapshots of the applied state keep restarts from replaying
 //! everything. Commands are JSON values so the crate knows nothing about Kafka.
 
+pub mod formation;
 pub mod log_store;
 pub mod node;
 pub mod rpc;

@@ -9,6 +9,9 @@
 //! snapshot and catches up when the leader commits), which Raft allows: the commit index is
 //! never taken from it beyond what the durable log holds.
 //!
+//! A purge never removes entries the snapshot on disk does not cover yet: it waits for the state
+//! machine's [`DurableSnapshot`] to reach the purge point (see `state_machine` for why).
+//!
 //! Metadata logs are small (records per topic/partition change), so the whole log lives in memory
 //! too and a truncation or purge rewrites the file.
 
@@ -28,7 +31,13 @@ use openraft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::state_machine::DurableSnapshot;
 use crate::TypeConfig;
+
+/// How long a purge waits for the snapshot covering it to be on disk. Installing a snapshot
+/// takes far less; past this the purge fails (and Raft stops) rather than leave a log that
+/// starts above the node's state.
+const PURGE_WAITS_FOR_SNAPSHOT: std::time::Duration = std::time::Duration::from_secs(120);
 
 type Result<T> = std::result::Result<T, StorageError<u64>>;
 
@@ -110,12 +119,21 @@ impl Inner {
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
+    /// The snapshot on disk, which purges wait for; `None` only in this module's unit tests.
+    durable_snapshot: Option<DurableSnapshot>,
 }
 
 impl LogStore {
+    /// Opens (or creates) the log in `dir`, purging only what `durable_snapshot` covers.
+    pub fn open(dir: &Path, durable_snapshot: DurableSnapshot) -> std::io::Result<LogStore> {
+        let mut store = Self::open_unguarded(dir)?;
+        store.durable_snapshot = Some(durable_snapshot);
+        Ok(store)
+    }
+
     /// Opens (or creates) the log in `dir`. A torn last line (crash mid-append) is dropped: it
     /// was never acknowledged as durable.
-    pub fn open(dir: &Path) -> std::io::Result<LogStore> {
+    fn open_unguarded(dir: &Path) -> std::io::Result<LogStore> {
         fs::create_dir_all(dir)?;
         let path = Inner::log_path(dir);
         let mut entries = BTreeMap::new();
@@ -157,6 +175,7 @@ impl LogStore {
         }
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
+            durable_snapshot: None,
         })
     }
 
@@ -282,6 +301,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<()> {
+        if let Some(durable) = &mut self.durable_snapshot {
+            let covered = matches!(
+                tokio::time::timeout(
+                    PURGE_WAITS_FOR_SNAPSHOT,
+                    durable.wait_for(|on_disk| *on_disk >= Some(log_id.index)),
+                )
+                .await,
+                Ok(Ok(_))
+            );
+            if !covered {
+                return Err(io_err(
+                    ErrorSubject::Logs,
+                    ErrorVerb::Delete,
+                    format!(
+                        "no snapshot on disk covers the purge up to {log_id} (on disk: {:?})",
+                        *durable.borrow()
+                    ),
+                ));
+            }
+        }
         let mut inner = self.lock();
         write_json_atomic(&inner.dir.join("purged.json"), &log_id)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
@@ -317,7 +356,7 @@ mod tests {
     #[tokio::test]
     async fn log_survives_reopen_and_truncation() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = LogStore::open(dir.path()).unwrap();
+        let mut store = LogStore::open_unguarded(dir.path()).unwrap();
         assert!(store.is_pristine());
         append_now(&store, (1..=5).map(|i| entry(1, i)).collect());
         store
@@ -327,7 +366,7 @@ mod tests {
         store.save_vote(&Vote::new(2, 1)).await.unwrap();
         drop(store);
 
-        let mut store = LogStore::open(dir.path()).unwrap();
+        let mut store = LogStore::open_unguarded(dir.path()).unwrap();
         let got = store.try_get_log_entries(0..).await.unwrap();
         assert_eq!(
             got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
@@ -340,17 +379,17 @@ mod tests {
     #[tokio::test]
     async fn the_committed_hint_survives_reopen_and_a_lost_one_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = LogStore::open(dir.path()).unwrap();
+        let mut store = LogStore::open_unguarded(dir.path()).unwrap();
         append_now(&store, (1..=3).map(|i| entry(1, i)).collect());
         let committed = Some(LogId::new(CommittedLeaderId::new(1, 0), 2));
         store.save_committed(committed).await.unwrap();
         drop(store);
-        let mut store = LogStore::open(dir.path()).unwrap();
+        let mut store = LogStore::open_unguarded(dir.path()).unwrap();
         assert_eq!(store.read_committed().await.unwrap(), committed);
         drop(store);
         // A crash can leave the unsynced file empty: the store still opens, without the hint.
         std::fs::write(dir.path().join("committed.json"), b"").unwrap();
-        let mut store = LogStore::open(dir.path()).unwrap();
+        let mut store = LogStore::open_unguarded(dir.path()).unwrap();
         assert_eq!(store.read_committed().await.unwrap(), None);
         assert_eq!(store.try_get_log_entries(0..).await.unwrap().len(), 3);
     }
@@ -358,7 +397,7 @@ mod tests {
     #[tokio::test]
     async fn purge_moves_the_log_start_and_a_torn_tail_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = LogStore::open(dir.path()).unwrap();
+        let mut store = LogStore::open_unguarded(dir.path()).unwrap();
         append_now(&store, (1..=6).map(|i| entry(1, i)).collect());
         store
             .purge(LogId::new(CommittedLeaderId::new(1, 0), 3))
@@ -373,11 +412,35 @@ mod tests {
         f.write_all(b"{\"log_id\":{\"lea").unwrap();
         drop(f);
 
-        let mut store = LogStore::open(dir.path()).unwrap();
+        let mut store = LogStore::open_unguarded(dir.path()).unwrap();
         let state = store.get_log_state().await.unwrap();
         assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(3));
         assert_eq!(state.last_log_id.map(|l| l.index), Some(6));
         let got = store.try_get_log_entries(0..).await.unwrap();
         assert_eq!(got.len(), 3);
+    }
+
+    /// A follower's purge is scheduled together with the install of the leader's snapshot and
+    /// may run first: it must wait until that snapshot is on disk.
+    #[tokio::test]
+    async fn a_purge_waits_for_the_snapshot_covering_it_to_be_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (on_disk, durable) = tokio::sync::watch::channel(Some(2));
+        let store = LogStore::open(dir.path(), durable).unwrap();
+        append_now(&store, (1..=8).map(|i| entry(1, i)).collect());
+        let mut purging = store.clone();
+        let purge = tokio::spawn(async move {
+            purging
+                .purge(LogId::new(CommittedLeaderId::new(1, 0), 5))
+                .await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!purge.is_finished(), "purged past the snapshot on disk");
+        assert_eq!(store.lock().entries.len(), 8, "nothing removed yet");
+        on_disk.send_replace(Some(5));
+        purge.await.unwrap().expect("purge once covered");
+        let mut reader = store.clone();
+        let left = reader.try_get_log_entries(0..).await.unwrap();
+        assert_eq!(left.first().map(|e| e.log_id.index), Some(6));
     }
 }

@@ -11,6 +11,7 @@ use openraft::{BasicNode, Config, RaftMetrics, SnapshotPolicy};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::formation;
 use crate::log_store::LogStore;
 use crate::rpc::{self, MessageHandler, Network, PeerClient, QuorumTls};
 use crate::state_machine::StateMachine;
@@ -107,46 +108,13 @@ pub struct QuorumNode {
     server: JoinHandle<()>,
     /// Asking the leader to add this node as a learner, until it is one.
     learner_join: Option<JoinHandle<()>>,
+    /// An empty voter deciding between forming a new quorum and being filled by the running
+    /// one ([`crate::formation`]).
+    forming: Option<JoinHandle<()>>,
     handler: MessageHandler,
     tls: Option<QuorumTls>,
     /// A kept-open connection to the leader for messages: (leader id, client).
     leader_client: tokio::sync::Mutex<Option<(u64, PeerClient)>>,
-}
-
-/// How long a voter with an empty log waits to hear from a leader before it proposes the
-/// initial configuration: several heartbeats, and a leader's retry after a failed connection.
-const PRISTINE_VOTER_WAIT: Duration = Duration::from_secs(3);
-
-/// Whether a leader reached this node within `wait` (its term moved past 0). A voter whose log
-/// is empty may be new (a cluster being created: nobody leads yet) or may have lost its disk
-/// (ephemeral storage, a replaced volume) in a cluster that runs on. In the second case it
-/// must not start a log of its own: its initial entry would sit below what the leader sends
-/// (a snapshot and the entries after it) and leave a hole Raft cannot apply across. The leader
-/// fills an empty log itself.
-async fn contacted_by_a_leader(raft: &Raft, wait: Duration) -> bool {
-    let mut metrics = raft.metrics();
-    let reached = tokio::time::timeout(wait, async {
-        loop {
-            {
-                let m = metrics.borrow_and_update();
-                if m.current_term > 0 || m.current_leader.is_some() {
-                    return;
-                }
-            }
-            if metrics.changed().await.is_err() {
-                // The node stopped: nothing more will come.
-                std::future::pending::<()>().await;
-            }
-        }
-    })
-    .await
-    .is_ok();
-    if reached {
-        tracing::info!(
-            "empty quorum log: a leader already runs, joining it instead of initializing"
-        );
-    }
-    reached
 }
 
 impl QuorumNode {
@@ -167,9 +135,15 @@ impl QuorumNode {
             ..Config::default()
         }
         .validate()?;
-        let log_store = LogStore::open(&config.dir)?;
-        let pristine = log_store.is_pristine();
+        if config.learner_addr.is_some() && config.voters.contains_key(&config.node_id) {
+            anyhow::bail!(
+                "node {} is a voter; only non-voters join as learners",
+                config.node_id
+            );
+        }
         let state_machine = StateMachine::open(&config.dir, applier)?;
+        let log_store = LogStore::open(&config.dir, state_machine.durable_snapshot())?;
+        let pristine = log_store.is_pristine();
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
@@ -187,31 +161,27 @@ impl QuorumNode {
             handler.clone(),
             config.tls.clone(),
         ));
-        let sole_voter = config.voters.len() == 1;
-        if pristine
-            && config.voters.contains_key(&config.node_id)
-            && (sole_voter || !contacted_by_a_leader(&raft, PRISTINE_VOTER_WAIT).await)
-        {
-            let members: BTreeMap<u64, BasicNode> = config
-                .voters
-                .iter()
-                .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
-                .collect();
-            // Every pristine voter proposes the same configuration; all but the first are
-            // told the log is no longer empty, which is fine.
-            if let Err(e) = raft.initialize(members).await {
-                tracing::debug!(error = %e, "quorum already initialized");
+        let mut forming = None;
+        if pristine && config.voters.contains_key(&config.node_id) {
+            if config.voters.len() == 1 {
+                let members = BTreeMap::from([(
+                    config.node_id,
+                    BasicNode::new(config.voters[&config.node_id].clone()),
+                )]);
+                if let Err(e) = raft.initialize(members).await {
+                    tracing::debug!(error = %e, "quorum already initialized");
+                }
+            } else {
+                forming = Some(tokio::spawn(formation::form_or_join(
+                    raft.clone(),
+                    config.node_id,
+                    config.voters.clone(),
+                    config.tls.clone(),
+                )));
             }
         }
         let mut learner_join = None;
         if let Some(addr) = config.learner_addr.clone() {
-            if config.voters.contains_key(&config.node_id) {
-                server.abort();
-                anyhow::bail!(
-                    "node {} is a voter; only non-voters join as learners",
-                    config.node_id
-                );
-            }
             learner_join = Some(tokio::spawn(join_as_learner(
                 raft.clone(),
                 config.node_id,
@@ -227,6 +197,7 @@ impl QuorumNode {
             voters: config.voters,
             server,
             learner_join,
+            forming,
             handler,
             tls: config.tls,
             leader_client: tokio::sync::Mutex::new(None),
@@ -373,8 +344,8 @@ impl QuorumNode {
     /// Stops Raft and the RPC server.
     pub async fn shutdown(&self) {
         self.server.abort();
-        if let Some(join) = &self.learner_join {
-            join.abort();
+        for task in [&self.learner_join, &self.forming].into_iter().flatten() {
+            task.abort();
         }
         let _ = self.raft.shutdown().await;
     }

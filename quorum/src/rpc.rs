@@ -67,6 +67,9 @@ pub enum Request {
     /// An application message for the leader (broker heartbeats), answered by the node's
     /// [`MessageHandler`].
     Message(serde_json::Value),
+    /// Whether the node belongs to a formed quorum, asked by a voter with an empty log before
+    /// it proposes an initial configuration (see `node::formation`).
+    Formed,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -77,6 +80,7 @@ pub enum Response {
     /// Log index of the committed write, or why it failed.
     Write(Result<u64, String>),
     Message(Result<serde_json::Value, String>),
+    Formed(bool),
 }
 
 /// Answers application messages sent to this node; set once the application is ready.
@@ -198,9 +202,20 @@ async fn serve_connection(
                 Some(h) => Ok(h(m)),
                 None => Err("this node is not ready for messages yet".into()),
             }),
+            Request::Formed => Response::Formed(belongs_to_a_formed_quorum(&raft)),
         };
         send_message(&mut stream, &response).await?;
     }
+}
+
+/// Whether this node has ever been part of a quorum: it has a term, a leader, a log or a
+/// snapshot. A node that lost its disk answers `false` until a leader reaches it.
+pub(crate) fn belongs_to_a_formed_quorum(raft: &Raft) -> bool {
+    let m = raft.metrics().borrow().clone();
+    m.current_term > 0
+        || m.current_leader.is_some()
+        || m.last_log_index.is_some()
+        || m.snapshot.is_some()
 }
 
 /// A non-voter asks to receive the log: the leader adds it as a learner (it never votes).
@@ -338,6 +353,15 @@ impl PeerClient {
 }
 
 impl PeerClient {
+    /// Whether this peer belongs to a formed quorum; `None` when it did not answer (down, not
+    /// resolvable yet, or a version that does not know the question).
+    pub async fn ask_formed(&mut self, timeout: Duration) -> Option<bool> {
+        match self.call(&Request::Formed, timeout).await {
+            Ok(Response::Formed(formed)) => Some(formed),
+            _ => None,
+        }
+    }
+
     /// Sends an application message to this peer and returns its answer.
     pub async fn send_message(
         &mut self,

@@ -2,6 +2,13 @@
 //!
 //! The latest snapshot is kept in `snapshot.json` (`{meta, state}`); on start the applier is
 //! restored from it and Raft re-applies only the entries after it.
+//!
+//! The index of the snapshot on disk is published ([`StateMachine::durable_snapshot`]) for the
+//! log store, which must never drop entries that snapshot does not cover yet: openraft purges
+//! a follower's log as soon as it *schedules* the install of a leader's snapshot, and a crash
+//! before that snapshot is on disk would leave a node whose state stops below its log's start.
+//! For the same reason the file only ever moves forward: a snapshot this node finished building
+//! after a newer one was installed is not written over it.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -43,6 +50,9 @@ struct Inner {
     snapshots_built: u64,
 }
 
+/// The index of the last entry covered by the snapshot on disk (`None`: no snapshot).
+pub type DurableSnapshot = tokio::sync::watch::Receiver<Option<u64>>;
+
 /// The state machine; clones share state (the snapshot builder is a clone).
 #[derive(Clone)]
 pub struct StateMachine {
@@ -55,6 +65,9 @@ pub struct StateMachine {
     /// node restored from it skip the entries in between. Never held across an await, and
     /// separate from `inner` so the applier's hooks may read `last_applied`.
     applying: Arc<Mutex<()>>,
+    /// Held while `snapshot.json` is compared and written, so the file only moves forward.
+    persisting: Arc<Mutex<()>>,
+    durable: Arc<tokio::sync::watch::Sender<Option<u64>>>,
 }
 
 impl StateMachine {
@@ -77,12 +90,33 @@ impl StateMachine {
             let bytes = serde_json::to_vec(&file)?;
             inner.snapshot = Some((file.meta, bytes));
         }
+        let on_disk = inner.last_applied.map(|l| l.index);
         Ok(StateMachine {
             inner: Arc::new(Mutex::new(inner)),
             applier,
             path,
             applying: Arc::default(),
+            persisting: Arc::default(),
+            durable: Arc::new(tokio::sync::watch::Sender::new(on_disk)),
         })
+    }
+
+    /// Follows the index covered by the snapshot on disk.
+    pub fn durable_snapshot(&self) -> DurableSnapshot {
+        self.durable.subscribe()
+    }
+
+    /// Writes `file` as the snapshot on disk if it covers more than the one there; returns
+    /// whether it did. Blocking (the write ends with an fsync).
+    fn persist_if_newer(&self, file: &SnapshotFile) -> std::io::Result<bool> {
+        let _persisting = self.persisting.lock().unwrap_or_else(|p| p.into_inner());
+        let index = file.meta.last_log_id.map(|l| l.index);
+        if index <= *self.durable.borrow() {
+            return Ok(false);
+        }
+        write_json_atomic(&self.path, file)?;
+        self.durable.send_replace(index);
+        Ok(true)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -136,17 +170,25 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             meta: meta.clone(),
             state,
         };
-        // Written without any lock held (entries keep being applied meanwhile), and on a
+        // Written without the `applying` lock (entries keep being applied meanwhile), and on a
         // blocking thread: the write ends with an fsync.
-        let path = self.path.clone();
-        let bytes = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-            write_json_atomic(&path, &file)?;
-            Ok(serde_json::to_vec(&file)?)
-        })
-        .await
-        .map_err(|e| io_err(ErrorVerb::Write, e))?
-        .map_err(|e| io_err(ErrorVerb::Write, e))?;
-        self.lock().snapshot = Some((meta.clone(), bytes.clone()));
+        let machine = self.clone();
+        let (bytes, written) =
+            tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, bool)> {
+                let written = machine.persist_if_newer(&file)?;
+                Ok((serde_json::to_vec(&file)?, written))
+            })
+            .await
+            .map_err(|e| io_err(ErrorVerb::Write, e))?
+            .map_err(|e| io_err(ErrorVerb::Write, e))?;
+        if written {
+            self.lock().snapshot = Some((meta.clone(), bytes.clone()));
+        } else {
+            tracing::debug!(
+                ?meta,
+                "a newer snapshot was installed while this one was built"
+            );
+        }
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -206,7 +248,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .applier
                 .restore(file.state.clone())
                 .map_err(|e| Box::new(io_err(ErrorVerb::Write, e)))?;
-            write_json_atomic(&machine.path, &file)
+            machine
+                .persist_if_newer(&file)
                 .map_err(|e| Box::new(io_err(ErrorVerb::Write, e)))?;
             let mut inner = machine.lock();
             inner.last_applied = meta.last_log_id;
@@ -329,5 +372,39 @@ mod tests {
             "an entry was applied on the runtime thread"
         );
         assert_eq!(sm.last_applied().map(|l| l.index), Some(5));
+    }
+
+    /// openraft builds snapshots on a task of its own; a follower may install the leader's
+    /// (newer) snapshot meanwhile. The older one, finished later, must not replace it on disk:
+    /// the log was purged up to the installed one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_finished_after_a_newer_install_does_not_replace_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(dir.path(), Arc::new(Counter(AtomicU64::new(0)))).unwrap();
+        sm.apply((1..=10).map(entry)).await.unwrap();
+        let mut builder = sm.get_snapshot_builder().await;
+        let building = tokio::spawn(async move { builder.build_snapshot().await.unwrap() });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let installed = Meta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(2, 0), 50)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: "leader-50".into(),
+        };
+        let bytes = serde_json::to_vec(&SnapshotFile {
+            meta: installed.clone(),
+            state: serde_json::json!(50),
+        })
+        .unwrap();
+        sm.install_snapshot(&installed, Box::new(Cursor::new(bytes)))
+            .await
+            .unwrap();
+        assert_eq!(*sm.durable_snapshot().borrow(), Some(50));
+        building.await.unwrap();
+        assert_eq!(*sm.durable_snapshot().borrow(), Some(50), "moved backwards");
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta.snapshot_id, "leader-50");
+        let restored =
+            StateMachine::open(dir.path(), Arc::new(Counter(AtomicU64::new(0)))).unwrap();
+        assert_eq!(restored.last_applied().map(|l| l.index), Some(50));
     }
 }
