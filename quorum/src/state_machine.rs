@@ -303,16 +303,24 @@ mod tests {
         }
     }
 
+    /// A state machine with entries 1..=10 applied and a (slow) snapshot of them being built.
+    async fn ten_applied_and_a_snapshot_being_built(
+        dir: &Path,
+    ) -> (StateMachine, tokio::task::JoinHandle<Snapshot<TypeConfig>>) {
+        let mut sm = StateMachine::open(dir, Arc::new(Counter(AtomicU64::new(0)))).unwrap();
+        sm.apply((1..=10).map(entry)).await.unwrap();
+        let mut builder = sm.get_snapshot_builder().await;
+        let building = tokio::spawn(async move { builder.build_snapshot().await.unwrap() });
+        (sm, building)
+    }
+
     /// Regression: the snapshot's state was read before its index, so entries applied in
     /// between were counted in `last_log_id` but missing from the state, and every node
     /// restored from it skipped them.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_snapshot_holds_exactly_the_entries_its_index_says() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sm = StateMachine::open(dir.path(), Arc::new(Counter(AtomicU64::new(0)))).unwrap();
-        sm.apply((1..=10).map(entry)).await.unwrap();
-        let mut builder = sm.get_snapshot_builder().await;
-        let building = tokio::spawn(async move { builder.build_snapshot().await.unwrap() });
+        let (sm, building) = ten_applied_and_a_snapshot_being_built(dir.path()).await;
         // Entries applied while the snapshot is being taken.
         tokio::time::sleep(Duration::from_millis(20)).await;
         let mut applier_side = sm.clone();
@@ -380,10 +388,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_snapshot_finished_after_a_newer_install_does_not_replace_it() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sm = StateMachine::open(dir.path(), Arc::new(Counter(AtomicU64::new(0)))).unwrap();
-        sm.apply((1..=10).map(entry)).await.unwrap();
-        let mut builder = sm.get_snapshot_builder().await;
-        let building = tokio::spawn(async move { builder.build_snapshot().await.unwrap() });
+        let (mut sm, building) = ten_applied_and_a_snapshot_being_built(dir.path()).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         let installed = Meta {
             last_log_id: Some(LogId::new(CommittedLeaderId::new(2, 0), 50)),

@@ -223,14 +223,13 @@ async fn shutdown_closes_the_connections_it_was_serving() {
     assert!(matches!(read, Ok(0) | Err(_)), "closed, not answered");
 }
 
-/// A voter that lost its disk (ephemeral storage, a replaced volume) restarts with an empty log
-/// while the others run on and the leader compacted what it missed: it catches up from the
-/// leader's snapshot and log and keeps working. (The next test covers a leader that cannot reach
-/// it at first.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_voter_that_lost_its_disk_rejoins_from_the_leader() {
-    let dir = tempfile::tempdir().unwrap();
-    let (voters, mut nodes) = three_voters(dir.path(), 10).await;
+/// Three voters keeping 10 entries after a snapshot; a follower is stopped after 30 writes and
+/// 70 more commit without it. Returns the voters, the running nodes, the leader and the stopped
+/// follower.
+async fn a_follower_stopped_while_100_writes_commit(
+    dir: &Path,
+) -> (BTreeMap<u64, String>, Nodes, u64, u64) {
+    let (voters, mut nodes) = three_voters(dir, 10).await;
     let leader = nodes[&1]
         .0
         .wait_for_leader(Duration::from_secs(10))
@@ -245,6 +244,18 @@ async fn a_voter_that_lost_its_disk_rejoins_from_the_leader() {
     for i in 30..100 {
         nodes[&leader].0.write(json!({ "n": i })).await.unwrap();
     }
+    (voters, nodes, leader, lost)
+}
+
+/// A voter that lost its disk (ephemeral storage, a replaced volume) restarts with an empty log
+/// while the others run on and the leader compacted what it missed: it catches up from the
+/// leader's snapshot and log and keeps working. (The next test covers a leader that cannot reach
+/// it at first.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_voter_that_lost_its_disk_rejoins_from_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let (voters, nodes, leader, lost) =
+        a_follower_stopped_while_100_writes_commit(dir.path()).await;
     let metrics = nodes[&leader].0.metrics();
     wait_until("the leader compacted its log", || {
         metrics.borrow().purged.is_some_and(|p| p.index > 60)
@@ -299,21 +310,8 @@ async fn forward(listener: TcpListener, target: String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_voter_that_lost_its_disk_and_is_unreachable_at_first_waits_for_the_leader() {
     let dir = tempfile::tempdir().unwrap();
-    let (voters, mut nodes) = three_voters(dir.path(), 10).await;
-    let leader = nodes[&1]
-        .0
-        .wait_for_leader(Duration::from_secs(10))
-        .await
-        .expect("a leader within 10 s");
-    let lost = *voters.keys().find(|id| **id != leader).unwrap();
-    for i in 0..30 {
-        nodes[&leader].0.write(json!({ "n": i })).await.unwrap();
-    }
-    let (stopped, _) = nodes.remove(&lost).unwrap();
-    stopped.shutdown().await;
-    for i in 30..100 {
-        nodes[&leader].0.write(json!({ "n": i })).await.unwrap();
-    }
+    let (voters, nodes, leader, lost) =
+        a_follower_stopped_while_100_writes_commit(dir.path()).await;
     let term_before = nodes[&leader].0.position().term;
     std::fs::remove_dir_all(dir.path().join(lost.to_string())).unwrap();
 
