@@ -318,7 +318,11 @@ def copier(kafka_bin: Path, bootstrap: str, source: str, partition: int, target:
          "--broker-list", bootstrap, "--input-topic", source, "--input-partition", str(partition),
          "--output-topic", target, "--consumer-group", group, "--transaction-size", "100",
          "--transactional-id", f"{group}-copier-{partition}", "--enable-random-aborts",
-         "--use-group-metadata"],
+         "--use-group-metadata",
+         # The tool reads its position (OffsetFetch, require_stable) *before* initTransactions,
+         # so a restarted copier waits until the killed one's transaction is aborted on its
+         # timeout. With the default 60 s that raced the consumer's own 60 s API timeout.
+         "--transaction-timeout", "10000"],
         stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
