@@ -48,6 +48,18 @@ pub fn decide(answers: &[Option<bool>], voters: usize) -> Formation {
     }
 }
 
+/// Proposes `voters` as the quorum's first configuration. Every empty voter of a new cluster
+/// proposes the same one; all but the first are told the log is no longer empty, which is fine.
+pub async fn propose_initial_configuration(raft: &Raft, voters: &BTreeMap<u64, String>) {
+    let members: BTreeMap<u64, BasicNode> = voters
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+        .collect();
+    if let Err(e) = raft.initialize(members).await {
+        tracing::debug!(error = %e, "quorum already initialized");
+    }
+}
+
 /// How often an undecided voter asks its peers again.
 const ASK_EVERY: Duration = Duration::from_millis(500);
 
@@ -82,15 +94,7 @@ pub async fn form_or_join(
                 return;
             }
             Formation::Initialize => {
-                let members: BTreeMap<u64, BasicNode> = voters
-                    .iter()
-                    .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
-                    .collect();
-                // Every empty voter of a new cluster proposes the same configuration; all but
-                // the first are told the log is no longer empty, which is fine.
-                if let Err(e) = raft.initialize(members).await {
-                    tracing::debug!(error = %e, "quorum already initialized");
-                }
+                propose_initial_configuration(&raft, &voters).await;
                 return;
             }
             Formation::AskAgain => tokio::time::sleep(ASK_EVERY).await,

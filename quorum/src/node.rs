@@ -106,11 +106,10 @@ pub struct QuorumNode {
     state_machine: StateMachine,
     voters: BTreeMap<u64, String>,
     server: JoinHandle<()>,
-    /// Asking the leader to add this node as a learner, until it is one.
-    learner_join: Option<JoinHandle<()>>,
-    /// An empty voter deciding between forming a new quorum and being filled by the running
-    /// one ([`crate::formation`]).
-    forming: Option<JoinHandle<()>>,
+    /// Getting this node into the quorum: an empty voter deciding between forming a new one
+    /// and being filled by the running one ([`crate::formation`]), or a non-voter asking the
+    /// leader to add it as a learner. (A node is one or the other, never both.)
+    joining: Option<JoinHandle<()>>,
     handler: MessageHandler,
     tls: Option<QuorumTls>,
     /// A kept-open connection to the leader for messages: (leader id, client).
@@ -161,18 +160,12 @@ impl QuorumNode {
             handler.clone(),
             config.tls.clone(),
         ));
-        let mut forming = None;
+        let mut joining = None;
         if pristine && config.voters.contains_key(&config.node_id) {
             if config.voters.len() == 1 {
-                let members = BTreeMap::from([(
-                    config.node_id,
-                    BasicNode::new(config.voters[&config.node_id].clone()),
-                )]);
-                if let Err(e) = raft.initialize(members).await {
-                    tracing::debug!(error = %e, "quorum already initialized");
-                }
+                formation::propose_initial_configuration(&raft, &config.voters).await;
             } else {
-                forming = Some(tokio::spawn(formation::form_or_join(
+                joining = Some(tokio::spawn(formation::form_or_join(
                     raft.clone(),
                     config.node_id,
                     config.voters.clone(),
@@ -180,9 +173,8 @@ impl QuorumNode {
                 )));
             }
         }
-        let mut learner_join = None;
         if let Some(addr) = config.learner_addr.clone() {
-            learner_join = Some(tokio::spawn(join_as_learner(
+            joining = Some(tokio::spawn(join_as_learner(
                 raft.clone(),
                 config.node_id,
                 addr,
@@ -196,8 +188,7 @@ impl QuorumNode {
             state_machine,
             voters: config.voters,
             server,
-            learner_join,
-            forming,
+            joining,
             handler,
             tls: config.tls,
             leader_client: tokio::sync::Mutex::new(None),
@@ -344,8 +335,8 @@ impl QuorumNode {
     /// Stops Raft and the RPC server.
     pub async fn shutdown(&self) {
         self.server.abort();
-        for task in [&self.learner_join, &self.forming].into_iter().flatten() {
-            task.abort();
+        if let Some(joining) = &self.joining {
+            joining.abort();
         }
         let _ = self.raft.shutdown().await;
     }
