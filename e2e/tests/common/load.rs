@@ -25,6 +25,9 @@ pub struct Load {
     topic: String,
     bootstrap: String,
     stop: Arc<AtomicBool>,
+    /// Set once the producer has stopped and every send has its outcome: only then is the
+    /// acknowledged count final, so only then may the group consumer compare against it.
+    produced_all: Arc<AtomicBool>,
     acked: Arc<AtomicUsize>,
     producing: tokio::task::JoinHandle<Produced>,
     consuming: std::thread::JoinHandle<Result<BTreeMap<String, usize>>>,
@@ -49,6 +52,7 @@ impl Load {
         security: &[(&str, &str)],
     ) -> Result<Load> {
         let stop = Arc::new(AtomicBool::new(false));
+        let produced_all = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicUsize::new(0));
         let mut settings = security.to_vec();
         settings.push(("linger.ms", "5"));
@@ -67,13 +71,14 @@ impl Load {
             .set("auto.commit.interval.ms", "1000");
         let consumer: BaseConsumer = config.create()?;
         consumer.subscribe(&[topic])?;
-        let (consumer_stop, consumer_acked) = (stop.clone(), acked.clone());
+        let (consumer_stop, consumer_acked) = (produced_all.clone(), acked.clone());
         let consuming =
             std::thread::spawn(move || consume_until(consumer, consumer_stop, consumer_acked));
         Ok(Load {
             topic: topic.to_string(),
             bootstrap: bootstrap.to_string(),
             stop,
+            produced_all,
             acked,
             producing,
             consuming,
@@ -104,9 +109,10 @@ impl Load {
     /// no send failed after the client's own retries.
     pub async fn finish(self, failures_allowed: bool) -> Result<Produced> {
         self.stop.store(true, Ordering::SeqCst);
-        let produced = tokio::time::timeout(Duration::from_secs(90), self.producing)
-            .await
-            .context("the producer did not stop within 90 s")??;
+        let produced = tokio::time::timeout(Duration::from_secs(90), self.producing).await;
+        // Set even when the producer failed, so the consumer thread ends (after its 90 s).
+        self.produced_all.store(true, Ordering::SeqCst);
+        let produced = produced.context("the producer did not stop within 90 s")??;
         let grouped = self
             .consuming
             .join()
@@ -216,18 +222,22 @@ pub async fn produce_until(
     produced
 }
 
-/// Polls until `stop`, then keeps reading until it has received as many distinct values as were
-/// acknowledged (and 3 s passed quietly), or 90 s pass; value -> times received.
+/// Polls until `produced_all`, then keeps reading until it has received as many distinct values
+/// as were acknowledged (and 3 s passed quietly), or 90 s pass; value -> times received.
+///
+/// Waiting for `produced_all` rather than the producer's stop signal matters: the producer's
+/// last batch may wait seconds for `acks=all` (a replica that just came back), and a count taken
+/// before those acknowledgements would let the group stop short of records it can still read.
 fn consume_until(
     consumer: BaseConsumer,
-    stop: Arc<AtomicBool>,
+    produced_all: Arc<AtomicBool>,
     acked: Arc<AtomicUsize>,
 ) -> Result<BTreeMap<String, usize>> {
     let mut seen = BTreeMap::<String, usize>::new();
     let mut stopped_at: Option<Instant> = None;
     let mut last_record = Instant::now();
     loop {
-        if stop.load(Ordering::SeqCst) {
+        if produced_all.load(Ordering::SeqCst) {
             let since = *stopped_at.get_or_insert_with(Instant::now);
             let caught_up = seen.len() >= acked.load(Ordering::SeqCst)
                 && last_record.elapsed() > Duration::from_secs(3);
