@@ -22,7 +22,19 @@ MARKER="$DEST/.installed"
 
 stamp() { cat "$POM" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1; }
 
-if [[ -f "$MARKER" && "$(cat "$MARKER")" == "$(stamp)" ]]; then
+installed() { [[ -f "$MARKER" && "$(cat "$MARKER")" == "$(stamp)" ]]; }
+
+if installed; then
+  echo "$DEST/bin"
+  exit 0
+fi
+
+# One installer at a time: tests call this script in parallel, and on a cold cache a second
+# installer would `rm -rf` the tree the first had just published. Whoever waited finds it done.
+mkdir -p "$CACHE/kafka"
+exec 9>"$CACHE/kafka/.install.lock"
+flock 9
+if installed; then
   echo "$DEST/bin"
   exit 0
 fi
@@ -30,7 +42,6 @@ fi
 command -v java >/dev/null || { echo "kafka-dist: java not found (need Java 17+)" >&2; exit 1; }
 command -v mvn >/dev/null || { echo "kafka-dist: mvn not found (apt-get install maven)" >&2; exit 1; }
 
-mkdir -p "$CACHE/kafka"
 STAGE="$(mktemp -d "$CACHE/kafka/.stage.XXXXXX")"
 trap 'rm -rf "$STAGE"' EXIT
 

@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the whole suite, installing what it needs on the way.
 //!
 //! Stages: Debian packages, rustfmt check, clippy (-D warnings), the Kubernetes and node tools,
-//! Debian's Prometheus and promtool (for the alert rules' tests), our OCI images, every test
+//! Debian's Prometheus and promtool (for the alert rules' tests), Apache Kafka's distribution (its
+//! CLI tools drive many tests), our OCI images, every test
 //! compiled, then the local cluster with a real node (started once for the whole run in its own
 //! directory; each scenario gets its own namespace) while `cargo test --workspace` runs (unit,
 //! broker integration with librdkafka and hostile input, chaos, control plane, operator, alert
@@ -33,6 +34,9 @@ pub fn run_all(args: &[String]) -> anyhow::Result<()> {
     run("cargo clippy (-D warnings)", cargo().args(clippy))?;
     crate::tools::run(&[])?;
     let prometheus = prometheus_bin()?;
+    // Broker, operator and e2e tests drive Apache Kafka's CLI tools; installed here, once, so a
+    // cold cache costs one stage of its own rather than minutes inside some test's timeout.
+    kafka_distribution()?;
     let images: Vec<PathBuf> = crate::image::build_images(true, true)?
         .into_iter()
         .map(|(archive, _)| archive)
@@ -95,14 +99,19 @@ pub fn prepare_client_env() -> anyhow::Result<ClientEnv> {
         "Python test environment",
         Command::new("bash").arg("scripts/python-env.sh"),
     )?;
-    run(
-        "Apache Kafka distribution",
-        Command::new("bash").arg("scripts/kafka-dist.sh"),
-    )?;
+    kafka_distribution()?;
     Ok(ClientEnv {
         python: cache_dir().join("venv").join("bin").join("python"),
         broker: crate::up::target_dir().join("release").join("fjord-broker"),
     })
+}
+
+/// Apache Kafka's broker, CLI tools and Java client (`scripts/kafka-dist.sh`, cached).
+fn kafka_distribution() -> anyhow::Result<()> {
+    run(
+        "Apache Kafka distribution",
+        Command::new("bash").arg("scripts/kafka-dist.sh"),
+    )
 }
 
 /// Debian's Prometheus and promtool (`scripts/prometheus-dist.sh`, cached): the alert rules'
