@@ -71,9 +71,10 @@ impl Load {
             .set("auto.commit.interval.ms", "1000");
         let consumer: BaseConsumer = config.create()?;
         consumer.subscribe(&[topic])?;
-        let (consumer_stop, consumer_acked) = (produced_all.clone(), acked.clone());
-        let consuming =
-            std::thread::spawn(move || consume_until(consumer, consumer_stop, consumer_acked));
+        let (consumer_produced_all, consumer_acked) = (produced_all.clone(), acked.clone());
+        let consuming = std::thread::spawn(move || {
+            consume_until(consumer, consumer_produced_all, consumer_acked)
+        });
         Ok(Load {
             topic: topic.to_string(),
             bootstrap: bootstrap.to_string(),
